@@ -1,0 +1,241 @@
+"""The kind registry: one entry per layer kind, prior and objective.
+
+A *kind* is the static definition of a bijector type: its argument model (pydantic), its shape
+rule, its checks and how to build its PyTorch module. Kinds live one per file in
+``flowdsl.runtime.layers`` (priors in ``flowdsl.runtime.priors``) and register themselves with
+:func:`register_layer` / :func:`register_prior` / :func:`register_objective`; the compiler finds
+them here, so adding a kind touches neither the parser nor the passes.
+
+Implementing a layer kind (checklist):
+    * subclass :class:`LayerKind`, set ``name`` and ``Args`` (a :class:`ArgsModel` whose fields
+      have the language defaults; enumerations as ``Literal[...]``);
+    * override :meth:`LayerKind.infer_shape` (raise through ``ctx.fail(message, arg=...)``);
+    * set ``spatial = True`` if the layer needs a (C, H, W) input;
+    * implement :meth:`LayerKind.build` returning a ``flowdsl.runtime.bijector.Bijector``;
+    * decorate the class with ``@register_layer``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "Shape",
+    "ArgsModel",
+    "CheckContext",
+    "BodyInstance",
+    "LayerKind",
+    "PriorKind",
+    "ObjectiveKind",
+    "register_layer",
+    "register_prior",
+    "register_objective",
+    "layer_kinds",
+    "prior_kinds",
+    "objective_kinds",
+    "get_layer",
+    "get_prior",
+    "get_objective",
+]
+
+Shape = tuple[int, ...]
+
+
+class ArgsModel(BaseModel):
+    """Base of every argument model: frozen, no unknown fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckContext:
+    """What a kind sees while it is checked: a way to fail (or warn) at a located argument.
+
+    ``fail(message, arg=None)`` raises a located ``CheckError`` pointing at the argument ``arg``
+    when it was written in the file, else at the layer itself. The context is created by the
+    compiler (``flowdsl.compiler.passes``), which knows the spans.
+    """
+
+    def __init__(self, fail: Callable[..., Any], warn: Callable[..., Any] | None = None, layer_id: str = "") -> None:
+        self._fail = fail
+        self._warn = warn
+        self.layer_id = layer_id
+
+    def fail(self, message: str, arg: str | None = None) -> None:
+        self._fail(message, arg)
+        raise AssertionError("CheckContext.fail must raise")  # pragma: no cover
+
+    def warn(self, message: str, arg: str | None = None) -> None:
+        if self._warn is not None:
+            self._warn(message, arg)
+
+
+@dataclass(frozen=True)
+class BodyInstance:
+    """One instance of a nested body of a composite kind (e.g. RG-Flow's per-level decimator).
+
+    ``body`` names the part as written in the file (``"decimator"``); ``label`` identifies this
+    instance (``"level0.decimator"``); ``shape`` is the shape the body's layers act on.
+    """
+
+    body: str
+    label: str
+    shape: Shape
+
+
+class LayerKind:
+    """Static definition of a bijector kind (class-level; never instantiated).
+
+    Class attributes:
+        name: the layer name used in spec files.
+        Args: the argument model; its field defaults are the language defaults.
+        spatial: needs an image-shaped input (C, H, W); rejected on vectors with a location.
+        factor_out: the layer emits part of its input as latents (``split``).
+        bodies: names of nested statement blocks (``("disentangler", "decimator")`` for ``rg``).
+        available: False while the kind parses but has no implementation yet.
+        constant_logdet: log|det J| does not depend on the input (weight-only).
+        moves_positions: the layer only rearranges entries (squeeze, split); the latent layout
+            in ``z`` follows it.
+    """
+
+    name: ClassVar[str] = ""
+    Args: ClassVar[type[ArgsModel]] = ArgsModel
+    spatial: ClassVar[bool] = False
+    factor_out: ClassVar[bool] = False
+    bodies: ClassVar[tuple[str, ...]] = ()
+    available: ClassVar[bool] = True
+    available_in: ClassVar[str] = ""
+    constant_logdet: ClassVar[bool] = False
+    moves_positions: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def infer_shape(cls, args: Any, shape: Shape, ctx: CheckContext) -> Shape:
+        """Output shape for an input of ``shape`` (without batch). Default: unchanged."""
+        return shape
+
+    @classmethod
+    def latent_shape(cls, args: Any, shape: Shape, ctx: CheckContext) -> Shape | None:
+        """For ``factor_out`` kinds: the shape of the latents that leave the chain."""
+        return None
+
+    @classmethod
+    def body_instances(cls, args: Any, shape: Shape, ctx: CheckContext) -> list[BodyInstance]:
+        """For composite kinds: the body instances to build, each with the shape it acts on."""
+        return []
+
+    @classmethod
+    def build(cls, args: Any, shape: Shape, bodies: dict[str, Any] | None = None) -> Any:
+        """Create the PyTorch bijector for input ``shape``; ``bodies`` maps labels to chains."""
+        raise NotImplementedError(f"layer kind {cls.name!r} has no runtime module")
+
+
+class PriorKind:
+    """Static definition of a base distribution; ``build(args, shape)`` makes the module."""
+
+    name: ClassVar[str] = ""
+    Args: ClassVar[type[ArgsModel]] = ArgsModel
+    available: ClassVar[bool] = True
+    available_in: ClassVar[str] = ""
+
+    @classmethod
+    def check(cls, args: Any, shape: Shape, ctx: CheckContext) -> None:
+        return None
+
+    @classmethod
+    def build(cls, args: Any, shape: Shape) -> Any:
+        raise NotImplementedError(f"prior {cls.name!r} has no runtime module")
+
+
+class ObjectiveKind:
+    """Static definition of a training objective."""
+
+    name: ClassVar[str] = ""
+    Args: ClassVar[type[ArgsModel]] = ArgsModel
+    available: ClassVar[bool] = True
+    available_in: ClassVar[str] = ""
+    needs_layers: ClassVar[bool] = True
+
+    @classmethod
+    def check(cls, args: Any, spec: Any, ctx: CheckContext) -> None:
+        """Check that the file meets the objective's needs (``spec`` is the FlowSpec)."""
+        return None
+
+
+_LAYERS: dict[str, type[LayerKind]] = {}
+_PRIORS: dict[str, type[PriorKind]] = {}
+_OBJECTIVES: dict[str, type[ObjectiveKind]] = {}
+_LOADED = False
+
+# Modules whose import registers the built-in kinds. Each package imports its own files.
+_KIND_PACKAGES: Sequence[str] = ("flowdsl.runtime.layers", "flowdsl.runtime.priors", "flowdsl.runtime.objectives")
+
+
+def _register(table: dict, cls: type) -> type:
+    name = getattr(cls, "name", "")
+    if not name or not name.isidentifier():
+        raise ValueError(f"kind {cls!r} needs a valid identifier as name, got {name!r}")
+    prev = table.get(name)
+    if prev is not None and (prev.__module__, prev.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"kind {name!r} registered twice: {prev.__module__} and {cls.__module__}")
+    table[name] = cls
+    return cls
+
+
+def register_layer(cls: type[LayerKind]) -> type[LayerKind]:
+    """Class decorator: register a layer kind under ``cls.name``."""
+    return _register(_LAYERS, cls)
+
+
+def register_prior(cls: type[PriorKind]) -> type[PriorKind]:
+    return _register(_PRIORS, cls)
+
+
+def register_objective(cls: type[ObjectiveKind]) -> type[ObjectiveKind]:
+    return _register(_OBJECTIVES, cls)
+
+
+def load_kinds() -> None:
+    """Import the packages that register the built-in kinds (once)."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for mod in _KIND_PACKAGES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def layer_kinds() -> dict[str, type[LayerKind]]:
+    load_kinds()
+    return dict(_LAYERS)
+
+
+def prior_kinds() -> dict[str, type[PriorKind]]:
+    load_kinds()
+    return dict(_PRIORS)
+
+
+def objective_kinds() -> dict[str, type[ObjectiveKind]]:
+    load_kinds()
+    return dict(_OBJECTIVES)
+
+
+def get_layer(name: str) -> type[LayerKind] | None:
+    load_kinds()
+    return _LAYERS.get(name)
+
+
+def get_prior(name: str) -> type[PriorKind] | None:
+    load_kinds()
+    return _PRIORS.get(name)
+
+
+def get_objective(name: str) -> type[ObjectiveKind] | None:
+    load_kinds()
+    return _OBJECTIVES.get(name)

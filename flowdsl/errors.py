@@ -1,0 +1,141 @@
+"""The flowdsl error family: every user-facing error is a value with a source location.
+
+``FlowDSLError`` carries ``filename``, ``line``, ``column`` (1-based) and renders as::
+
+    specs/bad.flow:4:5: error: unknown layer 'actnrom' (did you mean 'actnorm'?)
+        actnrom
+        ^~~~~~~
+
+``ParseError`` is raised for text that does not follow the grammar; ``CheckError`` for text that
+parses but is rejected by the checker (unknown names, bad values, shapes, ...). Both are raised
+from :func:`raise_at`, the one place in the front end that turns a location into an error.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+__all__ = [
+    "Span",
+    "FlowDSLError",
+    "ParseError",
+    "CheckError",
+    "NotAvailableError",
+    "ResourceLimitError",
+    "DataError",
+    "CheckpointError",
+    "nearest",
+    "did_you_mean",
+]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A location in a spec file: 1-based line and column, plus the end column on that line."""
+
+    line: int = 0
+    column: int = 0
+    end_line: int = 0
+    end_column: int = 0
+
+    @property
+    def known(self) -> bool:
+        return self.line > 0
+
+
+class FlowDSLError(Exception):
+    """Base of every error flowdsl reports to a user.
+
+    Attributes:
+        message: the message without location.
+        filename: the spec file name (``"<string>"`` for text).
+        line, column: 1-based position of the offending token (0 when unknown).
+        source_line: the text of that line, when known.
+        notes: extra lines printed after the caret.
+    """
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str = "<string>",
+        span: Span | None = None,
+        source: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.message = message
+        self.filename = filename
+        self.span = span or Span()
+        self.line = self.span.line
+        self.column = self.span.column
+        self.notes = tuple(notes)
+        self.source_line = None
+        if source is not None and self.line > 0:
+            lines = source.splitlines()
+            if self.line <= len(lines):
+                self.source_line = lines[self.line - 1]
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """``file:line:col: error: message``, then the source line with a caret under the span."""
+        loc = f"{self.filename}:{self.line}:{self.column}" if self.line else self.filename
+        out = [f"{loc}: {self.kind}: {self.message}"]
+        if self.source_line is not None:
+            text = self.source_line.expandtabs(4).rstrip("\n")
+            out.append("    " + text)
+            col = max(self.column, 1)
+            width = 1
+            if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
+                width = self.span.end_column - self.span.column
+            width = max(1, min(width, max(1, len(text) - col + 1)))
+            out.append("    " + " " * (col - 1) + "^" + "~" * (width - 1))
+        out.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+    def __str__(self) -> str:  # keep str() in sync if attributes are edited
+        return self.render()
+
+
+class ParseError(FlowDSLError):
+    """The text does not follow the grammar (or is not UTF-8)."""
+
+
+class CheckError(FlowDSLError):
+    """The text parses but the checker rejects it (names, values, shapes, invertibility)."""
+
+
+class NotAvailableError(CheckError):
+    """A construct of the language whose implementation has not landed."""
+
+
+class ResourceLimitError(CheckError):
+    """The spec would need more parameters or memory than the configured limit."""
+
+
+class DataError(FlowDSLError):
+    """Training or evaluation data that cannot be used with a spec (missing, wrong shape)."""
+
+
+class CheckpointError(FlowDSLError):
+    """A checkpoint that is corrupt, truncated, or belongs to another spec."""
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The known name closest to ``name`` (or None when nothing is close)."""
+    cands = sorted(set(candidates))
+    hits = difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
+    if hits:
+        return hits[0]
+    lowered = {c.lower(): c for c in cands}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    return None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A suffix `` (did you mean 'x'?)`` or an empty string."""
+    hit = nearest(name, candidates)
+    return f" (did you mean '{hit}'?)" if hit else ""

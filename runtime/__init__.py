@@ -1,0 +1,1 @@
+"""flowdsl.runtime: bijector and prior modules, the compiled model, ONNX export, training."""

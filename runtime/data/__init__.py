@@ -1,0 +1,1 @@
+"""Data sets and dequantisation for training (no network access at run time)."""
