@@ -1,0 +1,131 @@
+"""User data from ``.npy`` / ``.npz`` arrays.
+
+Layouts accepted for a spec input of shape S: (N, *S); for images (C, H, W) also (N, H, W) when
+C = 1 and channels-last (N, H, W, C), which is transposed.
+
+``.npz`` keys: ``train``/``test`` or ``x_train``/``x_test`` (optional labels ``y_train``/``y_test``)
+give the split directly. A file with one array (``.npy``, or a ``.npz`` whose only array — or
+whose ``x``/``data``/``images`` array — is used) is split deterministically: a PCG64(0)
+permutation, the last 10 % (rounded up) is the test split.
+
+Image specs need integer values: values below the spec's ``levels`` are taken as they are;
+``uint8`` arrays with larger values are 8-bit data and are requantised when the spec asks for
+coarser levels that divide 256 (e.g. ``levels=32``). Vector specs take any real values.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from flowdsl.errors import DataError
+from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+
+__all__ = ["load_array_file", "arrange", "infer_levels"]
+
+_SINGLE_KEYS = ("x", "X", "data", "images", "arr_0")
+
+
+def arrange(name: str, a: np.ndarray, input_shape) -> np.ndarray:
+    """Bring ``a`` to (N, *input_shape) when it is in one of the accepted layouts."""
+    shape = tuple(int(d) for d in input_shape)
+    if a.shape[1:] == shape:
+        return a
+    if len(shape) == 3:
+        c, h, w = shape
+        if c == 1 and a.shape[1:] == (h, w):
+            return a[:, None]
+        if a.shape[1:] == (h, w, c):
+            return np.moveaxis(a, -1, 1)
+    raise DataError(
+        f"data {name!r} has examples of shape {'×'.join(map(str, a.shape[1:]))} (array {tuple(a.shape)}) "
+        f"but the spec's input is {format_shape(shape)}",
+        filename=name,
+    )
+
+
+def infer_levels(name: str, a: np.ndarray, levels: int | None) -> int | None:
+    """The number of levels of discrete data in ``a`` for a spec with ``levels`` (None: real data)."""
+    if levels is None:
+        return None
+    if a.size == 0:
+        return levels
+    if not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise DataError(
+                f"data {name!r} holds non-integer values but the spec's input is an image with levels={levels}; "
+                "give the raw integer values 0..levels-1",
+                filename=name,
+            )
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0:
+        raise DataError(f"data {name!r} holds negative values ({lo:g}); image data must be in 0..levels-1", filename=name)
+    if hi < levels:
+        return levels
+    if a.dtype == np.uint8 or hi < 256:
+        return 256
+    raise DataError(f"data {name!r} holds values up to {hi:g}, above the spec's levels={levels}", filename=name)
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """Arrays in the file, and whether it already separates train and test."""
+    try:
+        if path.suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}, False
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read array file: {e}", filename=str(path)) from None
+    return arrays, any(k in arrays for k in ("train", "x_train", "X_train"))
+
+
+def _pick(arrays: dict[str, np.ndarray], keys) -> np.ndarray | None:
+    for k in keys:
+        if k in arrays:
+            return arrays[k]
+    return None
+
+
+def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "train") -> Dataset:
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise DataError("no such data file", filename=name)
+    arrays, has_split = _read(path)
+    labels = None
+    if has_split:
+        sx = ("train", "x_train", "X_train") if split == "train" else ("test", "x_test", "X_test")
+        x = _pick(arrays, sx)
+        if x is None:
+            raise DataError(f"the file has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name)
+        labels = _pick(arrays, ("y_train",) if split == "train" else ("y_test",))
+        note = f"{name}: arrays for the {split} split"
+    else:
+        x = _pick(arrays, _SINGLE_KEYS)
+        if x is None:
+            if len(arrays) != 1:
+                raise DataError(
+                    f"cannot tell which array holds the data (keys: {', '.join(arrays)}); "
+                    "name it 'x' or use 'x_train'/'x_test'",
+                    filename=name,
+                )
+            x = next(iter(arrays.values()))
+        labels = _pick(arrays, ("y", "labels"))
+        if x.ndim < 2:
+            raise DataError(f"array of shape {x.shape}: expected (N, ...) with one example per row", filename=name)
+        tr, te = fixed_split(len(x), test_fraction=0.1, seed=0)
+        idx = tr if split == "train" else te
+        labels = labels[idx] if labels is not None and labels.shape == (len(x),) else None
+        x = x[idx]
+        note = f"{name}: {split} split of one array (fixed PCG64(0) permutation, 10% test)"
+    if x.dtype == object or x.ndim < 2:
+        raise DataError(f"array of shape {getattr(x, 'shape', '?')} and type {x.dtype}: expected numbers (N, ...)", filename=name)
+    x = arrange(name, x, input_shape)
+    data_levels = infer_levels(name, x, levels)
+    if data_levels is None and not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"array of type {x.dtype} is not numeric", filename=name)
+    if data_levels is None and not np.all(np.isfinite(x)):
+        raise DataError("data holds NaN or infinite values", filename=name)
+    return as_dataset(name, x, input_shape=input_shape, levels=levels, data_levels=data_levels, labels=labels, split=split, notes=[note])

@@ -1,0 +1,88 @@
+"""User data from a folder of PNG/JPEG images.
+
+Files ``*.png``, ``*.jpg``, ``*.jpeg`` (any case) are found recursively and sorted by path.
+When the folder has ``train/`` and ``test/`` subfolders they are the splits; otherwise a fixed
+PCG64(0) permutation puts the last 10 % (rounded up) in the test split. Images in class
+subfolders (``cats/…``, ``dogs/…``) get labels: the index of the first-level folder name in
+sorted order.
+
+Colour modes follow the spec's channels (1: ``L``, 3: ``RGB``; alpha is dropped). Images must
+already have the spec's height and width — they are not resized; a mismatch is a
+:class:`DataError` naming both shapes. Values are the raw 8-bit values (256 levels).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from flowdsl.errors import DataError
+from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+
+__all__ = ["IMAGE_SUFFIXES", "list_images", "is_image_dir", "load_image_dir"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def list_images(directory: str | os.PathLike) -> list[Path]:
+    d = Path(directory)
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def is_image_dir(directory: str | os.PathLike) -> bool:
+    d = Path(directory)
+    return d.is_dir() and any(True for _ in list_images(d)[:1])
+
+
+def _read_images(files: list[Path], root: Path, shape) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = shape
+    if c not in (1, 3):
+        raise DataError(f"image folders give 1 or 3 channels, the spec's input has {c}", filename=str(root))
+    out = np.empty((len(files), c, h, w), dtype=np.uint8)
+    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    cls_index = {n: i for i, n in enumerate(classes)}
+    labels = np.full(len(files), -1, dtype=np.int64)
+    for i, p in enumerate(files):
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if c == 1 else "RGB")
+                a = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as e:
+            raise DataError(f"cannot read image: {e}", filename=str(p)) from None
+        if a.shape[:2] != (h, w):
+            raise DataError(
+                f"image of shape {format_shape((c, *a.shape[:2]))} but the spec's input is {format_shape(shape)} "
+                "(images are not resized)",
+                filename=str(p),
+            )
+        out[i] = a.reshape(h, w, c).transpose(2, 0, 1)
+        parts = p.relative_to(root).parts
+        if len(parts) > 1:
+            labels[i] = cls_index[parts[0]]
+    return out, labels
+
+
+def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str = "train") -> Dataset:
+    root = Path(directory)
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3:
+        raise DataError(f"a folder of images is image data; the spec's input is a vector of shape {format_shape(shape)}", filename=str(root))
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        sub = root / ("train" if split == "train" else "test")
+        files = list_images(sub)
+        x, labels = _read_images(files, sub, shape) if files else (None, None)
+        note = f"images in {sub}"
+    else:
+        files = list_images(root)
+        tr, te = fixed_split(len(files), test_fraction=0.1, seed=0)
+        files = [files[i] for i in (tr if split == "train" else te)]
+        x, labels = _read_images(files, root, shape) if files else (None, None)
+        note = f"{split} split of the images in {root} (fixed PCG64(0) permutation, 10% test)"
+    if not files:
+        raise DataError(f"no PNG/JPEG images for the {split} split", filename=str(root))
+    if labels is not None and (labels < 0).any():
+        labels = None
+    return as_dataset(str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=[note])
