@@ -1,0 +1,253 @@
+"""``rg``: the RG-Flow hierarchical (MERA-like) layer (Hu et al., arXiv 2010.00029).
+
+Spec syntax::
+
+    rg(kernel=4, levels=auto) {
+        disentangler { coupling(kind=affine, net=mlp, mask=checkerboard, hidden=64) }
+        decimator    { coupling(kind=affine, net=mlp, mask=checkerboard, hidden=64) }
+    }
+
+Shapes: x (B, C, L, L) -> z (B, C, L, L), logdet (B,). Square images only; K = ``kernel`` even,
+K ≥ 2, L/K a power of two; ``levels`` = ``auto`` (H = log2(L/K) + 1) or an integer
+1 ≤ levels ≤ H. A smaller ``levels`` truncates the hierarchy: the top level h = levels−1 keeps
+its whole 2^h-lattice (several patches) as latents, and the lattice rule below uses the cap
+levels−1.
+
+Math. At level h = 0 … levels−1 (s = 2^h):
+
+    1. disentangler: the K×K patches of the 2^h-lattice with dilation s, stride K·s, shifted by
+       K·s/2 on both axes with wrap-around (periodic boundary);
+    2. decimator: the same patches without the shift.
+
+Every patch of a layer goes through the layer's body (a ``Chain`` acting on (C, K, K)) in ONE
+batched call: the entries are gathered with precomputed index tensors into (B·P², C, K, K),
+transformed, and the result is kept in that order (the next gather composes the scatter-back
+with the next layer's gather, so a layer costs one ``index_select``). log|det J| is the sum over
+layers and patches of the per-patch log-dets. After level h < levels−1 the pixels of the
+2^h-lattice that are not on the 2^{h+1}-lattice are the level-h latents; they leave the state
+and are never touched again. At the end one ``index_select`` puts every latent back at its
+pixel, so z has the image layout and ``latent_levels()`` gives each position's level:
+
+    level(y, x) = min(v2(y), v2(x), levels − 1)
+
+Each level has its own parameters (the compiler builds one body ``Chain`` per instance
+``level{h}.disentangler`` / ``level{h}.decimator``). A part that is missing or empty in the file
+is the identity at every level (e.g. ``rg { decimator { ... } }`` is the tree-structured flow
+without disentanglers).
+
+Export: only ``index_select`` (ONNX Gather), ``reshape`` and ``cat``; dynamic batch (every
+reshape uses −1 for the batch); no in-place writes, no ``.item()``; ``torch.compile`` captures
+it with ``fullgraph=True``.
+"""
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import torch
+from pydantic import StrictInt
+from torch import Tensor, nn
+
+from flowdsl.compiler.registry import ArgsModel, BodyInstance, LayerKind, register_layer
+from flowdsl.runtime.bijector import Bijector, Chain
+from flowdsl.runtime.layers._rg_lattice import (
+    RGPlan,
+    auto_levels,
+    dependency_mask,
+    is_power_of_two,
+    latent_levels,
+    make_plan,
+)
+
+__all__ = ["RGFlow", "RGKind", "PARTS", "body_labels"]
+
+PARTS = ("disentangler", "decimator")
+
+
+def body_labels(levels: int) -> list[tuple[str, str]]:
+    """(part, label) of every body instance in application order."""
+    return [(part, f"level{h}.{part}") for h in range(levels) for part in PARTS]
+
+
+class _Identity(Bijector):
+    """Stand-in for a missing or empty part."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y
+
+
+class RGFlow(Bijector):
+    """The ``rg`` module: a hierarchy of patch bijectors on dilated, shifted lattices.
+
+    Args:
+        shape: (C, L, L).
+        kernel: patch edge K (even, L/K a power of two).
+        levels: number of RG levels (1 … log2(L/K)+1).
+        bodies: maps ``level{h}.disentangler`` / ``level{h}.decimator`` to a bijector acting on
+            (B·P², C, K, K); a missing label (or a ``Chain`` with no layers) is the identity.
+
+    Buffers (not saved in checkpoints; rebuilt from the shape): ``take{j}``, ``restore{j}``,
+    ``drop{j}`` per layer j, ``to_image`` and ``emit_order``.
+    """
+
+    def __init__(self, shape: tuple[int, ...], kernel: int, levels: int, bodies: dict[str, nn.Module] | None = None) -> None:
+        super().__init__()
+        C, L, W = shape
+        if L != W:
+            raise ValueError(f"rg needs a square image, got {L}×{W}")
+        self.shape = (C, L, W)
+        self.kernel = kernel
+        self.levels = levels
+        plan = make_plan(C, L, kernel, levels)
+        self._sizes = plan.latent_sizes
+        self._patches = [lp.patches for lp in plan.layers]
+        self._has_drop = [lp.drop.numel() > 0 for lp in plan.layers]
+        for j, lp in enumerate(plan.layers):
+            self.register_buffer(f"take{j}", lp.take, persistent=False)
+            self.register_buffer(f"drop{j}", lp.drop, persistent=False)
+            self.register_buffer(f"restore{j}", lp.restore, persistent=False)
+        self.register_buffer("to_image", plan.to_image, persistent=False)
+        self.register_buffer("emit_order", plan.emit_order, persistent=False)
+        bodies = dict(bodies or {})
+        mods = []
+        for _, label in body_labels(levels):
+            b = bodies.pop(label, None)
+            if b is None or (isinstance(b, Chain) and len(b.layers) == 0):
+                b = _Identity()
+            mods.append(b)
+        if bodies:
+            raise ValueError(f"rg: unknown body labels {sorted(bodies)}")
+        #: bodies in application order (module names "0", "1", …; see ``labels``)
+        self.bodies = nn.ModuleList(mods)
+        self.labels = [label for _, label in body_labels(levels)]
+
+    # -- geometry ---------------------------------------------------------------------------
+    def plan(self) -> RGPlan:
+        """The index tensors (recomputed on the CPU; for tools and tests)."""
+        return make_plan(self.shape[0], self.shape[1], self.kernel, self.levels)
+
+    def latent_levels(self) -> Tensor:
+        """LongTensor (C, L, L): the RG level of each latent position (the lattice rule)."""
+        C, L, _ = self.shape
+        return latent_levels(L, self.levels).unsqueeze(0).expand(C, L, L).clone()
+
+    def dependency_mask(self, mask: Tensor) -> Tensor:
+        """Bool (C, L, L): latents whose causal cone meets ``mask`` ((L, L) or (C, L, L))."""
+        return dependency_mask(self.plan(), mask.cpu())
+
+    # -- bijector ---------------------------------------------------------------------------
+    def _buf(self, name: str, j: int) -> Tensor:
+        return getattr(self, f"{name}{j}")
+
+    def _patch_call(self, j: int, v: Tensor, inverse: bool) -> tuple[Tensor, Tensor | None]:
+        """Run body j on every patch of state v (B, P²·C·K·K) in one call."""
+        C, K = self.shape[0], self.kernel
+        n = v.shape[1]
+        u = v.reshape(-1, C, K, K)  # (B·P², C, K, K): the state is already in patch order
+        body = self.bodies[j]
+        if inverse:
+            return body.inverse(u).reshape(-1, n), None
+        u, ld = body(u)
+        return u.reshape(-1, n), ld.reshape(-1, self._patches[j]).sum(dim=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, C, L, L) -> (z (B, C, L, L), logdet (B,))."""
+        C, L, W = self.shape
+        v = x.reshape(-1, C * L * W)
+        logdet = x.new_zeros(x.shape[0])
+        latents: list[Tensor] = []
+        for j in range(len(self.bodies)):
+            if self._has_drop[j]:
+                latents.append(v.index_select(1, self._buf("drop", j)))
+            v = v.index_select(1, self._buf("take", j))
+            v, ld = self._patch_call(j, v, inverse=False)
+            logdet = logdet + ld
+        latents.append(v)
+        z = torch.cat(latents, dim=1).index_select(1, self.to_image)
+        return z.reshape(-1, C, L, W), logdet
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """z (B, C, L, L) -> x (B, C, L, L), the exact inverse of :meth:`forward`."""
+        C, L, W = self.shape
+        parts = torch.split(z.reshape(-1, C * L * W).index_select(1, self.emit_order), list(self._sizes), dim=1)
+        v = parts[-1]
+        k = len(parts) - 2
+        for j in reversed(range(len(self.bodies))):
+            v, _ = self._patch_call(j, v, inverse=True)
+            if self._has_drop[j]:
+                v = torch.cat([v, parts[k]], dim=1)
+                k -= 1
+            v = v.index_select(1, self._buf("restore", j))
+        return v.reshape(-1, C, L, W)
+
+    def frozen(self) -> "RGFlow":
+        bodies = {label: b.frozen() for label, b in zip(self.labels, self.bodies)}
+        out = RGFlow(self.shape, self.kernel, self.levels, bodies)
+        out.node_id, out.source_line = self.node_id, self.source_line
+        return out.to(self.to_image.device)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        geo = f"shape={self.shape}, kernel={self.kernel}, levels={self.levels}"
+        return f"{base}, {geo}" if base else geo
+
+
+@register_layer
+class RGKind(LayerKind):
+    """``rg(kernel=4, levels=auto) { disentangler { ... } decimator { ... } }``."""
+
+    name = "rg"
+    description = "RG-Flow: patch bijectors on the dilated 2^h-lattices (disentangler + decimator per level)"
+    spatial = True
+    bodies = PARTS
+
+    class Args(ArgsModel):
+        kernel: StrictInt = 4
+        levels: Union[Literal["auto"], StrictInt] = "auto"
+
+    @classmethod
+    def resolve_levels(cls, args, shape, ctx) -> int:
+        """Check the arguments against ``shape`` (located errors) and return the level count."""
+        if len(shape) != 3:
+            ctx.fail(f"rg needs an image input (C, H, W), got shape {tuple(shape)}")
+        C, Hh, W = shape
+        if Hh != W:
+            ctx.fail(f"rg needs a square image, got height {Hh} and width {W}")
+        K = args.kernel
+        if K < 2 or K % 2:
+            ctx.fail(f"rg kernel must be even and at least 2, got {K}", arg="kernel")
+        if K > W or W % K:
+            ctx.fail(f"rg kernel {K} does not divide the image side {W}", arg="kernel")
+        if not is_power_of_two(W // K):
+            ctx.fail(f"rg needs L/K to be a power of two, got L={W}, K={K} (L/K = {W // K})", arg="kernel")
+        H = auto_levels(W, K)
+        if args.levels == "auto":
+            return H
+        if not 1 <= args.levels <= H:
+            ctx.fail(
+                f"rg levels must be between 1 and log2(L/K)+1 = {H} for L={W}, K={K}, got {args.levels}",
+                arg="levels",
+            )
+        return args.levels
+
+    @classmethod
+    def infer_shape(cls, args, shape, ctx):
+        cls.resolve_levels(args, shape, ctx)
+        return tuple(shape)
+
+    @classmethod
+    def body_instances(cls, args, shape, ctx):
+        levels = cls.resolve_levels(args, shape, ctx)
+        C, K = shape[0], args.kernel
+        return [BodyInstance(part, label, (C, K, K)) for part, label in body_labels(levels)]
+
+    @classmethod
+    def levels_for(cls, args, shape) -> int:
+        """The level count without a check context (the args are assumed checked)."""
+        return auto_levels(shape[-1], args.kernel) if args.levels == "auto" else int(args.levels)
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        return RGFlow(tuple(shape), args.kernel, cls.levels_for(args, shape), bodies)
