@@ -47,7 +47,7 @@ Shape = tuple[int, ...]
 class ArgsModel(BaseModel):
     """Base of every argument model: frozen, no unknown fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CheckContext:
@@ -209,6 +209,12 @@ def load_kinds() -> None:
         except ModuleNotFoundError as e:
             if e.name != mod:
                 raise
+    from flowdsl.compiler.planned import PLANNED_LAYERS, PLANNED_PRIORS
+
+    for cls in PLANNED_LAYERS:
+        _LAYERS.setdefault(cls.name, cls)
+    for cls in PLANNED_PRIORS:
+        _PRIORS.setdefault(cls.name, cls)
 
 
 def layer_kinds() -> dict[str, type[LayerKind]]:

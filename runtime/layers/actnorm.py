@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["ActNorm", "ActNormKind"]
+__all__ = ["ActNorm", "ChannelAffine", "ActNormKind"]
 
 
 class ActNorm(Bijector):
@@ -69,6 +69,36 @@ class ActNorm(Bijector):
 
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self._view(self.bias)) * torch.exp(-self._view(self.log_scale))
+
+    def frozen(self) -> "ChannelAffine":
+        spatial = 1
+        for d in self.shape[1:]:
+            spatial *= d
+        with torch.no_grad():
+            s64 = self.log_scale.detach().double()
+            out = ChannelAffine(torch.exp(s64), self.bias.detach().double(), spatial, len(self.shape), self.log_scale.dtype)
+        out.node_id, out.source_line = self.node_id, self.source_line
+        return out
+
+
+class ChannelAffine(Bijector):
+    """Frozen per-channel affine y = a·x + b with a constant log-det (inference form of actnorm).
+
+    Buffers ``scale`` (a), ``bias`` (b) of shape (C,), ``logdet`` = H·W·Σ log|a| (float64, cast)."""
+
+    def __init__(self, scale: Tensor, bias: Tensor, spatial: int, rank: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        view = (-1,) + (1,) * (rank - 1)
+        self.register_buffer("scale", scale.to(torch.float64).reshape(view).to(dtype))
+        self.register_buffer("bias", bias.to(torch.float64).reshape(view).to(dtype))
+        self.register_buffer("inv_scale", (1.0 / scale.to(torch.float64)).reshape(view).to(dtype))
+        self.register_buffer("logdet", (torch.log(torch.abs(scale.to(torch.float64))).sum() * spatial).to(dtype))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x * self.scale + self.bias, self.logdet.to(x.dtype).reshape(1).expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return (y - self.bias) * self.inv_scale
 
 
 @register_layer

@@ -1,0 +1,162 @@
+"""The bijector graph (IR): a networkx DiGraph with one node per bijector instance.
+
+Node payloads are :class:`Node` objects stored under the single node attribute ``"node"``.
+Node roles:
+
+* ``"input"``: the data x, shape = the spec's input shape;
+* ``"layer"``: a bijector instance (kind, args, in/out shape, parameter count, source location);
+* ``"latent"``: latents leaving the chain — one per ``split`` and the final ``z`` of the chain.
+
+Edges run in the forward direction x → z and carry ``port``: ``"out"`` for the main chain,
+``"latent"`` for the factored-out part of a ``split``, ``"body"`` from a composite layer to the
+first node of each of its body instances (whose own chain is linked by ``"out"`` edges).
+``FlowGraph.chain`` lists the top-level layer ids in forward order; ``Node.body_chains`` lists
+each body instance's layer ids for composite kinds.
+
+``Node.meta`` holds analysis results under documented keys:
+    ``"latent_index"``   index of a latent node (0 = first split, ..., last = final z);
+    ``"fused_from"``     ids of the nodes a fused node replaces (fusion passes);
+    ``"logdet_constant"``  True when log|det J| does not depend on the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from flowdsl.errors import Span
+
+__all__ = ["Node", "FlowGraph"]
+
+
+@dataclass
+class Node:
+    id: str
+    role: str  # "input" | "layer" | "latent"
+    kind: str = ""
+    args: Any = None  # the validated Args model instance (layers)
+    span: Span = field(default_factory=Span)
+    arg_spans: dict[str, Span] = field(default_factory=dict)
+    in_shape: tuple[int, ...] | None = None
+    out_shape: tuple[int, ...] | None = None
+    latent_shape: tuple[int, ...] | None = None
+    n_params: int | None = None
+    parent: str | None = None  # composite layer id for body layers
+    body_label: str | None = None
+    body_chains: dict[str, list[str]] = field(default_factory=dict)
+    via: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def args_text(self) -> str:
+        if self.args is None:
+            return ""
+        data = self.args.model_dump() if hasattr(self.args, "model_dump") else dict(self.args)
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in data.items())
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict) and "call" in v:
+        inner = ", ".join(f"{k}={_fmt(x)}" for k, x in v.get("args", {}).items())
+        return f"{v['call']}({inner})"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+class FlowGraph:
+    """The IR shared by every pass: graph + top-level chain order + graph-level specs."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.g = nx.DiGraph()
+        self.chain: list[str] = []
+        self.latents: list[str] = []
+        self.passes_run: list[str] = []
+
+    # -- construction -------------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        if node.id in self.g:
+            raise ValueError(f"duplicate node id {node.id!r}")
+        self.g.add_node(node.id, node=node)
+        return node
+
+    def link(self, src: str, dst: str, port: str = "out") -> None:
+        self.g.add_edge(src, dst, port=port)
+
+    def node(self, node_id: str) -> Node:
+        return self.g.nodes[node_id]["node"]
+
+    # -- queries ------------------------------------------------------------------------
+    def layers(self, include_bodies: bool = True) -> Iterator[Node]:
+        """Layer nodes in forward order (bodies right after their composite layer)."""
+        for nid in self.chain:
+            yield from self._walk(nid, include_bodies)
+
+    def _walk(self, nid: str, include_bodies: bool) -> Iterator[Node]:
+        n = self.node(nid)
+        yield n
+        if include_bodies:
+            for chain in n.body_chains.values():
+                for cid in chain:
+                    yield from self._walk(cid, include_bodies)
+
+    def topo_order(self) -> list[str]:
+        return list(nx.topological_sort(self.g))
+
+    def reverse_order(self) -> list[str]:
+        return list(reversed(self.topo_order()))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.spec.input.shape)
+
+    def total_params(self) -> int:
+        return sum(n.n_params or 0 for n in self.layers())
+
+    def verify(self) -> None:
+        """Structural invariants: acyclic, every chain node present, shapes chain up."""
+        assert nx.is_directed_acyclic_graph(self.g), "graph has a cycle"
+        prev = self.input_shape
+        for nid in self.chain:
+            n = self.node(nid)
+            if n.in_shape is not None:
+                assert n.in_shape == prev, f"{nid}: in_shape {n.in_shape} != {prev}"
+                prev = n.out_shape
+
+    # -- printing -----------------------------------------------------------------------
+    def format(self, with_shapes: bool = True) -> str:
+        """A deterministic table: layer, kind, arguments, shape in → out, parameters, line."""
+        rows = [("layer", "kind", "shape in -> out", "params", "line", "arguments")]
+        for n in self.layers():
+            depth = 0
+            p = n.parent
+            while p is not None:
+                depth += 1
+                p = self.node(p).parent
+            shape = ""
+            if with_shapes and n.in_shape is not None:
+                shape = f"{_shape(n.in_shape)} -> {_shape(n.out_shape)}"
+                if n.latent_shape is not None:
+                    shape += f" + latent {_shape(n.latent_shape)}"
+            label = "  " * depth + n.id
+            rows.append((label, n.kind, shape, "" if n.n_params is None else f"{n.n_params:,}", str(n.span.line or ""), n.args_text()))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        out = []
+        for i, r in enumerate(rows):
+            out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:5])) + "  " + r[5])
+            if i == 0:
+                out.append("  ".join("-" * w for w in widths) + "  " + "-" * 9)
+        n_layers = sum(1 for _ in self.layers())
+        total = self.total_params()
+        out.append("")
+        out.append(f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; {total:,} parameters")
+        return "\n".join(out)
+
+
+def _shape(s: tuple[int, ...] | None) -> str:
+    if s is None:
+        return "?"
+    return "(" + ", ".join(str(d) for d in s) + ")"

@@ -1,0 +1,35 @@
+"""Resource limits the checker enforces before anything is allocated.
+
+Each limit can be raised with an environment variable (read when flowdsl is imported) or by
+assigning to ``LIMITS`` in Python.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["Limits", "LIMITS"]
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class Limits:
+    #: most layers a spec may expand to (repeats and blocks included)
+    max_layers: int = _env_int("FLOWDSL_MAX_LAYERS", 5_000)
+    #: largest single size argument (channels, height, hidden, ...)
+    max_dim: int = _env_int("FLOWDSL_MAX_DIM", 65_536)
+    #: most dimensions of one input sample
+    max_input_numel: int = _env_int("FLOWDSL_MAX_INPUT_NUMEL", 16_777_216)
+    #: most trainable parameters
+    max_params: int = _env_int("FLOWDSL_MAX_PARAMS", 500_000_000)
+    #: most activation memory for one training step at the spec's batch size (bytes, float32)
+    max_activation_bytes: int = _env_int("FLOWDSL_MAX_ACTIVATION_BYTES", 16 * 1024**3)
+
+
+LIMITS = Limits()

@@ -1,0 +1,76 @@
+"""The named passes of the compiler, in order, and the pipeline that runs them.
+
+    parse         text -> syntax tree                       (flowdsl.parser)
+    expand        syntax tree -> FlowSpec                    (blocks, repeats, argument models)
+    build_graph   FlowSpec -> FlowGraph                      (one node per bijector instance)
+    infer_shapes  FlowGraph -> FlowGraph with shapes         (kind shape rules; body instances)
+    check         FlowGraph -> FlowGraph                     (availability, priors, objectives, resources)
+
+Each pass is a plain function that can be called alone; :func:`run_pipeline` runs them in order
+and can hand the IR after each pass to a callback (``flowdsl check --explain``).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flowdsl.compiler.ir import FlowGraph
+from flowdsl.compiler.passes.build import build_graph
+from flowdsl.compiler.passes.check import check
+from flowdsl.compiler.passes.expand import Diagnostics, expand
+from flowdsl.compiler.passes.shapes import infer_shapes
+from flowdsl.parser import parse_syntax
+
+__all__ = [
+    "PASSES",
+    "Diagnostics",
+    "expand",
+    "build_graph",
+    "infer_shapes",
+    "check",
+    "run_pipeline",
+    "build_checked_graph",
+]
+
+PASSES = ("parse", "expand", "build_graph", "infer_shapes", "check")
+
+
+def _diag_for(spec: Any) -> Diagnostics:
+    return Diagnostics(spec.filename, spec.source)
+
+
+def build_checked_graph(spec: Any) -> FlowGraph:
+    """FlowSpec -> checked FlowGraph (passes build_graph, infer_shapes, check)."""
+    diag = _diag_for(spec)
+    graph = build_graph(spec, diag)
+    infer_shapes(graph, diag)
+    check(graph, diag)
+    return graph
+
+
+def run_pipeline(
+    text: str | bytes,
+    filename: str = "<string>",
+    on_pass: Callable[[str, Any], None] | None = None,
+) -> tuple[Any, FlowGraph]:
+    """Run every pass on spec text; returns (FlowSpec, checked FlowGraph).
+
+    ``on_pass(name, ir)`` is called after each pass with its result.
+    """
+    tree, source = parse_syntax(text, filename)
+    if on_pass:
+        on_pass("parse", tree)
+    diag = Diagnostics(filename, source)
+    spec = expand(tree, diag)
+    if on_pass:
+        on_pass("expand", spec)
+    graph = build_graph(spec, diag)
+    if on_pass:
+        on_pass("build_graph", graph)
+    infer_shapes(graph, diag)
+    if on_pass:
+        on_pass("infer_shapes", graph)
+    check(graph, diag)
+    if on_pass:
+        on_pass("check", graph)
+    spec._graph = graph
+    return spec, graph

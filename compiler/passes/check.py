@@ -1,0 +1,83 @@
+"""Pass ``check``: graph-level rules once every node has its shapes.
+
+* the prior and the objective exist, are available, and accept this flow (their ``check``);
+* the whole model fits the resource limits: total parameters, and the activation memory of
+  one training step at the spec's batch size (estimated from the shapes, before allocation).
+"""
+from __future__ import annotations
+
+import math
+
+from flowdsl.compiler.ir import FlowGraph
+from flowdsl.compiler.limits import LIMITS
+from flowdsl.compiler.passes.expand import Diagnostics, span_of_loc
+from flowdsl.compiler.registry import CheckContext, get_layer, get_objective, get_prior
+from flowdsl.errors import NotAvailableError, ResourceLimitError
+
+__all__ = ["check", "estimate_activation_bytes"]
+
+
+def _ctx(diag: Diagnostics, what: str, loc, arg_locs) -> CheckContext:
+    def fail(message: str, arg: str | None = None) -> None:
+        span = span_of_loc(arg_locs[arg]) if arg and arg in arg_locs else span_of_loc(loc)
+        diag.fail(f"{what}: {message}", span)
+
+    def warn(message: str, arg: str | None = None) -> None:
+        span = span_of_loc(arg_locs[arg]) if arg and arg in arg_locs else span_of_loc(loc)
+        diag.warn(f"{what}: {message}", span)
+
+    return CheckContext(fail, warn)
+
+
+def estimate_activation_bytes(graph: FlowGraph, batch: int) -> int:
+    """Bytes of float32 activations kept for the backward pass of one training step."""
+    total = 0
+    for node in graph.layers():
+        kind = get_layer(node.kind)
+        if node.in_shape is None:
+            continue
+        est = getattr(kind, "activation_numel", None)
+        n = est(node.args, node.in_shape) if callable(est) else math.prod(node.in_shape)
+        total += int(n)
+    return 4 * batch * total
+
+
+def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
+    spec = graph.spec
+    shape = tuple(spec.input.shape)
+
+    pk = get_prior(spec.prior.name)
+    if pk is None or not pk.available:
+        when = f" (arrives with {pk.available_in})" if pk is not None and pk.available_in else ""
+        diag.fail(f"prior '{spec.prior.name}' is not available yet{when}", spec.prior.loc, NotAvailableError)
+    pk.check(pk.Args.model_validate(spec.prior.args, strict=False), shape, _ctx(diag, f"prior {spec.prior.name}", spec.prior.loc, spec.prior.arg_locs))
+
+    ok = get_objective(spec.objective.name)
+    if ok is None:  # pragma: no cover - expand rejects unknown objectives
+        diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.loc)
+    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.loc, spec.objective.arg_locs)
+    ok.check(ok.Args.model_validate(spec.objective.args, strict=False), spec, octx)
+    if not ok.available:
+        when = f" (arrives with {ok.available_in})" if ok.available_in else ""
+        diag.fail(f"objective '{spec.objective.name}' is not available yet{when}", spec.objective.loc, NotAvailableError)
+
+    total = graph.total_params()
+    if total > LIMITS.max_params:
+        worst = max(graph.layers(), key=lambda n: n.n_params or 0)
+        diag.fail(
+            f"the flow has {total:,} parameters, above the limit of {LIMITS.max_params:,} (FLOWDSL_MAX_PARAMS); "
+            f"the largest layer is here with {worst.n_params:,}",
+            worst.span,
+            ResourceLimitError,
+        )
+    act = estimate_activation_bytes(graph, spec.train.batch)
+    if act > LIMITS.max_activation_bytes:
+        worst = max(graph.layers(), key=lambda n: math.prod(n.in_shape or (0,)))
+        diag.fail(
+            f"a training step at batch {spec.train.batch} needs about {act / 1024**3:.1f} GiB of activations, above the limit of "
+            f"{LIMITS.max_activation_bytes / 1024**3:.1f} GiB (FLOWDSL_MAX_ACTIVATION_BYTES)",
+            worst.span,
+            ResourceLimitError,
+        )
+    graph.passes_run.append("check")
+    return graph

@@ -1,0 +1,387 @@
+"""Pass 1, ``expand``: syntax tree -> :class:`FlowSpec` (blocks inlined, repeats unrolled).
+
+Resolves block calls (``$param`` substitution, defaults), unrolls ``repeat`` into independent
+copies, validates every argument against its kind's pydantic model, and checks the statement
+structure (exactly one ``input``, at most one ``prior``/``objective``/``train``/``dequantize``,
+no recursion among blocks). Every rejection is a located :class:`CheckError`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from flowdsl import syntax as S
+from flowdsl.compiler.limits import LIMITS
+from flowdsl.compiler.registry import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
+from flowdsl.errors import CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean
+from flowdsl.parser import KEYWORDS
+from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, Loc, ObjectiveSpec, PriorSpec, TrainSpec
+
+__all__ = ["expand", "Diagnostics", "loc_of", "span_of_loc"]
+
+
+def loc_of(span: Span) -> Loc:
+    return Loc(line=span.line, column=span.column, end_line=span.end_line, end_column=span.end_column)
+
+
+def span_of_loc(loc: Loc) -> Span:
+    return Span(loc.line, loc.column, loc.end_line, loc.end_column)
+
+
+class Diagnostics:
+    """Raises located errors for one spec text (the one place errors get their source line)."""
+
+    def __init__(self, filename: str, source: str) -> None:
+        self.filename = filename
+        self.source = source
+        self.warnings: list[str] = []
+
+    def fail(self, message: str, span: Span | Loc | None, cls: type[CheckError] = CheckError, notes=()) -> None:
+        if isinstance(span, Loc):
+            span = span_of_loc(span)
+        raise cls(message, filename=self.filename, span=span, source=self.source, notes=notes)
+
+    def warn(self, message: str, span: Span | Loc | None) -> None:
+        if isinstance(span, Loc):
+            span = span_of_loc(span)
+        line = span.line if span else 0
+        col = span.column if span else 0
+        self.warnings.append(f"{self.filename}:{line}:{col}: warning: {message}")
+
+
+_INPUT_ARGS = {
+    "image": {"channels": True, "height": True, "width": True, "levels": False},
+    "vector": {"dim": True},
+}
+
+_TRAIN_FIELDS = [f for f in TrainSpec.model_fields if f not in ("loc", "arg_locs")]
+
+
+class _Expander:
+    def __init__(self, tree: S.SpecFile, diag: Diagnostics) -> None:
+        self.tree = tree
+        self.d = diag
+        self.blocks: dict[str, S.BlockDef] = {}
+        self.counters: dict[str, int] = {}
+        self.n_layers = 0
+        self.max_layers = LIMITS.max_layers
+
+    # -- values -------------------------------------------------------------------------
+    def value(self, v: S.Value, env: dict[str, tuple[Any, Span]]) -> Any:
+        if isinstance(v, S.Literal):
+            return v.value
+        if isinstance(v, S.Name):
+            return v.name
+        if isinstance(v, S.Ref):
+            if v.name not in env:
+                where = "this block" if env.get("__block__") else "the flow body (only blocks have parameters)"
+                known = [k for k in env if not k.startswith("__")]
+                self.d.fail(f"unknown parameter '${v.name}' in {where}{did_you_mean(v.name, known)}", v.span)
+            return env[v.name][0]
+        if isinstance(v, S.ListValue):
+            return [self.value(x, env) for x in v.items]
+        if isinstance(v, S.CallValue):
+            args = {}
+            for a in v.args:
+                if a.name is None:
+                    self.d.fail(f"arguments of '{v.name}' must be named (name=value)", a.span)
+                if a.name in args:
+                    self.d.fail(f"argument '{a.name}' given twice", a.span)
+                args[a.name] = self.value(a.value, env)
+            return {"call": v.name, "args": args}
+        raise AssertionError(v)  # pragma: no cover
+
+    def named_args(self, args: tuple[S.Arg, ...], env, what: str) -> tuple[dict[str, Any], dict[str, Span], dict[str, Span]]:
+        """name -> value, name -> span of the name, name -> span of the value."""
+        vals: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        vspans: dict[str, Span] = {}
+        for a in args:
+            if a.name is None:
+                self.d.fail(f"arguments of {what} must be named (name=value)", a.span)
+            if a.name in vals:
+                self.d.fail(f"argument '{a.name}' of {what} given twice", a.span)
+            vals[a.name] = self.value(a.value, env)
+            spans[a.name] = a.span
+            vspans[a.name] = getattr(a.value, "span", a.span)
+        return vals, spans, vspans
+
+    def validate_args(self, model: type, vals: dict, spans: dict, vspans: dict, what: str, call_span: Span) -> Any:
+        known = list(model.model_fields)
+        for name in vals:
+            if name not in model.model_fields:
+                hint = did_you_mean(name, known)
+                listing = f"; known: {', '.join(known)}" if known and not hint else ""
+                if not known:
+                    listing = f"; {what} takes no arguments"
+                self.d.fail(f"unknown argument '{name}' for {what}{hint}{listing}", spans[name])
+        try:
+            return model.model_validate(vals)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = err.get("loc") or ()
+            name = str(loc[0]) if loc else None
+            if err.get("type") == "missing" and name:
+                self.d.fail(f"{what} needs the argument '{name}'", call_span)
+            val = vals.get(name) if name else None
+            msg = err.get("msg", "invalid value")
+            hint = ""
+            ctx = err.get("ctx") or {}
+            if isinstance(val, str) and "expected" in ctx:
+                opts = [o.strip().strip("'") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
+                hint = did_you_mean(val, [o for o in opts if o])
+            shown = _show(val)
+            self.d.fail(f"invalid value {shown} for argument '{name}' of {what}: {msg}{hint}", vspans.get(name, call_span))
+
+    # -- statements ---------------------------------------------------------------------
+    def run(self) -> FlowSpec:
+        for b in self.tree.blocks:
+            if b.name in KEYWORDS:
+                self.d.fail(f"'{b.name}' is a keyword and cannot name a block", b.name_span)
+            if b.name in self.blocks:
+                first = self.blocks[b.name].name_span.line
+                self.d.fail(f"block '{b.name}' is defined twice (first on line {first})", b.name_span)
+            if get_layer(b.name) is not None:
+                self.d.fail(f"block '{b.name}' has the name of a layer; choose another name", b.name_span)
+            seen = set()
+            for p in b.params:
+                if p.name in seen:
+                    self.d.fail(f"parameter '{p.name}' of block '{b.name}' is declared twice", p.span)
+                seen.add(p.name)
+            self.blocks[b.name] = b
+        flow = self.tree.flow
+        if flow.name in KEYWORDS:
+            self.d.fail(f"'{flow.name}' is a keyword and cannot name a flow", flow.name_span)
+        self.singletons: dict[str, Any] = {}
+        layers = self.stmts(flow.body, {}, (), (), top=True, prefix="")
+        return self.finish(flow, layers)
+
+    def stmts(self, body, env, stack: tuple[str, ...], via: tuple[str, ...], top: bool, prefix: str) -> list[LayerSpec]:
+        out: list[LayerSpec] = []
+        for st in body:
+            if isinstance(st, (S.Input, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
+                kw = {S.Input: "input", S.Dequantize: "dequantize", S.PriorStmt: "prior", S.ObjectiveStmt: "objective", S.TrainStmt: "train"}[type(st)]
+                if not top:
+                    self.d.fail(f"'{kw}' belongs in the flow body, not inside a block, repeat or rg", st.span)
+                if kw in self.singletons:
+                    first = self.singletons[kw].span.line
+                    self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
+                self.singletons[kw] = (st, env)
+                continue
+            if isinstance(st, S.Repeat):
+                n = self.value(st.count, env)
+                cspan = getattr(st.count, "span", st.span)
+                if isinstance(n, bool) or not isinstance(n, int):
+                    self.d.fail(f"repeat count must be a positive integer, got {_show(n)}", cspan)
+                if n < 1:
+                    self.d.fail(f"repeat count must be at least 1, got {n}", cspan)
+                if n > self.max_layers:
+                    self.d.fail(
+                        f"repeat {n} exceeds the limit of {self.max_layers} layers (set FLOWDSL_MAX_LAYERS to raise it)",
+                        cspan,
+                        ResourceLimitError,
+                    )
+                for _ in range(n):
+                    out.extend(self.stmts(st.body, env, stack, via, top=False, prefix=prefix))
+                continue
+            if isinstance(st, S.Rg):
+                out.append(self.rg(st, env, stack, via, prefix))
+                continue
+            if isinstance(st, S.Call):
+                out.extend(self.call(st, env, stack, via, prefix))
+                continue
+            raise AssertionError(st)  # pragma: no cover
+        return out
+
+    def _bump(self, span: Span) -> None:
+        self.n_layers += 1
+        if self.n_layers > self.max_layers:
+            self.d.fail(
+                f"the spec expands to more than {self.max_layers} layers (set FLOWDSL_MAX_LAYERS to raise the limit)",
+                span,
+                ResourceLimitError,
+            )
+
+    def _new_id(self, prefix: str, kind: str) -> str:
+        key = prefix + kind
+        i = self.counters.get(key, 0)
+        self.counters[key] = i + 1
+        return f"{prefix}{kind}{i}"
+
+    def call(self, st: S.Call, env, stack, via, prefix) -> list[LayerSpec]:
+        if st.name in self.blocks:
+            block = self.blocks[st.name]
+            if st.name in stack:
+                cycle = " -> ".join(stack[stack.index(st.name):] + (st.name,))
+                self.d.fail(f"recursion among blocks: {cycle}", st.span)
+            vals, spans, _ = self.named_args(st.args, env, f"block '{st.name}'")
+            params = {p.name: p for p in block.params}
+            for name in vals:
+                if name not in params:
+                    self.d.fail(f"unknown argument '{name}' for block '{st.name}'{did_you_mean(name, params)}", spans[name])
+            benv: dict[str, Any] = {"__block__": (st.name, st.span)}
+            for p in block.params:
+                if p.name in vals:
+                    benv[p.name] = (vals[p.name], spans[p.name])
+                elif p.default is not None:
+                    benv[p.name] = (self.value(p.default, {}), p.span)
+                else:
+                    self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
+            return self.stmts(block.body, benv, stack + (st.name,), via + (st.name,), top=False, prefix=prefix)
+        kind = get_layer(st.name)
+        if kind is None:
+            names = list(layer_kinds()) + list(self.blocks)
+            if st.name in KEYWORDS:
+                self.d.fail(f"unexpected keyword '{st.name}' here", st.span)
+            self.d.fail(f"unknown layer or block '{st.name}'{did_you_mean(st.name, names)}", st.span)
+        if kind.bodies:
+            self.d.fail(f"'{st.name}' needs a body: {st.name}(...) {{ ... }}", st.span)
+        self._bump(st.span)
+        vals, spans, vspans = self.named_args(st.args, env, f"'{st.name}'")
+        args = self.validate_args(kind.Args, vals, spans, vspans, f"'{st.name}'", st.span)
+        return [
+            LayerSpec(
+                id=self._new_id(prefix, st.name),
+                kind=st.name,
+                args=args.model_dump(),
+                loc=loc_of(st.span),
+                arg_locs={k: loc_of(v) for k, v in vspans.items()},
+                via=via,
+            )
+        ]
+
+    def rg(self, st: S.Rg, env, stack, via, prefix) -> LayerSpec:
+        kind = get_layer("rg")
+        if kind is None:  # pragma: no cover - rg registers itself
+            self.d.fail("the 'rg' layer is not available", st.span, NotAvailableError)
+        self._bump(st.span)
+        vals, spans, vspans = self.named_args(st.args, env, "'rg'")
+        rg_span = Span(st.span.line, st.span.column, st.span.line, st.span.column + 2)
+        args = self.validate_args(kind.Args, vals, spans, vspans, "'rg'", rg_span)
+        lid = self._new_id(prefix, "rg")
+        bodies: dict[str, list[LayerSpec]] = {}
+        body_locs = {}
+        for part in st.parts:
+            if part.name in bodies:
+                self.d.fail(f"duplicate '{part.name}' in rg", part.span)
+            bodies[part.name] = self.stmts(part.body, env, stack, via, top=False, prefix=f"{lid}.{part.name}.")
+            body_locs[part.name] = loc_of(part.span)
+        return LayerSpec(
+            id=lid,
+            kind="rg",
+            args=args.model_dump(),
+            loc=loc_of(rg_span),
+            arg_locs={k: loc_of(v) for k, v in vspans.items()},
+            bodies=bodies,
+            body_locs=body_locs,
+            via=via,
+        )
+
+    # -- graph-level statements ---------------------------------------------------------
+    def finish(self, flow: S.FlowDef, layers: list[LayerSpec]) -> FlowSpec:
+        sing = self.singletons
+        if "input" not in sing:
+            self.d.fail(f"flow '{flow.name}' has no 'input' statement (e.g. input image(channels=1, height=8, width=8))", flow.name_span)
+        ist, ienv = sing["input"]
+        if ist.kind not in _INPUT_ARGS:
+            self.d.fail(f"unknown input kind '{ist.kind}'{did_you_mean(ist.kind, _INPUT_ARGS)}; use image or vector", ist.kind_span)
+        vals, spans, vspans = self.named_args(ist.args, ienv, f"input {ist.kind}")
+        allowed = _INPUT_ARGS[ist.kind]
+        for name in vals:
+            if name not in allowed:
+                self.d.fail(f"unknown argument '{name}' for input {ist.kind}{did_you_mean(name, allowed)}", spans[name])
+        for name, required in allowed.items():
+            if required and name not in vals:
+                self.d.fail(f"input {ist.kind} needs the argument '{name}'", ist.kind_span)
+        for name, v in vals.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                self.d.fail(f"invalid value {_show(v)} for '{name}' of input {ist.kind}: expected an integer", vspans[name])
+            low = 2 if name == "levels" else 1
+            if v < low:
+                self.d.fail(f"'{name}' of input {ist.kind} must be at least {low}, got {v}", vspans[name])
+            if v > LIMITS.max_dim:
+                self.d.fail(f"'{name}' of input {ist.kind} is {v}, above the limit of {LIMITS.max_dim}", vspans[name], ResourceLimitError)
+        if ist.kind == "image":
+            vals.setdefault("levels", 256)
+        inp = InputSpec(kind=ist.kind, loc=loc_of(ist.span), **vals)
+        if inp.numel > LIMITS.max_input_numel:
+            self.d.fail(f"input has {inp.numel:,} dimensions, above the limit of {LIMITS.max_input_numel:,}", ist.span, ResourceLimitError)
+
+        deq = "uniform" if inp.kind == "image" else "none"
+        if "dequantize" in sing:
+            dst, _ = sing["dequantize"]
+            if dst.mode not in ("uniform", "none"):
+                self.d.fail(f"unknown dequantization '{dst.mode}'{did_you_mean(dst.mode, ['uniform', 'none'])}", dst.mode_span)
+            if dst.mode == "uniform" and inp.levels is None:
+                self.d.fail("dequantize uniform needs discrete data: an image input with levels", dst.mode_span)
+            deq = dst.mode
+
+        prior = PriorSpec()
+        if "prior" in sing:
+            pst, penv = sing["prior"]
+            pk = get_prior(pst.name)
+            if pk is None:
+                self.d.fail(f"unknown prior '{pst.name}'{did_you_mean(pst.name, prior_kinds())}", pst.name_span)
+            vals, spans, vspans = self.named_args(pst.args, penv, f"prior {pst.name}")
+            pargs = self.validate_args(pk.Args, vals, spans, vspans, f"prior {pst.name}", pst.name_span)
+            prior = PriorSpec(name=pst.name, args=pargs.model_dump(), loc=loc_of(pst.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
+        else:
+            get_prior("gaussian")
+
+        objective = ObjectiveSpec()
+        if "objective" in sing:
+            ost, oenv = sing["objective"]
+            ok = get_objective(ost.name)
+            if ok is None:
+                self.d.fail(f"unknown objective '{ost.name}'{did_you_mean(ost.name, objective_kinds())}", ost.name_span)
+            vals, spans, vspans = self.named_args(ost.args, oenv, f"objective {ost.name}")
+            oargs = self.validate_args(ok.Args, vals, spans, vspans, f"objective {ost.name}", ost.name_span)
+            objective = ObjectiveSpec(name=ost.name, args=oargs.model_dump(), loc=loc_of(ost.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
+
+        train = TrainSpec()
+        if "train" in sing:
+            tst, tenv = sing["train"]
+            vals, spans, vspans = self.named_args(tst.args, tenv, "train")
+            for name in vals:
+                if name not in _TRAIN_FIELDS:
+                    self.d.fail(f"unknown argument '{name}' for train{did_you_mean(name, _TRAIN_FIELDS)}", spans[name])
+            vals = {k: (float(v) if k in ("lr", "weight_decay", "clip") and isinstance(v, int) and not isinstance(v, bool) else v) for k, v in vals.items()}
+            tmodel = TrainSpec.model_validate({})  # defaults
+            fields = {k: v for k, v in tmodel.model_dump().items() if k not in ("loc", "arg_locs")}
+            fields.update(vals)
+            try:
+                train = TrainSpec.model_validate({**fields, "loc": loc_of(tst.span), "arg_locs": {k: loc_of(v) for k, v in vspans.items()}}, strict=True)
+            except ValidationError as e:
+                err = e.errors()[0]
+                name = str(err["loc"][0]) if err.get("loc") else None
+                self.d.fail(f"invalid value {_show(vals.get(name))} for argument '{name}' of train: {err.get('msg')}", vspans.get(name, tst.span))
+
+        return FlowSpec(
+            name=flow.name,
+            filename=self.d.filename,
+            source=self.d.source,
+            input=inp,
+            dequantize=deq,
+            layers=layers,
+            prior=prior,
+            objective=objective,
+            train=train,
+            blocks=tuple(self.blocks),
+            loc=loc_of(flow.name_span),
+        )
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict) and "call" in v:
+        return f"{v['call']}(...)"
+    if isinstance(v, str):
+        return repr(v) if not v.isidentifier() else v
+    return repr(v)
+
+
+def expand(tree: S.SpecFile, diag: Diagnostics) -> FlowSpec:
+    """Run the expansion pass; see the module docstring."""
+    return _Expander(tree, diag).run()

@@ -1,0 +1,159 @@
+"""``coupling``: RealNVP/Glow coupling layer (affine with a bounded scale, or additive).
+
+Shapes: x (B, C, H, W) or (B, D) -> y of the same shape.
+
+``mask=channel`` (one step): x = [x₁, x₂] split along channels (x₁ the first ⌊C/2⌋);
+    h = NN(x₁); shift, r = halves of h; s = sigmoid(r + 2)
+    forward   y₁ = x₁,  y₂ = (x₂ + shift) ⊙ s              (additive: y₂ = x₂ + shift)
+    inverse   x₁ = y₁,  x₂ = y₂ ⊙ s⁻¹ − shift              (h recomputed from y₁ = x₁)
+    log-det   Σ log s  over x₂'s entries                   (additive: 0)
+
+``mask=checkerboard`` (two steps, each with its own net): m(i, j) = 1 where i + j is even
+(vectors: even entries), broadcast over channels; step 1 updates the entries where m = 0 from
+NN(m ⊙ x), step 2 updates the entries where m = 1 from NN((1−m) ⊙ y):
+    y = m ⊙ x + (1−m) ⊙ ((x + shift) ⊙ s),  log-det Σ (1−m) ⊙ log s   (and the same with 1−m)
+
+Nets (``_nets.py``): ``conv`` (Glow's 3×3 → 1×1 → zero 3×3), ``resnet``, ``mlp`` (flattened
+input; the default and only choice on vectors). The last layer starts at zero, so a new
+coupling is the identity up to the constant scale sigmoid(2) (affine).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.layers._nets import make_net
+
+__all__ = ["Coupling", "CouplingKind"]
+
+
+def _checkerboard(shape: tuple[int, ...]) -> Tensor:
+    if len(shape) == 1:
+        return (torch.arange(shape[0]) % 2 == 0).to(torch.get_default_dtype())
+    h, w = shape[-2], shape[-1]
+    m = ((torch.arange(h).view(-1, 1) + torch.arange(w).view(1, -1)) % 2 == 0).to(torch.get_default_dtype())
+    return m.expand(*shape).contiguous()
+
+
+class Coupling(Bijector):
+    def __init__(self, shape: tuple[int, ...], kind: str, hidden: int, net: str, depth: int, mask: str) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.affine = kind == "affine"
+        self.net_kind = net
+        self.mask_kind = mask
+        mult = 2 if self.affine else 1
+        c = shape[0]
+        rest = math.prod(shape[1:]) if len(shape) > 1 else 1
+        self.spatial = tuple(shape[1:])
+        if mask == "channel":
+            self.c1 = c // 2
+            c2 = c - self.c1
+            n_in, n_out = (self.c1 * rest, c2 * rest * mult) if net == "mlp" else (self.c1, c2 * mult)
+            self.nets = nn.ModuleList([make_net(net, n_in, n_out, hidden, depth)])
+            self.out_channels = [c2 * mult]
+        else:
+            n_in, n_out = (c * rest, c * rest * mult) if net == "mlp" else (c, c * mult)
+            self.nets = nn.ModuleList([make_net(net, n_in, n_out, hidden, depth) for _ in range(2)])
+            self.out_channels = [c * mult, c * mult]
+            self.register_buffer("mask", _checkerboard(shape))
+
+    def _cond(self, i: int, inp: Tensor) -> Tensor:
+        net = self.nets[i]
+        if self.net_kind == "mlp":
+            n_in = inp[0].numel()
+            h = net(inp.reshape(-1, n_in))
+            return h.reshape(-1, self.out_channels[i], *self.spatial)
+        return net(inp)
+
+    def _params(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.affine:
+            return h, None
+        shift, raw = h.chunk(2, dim=1)
+        return shift, F.logsigmoid(raw + 2.0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mask_kind == "channel":
+            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+            shift, logs = self._params(self._cond(0, x1))
+            if logs is None:
+                return torch.cat([x1, x2 + shift], dim=1), x.new_zeros(x.shape[0])
+            y2 = (x2 + shift) * torch.exp(logs)
+            return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)
+        m = self.mask.to(x.dtype)
+        y = x
+        logdet = x.new_zeros(x.shape[0])
+        for i, keep in enumerate((m, 1.0 - m)):
+            shift, logs = self._params(self._cond(i, y * keep))
+            if logs is None:
+                y = y + (1.0 - keep) * shift
+            else:
+                y = keep * y + (1.0 - keep) * ((y + shift) * torch.exp(logs))
+                logdet = logdet + ((1.0 - keep) * logs).reshape(-1, logs[0].numel()).sum(1)
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        if self.mask_kind == "channel":
+            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
+            shift, logs = self._params(self._cond(0, y1))
+            x2 = y2 - shift if logs is None else y2 * torch.exp(-logs) - shift
+            return torch.cat([y1, x2], dim=1)
+        m = self.mask.to(y.dtype)
+        x = y
+        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+            shift, logs = self._params(self._cond(i, x * keep))
+            if logs is None:
+                x = x - (1.0 - keep) * shift
+            else:
+                x = keep * x + (1.0 - keep) * (x * torch.exp(-logs) - shift)
+        return x
+
+
+@register_layer
+class CouplingKind(LayerKind):
+    name = "coupling"
+    description = "affine or additive coupling with a conv, resnet or mlp conditioner"
+
+    class Args(ArgsModel):
+        kind: Literal["affine", "additive"] = "affine"
+        hidden: int = Field(default=512, ge=1, le=65536)
+        net: Optional[Literal["conv", "resnet", "mlp"]] = None  # None: conv on images, mlp on vectors
+        depth: int = Field(default=2, ge=1, le=64)
+        mask: Literal["channel", "checkerboard"] = "channel"
+
+    @classmethod
+    def resolved_net(cls, args, shape) -> str:
+        return args.net or ("mlp" if len(shape) == 1 else "conv")
+
+    @classmethod
+    def infer_shape(cls, args, shape, ctx):
+        net = cls.resolved_net(args, shape)
+        if len(shape) == 1 and net != "mlp":
+            ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
+        if args.mask == "channel" and shape[0] < 2:
+            what = "entry" if len(shape) == 1 else "channel"
+            ctx.fail(f"a channel coupling needs at least 2 {what}s to split, got {shape[0]} (use mask=checkerboard or squeeze first)", arg="mask")
+        if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:
+            ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
+        if net == "mlp" and math.prod(shape) * args.hidden > 2_000_000_000:
+            ctx.fail(f"an mlp over {math.prod(shape)} inputs with hidden={args.hidden} is too large", arg="hidden")
+        return shape
+
+    @classmethod
+    def activation_numel(cls, args, shape) -> int:
+        nets = 1 if args.mask == "channel" else 2
+        spatial = math.prod(shape[1:]) if len(shape) > 1 else 1
+        if cls.resolved_net(args, shape) == "mlp":
+            spatial = 1
+        return math.prod(shape) * 3 + nets * args.hidden * spatial * (args.depth + 1)
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        return Coupling(shape, args.kind, args.hidden, cls.resolved_net(args, shape), args.depth, args.mask)

@@ -1,0 +1,54 @@
+"""``permute(kind=reverse|shuffle, seed=0)``: a fixed permutation of the channels (vector entries).
+
+Shapes: x (B, C, H, W) or (B, D) -> same shape.
+
+    forward   y[:, c] = x[:, π(c)]
+    inverse   x[:, c] = y[:, π⁻¹(c)]
+    log-det   0
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.bijector import Bijector
+
+__all__ = ["Permute", "PermuteKind"]
+
+
+class Permute(Bijector):
+    def __init__(self, shape: tuple[int, ...], kind: str = "reverse", seed: int = 0) -> None:
+        super().__init__()
+        c = shape[0]
+        if kind == "reverse":
+            perm = torch.arange(c - 1, -1, -1)
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            perm = torch.randperm(c, generator=gen, device="cpu")
+        self.register_buffer("perm", perm)
+        self.register_buffer("inv_perm", torch.argsort(perm))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.index_select(1, self.perm), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y.index_select(1, self.inv_perm)
+
+
+@register_layer
+class PermuteKind(LayerKind):
+    name = "permute"
+    description = "fixed channel permutation (reverse or seeded shuffle)"
+    constant_logdet = True
+
+    class Args(ArgsModel):
+        kind: Literal["reverse", "shuffle"] = "reverse"
+        seed: int = Field(default=0, ge=0, le=2**63 - 1)
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        return Permute(shape, args.kind, args.seed)

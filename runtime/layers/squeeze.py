@@ -1,0 +1,59 @@
+"""``squeeze(factor=f)``: space-to-depth, (C, H, W) -> (C·f², H/f, W/f).
+
+    forward   y[c·f² + a·f + b, i, j] = x[c, i·f + a, j·f + b]
+    inverse   the same index map read backwards
+    log-det   0 (a permutation of the entries)
+"""
+from __future__ import annotations
+
+from pydantic import Field
+from torch import Tensor
+
+from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.bijector import Bijector
+
+__all__ = ["Squeeze", "SqueezeKind"]
+
+
+class Squeeze(Bijector):
+    moves_positions = True
+
+    def __init__(self, shape: tuple[int, ...], factor: int = 2) -> None:
+        super().__init__()
+        self.c, self.h, self.w = shape
+        self.f = factor
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        c, h, w, f = self.c, self.h, self.w, self.f
+        y = x.reshape(-1, c, h // f, f, w // f, f).permute(0, 1, 3, 5, 2, 4).reshape(-1, c * f * f, h // f, w // f)
+        return y, x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        c, h, w, f = self.c, self.h, self.w, self.f
+        return y.reshape(-1, c, f, f, h // f, w // f).permute(0, 1, 4, 2, 5, 3).reshape(-1, c, h, w)
+
+
+@register_layer
+class SqueezeKind(LayerKind):
+    name = "squeeze"
+    description = "space-to-depth (C, H, W) -> (C·f², H/f, W/f)"
+    spatial = True
+    constant_logdet = True
+    moves_positions = True
+
+    class Args(ArgsModel):
+        factor: int = Field(default=2, ge=1, le=4096)
+
+    @classmethod
+    def infer_shape(cls, args, shape, ctx):
+        c, h, w = shape
+        f = args.factor
+        bad = [f"height {h}" if h % f else "", f"width {w}" if w % f else ""]
+        bad = [b for b in bad if b]
+        if bad:
+            ctx.fail(f"factor {f} does not divide the {' and '.join(bad)} of the input {tuple(shape)}", arg="factor")
+        return (c * f * f, h // f, w // f)
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        return Squeeze(shape, args.factor)

@@ -1,0 +1,174 @@
+"""The compiled flow: a chain of bijector modules, a prior, and one latent tensor of x's shape.
+
+``FlowModel`` is what :func:`flowdsl.compile` returns.
+
+    z, logdet = model(x)          x: (B, *input_shape) -> z: (B, *input_shape), logdet: (B,)
+    x = model.inverse(z)
+    model.log_prob(x)             log p_prior(z) + logdet, (B,) nats
+    model.sample(n, temperature)
+    model.latent_scales()         (input_shape) long tensor: the scale (level) of each latent
+    model.fuse()                  inference module with the same forward/inverse/log_prob
+
+Latent layout: the latents that ``split`` factors out and the chain's final output are
+flattened, concatenated in forward order, and scattered to the positions of x they came from
+(the compiler pushes an index tensor through the position-moving layers, ``squeeze`` and
+``split``, once at build time). The scatter is one ``index_select`` with a precomputed index, so
+the model has static shapes, exports to ONNX and compiles without graph breaks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flowdsl.runtime.bijector import Bijector
+
+__all__ = ["FlowModel"]
+
+
+class FlowModel(nn.Module):
+    """A compiled normalizing flow (see the module docstring for the API)."""
+
+    def __init__(self, spec: Any, steps: list[Bijector], prior: nn.Module, node_ids: list[str], fused: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        self.input_shape: tuple[int, ...] = tuple(spec.input.shape)
+        self.steps = nn.ModuleList(steps)
+        self.prior = prior
+        self.node_ids = list(node_ids)
+        self.is_fused = fused
+        self._build_layout()
+
+    # -- layout ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _build_layout(self) -> None:
+        n = math.prod(self.input_shape)
+        idx = torch.arange(n, dtype=torch.float64).reshape(1, *self.input_shape)
+        level = torch.full((1, *self.input_shape), -1.0, dtype=torch.float64)
+        pieces: list[Tensor] = []
+        levels: list[Tensor] = []
+        shapes: list[tuple[int, ...]] = []
+        n_split = 0
+        for step in self.steps:
+            if getattr(step, "factor_out", False):
+                idx, lat_idx = step.split(idx)
+                level, lat_level = step.split(level)
+                lat_level = torch.where(lat_level < 0, torch.full_like(lat_level, float(n_split)), lat_level)
+                pieces.append(lat_idx.reshape(-1))
+                levels.append(lat_level.reshape(-1))
+                shapes.append(tuple(lat_idx.shape[1:]))
+                n_split += 1
+                continue
+            if getattr(step, "moves_positions", False):
+                idx = step(idx.to(_param_dtype(step)))[0].to(torch.float64)
+                level = step(level.to(_param_dtype(step)))[0].to(torch.float64)
+            levels_fn = getattr(step, "latent_levels", None)
+            if callable(levels_fn):
+                lv = levels_fn().to(torch.float64).reshape(1, *idx.shape[1:])
+                level = torch.where(level < 0, lv + n_split, level)
+        level = torch.where(level < 0, torch.full_like(level, float(n_split)), level)
+        pieces.append(idx.reshape(-1))
+        levels.append(level.reshape(-1))
+        shapes.append(tuple(idx.shape[1:]))
+        gather = torch.cat(pieces).round().long()  # gather[k] = position in x of concatenated latent k
+        assert torch.equal(torch.sort(gather).values, torch.arange(n)), "latent layout is not a permutation"
+        scatter = torch.argsort(gather)
+        scales = torch.empty(n, dtype=torch.long)
+        scales[gather] = torch.cat(levels).round().long()
+        self.latent_shapes = shapes
+        self.latent_sizes = [math.prod(s) for s in shapes]
+        self.identity_layout = bool(torch.equal(gather, torch.arange(n)))
+        self.register_buffer("_gather", gather, persistent=False)
+        self.register_buffer("_scatter", scatter, persistent=False)
+        self.register_buffer("_scales", scales.reshape(self.input_shape), persistent=False)
+
+    def _assemble(self, latents: list[Tensor]) -> Tensor:
+        flat = torch.cat([l.reshape(-1, s) for l, s in zip(latents, self.latent_sizes)], dim=1)
+        if not self.identity_layout:
+            flat = flat.index_select(1, self._scatter)
+        return flat.reshape(-1, *self.input_shape)
+
+    def _disassemble(self, z: Tensor) -> list[Tensor]:
+        flat = z.reshape(-1, math.prod(self.input_shape))
+        if not self.identity_layout:
+            flat = flat.index_select(1, self._gather)
+        parts = torch.split(flat, self.latent_sizes, dim=1)
+        return [p.reshape(-1, *s) for p, s in zip(parts, self.latent_shapes)]
+
+    # -- the API -------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, *input_shape) -> z (B, *input_shape), log|det ∂z/∂x| (B,)."""
+        h = x
+        logdet = x.new_zeros(x.shape[0])
+        latents: list[Tensor] = []
+        for step in self.steps:
+            if step.factor_out:
+                h, lat = step.split(h)
+                latents.append(lat)
+            else:
+                h, ld = step(h)
+                logdet = logdet + ld
+        latents.append(h)
+        return self._assemble(latents), logdet
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """z (B, *input_shape) -> x (B, *input_shape), the exact inverse of ``forward``."""
+        parts = self._disassemble(z)
+        h = parts[-1]
+        k = len(parts) - 2
+        for step in reversed(self.steps):
+            if step.factor_out:
+                h = step.merge(h, parts[k])
+                k -= 1
+            else:
+                h = step.inverse(h)
+        return h
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) in nats, (B,): prior log-density of z plus the log-determinant."""
+        z, logdet = self(x)
+        return self.prior.log_prob(z) + logdet
+
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """n samples of x, drawing z from the prior at the given temperature."""
+        ref = self._scatter
+        p = next(iter(self.parameters()), None)
+        dtype = p.dtype if p is not None else _buffer_dtype(self)
+        z = self.prior.sample(n, temperature=temperature, device=ref.device, dtype=dtype)
+        return self.inverse(z)
+
+    def latent_scales(self) -> Tensor:
+        """Long tensor of input_shape: the scale (level) of each latent in ``z``.
+
+        Multi-scale (split) flows: 0 for the latents of the first split, 1 for the next, ...,
+        the number of splits for the final output. RG-Flow: the lattice level of each position.
+        """
+        return self._scales.clone()
+
+    def latents_by_level(self, z: Tensor) -> dict[int, Tensor]:
+        """{level: (B, n_level) latents of that level}, in row-major order of ``z``."""
+        flat = z.reshape(z.shape[0], -1)
+        scales = self._scales.reshape(-1)
+        return {int(lv): flat[:, scales == lv] for lv in torch.unique(scales).tolist()}
+
+    def fuse(self) -> "FlowModel":
+        """Inference module: weight-only quantities precomputed, fusion passes applied."""
+        from flowdsl.runtime.fuse import fuse_model
+
+        return fuse_model(self)
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec.name!r}, input_shape={self.input_shape}, fused={self.is_fused}"
+
+
+def _param_dtype(step: nn.Module) -> torch.dtype:
+    return torch.float64
+
+
+def _buffer_dtype(model: nn.Module) -> torch.dtype:
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.dtype
+    return torch.get_default_dtype()

@@ -1,0 +1,199 @@
+"""ONNX export of a compiled flow: ``forward.onnx`` (x → z, logdet, log_prob) and ``inverse.onnx`` (z → x).
+
+The model is first fused (``model.fuse()``), so weight-only quantities (inverse matrices,
+constant log-dets) are computed at export time in float64 and stored as initializers; no linalg
+solver reaches the graph. Both files have a dynamic batch dimension, pass ``onnx.checker`` and
+carry the spec text, its sha256 and the flowdsl version in their metadata. The exporter is
+torch's dynamo exporter at opset 18 (see shared/onnx.md).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["export_onnx", "check_parity", "OPSET", "ForwardGraph", "InverseGraph"]
+
+OPSET = 18
+
+
+class ForwardGraph(nn.Module):
+    """x -> (z, logdet, log_prob)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        z, logdet = self.model(x)
+        return z, logdet, self.model.prior.log_prob(z) + logdet
+
+
+class InverseGraph(nn.Module):
+    """z -> x."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.model.inverse(z)
+
+
+def _export_dynamo(module: nn.Module, example: Tensor, path: Path, in_name: str, out_names: list[str]) -> None:
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1, max=1 << 20)
+    prog = torch.onnx.export(
+        module,
+        (example,),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=[in_name],
+        output_names=out_names,
+        dynamic_shapes=({0: batch},),
+        optimize=True,
+        verbose=False,
+    )
+    prog.save(str(path))
+
+
+def _export_torchscript(module: nn.Module, example: Tensor, path: Path, in_name: str, out_names: list[str]) -> None:
+    axes = {name: {0: "batch"} for name in [in_name, *out_names]}
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=[in_name],
+        output_names=out_names,
+        dynamic_axes=axes,
+        do_constant_folding=True,
+    )
+
+
+def _export(module: nn.Module, example: Tensor, path: Path, in_name: str, out_names: list[str], exporter: str) -> str:
+    """Export with the chosen exporter; ``auto`` tries TorchScript (fast) then dynamo. Returns the one used."""
+    order = {"auto": ["torchscript", "dynamo"], "torchscript": ["torchscript"], "dynamo": ["dynamo"]}[exporter]
+    last: Exception | None = None
+    for name in order:
+        fn = _export_torchscript if name == "torchscript" else _export_dynamo
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_onnx_logs():
+                warnings.simplefilter("ignore")
+                fn(module, example, path, in_name, out_names)
+            return name
+        except Exception as e:  # try the next exporter
+            last = e
+    raise RuntimeError(f"ONNX export failed: {last}") from last
+
+
+@contextlib.contextmanager
+def _quiet_onnx_logs():
+    import logging
+
+    names = ["torch.onnx", "torch.onnx._internal.exporter._registration", "torch.export", "torch._dynamo", "onnxscript"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _annotate(path: Path, spec: Any, direction: str) -> None:
+    import onnx
+
+    from flowdsl import __version__
+
+    m = onnx.load(str(path))
+    meta = {
+        "flowdsl.version": __version__,
+        "flowdsl.direction": direction,
+        "flowdsl.spec_name": spec.name,
+        "flowdsl.spec_sha256": spec.sha256,
+        "flowdsl.spec": spec.source,
+        "flowdsl.input_shape": ",".join(str(d) for d in spec.input.shape),
+    }
+    del m.metadata_props[:]
+    for k, v in meta.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.checker.check_model(m, full_check=True)
+    tmp = path.with_suffix(".onnx.tmp")
+    onnx.save(m, str(tmp))
+    os.replace(tmp, path)
+
+
+def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int = 4, exporter: str = "auto") -> tuple[str, str]:
+    """Write ``forward.onnx`` and ``inverse.onnx`` into ``out_dir``; returns their paths.
+
+    The export runs in float32 on the CPU on a fused copy of ``model``; ``model`` is unchanged.
+    ``exporter``: ``"torchscript"`` (fast), ``"dynamo"`` (torch.export based), or ``"auto"``
+    (TorchScript, falling back to dynamo for graphs it cannot express). Opset 18 either way.
+    """
+    from flowdsl.errors import FlowDSLError
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FlowDSLError(f"cannot create the output directory {str(out)!r}: {e.strerror}") from None
+    fused = model.fuse() if not getattr(model, "is_fused", False) else model
+    fused = fused.to(device="cpu", dtype=torch.float32).eval()
+    shape = tuple(fused.input_shape)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((example_batch, *shape), generator=gen)
+    with torch.no_grad():
+        z, _ = fused(x)
+    fwd_path, inv_path = out / "forward.onnx", out / "inverse.onnx"
+    try:
+        _export(ForwardGraph(fused), x, fwd_path, "x", ["z", "logdet", "log_prob"], exporter)
+        _export(InverseGraph(fused), z, inv_path, "z", ["x"], exporter)
+    except RuntimeError as e:
+        raise FlowDSLError(f"cannot export {model.spec.name!r} to ONNX: {e}", filename=model.spec.filename) from e
+    _annotate(fwd_path, model.spec, "forward")
+    _annotate(inv_path, model.spec, "inverse")
+    return str(fwd_path), str(inv_path)
+
+
+def check_parity(model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1) -> dict[str, float]:
+    """Max abs and relative errors of onnxruntime against PyTorch (float32) at ``batch``."""
+    import onnxruntime as ort
+
+    m = model.to(device="cpu", dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch, *m.input_shape), generator=gen)
+    with torch.no_grad():
+        z, logdet = m(x)
+        lp = m.prior.log_prob(z) + logdet
+        x_back = m.inverse(z)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    fs = ort.InferenceSession(forward_path, opts, providers=["CPUExecutionProvider"])
+    is_ = ort.InferenceSession(inverse_path, opts, providers=["CPUExecutionProvider"])
+    oz, old, olp = fs.run(None, {"x": x.numpy()})
+    (ox,) = is_.run(None, {"z": z.numpy()})
+
+    def err(a: np.ndarray, b: Tensor) -> tuple[float, float]:
+        b = b.numpy()
+        d = float(np.max(np.abs(a - b))) if a.size else 0.0
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        return d, d / max(scale, 1e-12)
+
+    res = {}
+    for name, a, b in (("z", oz, z), ("logdet", old, logdet), ("log_prob", olp, lp), ("inverse", ox, x)):
+        res[f"{name}_abs"], res[f"{name}_rel"] = err(a, b)
+    res["roundtrip_abs"] = float((x_back - x).abs().max())
+    return res

@@ -1,0 +1,51 @@
+"""``prior gaussian(learned=false)``: factorised normal base distribution over z of the input's shape.
+
+    log p(z) = Σ_i [ −½((z_i − μ_i)/σ_i)² − log σ_i − ½ log 2π ]
+μ = 0, σ = 1 unless ``learned=true`` (then per-dimension μ and log σ are parameters, starting at 0).
+Sampling with temperature T draws z = μ + T·σ·ε.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from flowdsl.compiler.registry import ArgsModel, PriorKind, register_prior
+
+__all__ = ["GaussianPrior", "GaussianPriorKind"]
+
+
+class GaussianPrior(nn.Module):
+    def __init__(self, shape: tuple[int, ...], learned: bool = False) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        if learned:
+            self.loc = nn.Parameter(torch.zeros(shape))
+            self.log_scale = nn.Parameter(torch.zeros(shape))
+        else:
+            self.register_buffer("loc", torch.zeros(shape))
+            self.register_buffer("log_scale", torch.zeros(shape))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        u = (z - self.loc) * torch.exp(-self.log_scale)
+        lp = -0.5 * u * u - self.log_scale - 0.5 * math.log(2 * math.pi)
+        return lp.reshape(-1, lp[0].numel()).sum(1)
+
+    def sample(self, n: int, temperature: float = 1.0, device=None, dtype=None) -> Tensor:
+        dtype = dtype or self.loc.dtype
+        device = device or self.loc.device
+        eps = torch.randn((n, *self.shape), device=device, dtype=dtype)
+        return self.loc.to(dtype) + temperature * torch.exp(self.log_scale.to(dtype)) * eps
+
+
+@register_prior
+class GaussianPriorKind(PriorKind):
+    name = "gaussian"
+
+    class Args(ArgsModel):
+        learned: bool = False
+
+    @classmethod
+    def build(cls, args, shape):
+        return GaussianPrior(shape, args.learned)
