@@ -96,7 +96,7 @@ class RGFlow(Bijector):
         super().__init__()
         C, L, W = shape
         if L != W:
-            raise ValueError(f"rg needs a square image, got {L}×{W}")
+            raise ValueError(f"needs a square image, got {L}×{W}")
         self.shape = (C, L, W)
         self.kernel = kernel
         self.levels = levels
@@ -211,23 +211,23 @@ class RGKind(LayerKind):
     def resolve_levels(cls, args, shape, ctx) -> int:
         """Check the arguments against ``shape`` (located errors) and return the level count."""
         if len(shape) != 3:
-            ctx.fail(f"rg needs an image input (C, H, W), got shape {tuple(shape)}")
+            ctx.fail(f"needs an image input (C, H, W), got shape {tuple(shape)}")
         C, Hh, W = shape
         if Hh != W:
-            ctx.fail(f"rg needs a square image, got height {Hh} and width {W}")
+            ctx.fail(f"needs a square image, got height {Hh} and width {W}")
         K = args.kernel
         if K < 2 or K % 2:
-            ctx.fail(f"rg kernel must be even and at least 2, got {K}", arg="kernel")
+            ctx.fail(f"kernel must be even and at least 2, got {K}", arg="kernel")
         if K > W or W % K:
-            ctx.fail(f"rg kernel {K} does not divide the image side {W}", arg="kernel")
+            ctx.fail(f"kernel {K} does not divide the image side {W}", arg="kernel")
         if not is_power_of_two(W // K):
-            ctx.fail(f"rg needs L/K to be a power of two, got L={W}, K={K} (L/K = {W // K})", arg="kernel")
+            ctx.fail(f"needs L/K to be a power of two, got L={W}, K={K} (L/K = {W // K})", arg="kernel")
         H = auto_levels(W, K)
         if args.levels == "auto":
             return H
         if not 1 <= args.levels <= H:
             ctx.fail(
-                f"rg levels must be between 1 and log2(L/K)+1 = {H} for L={W}, K={K}, got {args.levels}",
+                f"levels must be between 1 and log2(L/K)+1 = {H} for L={W}, K={K}, got {args.levels}",
                 arg="levels",
             )
         return args.levels
