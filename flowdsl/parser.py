@@ -96,7 +96,12 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
             prefix = bytes(text)[: e.start]
             line = prefix.count(b"\n") + 1
             col = e.start - (prefix.rfind(b"\n") + 1) + 1
-            raise ParseError(f"spec file is not UTF-8 text (byte 0x{bytes(text)[e.start]:02x})", filename=filename, span=Span(line, col)) from None
+            raise ParseError(
+                f"spec file is not UTF-8 text (byte 0x{bytes(text)[e.start]:02x})",
+                filename=filename,
+                span=Span(line, col, line, col + 1),
+                source=bytes(text).decode("utf-8", "replace"),
+            ) from None
     if len(text) > MAX_SOURCE_BYTES:
         raise ParseError(f"spec text is larger than {MAX_SOURCE_BYTES} characters", filename=filename, span=Span(1, 1))
     if "\x00" in text:

@@ -165,7 +165,7 @@ class _Expander:
                 if not top:
                     self.d.fail(f"'{kw}' belongs in the flow body, not inside a block, repeat or rg", st.span)
                 if kw in self.singletons:
-                    first = self.singletons[kw].span.line
+                    first = self.singletons[kw][0].span.line
                     self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
                 self.singletons[kw] = (st, env)
                 continue

@@ -3,7 +3,7 @@
 Shapes: x (B, C, H, W) or (B, D) -> y of the same shape.
 
 ``mask=channel`` (one step): x = [x₁, x₂] split along channels (x₁ the first ⌊C/2⌋);
-    h = NN(x₁); shift, r = halves of h; s = sigmoid(r + 2)
+    h = NN(x₁); shift, r = halves of h; s = exp(2·tanh(r/2))   (a scale bounded in (e⁻², e²))
     forward   y₁ = x₁,  y₂ = (x₂ + shift) ⊙ s              (additive: y₂ = x₂ + shift)
     inverse   x₁ = y₁,  x₂ = y₂ ⊙ s⁻¹ − shift              (h recomputed from y₁ = x₁)
     log-det   Σ log s  over x₂'s entries                   (additive: 0)
@@ -15,7 +15,8 @@ NN(m ⊙ x), step 2 updates the entries where m = 1 from NN((1−m) ⊙ y):
 
 Nets (``_nets.py``): ``conv`` (Glow's 3×3 → 1×1 → zero 3×3), ``resnet``, ``mlp`` (flattened
 input; the default and only choice on vectors). The last layer starts at zero, so a new
-coupling is the identity up to the constant scale sigmoid(2) (affine).
+coupling is the identity. The scale is bounded on both sides (unlike sigmoid(r + 2), which can
+approach 0), so neither direction can overflow however far training moves the parameters.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ import math
 from typing import Literal, Optional
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -77,7 +77,7 @@ class Coupling(Bijector):
         if not self.affine:
             return h, None
         shift, raw = h.chunk(2, dim=1)
-        return shift, F.logsigmoid(raw + 2.0)
+        return shift, 2.0 * torch.tanh(0.5 * raw)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.mask_kind == "channel":

@@ -1,0 +1,192 @@
+"""The ``flowdsl`` command line.
+
+    flowdsl check FILE [--explain]        print the bijector graph; exit 1 with located errors
+    flowdsl graph FILE -o out.svg|.png|.dot
+    flowdsl export FILE [--checkpoint CKPT] --out DIR
+    flowdsl demo [--out DIR]              the main job on the bundled default
+    (train, sample, explain, bench: registered by their runtime modules)
+
+Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
+User errors print without a traceback; ``--debug`` shows it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from flowdsl.errors import FlowDSLError
+
+__all__ = ["main", "build_parser"]
+
+#: modules that add subcommands with a ``register(subparsers)`` function, when present
+PLUGIN_MODULES = (
+    "flowdsl.runtime.training.cli",
+    "flowdsl.runtime.rg_cli",
+    "flowdsl.runtime.bench",
+    "flowdsl.runtime.fdrl.cli",
+)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from flowdsl.compiler.ir import FlowGraph
+    from flowdsl.compiler.passes import run_pipeline
+
+    data = _read(args.file)
+
+    def show(name: str, ir) -> None:
+        if not args.explain:
+            return
+        print(f"==== after pass: {name} " + "=" * max(0, 60 - len(name)))
+        if name == "parse":
+            print(f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)")
+        elif name == "expand":
+            print(f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, prior {ir.prior.name}, objective {ir.objective.name}")
+            for layer in ir.iter_layers():
+                via = f"  (via {' > '.join(layer.via)})" if layer.via else ""
+                print(f"  {layer.id:<28} {layer.kind:<10} line {layer.loc.line:<4} {layer.args}{via}")
+        elif isinstance(ir, FlowGraph):
+            print(ir.format(with_shapes=name != "build_graph"))
+        print()
+
+    spec, graph = run_pipeline(data, args.file, on_pass=show)
+    if not args.explain:
+        print(graph.format())
+    print(f"{args.file}: ok ({spec.name}: prior {spec.prior.name}, objective {spec.objective.name})")
+    return 0
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise FlowDSLError(f"cannot read spec file: {e.strerror}", filename=path) from None
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    import flowdsl
+    from flowdsl.runtime.draw import draw_graph
+
+    spec = flowdsl.parse(_read(args.file), filename=args.file)
+    out = draw_graph(spec.graph, args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_model(spec_path: str, checkpoint: str | None):
+    import flowdsl
+
+    spec = flowdsl.parse(_read(spec_path), filename=spec_path)
+    model = flowdsl.compile(spec)
+    if checkpoint:
+        from flowdsl.runtime.checkpoint_io import load_weights
+
+        load_weights(model, checkpoint)
+    return model
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from flowdsl.runtime.onnx_export import check_parity, export_onnx
+
+    model = _load_model(args.file, args.checkpoint).eval()
+    fwd, inv = export_onnx(model, args.out, exporter=args.exporter)
+    print(f"wrote {fwd}\nwrote {inv}")
+    res = check_parity(model.fuse(), fwd, inv, batch=args.batch)
+    print(f"onnxruntime vs PyTorch (float32, batch {args.batch}):")
+    print(f"  {'output':<10} {'max abs err':>12} {'max rel err':>12}")
+    worst = 0.0
+    for name in ("z", "logdet", "log_prob", "inverse"):
+        a, r = res[f"{name}_abs"], res[f"{name}_rel"]
+        worst = max(worst, r)
+        print(f"  {name:<10} {a:12.3e} {r:12.3e}")
+    if worst > args.tolerance:
+        print(f"error: onnxruntime differs from PyTorch by {worst:.3e} (> {args.tolerance:g})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from flowdsl.runtime.demo import run_demo
+
+    return run_demo(args.out, specs_dir=args.specs)
+
+
+def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowdsl", description="A declarative graph compiler for normalizing flows.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("check", help="check a spec file and print its bijector graph")
+    c.add_argument("file")
+    c.add_argument("--explain", action="store_true", help="print the IR after each pass")
+    c.set_defaults(func=_cmd_check)
+
+    g = sub.add_parser("graph", help="draw the bijector graph (.svg, .png or .dot)")
+    g.add_argument("file")
+    g.add_argument("-o", "--output", required=True)
+    g.set_defaults(func=_cmd_graph)
+
+    e = sub.add_parser("export", help="export forward.onnx and inverse.onnx and check them in onnxruntime")
+    e.add_argument("file")
+    e.add_argument("--checkpoint", default=None)
+    e.add_argument("--out", required=True)
+    e.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    e.add_argument("--batch", type=int, default=7, help="batch size of the parity check")
+    e.add_argument("--tolerance", type=float, default=1e-4)
+    e.set_defaults(func=_cmd_export)
+
+    d = sub.add_parser("demo", help="check, compile, round-trip and export the bundled specs; write a sample grid")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--specs", default=None, help="folder of spec files (default: the bundled specs)")
+    d.set_defaults(func=_cmd_demo)
+
+    for mod in PLUGIN_MODULES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name and mod.startswith(err.name):
+                continue
+            raise
+        m.register(sub)
+    for fn in extra:
+        fn(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FLOWDSL_DEBUG") == "1"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 1
+        return int(args.func(args) or 0)
+    except FlowDSLError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(e.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as e:  # an internal error: exit 2
+        import traceback
+
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

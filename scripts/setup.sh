@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up flowdsl in ./.venv on a fresh machine (idempotent; a second run takes seconds).
+# PyTorch is installed first as the CPU build (torch==2.13.0), so no multi-GB CUDA build is pulled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" >/dev/null 2>&1; then
+    "$VPY" -m pip install --quiet "torch==2.13.0"
+fi
+"$VPY" -m pip install --quiet -e ".[dev]"
+echo "flowdsl is set up in .venv ($("$VPY" -c 'import flowdsl; print(flowdsl.__version__)'))"

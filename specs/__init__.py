@@ -1,0 +1,1 @@
+"""Example spec files, bundled as package data (``flowdsl.specs``)."""

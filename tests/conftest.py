@@ -1,0 +1,29 @@
+"""Test configuration: always exercise the *installed* flowdsl, seeded and on few threads."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The checkout root must not shadow the installed package (its compiler/, runtime/ and grammar/
+# folders are only importable as flowdsl.compiler, flowdsl.runtime, flowdsl.grammar).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers (flowtest.py)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SPECS = ROOT / "specs"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def pytest_configure(config):
+    os.environ.setdefault("FLOWDSL_TESTING", "1")
