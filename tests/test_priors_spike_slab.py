@@ -158,3 +158,18 @@ def test_argument_checks(kwargs, arg):
 def test_valid_arguments_pass_check():
     kind = get_prior("spike_slab")
     kind.check(kind.Args(spike=0.001, slab=3.0, weight=0.9, anneal=500), (4,), _ctx())
+
+
+def test_spike_slab_spec_exports_to_onnx(tmp_path):
+    import flowdsl
+    from flowdsl.runtime.onnx_export import check_parity
+
+    spec = flowdsl.parse(
+        "flow ss { input image(channels=1, height=4, width=4, levels=17) squeeze(factor=2) actnorm "
+        "coupling(hidden=4, net=conv, depth=1) prior spike_slab(spike=0.05, weight=0.3, anneal=100) }"
+    )
+    model = flowdsl.compile(spec, seed=0)
+    model.prior.set_step(40)  # the exported log_prob uses the spike width of this step
+    paths = flowdsl.export_onnx(model, tmp_path)
+    res = check_parity(model.fuse(), *paths)
+    assert res["log_prob_rel"] < 1e-5 and res["z_rel"] < 1e-5

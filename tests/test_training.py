@@ -79,6 +79,8 @@ def test_lr_schedule_warmup_and_cosine():
     assert math.isclose(lr_at(110, cfg), 0.05)
     const = resolve_config(None, lr=1.0, steps=110, warmup=0, schedule="constant")
     assert lr_at(0, const) == 1.0 and lr_at(109, const) == 1.0
+    short = resolve_config(None, lr=1.0, steps=20, warmup=100, schedule="constant")  # warm-up capped at steps/5
+    assert math.isclose(lr_at(0, short), 0.25) and lr_at(3, short) == 1.0
 
 
 def test_config_precedence_spec_then_flags():
@@ -123,7 +125,7 @@ def test_train_writes_run_folder_and_is_deterministic(tmp_path):
 
 def test_resume_in_process_continues_exactly(tmp_path):
     spec = _spec_file(tmp_path)
-    kw = dict(schedule="constant", checkpoint_every=3, eval_every=4, **FAST)
+    kw = dict(schedule="constant", warmup=0, checkpoint_every=3, eval_every=4, **FAST)
     train(spec, out=tmp_path / "full", steps=14, **kw)
     train(spec, out=tmp_path / "part", steps=8, **kw)
     assert read_checkpoint(tmp_path / "part" / "last.pt")["step"] == 8
@@ -317,3 +319,15 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert abs(s1["final_test_bpd"] - s2["final_test_bpd"]) < 1e-4
     assert (tmp_path / "two" / "samples.png").is_file()
+
+
+def test_reference_baselines_on_a_tiny_split():
+    from flowdsl.runtime.training.baselines import baseline_bpd
+
+    g = torch.Generator().manual_seed(0)
+    tr = torch.randint(0, 4, (400, 1, 2, 2), generator=g).float()
+    te = torch.randint(0, 4, (100, 1, 2, 2), generator=g).float()
+    b = baseline_bpd(tr, te, 4, which=("uniform", "gaussian", "histogram"))
+    assert b["uniform"] == 2.0
+    assert abs(b["histogram"] - 2.0) < 0.1  # uniform random values: nothing to learn
+    assert 1.9 < b["gaussian"] < 2.3  # a Gaussian cannot beat the uniform density on uniform data by much

@@ -9,8 +9,9 @@ One update (step t, global batch B, D dimensions per example):
 2. modules with ``set_step`` (the spike_slab prior's annealing) are told t;
 3. loss = −mean log p(x) / D (nats/dim of x on [0, 1)); backward; the global gradient norm is
    clipped to ``clip``; a non-finite norm skips the update (20 in a row abort the run);
-4. AdamW with the learning rate of a linear warm-up over ``warmup`` steps followed by a cosine
-   decay to ``min_lr_ratio·lr`` (or constant); weight decay only on tensors with ndim ≥ 2.
+4. AdamW with the learning rate of a linear warm-up over ``warmup`` steps (at most a fifth of
+   the run) followed by a cosine decay to ``min_lr_ratio·lr`` (or constant); weight decay only
+   on tensors with ndim ≥ 2 (not on biases, ActNorm or prior parameters).
 
 Before the first update the model sees one batch of up to 512 training examples in training
 mode without gradients, which runs data-dependent initialisation (ActNorm) identically in every
@@ -99,13 +100,19 @@ def _spec_sha(spec: Any) -> str:
     return sha if isinstance(sha, str) else hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
 
 
+def effective_warmup(cfg: TrainConfig) -> int:
+    """Warm-up steps: ``warmup``, capped at a fifth of the run so short runs reach the peak."""
+    return min(cfg.warmup, cfg.steps // 5)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of update ``step`` (0-based): linear warm-up, then cosine or constant."""
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+    warmup = effective_warmup(cfg)
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if cfg.schedule == "constant":
         return cfg.lr * warm
-    span = max(1, cfg.steps - cfg.warmup)
-    progress = min(1.0, max(0.0, (step - cfg.warmup) / span))
+    span = max(1, cfg.steps - warmup)
+    progress = min(1.0, max(0.0, (step - warmup) / span))
     f = cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr * warm * f
 
@@ -388,6 +395,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     acc_loss, acc_n, last_gn, skipped_row = 0.0, 0, math.nan, 0
     bad_in_a_row = 0
     t_loop = time.time()
+    last_print = t_loop
     step = start
     stopped_early = False
     last_eval_step = -1
@@ -449,9 +457,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
                 bar.set_postfix_str(f"loss {row['train_loss']:.3f} bpd {row['train_bpd']:.3f}" + (f" test {row['test_bpd']:.3f}" if do_eval else ""))
                 if do_eval:
                     bar.write(msg)
-            else:
+            elif do_eval or time.time() - last_print >= 5.0:
                 rate = (step - start) / max(time.time() - t_loop, 1e-9)
                 _say(msg + f"  {rate:.1f} it/s", quiet, info)
+                last_print = time.time()
         if use_tqdm:
             bar.update(1)
         if step % cfg.checkpoint_every == 0 or do_eval:

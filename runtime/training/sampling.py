@@ -53,7 +53,7 @@ def draw_samples(model: nn.Module, n: int, temperature: float = 1.0, seed: int =
     return all_gather_cat(x, info)[: int(n)]
 
 
-def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 1) -> np.ndarray:
+def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 2) -> np.ndarray:
     """(n, C, H, W) samples on [0, 1) → uint8 grid image (H', W') or (H', W', 3)."""
     x = x01.detach().float().cpu()
     n, c, h, w = x.shape
@@ -74,7 +74,7 @@ def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int 
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
     shape = (rows * (ch + pad) + pad, cols * (cw + pad) + pad) + ((3,) if c == 3 else ())
-    grid = np.full(shape, 128, dtype=np.uint8)
+    grid = np.full(shape, 160, dtype=np.uint8)
     for i in range(n):
         r, q = divmod(i, cols)
         y0, x0 = pad + r * (ch + pad), pad + q * (cw + pad)
