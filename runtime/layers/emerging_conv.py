@@ -1,0 +1,445 @@
+"""Emerging convolution (Hoogeboom et al. 2019): two masked autoregressive k×k convolutions.
+
+Not a kind module by itself: ``conv(kind=emerging)`` (``conv.py``) builds :class:`EmergingConv`.
+
+Shapes: x (B, C, H, W) -> y (B, C, H, W); k odd, c = (k−1)/2, q = c+1.
+
+Parametrisation (one-sided "quadrant" kernels, each q×q, zero "SAME" padding):
+    conv 1 (bottom-right quadrant)  y1[o,i,j] = Σ_{a,b∈[0,c]} Σ_ch K1[o,ch,a,b] · x[ch, i+a, j+b]
+        the centre tap K1[:,:,0,0] is lower-triangular in the channels (o reads ch ≤ o) with
+        diagonal d1 = sign1·exp(log_d1);
+    conv 2 (top-left quadrant)      y[o,i,j] = Σ_{a,b∈[0,c]} Σ_ch K2[o,ch,a,b] · y1[ch, i−c+a, j−c+b] + bias[o]
+        (the first mask flipped on all four axes) the centre tap K2[:,:,c,c] is upper-triangular
+        (o reads ch ≥ o) with diagonal d2 = sign2·exp(log_d2).
+    Together they have a full k×k receptive field. Init: N(0, 0.02²) off the diagonals, d = 1.
+
+    forward   y = K2 ⋆ (K1 ⋆ x) + bias
+    log-det   log|det J| = H·W·Σ_o (log|d1_o| + log|d2_o|)  (the Jacobian of each conv is
+              triangular in a suitable ordering of the C·H·W unknowns; never zero by construction)
+    inverse   x1 = solve_TL(y − bias), x = solve_BR(x1), each solve exact (see below).
+
+Inverse: tiled wavefront, no loop over pixels.
+    The image is cut into tiles of Th×Tw pixels (the last row/column of tiles is zero-padded on
+    the side the dependencies point to; the padding provably stays zero). Restricted to one tile,
+    the conv is a (C·Th·Tw)² matrix D that is triangular in the order "pixels against the
+    dependency direction, channels against the centre triangle"; its inverse D⁻¹ is computed once
+    per call (training form) or once at ``frozen()`` (inference form) by a float64 triangular
+    solve. Tile (I, J) depends only on tiles reached by the mask offsets; the tile dependency
+    graph is a DAG whose longest path ("level") is derived statically from the mask by
+    :func:`tile_levels`. Then, starting from x = 0,
+
+        for level ℓ = 0 … L−1:     x ← x + M_ℓ ⊙ D⁻¹(y − K ⋆ x)        (D⁻¹ per tile)
+
+    where M_ℓ selects the tiles of level ℓ. Every tile is written exactly once, from neighbours
+    that are already exact, and tiles not yet solved stay exactly 0, so no garbage values can
+    grow (plain Jacobi iterates overflow for weights far from the identity) and the rounding
+    behaviour is that of a blocked back-substitution with exact-in-float64 block inverses. Each
+    level is 2 convolutions (the q×q residual conv and a Th×Tw stride-Th conv applying D⁻¹),
+    batched over the batch and all tiles. With Th = Tw = 1 this is the pixel wavefront
+    (L = H+W−1, the dependency depth of the quadrant mask); a whole-image tile is the dense
+    inverse (L = 1). The tile size is chosen by :func:`choose_tile` to keep D at most
+    ``MAX_TILE_UNKNOWNS`` unknowns (2 levels per tile row/column are saved per doubling of T).
+
+Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), k = 3, C = 3:
+
+    image    tile (Th×Tw)   levels per AR conv   emerging inverse steps   (pixel wavefront: 2·(H+W−1))
+    8×8      8×8 (192)             1                    2                          30
+    32×32    8×8 (192)             7                   14                         126
+    64×64    8×8 (192)            15                   30                         254
+
+For C = 12 (after a squeeze) the tile is 4×4 (192 unknowns): 16×16 → 7 levels per conv.
+``EmergingConv.steps()`` reports the numbers for a built layer; ``python -m
+flowdsl.runtime.bench_convs`` prints them and the timings.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowdsl.runtime.bijector import Bijector, batch_constant
+
+__all__ = [
+    "EmergingConv",
+    "ARQuadrantSolver",
+    "tile_levels",
+    "choose_tile",
+    "ar_tile_inverse",
+    "MAX_TILE_UNKNOWNS",
+]
+
+#: the largest tile system (C·Th·Tw unknowns) the inverse uses; measured as the fastest on CPU
+#: for C ∈ {3, 12} at 32×32 / 16×16 (see benchmarks/convs.md).
+MAX_TILE_UNKNOWNS = 192
+
+
+# --------------------------------------------------------------------------- static structure
+def quadrant_offsets(k: int, direction: str) -> list[tuple[int, int]]:
+    """Pixel offsets (dh, dw) ≠ (0, 0) read by a quadrant AR conv (``br``: +, ``tl``: −)."""
+    c = (k - 1) // 2
+    s = 1 if direction == "br" else -1
+    return [(s * a, s * b) for a in range(c + 1) for b in range(c + 1) if (a, b) != (0, 0)]
+
+
+def tile_levels(offsets: list[tuple[int, int]], th: int, tw: int, ni: int, nj: int) -> np.ndarray:
+    """Level of every tile of an ni×nj grid of th×tw tiles: the longest dependency path.
+
+    A pixel p depends on p + (dh, dw) for each offset; tile (I, J) therefore depends on the tiles
+    (I + ⌊(r+dh)/th⌋, J + ⌊(s+dw)/tw⌋), r < th, s < tw. Level 0 tiles have no dependency inside
+    the grid; a tile's level is 1 + the largest level of its dependencies. Raises on a cycle.
+    """
+    toffs: set[tuple[int, int]] = set()
+    for dh, dw in offsets:
+        rows = {(r + dh) // th for r in range(th)}
+        cols = {(s + dw) // tw for s in range(tw)}
+        toffs.update((a, b) for a in rows for b in cols if (a, b) != (0, 0))
+    lev = np.zeros((ni, nj), dtype=np.int64)
+    for _ in range(ni * nj + 2):
+        new = np.zeros_like(lev)
+        for a, b in toffs:
+            i0, i1 = max(0, -a), min(ni, ni - a)
+            j0, j1 = max(0, -b), min(nj, nj - b)
+            if i0 >= i1 or j0 >= j1:
+                continue
+            src = lev[i0 + a : i1 + a, j0 + b : j1 + b] + 1
+            new[i0:i1, j0:j1] = np.maximum(new[i0:i1, j0:j1], src)
+        if np.array_equal(new, lev):
+            return lev
+        lev = new
+    raise ValueError("the mask's dependency graph has a cycle")  # pragma: no cover
+
+
+def choose_tile(c: int, h: int, w: int, k: int = 3, max_unknowns: int = MAX_TILE_UNKNOWNS) -> tuple[int, int]:
+    """The tile (Th, Tw): the largest power-of-two square with C·T² ≤ max_unknowns, clipped to H, W.
+
+    Whole-image tiles (one level, a dense inverse) are used when C·H·W ≤ max_unknowns; k = 1 has
+    no spatial dependencies and uses 1×1 tiles (one level, a C×C inverse per pixel).
+    """
+    if k == 1:
+        return 1, 1
+    if c * h * w <= max_unknowns:
+        return h, w
+    t = 1
+    while c * (2 * t) ** 2 <= max_unknowns and 2 * t <= max(h, w):
+        t *= 2
+    return min(t, h), min(t, w)
+
+
+# --------------------------------------------------------------------------- numerics
+def _ar_conv(x: Tensor, kernel: Tensor, direction: str) -> Tensor:
+    """The quadrant conv with zero padding: ``br`` pads bottom/right, ``tl`` top/left."""
+    c = kernel.shape[-1] - 1
+    if c == 0:
+        return F.conv2d(x, kernel)
+    pad = (0, c, 0, c) if direction == "br" else (c, 0, c, 0)
+    return F.conv2d(F.pad(x, pad), kernel)
+
+
+def ar_tile_inverse(kernel: Tensor, direction: str, th: int, tw: int) -> Tensor:
+    """D⁻¹ of the quadrant conv restricted to a th×tw tile, in float64, shape (N, C, th, tw).
+
+    Row n of the result, reshaped, is the stride-tile conv kernel producing unknown n = (ch, r, s)
+    of the tile. D is triangular after ordering the unknowns against the dependencies, so its
+    inverse is one float64 triangular solve (exact up to rounding for any non-zero diagonal).
+    """
+    k64 = kernel.to(torch.float64)
+    C = k64.shape[0]
+    n = C * th * tw
+    eye = torch.eye(n, dtype=torch.float64, device=k64.device)
+    cols = _ar_conv(eye.reshape(n, C, th, tw), k64, direction).reshape(n, n)
+    d = cols.t()  # d[m, n] = ∂(out m)/∂(in n)
+    ch = torch.arange(C, device=k64.device).view(C, 1, 1)
+    r = torch.arange(th, device=k64.device).view(1, th, 1)
+    s = torch.arange(tw, device=k64.device).view(1, 1, tw)
+    if direction == "br":  # reads pixels down/right and channels ch' ≤ ch
+        key = ((r * tw + s) * C + (C - 1 - ch)).reshape(-1)
+    else:  # reads pixels up/left and channels ch' ≥ ch
+        key = (((th - 1 - r) * tw + (tw - 1 - s)) * C + ch).reshape(-1)
+    perm = torch.argsort(key)
+    dp = d[perm][:, perm]
+    inv_p = torch.linalg.solve_triangular(dp, torch.eye(n, dtype=torch.float64, device=k64.device), upper=True)
+    inv = torch.empty_like(inv_p)
+    inv[perm.unsqueeze(1), perm.unsqueeze(0)] = inv_p
+    return inv.reshape(n, C, th, tw)
+
+
+class ARQuadrantSolver:
+    """Static plan of the tiled wavefront solve of one quadrant AR conv on a C×H×W image.
+
+    Everything here depends on the shape and the mask only (never on weight values): the tile
+    grid, the level of each tile, the order in which tiles are solved, and for each tile offset
+    o the unknowns of the neighbour tile that actually couple into a tile (for k = 3 and 8×8
+    tiles: one boundary column, one boundary row and one corner pixel, 17·C of the 3·64·C).
+    The weight-dependent part (:meth:`operators`) is D⁻¹ and G = D⁻¹·B, B the coupling of a tile
+    to those boundary unknowns; the solve of level ℓ is then
+
+        x_ℓ = Y_ℓ·D⁻ᵀ − X_bnd,ℓ·Gᵀ
+
+    with Y_ℓ the level's tiles of y (B, n_ℓ, N) and X_bnd,ℓ their neighbours' boundary unknowns,
+    gathered from the levels solved before (zero outside the image).
+    """
+
+    def __init__(self, c: int, h: int, w: int, k: int, direction: str, tile: tuple[int, int] | None = None) -> None:
+        self.C, self.H, self.W, self.k, self.direction = c, h, w, k, direction
+        th, tw = tile if tile is not None else choose_tile(c, h, w, k)
+        th, tw = min(th, h), min(tw, w)
+        self.th, self.tw = th, tw
+        self.N = c * th * tw
+        ni, nj = -(-h // th), -(-w // tw)
+        self.ni, self.nj = ni, nj
+        self.hp, self.wp = ni * th, nj * tw
+        offsets = quadrant_offsets(k, direction)
+        lev = tile_levels(offsets, th, tw, ni, nj)
+        self.levels = lev
+        self.n_levels = int(lev.max()) + 1
+        ph, pw = self.hp - h, self.wp - w
+        # padding of the image to whole tiles, on the side the dependencies point to
+        self.pad = (0, pw, 0, ph) if direction == "br" else (pw, 0, ph, 0)
+        self.crop = (slice(0, h), slice(0, w)) if direction == "br" else (slice(ph, ph + h), slice(pw, pw + w))
+
+        # --- coupling structure between a tile and its neighbours (from the mask) ---------
+        q = (k - 1) // 2 + 1
+        c_ = q - 1
+        self.m = m = max(1, -(-c_ // min(th, tw))) if c_ > 0 else 0
+        ptiles = 2 * m + 1
+        struct = torch.ones(c, c, q, q, dtype=torch.float64)
+        centre = (0, 0) if direction == "br" else (q - 1, q - 1)
+        struct[:, :, centre[0], centre[1]] = torch.tril(torch.ones(c, c, dtype=torch.float64)) if direction == "br" else torch.triu(torch.ones(c, c, dtype=torch.float64))
+        self.tile_offsets: list[tuple[int, int]] = []
+        self.coupled: list[list[int]] = []
+        basis = []
+        if m > 0:
+            # adjoint of the (non-negative) structural conv applied to the centre tile's outputs:
+            # positive exactly at the input unknowns that couple into the centre tile
+            with torch.enable_grad():
+                probe = torch.zeros(1, c, ptiles * th, ptiles * tw, dtype=torch.float64, requires_grad=True)
+                out = _ar_conv(probe, struct, direction)[:, :, m * th : (m + 1) * th, m * tw : (m + 1) * tw]
+                (grad,) = torch.autograd.grad(out.sum(), probe)
+            dep = grad.reshape(c, ptiles, th, ptiles, tw) > 0
+            for a in range(-m, m + 1):
+                for b in range(-m, m + 1):
+                    if (a, b) == (0, 0):
+                        continue
+                    blk = dep[:, m + a, :, m + b, :]  # (C, th, tw)
+                    idx = torch.nonzero(blk.reshape(-1)).flatten().tolist()
+                    if idx:
+                        self.tile_offsets.append((a, b))
+                        self.coupled.append(idx)
+                        for n in idx:
+                            e = torch.zeros(c, ptiles * th, ptiles * tw, dtype=torch.float64)
+                            ch, r, s_ = n // (th * tw), (n // tw) % th, n % tw
+                            e[ch, (m + a) * th + r, (m + b) * tw + s_] = 1.0
+                            basis.append(e)
+        self.K = sum(len(i) for i in self.coupled)
+        self.basis = torch.stack(basis) if basis else torch.zeros(0, c, ptiles * th, ptiles * tw, dtype=torch.float64)
+
+        # --- the schedule: tiles per level and gather indices into the solved history ------
+        order = [(i, j) for lv in range(self.n_levels) for i in range(ni) for j in range(nj) if lev[i, j] == lv]
+        pos = {t: n for n, t in enumerate(order)}  # position in level order
+        self.level_tiles: list[torch.Tensor] = []
+        self.level_gather: list[torch.Tensor | None] = []
+        for lv in range(self.n_levels):
+            tiles = [t for t in order if lev[t] == lv]
+            self.level_tiles.append(torch.tensor([i * nj + j for i, j in tiles], dtype=torch.long))
+            g = []
+            any_dep = False
+            for i, j in tiles:
+                for (a, b), idx in zip(self.tile_offsets, self.coupled):
+                    ii, jj = i + a, j + b
+                    inside = 0 <= ii < ni and 0 <= jj < nj
+                    if inside:
+                        assert lev[ii, jj] < lv, "dependency on a tile that is not solved yet"
+                        any_dep = True
+                    base = 1 + pos[(ii, jj)] * self.N if inside else 0
+                    g.extend([base + n if inside else 0 for n in idx])
+            self.level_gather.append(torch.tensor(g, dtype=torch.long) if any_dep else None)
+        self.raster_from_level = torch.tensor([pos[(i, j)] for i in range(ni) for j in range(nj)], dtype=torch.long)
+
+    def steps(self) -> int:
+        return self.n_levels
+
+    def operators(self, kernel: Tensor) -> tuple[Tensor, Tensor]:
+        """(D⁻ᵀ (N, N), Gᵀ (K, N)) for ``kernel`` (C, C, q, q), computed in float64."""
+        k64 = kernel.to(torch.float64)
+        th, tw, m = self.th, self.tw, self.m
+        dinv = ar_tile_inverse(k64, self.direction, th, tw).reshape(self.N, self.N)
+        if self.K == 0:
+            return dinv.t(), torch.zeros(0, self.N, dtype=torch.float64, device=k64.device)
+        out = _ar_conv(self.basis.to(k64.device), k64, self.direction)[:, :, m * th : (m + 1) * th, m * tw : (m + 1) * tw]
+        coupling = out.reshape(self.K, self.N).t()  # (N, K): centre-tile output n from boundary unknown κ
+        return dinv.t(), (dinv @ coupling).t()
+
+    def buffers(self) -> dict[str, Tensor]:
+        """The index tensors of the schedule (to be registered as non-persistent buffers)."""
+        out = {"raster_from_level": self.raster_from_level}
+        for lv in range(self.n_levels):
+            out[f"tiles{lv}"] = self.level_tiles[lv]
+            if self.level_gather[lv] is not None:
+                out[f"gather{lv}"] = self.level_gather[lv]
+        return out
+
+    def tiles(self, y: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, ni·nj, N), tiles in raster order, unknowns ordered (ch, r, s)."""
+        if self.pad != (0, 0, 0, 0):
+            y = F.pad(y, self.pad)
+        C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
+        return y.reshape(-1, C, ni, th, nj, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, ni * nj, self.N)
+
+    def untile(self, t: Tensor) -> Tensor:
+        C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
+        x = t.reshape(-1, ni, nj, C, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(-1, C, self.hp, self.wp)
+        if self.pad != (0, 0, 0, 0):
+            x = x[:, :, self.crop[0], self.crop[1]]
+        return x
+
+    def solve(self, y: Tensor, dinv_t: Tensor, g_t: Tensor, idx: dict[str, Tensor]) -> Tensor:
+        """x with ``_ar_conv(x, kernel) = y`` from the :meth:`operators` (in y's dtype) and the
+        :meth:`buffers` (on y's device)."""
+        yt = self.tiles(y)
+        if self.n_levels == 1:
+            return self.untile(yt @ dinv_t)
+        hist = torch.zeros_like(yt[:, 0, :1])
+        for lv in range(self.n_levels):
+            x = yt.index_select(1, idx[f"tiles{lv}"]) @ dinv_t
+            gather = idx.get(f"gather{lv}")
+            if gather is not None:
+                bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)
+                x = x - bnd @ g_t
+            hist = torch.cat([hist, x.flatten(1)], 1)
+        xt = hist[:, 1:].reshape(-1, self.ni * self.nj, self.N).index_select(1, idx["raster_from_level"])
+        return self.untile(xt)
+
+
+# --------------------------------------------------------------------------- the bijector
+class _Schedule(nn.Module):
+    """Holds an :class:`ARQuadrantSolver`'s index tensors as non-persistent buffers (device moves)."""
+
+    def __init__(self, solver: ARQuadrantSolver) -> None:
+        super().__init__()
+        self.solver = solver
+        self.names = list(solver.buffers())
+        for name, t in solver.buffers().items():
+            self.register_buffer(name, t, persistent=False)
+
+    def index(self) -> dict[str, Tensor]:
+        return {n: getattr(self, n) for n in self.names}
+
+    def solve(self, y: Tensor, dinv_t: Tensor, g_t: Tensor) -> Tensor:
+        return self.solver.solve(y, dinv_t, g_t, self.index())
+
+
+class EmergingConv(Bijector):
+    """Training form: parameters ``w1``, ``w2`` (C, C, q, q), ``log_d1``, ``log_d2``, ``bias`` (C,).
+
+    ``tile`` overrides the tile size of the inverse (default :func:`choose_tile`).
+    """
+
+    def __init__(self, shape: tuple[int, ...], kernel: int = 3, tile: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        if len(shape) != 3 or kernel % 2 != 1:
+            raise ValueError(f"emerging conv needs a (C, H, W) shape and an odd kernel, got {shape}, k={kernel}")
+        C, H, W = shape
+        self.shape = tuple(shape)
+        self.kernel_size = kernel
+        q = (kernel - 1) // 2 + 1
+        self.q = q
+        self.w1 = nn.Parameter(torch.randn(C, C, q, q) * 0.02)
+        self.w2 = nn.Parameter(torch.randn(C, C, q, q) * 0.02)
+        self.log_d1 = nn.Parameter(torch.zeros(C))
+        self.log_d2 = nn.Parameter(torch.zeros(C))
+        self.bias = nn.Parameter(torch.zeros(C))
+        self.register_buffer("sign1", torch.ones(C))
+        self.register_buffer("sign2", torch.ones(C))
+        m1 = torch.ones(C, C, q, q)
+        m1[:, :, 0, 0] = torch.tril(torch.ones(C, C), -1)
+        m2 = torch.ones(C, C, q, q)
+        m2[:, :, q - 1, q - 1] = torch.triu(torch.ones(C, C), 1)
+        self.register_buffer("mask1", m1)
+        self.register_buffer("mask2", m2)
+        self.sched_br = _Schedule(ARQuadrantSolver(C, H, W, kernel, "br", tile))
+        self.sched_tl = _Schedule(ARQuadrantSolver(C, H, W, kernel, "tl", tile))
+
+    # kernels -------------------------------------------------------------------------
+    def kernels(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+        """The two masked quadrant kernels (C, C, q, q), centre diagonals inserted."""
+        q = self.q
+        dt = dtype or self.w1.dtype
+        k1 = self.w1.to(dt) * self.mask1.to(dt)
+        k2 = self.w2.to(dt) * self.mask2.to(dt)
+        d1 = torch.diag(self.sign1.to(dt) * torch.exp(self.log_d1.to(dt)))
+        d2 = torch.diag(self.sign2.to(dt) * torch.exp(self.log_d2.to(dt)))
+        k1 = k1 + F.pad(d1[:, :, None, None], (0, q - 1, 0, q - 1))
+        k2 = k2 + F.pad(d2[:, :, None, None], (q - 1, 0, q - 1, 0))
+        return k1, k2
+
+    def log_abs_det(self) -> Tensor:
+        return (self.log_d1.sum() + self.log_d2.sum()) * (self.shape[1] * self.shape[2])
+
+    def steps(self) -> dict[str, object]:
+        """Sequential steps of the inverse (levels of the two AR solves) and the tile used."""
+        sb, st = self.sched_br.solver, self.sched_tl.solver
+        return {
+            "tile": (sb.th, sb.tw),
+            "levels_per_conv": (sb.n_levels, st.n_levels),
+            "steps": sb.n_levels + st.n_levels,
+            "pixel_wavefront_steps": 2 * (self.shape[1] + self.shape[2] - 1) if self.q > 1 else 2,
+        }
+
+    # bijector ------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k1, k2 = self.kernels(x.dtype)
+        y = _ar_conv(_ar_conv(x, k1, "br"), k2, "tl") + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return y, batch_constant(self.log_abs_det(), x)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        k1, k2 = self.kernels(torch.float64)
+        d1, g1 = (t.to(y.dtype) for t in self.sched_br.solver.operators(k1))
+        d2, g2 = (t.to(y.dtype) for t in self.sched_tl.solver.operators(k2))
+        y = y - self.bias.to(y.dtype).view(1, -1, 1, 1)
+        x1 = self.sched_tl.solve(y, d2, g2)
+        return self.sched_br.solve(x1, d1, g1)
+
+    def frozen(self) -> "FrozenEmergingConv":
+        out = FrozenEmergingConv(self)
+        out.node_id, out.source_line = self.node_id, self.source_line
+        return out
+
+
+class FrozenEmergingConv(Bijector):
+    """Inference form: kernels, tile operators (float64-exact, cast) and the log-det as buffers."""
+
+    def __init__(self, src: EmergingConv) -> None:
+        super().__init__()
+        dtype = src.w1.dtype
+        self.shape = src.shape
+        self.sched_br = _Schedule(src.sched_br.solver)
+        self.sched_tl = _Schedule(src.sched_tl.solver)
+        with torch.no_grad():
+            k1, k2 = src.kernels(torch.float64)
+            d1, g1 = self.sched_br.solver.operators(k1)
+            d2, g2 = self.sched_tl.solver.operators(k2)
+            for name, t in (("k1", k1), ("k2", k2), ("dinv1", d1), ("g1", g1), ("dinv2", d2), ("g2", g2)):
+                self.register_buffer(name, t.to(dtype))
+            self.register_buffer("bias", src.bias.detach().to(dtype).view(1, -1, 1, 1))
+            ld = (src.log_d1.double().sum() + src.log_d2.double().sum()) * (src.shape[1] * src.shape[2])
+            self.register_buffer("logdet", ld.to(dtype))
+            ok = all(bool(torch.isfinite(getattr(self, n)).all()) for n in ("dinv1", "g1", "dinv2", "g2"))
+            if not ok:
+                raise ValueError(
+                    f"emerging conv {src.node_id or '?'} (line {src.source_line}): the centre diagonals are "
+                    f"too small to invert in {dtype}"
+                )
+
+    def steps(self) -> int:
+        return self.sched_br.solver.n_levels + self.sched_tl.solver.n_levels
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = _ar_conv(_ar_conv(x, self.k1, "br"), self.k2, "tl") + self.bias
+        return y, batch_constant(self.logdet, x)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        x1 = self.sched_tl.solve(y - self.bias, self.dinv2, self.g2)
+        return self.sched_br.solve(x1, self.dinv1, self.g1)
