@@ -138,10 +138,22 @@ def test_resume_in_process_continues_exactly(tmp_path):
 
 def test_existing_run_needs_resume_or_overwrite(tmp_path):
     spec = _spec_file(tmp_path)
-    train(spec, out=tmp_path / "r", steps=2, **FAST)
+    first = train(spec, out=tmp_path / "r", steps=4, eval_every=2, **FAST)
     with pytest.raises(CheckpointError, match="--resume"):
         train(spec, out=tmp_path / "r", steps=2, **FAST)
-    assert train(spec, out=tmp_path / "r", steps=3, overwrite=True, **FAST)["step"] == 3
+    # resuming a finished run changes nothing and reports the same numbers
+    again = train(spec, out=tmp_path / "r", resume=True, **FAST)
+    assert again["step"] == 4 and again["final_test_bpd"] == first["final_test_bpd"]
+    # --overwrite starts again from scratch: no stale best.pt from the first run survives
+    s = train(spec, out=tmp_path / "r", steps=3, overwrite=True, eval_every=100, **FAST)
+    assert s["step"] == 3 and read_checkpoint(tmp_path / "r" / "best.pt")["step"] == 3
+
+
+def test_max_time_stops_early_with_a_checkpoint(tmp_path):
+    spec = _spec_file(tmp_path)
+    s = train(spec, out=tmp_path / "r", steps=100_000, max_time=0.5, eval_every=1000, **FAST)
+    assert s["stopped_early"] and 0 < s["step"] < 100_000
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == s["step"]
 
 
 def test_resume_with_another_spec_is_refused(tmp_path):

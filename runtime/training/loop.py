@@ -89,8 +89,8 @@ def as_spec(spec: Any, factory: ModelFactory) -> Any:
     """A parsed spec from a spec object, a path to a spec file, or spec text."""
     if isinstance(spec, (str, os.PathLike)):
         s = os.fspath(spec)
-        if "\n" not in s and (s.endswith(".flow") or os.path.isfile(s)):
-            return factory.load(s)
+        if isinstance(spec, os.PathLike) or ("\n" not in s and "{" not in s):
+            return factory.load(s)  # a path (a missing file is a located "cannot read" error)
         return factory.parse(s)
     return spec
 
@@ -217,16 +217,27 @@ def _unused_parameters(model: nn.Module, x: Tensor) -> bool:
     return any(g is None for g in grads)
 
 
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> Optional[Path]:
+_RUN_FILES = ("last.pt", "best.pt", "weights.safetensors", "metrics.csv", "curves.png", "samples.png", "summary.json")
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> Optional[Path]:
+    """The checkpoint to resume from (or None); refuses to clobber a run unless told to."""
     last = out / "last.pt"
-    if last.exists():
-        if resume:
-            return last
-        if not overwrite:
-            raise CheckpointError(
-                "run folder already holds a checkpoint; pass --resume to continue it or --overwrite to start again",
-                filename=str(out),
-            )
+    if resume and last.exists():
+        return last
+    if not resume and last.exists() and not overwrite:
+        raise CheckpointError(
+            "run folder already holds a checkpoint; pass --resume to continue it or --overwrite to start again",
+            filename=str(out),
+        )
+    barrier(info)  # every rank has looked before rank 0 clears the folder
+    if info.main:  # a fresh start: no stale best.pt or metrics from an earlier run
+        for name in _RUN_FILES:
+            try:
+                (out / name).unlink()
+            except FileNotFoundError:
+                pass
+    barrier(info)
     return None
 
 
@@ -290,7 +301,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             source=getattr(spec, "source", None),
         )
     out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))
-    last_path = _prepare_out(out, resume, overwrite)
+    last_path = _prepare_out(out, resume, overwrite, info)
     ckpt = None
     if last_path is not None:
         ckpt = read_checkpoint(last_path)
@@ -398,7 +409,6 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     last_print = t_loop
     step = start
     stopped_early = False
-    last_eval_step = -1
     last_ckpt_step = start if ckpt is not None else -1
     shard = shard_range(cfg.batch, info)
     while step < cfg.steps:
@@ -428,7 +438,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         last_gn = float(gn)
         step += 1
 
-        timed_out = cfg.max_time > 0 and time.time() - t_start > cfg.max_time
+        timed_out = False
+        if cfg.max_time > 0:  # every process must stop at the same step: rank 0 decides
+            flag = torch.tensor([float(time.time() - t_start > cfg.max_time and info.main)], dtype=torch.float64)
+            timed_out = bool(all_reduce_sum(flag, info)[0] > 0)
         final = step == cfg.steps or timed_out
         do_eval = step % cfg.eval_every == 0 or final
         row: dict[str, Any] = {}
@@ -446,7 +459,6 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             if improved:
                 best.update(val_bpd=score, step=step, test_bpd=tb)
                 checkpoint(out / "best.pt", step)  # before last.pt: last.pt's "best" always exists
-            last_eval_step = step
         if row:
             row["seconds"] = round(time.time() - t_start, 3)
             metrics.write(**row)
@@ -477,11 +489,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     barrier(info)
 
     # -- final report --------------------------------------------------------------------
-    final_val = math.nan
-    final_test = math.nan
-    if step > start or last_eval_step == step:
-        final_test = evaluate_bpd(model, test_x, dims, levels, cfg.test_batch, info)
-        final_val = evaluate_bpd(model, val_x, dims, levels, cfg.test_batch, info) if val_x is not None else math.nan
+    final_test = evaluate_bpd(model, test_x, dims, levels, cfg.test_batch, info)
+    final_val = evaluate_bpd(model, val_x, dims, levels, cfg.test_batch, info) if val_x is not None else math.nan
     best_path = out / "best.pt"
     test_best = final_test
     if best_path.exists() and best["step"] >= 0:
