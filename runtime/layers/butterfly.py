@@ -1,0 +1,271 @@
+"""``butterfly(depth=auto|int, over=all|channels|width|height)``: invertible butterfly layer (ButterflyFlow).
+
+Shapes: x (B, C, H, W) or (B, D) -> same shape. The layer mixes a vector of length n:
+    over=all       the flattened C·H·W entries in CHW order (vectors: the D entries); n = C·H·W;
+    over=channels  the C channels of every pixel, the same butterfly at every pixel; n = C
+                   (on vectors: the D entries);
+    over=width     the W entries of every row, the same butterfly for every (channel, row); n = W;
+    over=height    the H entries of every column, the same butterfly for every (channel, column); n = H.
+(width/height need an image and are rejected on vectors.) Let r = (total entries)/n be the number
+of vectors the butterfly is applied to (1 for ``all``).
+
+Levels ℓ = 0 … depth−1 are applied in this order. Level ℓ cuts the vector into 2^ℓ blocks of
+l = n/2^ℓ entries and, for every block b and j < l/2, mixes the pair i0 = b·l + j, i1 = i0 + l/2
+with its own free 2×2 matrix [[A, B], [C, D]]:
+
+    forward   [y_i0; y_i1] = [[A, B], [C, D]] · [x_i0; x_i1]
+    inverse   [x_i0; x_i1] = [[D, −B], [−C, A]] · [y_i0; y_i1] / (A·D − B·C)     (closed form, O(n))
+    log-det   log|det J| = r · Σ_{levels, pairs} log|A·D − B·C|      (input-independent)
+
+2^depth must divide n (level ℓ needs 2^(ℓ+1) | n); ``depth=auto`` is the largest such depth. With
+depth = log2 n the product is a full butterfly matrix (an FFT-like factorisation).
+
+Parameters: ``weight`` of shape (depth, 4, n/2), rows A, B, C, D, created in ``__init__`` (a state
+dict loads before any forward). Init: a random rotation per pair, θ ~ N(0, 0.3²)
+(A = D = cos θ, B = −sin θ, C = sin θ): AD − BC = 1, near the identity, never singular at init.
+AD − BC ≠ 0 is checked by :meth:`Butterfly.check` and by ``frozen()`` (an error naming the node and
+the source line); forward/inverse never synchronise with the host.
+
+Inference form (``frozen()``): for n ≤ ``DENSE_MAX`` the whole product is one dense n×n matrix M
+along the mixed axis (and M⁻¹ by pushing the identity through the closed-form inverse levels, no
+solver); above that, the levels with precomputed inverse 2×2 matrices. Both computed in float64.
+``Butterfly.matrix()`` returns M (for the fusion of channel-linear chains: over=channels is a C×C
+1×1 convolution).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.bijector import Bijector, batch_constant
+
+__all__ = ["Butterfly", "FrozenButterfly", "ButterflyKind", "max_depth", "DENSE_MAX"]
+
+#: frozen layers mixing at most this many entries use one dense n×n matrix
+DENSE_MAX = 128
+
+
+def max_depth(n: int) -> int:
+    """The largest d with 2^d dividing n (n ≥ 1)."""
+    d = 0
+    while n % (2 ** (d + 1)) == 0:
+        d += 1
+    return d
+
+
+def mixed_size(shape: tuple[int, ...], over: str) -> int:
+    if over == "all":
+        return math.prod(shape)
+    if over == "channels":
+        return shape[0]
+    if over == "height":
+        return shape[1]
+    return shape[2]
+
+
+class _Layout:
+    """How x (B, *shape) is viewed as (P, n, Q) with the mixed axis in the middle."""
+
+    def __init__(self, shape: tuple[int, ...], over: str) -> None:
+        self.shape = tuple(shape)
+        self.n = mixed_size(self.shape, over)
+        if over == "all":
+            self.post = 1
+        elif over == "channels":
+            self.post = math.prod(self.shape[1:])
+        elif over == "height":
+            self.post = self.shape[2]
+        else:
+            self.post = 1
+        self.reps = math.prod(self.shape) // self.n
+
+    def to3(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, self.n, self.post)
+
+    def back(self, x: Tensor) -> Tensor:
+        return x.reshape(-1, *self.shape)
+
+
+def _apply_level(x: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor, level: int) -> Tensor:
+    """One level on x (P, n, Q); a…d of shape (n/2,) ordered (block, j)."""
+    n, post = x.shape[1], x.shape[2]
+    nb = 2**level
+    half = n // (2 * nb)
+    v = x.reshape(-1, nb, 2, half, post)
+    x0, x1 = v[:, :, 0], v[:, :, 1]
+    shp = (nb, half, 1)
+    a, b, c, d = a.reshape(shp), b.reshape(shp), c.reshape(shp), d.reshape(shp)
+    y = torch.stack([a * x0 + b * x1, c * x0 + d * x1], 2)
+    return y.reshape(-1, n, post)
+
+
+class Butterfly(Bijector):
+    """Training form: parameter ``weight`` (depth, 4, n/2)."""
+
+    def __init__(self, shape: tuple[int, ...], depth: int, over: str = "all") -> None:
+        super().__init__()
+        self.layout = _Layout(shape, over)
+        self.shape, self.over, self.depth = tuple(shape), over, depth
+        n = self.layout.n
+        if depth > max_depth(n):
+            raise ValueError(f"butterfly depth {depth} needs 2^{depth} to divide n = {n}")
+        theta = torch.randn(depth, n // 2) * 0.3
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        self.weight = nn.Parameter(torch.stack([cos, -sin, sin, cos], 1))
+
+    def dets(self, dtype: torch.dtype | None = None) -> Tensor:
+        """AD − BC per level and pair, shape (depth, n/2)."""
+        w = self.weight if dtype is None else self.weight.to(dtype)
+        return w[:, 0] * w[:, 3] - w[:, 1] * w[:, 2]
+
+    def log_abs_det(self) -> Tensor:
+        return torch.log(torch.abs(self.dets())).sum() * self.layout.reps
+
+    def check(self) -> None:
+        """Raise a ValueError naming the layer if some pair is singular (host sync: not in hot paths)."""
+        det = self.dets(torch.float64).detach()
+        if det.numel() and not bool((torch.isfinite(det) & (det.abs() > 1e-300)).all()):
+            bad = int((~(torch.isfinite(det) & (det.abs() > 1e-300))).sum())
+            raise ValueError(
+                f"butterfly {self.node_id or '?'} (line {self.source_line}): {bad} 2×2 pair(s) are singular "
+                "(A·D − B·C = 0), the layer is not invertible"
+            )
+
+    def _levels(self, x: Tensor, w: Tensor, inverse: bool) -> Tensor:
+        v = self.layout.to3(x)
+        if not inverse:
+            for lv in range(self.depth):
+                v = _apply_level(v, w[lv, 0], w[lv, 1], w[lv, 2], w[lv, 3], lv)
+        else:
+            det = w[:, 0] * w[:, 3] - w[:, 1] * w[:, 2]
+            for lv in reversed(range(self.depth)):
+                a, b, c, d = w[lv, 0], w[lv, 1], w[lv, 2], w[lv, 3]
+                r = 1.0 / det[lv]
+                v = _apply_level(v, d * r, -b * r, -c * r, a * r, lv)
+        return self.layout.back(v)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self._levels(x, self.weight.to(x.dtype), inverse=False)
+        return y, batch_constant(self.log_abs_det(), x)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return self._levels(y, self.weight.to(y.dtype), inverse=True)
+
+    def matrix(self, inverse: bool = False) -> Tensor:
+        """The dense n×n matrix M (or M⁻¹) along the mixed axis, float64."""
+        n = self.layout.n
+        w = self.weight.detach().double()
+        eye = torch.eye(n, dtype=torch.float64, device=w.device)
+        out = eye.reshape(n, n, 1)  # n basis vectors, pushed through the levels
+        if not inverse:
+            for lv in range(self.depth):
+                out = _apply_level(out, w[lv, 0], w[lv, 1], w[lv, 2], w[lv, 3], lv)
+        else:
+            det = w[:, 0] * w[:, 3] - w[:, 1] * w[:, 2]
+            for lv in reversed(range(self.depth)):
+                r = 1.0 / det[lv]
+                out = _apply_level(out, w[lv, 3] * r, -w[lv, 1] * r, -w[lv, 2] * r, w[lv, 0] * r, lv)
+        return out.reshape(n, n).t()
+
+    def frozen(self) -> "FrozenButterfly":
+        self.check()
+        out = FrozenButterfly(self)
+        out.node_id, out.source_line = self.node_id, self.source_line
+        return out
+
+
+class FrozenButterfly(Bijector):
+    """Inference form: dense M and M⁻¹ (n ≤ DENSE_MAX) or per-level pairs and inverse pairs."""
+
+    def __init__(self, src: Butterfly) -> None:
+        super().__init__()
+        dtype = src.weight.dtype
+        self.layout, self.depth, self.shape = src.layout, src.depth, src.shape
+        self.dense = src.layout.n <= DENSE_MAX
+        with torch.no_grad():
+            w = src.weight.detach().double()
+            det = w[:, 0] * w[:, 3] - w[:, 1] * w[:, 2]
+            ld = torch.log(torch.abs(det)).sum() * src.layout.reps
+            self.register_buffer("logdet", ld.to(dtype))
+            if self.dense:
+                self.register_buffer("m", src.matrix().to(dtype))
+                self.register_buffer("m_inv", src.matrix(inverse=True).to(dtype))
+            else:
+                winv = torch.stack([w[:, 3], -w[:, 1], -w[:, 2], w[:, 0]], 1) / det[:, None, :]
+                self.register_buffer("w", w.to(dtype))
+                self.register_buffer("w_inv", winv.to(dtype))
+
+    def _run(self, x: Tensor, inverse: bool) -> Tensor:
+        v = self.layout.to3(x)
+        if self.dense:
+            v = (self.m_inv if inverse else self.m) @ v
+        else:
+            w = self.w_inv if inverse else self.w
+            levels = reversed(range(self.depth)) if inverse else range(self.depth)
+            for lv in levels:
+                v = _apply_level(v, w[lv, 0], w[lv, 1], w[lv, 2], w[lv, 3], lv)
+        return self.layout.back(v)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._run(x, False), batch_constant(self.logdet, x)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return self._run(y, True)
+
+
+@register_layer
+class ButterflyKind(LayerKind):
+    name = "butterfly"
+    description = "invertible butterfly layer (ButterflyFlow): per level a free 2×2 matrix per pair"
+    constant_logdet = True
+
+    class Args(ArgsModel):
+        depth: Union[Literal["auto"], int] = "auto"
+        over: Literal["all", "channels", "width", "height"] = "all"
+
+    @classmethod
+    def resolved_depth(cls, args, shape) -> int:
+        n = mixed_size(tuple(shape), args.over)
+        return max_depth(n) if args.depth == "auto" else int(args.depth)
+
+    @classmethod
+    def infer_shape(cls, args, shape, ctx):
+        shape = tuple(shape)
+        if args.over in ("width", "height") and len(shape) != 3:
+            ctx.fail(
+                f"butterfly over={args.over} needs an image input (C, H, W); this input is a vector of "
+                f"{math.prod(shape)} entries (use over=all or over=channels)",
+                arg="over",
+            )
+        if len(shape) not in (1, 3):
+            ctx.fail(f"butterfly needs a (C, H, W) or (D,) input, got shape {shape}")
+        n = mixed_size(shape, args.over)
+        what = {
+            "all": f"the flattened size {'·'.join(map(str, shape))} = {n}" if len(shape) == 3 else f"the vector size {n}",
+            "channels": f"the channel count {n}",
+            "width": f"the width {n}",
+            "height": f"the height {n}",
+        }[args.over]
+        top = max_depth(n)
+        if args.depth == "auto":
+            if top == 0:
+                ctx.warn(f"butterfly over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over")
+            return shape
+        d = args.depth
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            ctx.fail(f"butterfly depth must be a positive integer or auto, got {d!r}", arg="depth")
+        if d > top:
+            ctx.fail(
+                f"butterfly depth {d} needs 2^{d} = {2 ** d} to divide {what} (over={args.over}); "
+                f"the largest valid depth is {top}",
+                arg="depth",
+            )
+        return shape
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        return Butterfly(tuple(shape), cls.resolved_depth(args, shape), args.over)

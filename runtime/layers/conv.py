@@ -1,0 +1,67 @@
+"""``conv(kind=emerging|periodic, kernel=k)``: invertible k×k convolutions (Hoogeboom et al. 2019).
+
+Shapes: x (B, C, H, W) -> y (B, C, H, W) (images only; rejected on vectors). k odd, k ≤ H, k ≤ W.
+
+``kind=emerging`` (:class:`~flowdsl.runtime.layers.emerging_conv.EmergingConv`): two masked
+autoregressive convolutions, y = K2 ⋆ (K1 ⋆ x) + b with zero padding; K1 reads the bottom-right
+quadrant (centre tap channel-lower-triangular), K2 the top-left one (upper-triangular);
+log|det J| = H·W·Σ_o (log|d1_o| + log|d2_o|) from the centre diagonals d = sign·exp(log d).
+Inverse: a tiled wavefront, exact after the static dependency depth (see that module for the
+sequential step counts: 14 steps at 3×32×32 instead of 126 for a pixel wavefront).
+
+``kind=periodic`` (:class:`~flowdsl.runtime.layers.periodic_conv.PeriodicConv`): circular
+convolution; log|det J| = Σ_{u,v} log|det K̂(u, v)| over all H·W frequencies (rfft2 columns
+weighted 1, 2, …, 2, 1 — the last 1 only for even W); inverse by per-frequency C×C solves.
+
+Both have input-independent log-dets and ``frozen()`` forms that export to ONNX without linalg
+or DFT operators.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.emerging_conv import EmergingConv
+from flowdsl.runtime.layers.periodic_conv import PeriodicConv
+
+__all__ = ["ConvKind"]
+
+
+@register_layer
+class ConvKind(LayerKind):
+    name = "conv"
+    description = "invertible k×k convolution: emerging (two masked AR convs) or periodic (circular, Fourier-invertible)"
+    spatial = True
+    constant_logdet = True
+
+    class Args(ArgsModel):
+        kind: Literal["emerging", "periodic"] = "emerging"
+        kernel: int = Field(3, ge=1)
+
+    @classmethod
+    def infer_shape(cls, args, shape, ctx):
+        shape = tuple(shape)
+        if len(shape) != 3:
+            ctx.fail(f"conv(kind={args.kind}) needs an image input (C, H, W); this input is a vector of {shape[0]} entries")
+        c, h, w = shape
+        k = args.kernel
+        if k < 1:
+            ctx.fail(f"conv kernel must be a positive odd integer, got {k}", arg="kernel")
+        if k % 2 == 0:
+            ctx.fail(f"conv kernel must be odd (the kernel needs a centre tap), got {k}; use {k - 1} or {k + 1}", arg="kernel")
+        if k > h or k > w:
+            side = "height" if k > h else "width"
+            ctx.fail(
+                f"conv kernel {k} does not fit in the image: {side} is {h if k > h else w} "
+                f"(input {c}×{h}×{w}); the kernel must be at most {min(h, w)}",
+                arg="kernel",
+            )
+        return shape
+
+    @classmethod
+    def build(cls, args, shape, bodies=None):
+        if args.kind == "emerging":
+            return EmergingConv(tuple(shape), args.kernel)
+        return PeriodicConv(tuple(shape), args.kernel)
