@@ -13,6 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs a fixed, reproducible set of examples; FLOWDSL_HYPOTHESIS=explore draws new ones.
+settings.register_profile("default", derandomize=True, deadline=None, database=None, print_blob=True)
+settings.register_profile("explore", deadline=None, database=None, print_blob=True)
+settings.load_profile(os.environ.get("FLOWDSL_HYPOTHESIS", "default"))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

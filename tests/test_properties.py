@@ -20,7 +20,10 @@ def layer_list(draw, shape):
     image = len(shape) == 3
     out = []
     for _ in range(draw(st.integers(1, 6))):
-        opts = ["actnorm", "conv1x1", "permute", "coupling"]
+        positions = shape[1] * shape[2] if image else shape[0]
+        opts = ["actnorm", "conv1x1", "permute"]
+        if shape[0] >= 2 or positions >= 2:
+            opts.append("coupling")
         if image and shape[1] % 2 == 0 and shape[2] % 2 == 0 and shape[1] >= 2:
             opts.append("squeeze")
         if shape[0] >= 2:
@@ -33,7 +36,7 @@ def layer_list(draw, shape):
         elif kind == "permute":
             out.append(draw(st.sampled_from(["permute", "permute(kind=shuffle, seed=2)"])))
         elif kind == "coupling":
-            masks = ["checkerboard"] + (["channel"] if shape[0] >= 2 else [])
+            masks = (["checkerboard"] if positions >= 2 else []) + (["channel"] if shape[0] >= 2 else [])
             nets = ["mlp"] + (["conv", "resnet"] if image else [])
             mask = draw(st.sampled_from(masks))
             net = draw(st.sampled_from(nets))
@@ -59,12 +62,16 @@ def specs(draw):
     first, shape = draw(layer_list(shape))
     # a parameterised block used inside a nested repeat (shape-preserving body)
     hidden = draw(st.sampled_from([4, 6]))
-    can_channel = shape[0] >= 2
-    mask = "channel" if can_channel else "checkerboard"
+    positions = shape[1] * shape[2] if len(shape) == 3 else shape[0]
+    mask = "channel" if shape[0] >= 2 else "checkerboard"
     block = f"block step(h=4, m={mask}) {{ actnorm coupling(hidden=$h, mask=$m, net=mlp) }}\n"
     inner = draw(st.integers(1, 2))
     outer = draw(st.integers(1, 2))
-    body = "\n    ".join(first + [f"repeat {outer} {{ repeat {inner} {{ step(h={hidden}) }} permute }}"])
+    if shape[0] >= 2 or positions >= 2:
+        body = "\n    ".join(first + [f"repeat {outer} {{ repeat {inner} {{ step(h={hidden}) }} permute }}"])
+    else:  # nothing left to couple: a parameterised block of element-wise layers instead
+        block = "block step(h=4) { actnorm repeat $h { permute } }\n"
+        body = "\n    ".join(first + [f"repeat {outer} {{ repeat {inner} {{ step(h={hidden}) }} }}"])
     prior = draw(st.sampled_from(["gaussian", "gaussian(learned=true)", "laplace", "laplace(scale=2.0, learned=true)"]))
     return f"{block}flow random {{\n    {inp}\n    {body}\n    prior {prior}\n}}\n", shape
 

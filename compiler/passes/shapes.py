@@ -39,7 +39,24 @@ def context_for(node: Node, diag: Diagnostics) -> CheckContext:
 
 
 def count_params(kind, args, shape, bodies=None) -> int:
-    """Trainable parameters of one layer, built on the meta device (no memory is allocated)."""
+    """Trainable parameters of one layer, built on the meta device (no memory is allocated).
+
+    Counts are cached per (kind, arguments, shape, body labels): repeated layers cost nothing.
+    """
+    key = (kind.__module__, kind.__qualname__, args.model_dump_json(), tuple(shape), tuple(sorted(bodies or ())))
+    hit = _PARAM_CACHE.get(key)
+    if hit is None:
+        hit = _count_params(kind, args, shape, bodies)
+        if len(_PARAM_CACHE) > 4096:
+            _PARAM_CACHE.clear()
+        _PARAM_CACHE[key] = hit
+    return hit
+
+
+_PARAM_CACHE: dict = {}
+
+
+def _count_params(kind, args, shape, bodies=None) -> int:
     import torch
 
     from flowdsl.runtime.bijector import Chain
