@@ -38,6 +38,14 @@ def test_shape_mismatch_names_both_shapes():
         load_dataset("moons", (8,), None)
 
 
+def test_builtin_names_win_over_folders_of_that_name(tmp_path, monkeypatch):
+    (tmp_path / "moons").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_dataset("moons", (2,), None, n=10).x.shape == (10, 2)
+    with pytest.raises(DataError, match="neither MNIST-format IDX files nor PNG/JPEG"):
+        load_dataset("./moons", (2,), None)
+
+
 def test_levels_mismatch_and_unknown_name():
     with pytest.raises(DataError, match="17 quantisation levels"):
         load_dataset("digits", (1, 8, 8), 256)

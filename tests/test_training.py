@@ -291,7 +291,7 @@ def test_sample_cli_writes_image_grid(trained_run, tmp_path, capsys):
 # -- processes --------------------------------------------------------------------------------
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     spec = _spec_file(tmp_path)
-    steps = 150
+    steps = 100
     args = ["train", str(spec), "--steps", str(steps), "--checkpoint-every", "5", "--eval-every", "50", "--quiet",
             "--sample-n", "0", "--log-every", "50"]
     train(spec, out=tmp_path / "full", steps=steps, checkpoint_every=5, eval_every=50, sample_n=0, log_every=50, quiet=True)

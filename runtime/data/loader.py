@@ -12,7 +12,8 @@ a ``.npy``/``.npz``   user arrays (:mod:`.arrays`)
 ====================  =====================================================================
 
 Relative paths are tried from the current directory, then from ``base_dir`` (the spec file's
-folder). Every problem — unknown name, missing file, shape or levels that do not fit the spec —
+folder). Built-in names win over files of the same name: write ``./digits`` for a folder
+called ``digits``. Every problem — unknown name, missing file, shape or levels that do not fit the spec —
 is a :class:`flowdsl.errors.DataError` whose message names what was found and what the spec's
 ``input`` asks for.
 """
@@ -75,7 +76,9 @@ def load_dataset(
     shape = tuple(int(d) for d in input_shape)
     name = os.fspath(name_or_path)
     key = name.lower()
-    path = resolve_data_path(name, base_dir)
+    explicit_path = isinstance(name_or_path, os.PathLike) or any(c in name for c in "/\\") or name.startswith(".")
+    builtin = not explicit_path and (key in ("digits", "mnist", "patches", "photos") or key in TOY_SAMPLERS or key in TOY_ALIASES)
+    path = None if builtin else resolve_data_path(name, base_dir)
     if key == "digits" and path is None:
         from flowdsl.runtime.data.digits import load_digits
 

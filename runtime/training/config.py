@@ -12,7 +12,8 @@ from typing import Any, Optional
 
 __all__ = ["TrainConfig", "resolve_config", "SPEC_FIELDS"]
 
-#: fields that come from the spec's ``train(...)`` statement when it sets them
+#: the fields the language's ``train(...)`` statement has today; any other TrainConfig field
+#: that the spec's train model gains (``schedule``, ``val_fraction``, ...) is picked up as well
 SPEC_FIELDS = ("data", "batch", "lr", "steps", "seed", "weight_decay", "warmup", "clip", "eval_every", "checkpoint_every", "test_batch")
 
 
@@ -86,11 +87,11 @@ def resolve_config(spec: Any = None, stored: dict[str, Any] | None = None, **ove
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **stored})
     elif spec is not None:
         t = getattr(spec, "train", None)
-        if t is not None:
-            for k in SPEC_FIELDS:
-                v = getattr(t, k, None)
-                if v is not None:
-                    setattr(cfg, k, v)
+        if t is not None:  # every TrainConfig field the spec's train model has (and sets)
+            for f in fields(TrainConfig):
+                v = getattr(t, f.name, None)
+                if v is not None and not callable(v):
+                    setattr(cfg, f.name, v)
     for k, v in overrides.items():
         if v is None:
             continue
