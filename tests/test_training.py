@@ -184,9 +184,11 @@ def test_vector_flow_trains_and_samples_scatter(tmp_path):
 
 def test_spike_slab_prior_anneals_during_training(tmp_path):
     spec = _spec_file(tmp_path, prior="spike_slab(spike=0.05, slab=1.0, weight=0.5, anneal=8)")
-    s = train(spec, out=tmp_path / "s", steps=12, **FAST)
+    s = train(spec, out=tmp_path / "s", steps=12, eval_every=4, **FAST)
     ck = read_checkpoint(tmp_path / "s" / "last.pt")
     assert int(ck["model"]["prior.anneal_step"]) == 12  # set at the final evaluation
+    assert s["anneal_until"] == 8 and s["best_step"] in (8, 12)  # step 4 (mid-annealing) is no candidate
+    assert int(read_checkpoint(tmp_path / "s" / "best.pt")["model"]["prior.anneal_step"]) >= 8
     sp = s["sparsity"]
     assert sp is not None and 0.0 <= sp["fraction_in_spike"] <= 1.0 and math.isclose(sp["spike_width"], 0.05, rel_tol=1e-5)
     _, model, _ = load_model(tmp_path / "s")

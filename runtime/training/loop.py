@@ -17,7 +17,9 @@ Before the first update the model sees one batch of up to 512 training examples 
 mode without gradients, which runs data-dependent initialisation (ActNorm) identically in every
 process. Every ``eval_every`` steps the validation split (a fixed 10 % of the train split, at
 most 2,000 examples) and the test split are scored in bits/dim with fixed dequantisation noise;
-the best validation score's state goes to ``best.pt``. ``last.pt`` is written every
+the best validation score's state goes to ``best.pt`` — for priors that anneal (spike_slab),
+only evaluations after the annealing has ended are candidates, so the chosen model has the
+prior the spec describes. ``last.pt`` is written every
 ``checkpoint_every`` steps, at evaluations and at the end. At the end the best weights are
 also written as ``weights.safetensors`` and scored on the test split.
 
@@ -359,6 +361,15 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     _say(f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; {cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
          f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)", quiet, info)
 
+    # annealed modules (spike_slab) change the density until their schedule ends: only states
+    # from then on are candidates for best.pt, so the selected model has the spec's prior
+    anneal_until = max(
+        [int(getattr(m, "anneal", 0) or 0) for m in model.modules() if m is not model and callable(getattr(m, "set_step", None))],
+        default=0,
+    )
+    if anneal_until:
+        _say(f"annealing until step {anneal_until}: best.pt is chosen among evaluations from then on", quiet, info)
+
     net: nn.Module = _LogProb(model)
     if info.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -455,7 +466,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             tb = evaluate_bpd(model, test_eval_x, dims, levels, cfg.test_batch, info)
             row.update(val_bpd=vb, test_bpd=tb)
             score = vb if val_x is not None else tb
-            improved = math.isfinite(score) and score < best["val_bpd"]
+            improved = step >= anneal_until and math.isfinite(score) and score < best["val_bpd"]
             if improved:
                 best.update(val_bpd=score, step=step, test_bpd=tb)
                 checkpoint(out / "best.pt", step)  # before last.pt: last.pt's "best" always exists
@@ -493,13 +504,15 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     final_val = evaluate_bpd(model, val_x, dims, levels, cfg.test_batch, info) if val_x is not None else math.nan
     best_path = out / "best.pt"
     test_best = final_test
+    weights_step = step  # no candidate for best.pt (e.g. the run ended while annealing): the last state
     if best_path.exists() and best["step"] >= 0:
         bck = read_checkpoint(best_path)
         restore(model, bck)
         test_best = evaluate_bpd(model, test_x, dims, levels, cfg.test_batch, info)
-        if info.main:
-            save_safetensors(out / "weights.safetensors", model.state_dict(), spec_text=getattr(spec, "source", ""),
-                             spec_sha256=_spec_sha(spec), step=int(bck["step"]), spec_name=str(getattr(spec, "name", "")))
+        weights_step = int(bck["step"])
+    if info.main:
+        save_safetensors(out / "weights.safetensors", model.state_dict(), spec_text=getattr(spec, "source", ""),
+                         spec_sha256=_spec_sha(spec), step=weights_step, spec_name=str(getattr(spec, "name", "")))
     sparsity = None
     prior = getattr(model, "prior", None)
     if prior is not None and hasattr(prior, "sparsity_report"):
@@ -516,6 +529,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         "steps": cfg.steps,
         "stopped_early": stopped_early,
         "best_step": int(best["step"]),
+        "weights_step": weights_step,
+        "anneal_until": anneal_until,
         "best_val_bpd": float(best["val_bpd"]),
         "test_bpd": float(test_best),
         "final_val_bpd": float(final_val),
