@@ -1,6 +1,9 @@
 """``conv(kind=emerging|periodic, kernel=k)``: invertible k×k convolutions (Hoogeboom et al. 2019).
 
-Shapes: x (B, C, H, W) -> y (B, C, H, W) (images only; rejected on vectors). k odd, k ≤ H, k ≤ W.
+Shapes: x (B, C, H, W) -> y (B, C, H, W) (images only; rejected on vectors). k odd.
+Periodic: k ≤ H and k ≤ W (a wider circular kernel would wrap onto itself). Emerging: each
+masked half is a one-sided ((k+1)/2)² conv, so (k+1)/2 ≤ H and ≤ W (no tap that can never touch
+the image); larger kernels than the image are otherwise fine with zero padding.
 
 ``kind=emerging`` (:class:`~flowdsl.runtime.layers.emerging_conv.EmergingConv`): two masked
 autoregressive convolutions, y = K2 ⋆ (K1 ⋆ x) + b with zero padding; K1 reads the bottom-right
@@ -51,11 +54,21 @@ class ConvKind(LayerKind):
             ctx.fail(f"conv kernel must be a positive odd integer, got {k}", arg="kernel")
         if k % 2 == 0:
             ctx.fail(f"conv kernel must be odd (the kernel needs a centre tap), got {k}; use {k - 1} or {k + 1}", arg="kernel")
-        if k > h or k > w:
-            side = "height" if k > h else "width"
+        if args.kind == "periodic" and (k > h or k > w):
+            # a circular kernel wider than the image would wrap onto itself (aliased taps)
+            side, size = ("height", h) if k > h else ("width", w)
             ctx.fail(
-                f"conv kernel {k} does not fit in the image: {side} is {h if k > h else w} "
-                f"(input {c}×{h}×{w}); the kernel must be at most {min(h, w)}",
+                f"conv(kind=periodic) kernel {k} does not fit in the image: {side} is {size} "
+                f"(input {c}×{h}×{w}); a periodic kernel must be at most {min(h, w)}",
+                arg="kernel",
+            )
+        reach = (k + 1) // 2  # each masked AR conv is a one-sided ((k+1)/2)² conv
+        if args.kind == "emerging" and (reach > h or reach > w):
+            side, size = ("height", h) if reach > h else ("width", w)
+            ctx.fail(
+                f"conv(kind=emerging) kernel {k} does not fit in the image: its masked halves reach "
+                f"{reach} pixels but the {side} is {size} (input {c}×{h}×{w}); use a kernel of at most "
+                f"{2 * min(h, w) - 1}",
                 arg="kernel",
             )
         return shape
