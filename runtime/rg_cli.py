@@ -13,7 +13,6 @@ fields would be single pixels: without a checkpoint the weights are randomised
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
