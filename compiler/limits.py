@@ -28,6 +28,12 @@ class Limits:
     max_input_numel: int = _env_int("FLOWDSL_MAX_INPUT_NUMEL", 16_777_216)
     #: most trainable parameters
     max_params: int = _env_int("FLOWDSL_MAX_PARAMS", 500_000_000)
+    #: largest integer literal (seeds included)
+    max_int: int = _env_int("FLOWDSL_MAX_INT", 2**62)
+    #: longest list literal
+    max_list: int = _env_int("FLOWDSL_MAX_LIST", 4096)
+    #: most statement expansions (repeat iterations and statements visited)
+    max_expansion_steps: int = _env_int("FLOWDSL_MAX_EXPANSION_STEPS", 200_000)
     #: most activation memory for one training step at the spec's batch size (bytes, float32)
     max_activation_bytes: int = _env_int("FLOWDSL_MAX_ACTIVATION_BYTES", 16 * 1024**3)
 

@@ -24,6 +24,7 @@ __all__ = ["main", "build_parser"]
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present
 PLUGIN_MODULES = (
+    "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
     "flowdsl.runtime.rg_cli",
     "flowdsl.runtime.bench",

@@ -6,9 +6,10 @@ column and a message that names what was expected in words a user knows.
 from __future__ import annotations
 
 import functools
+import re
 
 from lark import Lark
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from flowdsl.errors import ParseError, Span
 from flowdsl.grammar import grammar_text
@@ -22,6 +23,8 @@ KEYWORDS = (
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
+MAX_IDENTIFIER = 256
+_LONG_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{%d,}" % MAX_IDENTIFIER)
 
 _TOKEN_WORDS = {
     "LBRACE": "'{'",
@@ -110,6 +113,14 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         col = i - (text.rfind("\n", 0, i) + 1) + 1
         raise ParseError("NUL character in spec text", filename=filename, span=Span(line, col), source=text)
     _check_nesting(text, filename)
+    long_ident = _LONG_IDENT.search(text)
+    if long_ident:
+        i = long_ident.start()
+        line = text.count("\n", 0, i) + 1
+        col = i - (text.rfind("\n", 0, i) + 1) + 1
+        raise ParseError(
+            f"identifier longer than {MAX_IDENTIFIER} characters", filename=filename, span=Span(line, col, line, col + 1), source=text
+        )
     try:
         tree = _parser().parse(text)
     except UnexpectedCharacters as e:
@@ -154,6 +165,8 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         raise ParseError("spec text is nested too deeply", filename=filename, span=Span(1, 1), source=text) from None
     try:
         spec = SyntaxBuilder().transform(tree)
+    except VisitError as e:  # pragma: no cover - the builder does not validate; kept as a guard
+        raise ParseError(f"cannot read the spec: {e.orig_exc}", filename=filename, span=Span(1, 1), source=text) from None
     except RecursionError:
         raise ParseError("spec text is nested too deeply", filename=filename, span=Span(1, 1), source=text) from None
     return spec, text

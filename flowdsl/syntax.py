@@ -36,6 +36,7 @@ __all__ = [
     "FlowDef",
     "SpecFile",
     "SyntaxBuilder",
+    "BigNumber",
     "span_of",
 ]
 
@@ -205,7 +206,13 @@ class SpecFile:
     flow: FlowDef
 
 
-def _parse_number(text: str) -> int | float:
+class BigNumber(str):
+    """A numeric literal too long to convert (rejected by the checker with its location)."""
+
+
+def _parse_number(text: str) -> int | float | BigNumber:
+    if len(text) > 40:
+        return BigNumber(text)
     if any(c in text for c in ".eE"):
         return float(text)
     return int(text)

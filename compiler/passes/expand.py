@@ -7,6 +7,7 @@ no recursion among blocks). Every rejection is a located :class:`CheckError`.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,12 +66,20 @@ class _Expander:
         self.blocks: dict[str, S.BlockDef] = {}
         self.counters: dict[str, int] = {}
         self.n_layers = 0
+        self.steps_done = 0
         self.max_layers = LIMITS.max_layers
 
     # -- values -------------------------------------------------------------------------
     def value(self, v: S.Value, env: dict[str, tuple[Any, Span]]) -> Any:
         if isinstance(v, S.Literal):
-            return v.value
+            x = v.value
+            if isinstance(x, S.BigNumber):
+                self.d.fail(f"the number {x[:24]}... is too large (at most {LIMITS.max_int})", v.span)
+            if isinstance(x, int) and not isinstance(x, bool) and abs(x) > LIMITS.max_int:
+                self.d.fail(f"the number {str(x)[:24]}{'...' if len(str(x)) > 24 else ''} is too large (at most {LIMITS.max_int})", v.span)
+            if isinstance(x, float) and not math.isfinite(x):
+                self.d.fail("the number is out of range (overflows to infinity)", v.span)
+            return x
         if isinstance(v, S.Name):
             return v.name
         if isinstance(v, S.Ref):
@@ -80,6 +89,8 @@ class _Expander:
                 self.d.fail(f"unknown parameter '${v.name}' in {where}{did_you_mean(v.name, known)}", v.span)
             return env[v.name][0]
         if isinstance(v, S.ListValue):
+            if len(v.items) > LIMITS.max_list:
+                self.d.fail(f"a list of {len(v.items)} values is longer than the limit of {LIMITS.max_list}", v.span)
             return [self.value(x, env) for x in v.items]
         if isinstance(v, S.CallValue):
             args = {}
@@ -157,9 +168,21 @@ class _Expander:
         layers = self.stmts(flow.body, {}, (), (), top=True, prefix="")
         return self.finish(flow, layers)
 
+    def _work(self, span: Span) -> None:
+        """Count expansion steps: bounds the time spent on nested repeats of empty bodies."""
+        self.steps_done += 1
+        if self.steps_done > LIMITS.max_expansion_steps:
+            self.d.fail(
+                f"the spec takes more than {LIMITS.max_expansion_steps:,} expansion steps (nested repeats or blocks); "
+                "reduce the repeat counts",
+                span,
+                ResourceLimitError,
+            )
+
     def stmts(self, body, env, stack: tuple[str, ...], via: tuple[str, ...], top: bool, prefix: str) -> list[LayerSpec]:
         out: list[LayerSpec] = []
         for st in body:
+            self._work(st.span)
             if isinstance(st, (S.Input, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
                 kw = {S.Input: "input", S.Dequantize: "dequantize", S.PriorStmt: "prior", S.ObjectiveStmt: "objective", S.TrainStmt: "train"}[type(st)]
                 if not top:
@@ -183,6 +206,7 @@ class _Expander:
                         ResourceLimitError,
                     )
                 for _ in range(n):
+                    self._work(st.span)
                     out.extend(self.stmts(st.body, env, stack, via, top=False, prefix=prefix))
                 continue
             if isinstance(st, S.Rg):

@@ -1,0 +1,219 @@
+"""Front-end fuzzing: mutate valid specs and require a located ``FlowDSLError`` or success.
+
+Mutations (each drawn from a seeded ``random.Random``): delete, duplicate, swap and insert
+tokens; splice in random bytes; wrap in deep nesting; replace numbers by huge ones; inject
+non-UTF-8 bytes; stretch identifiers; truncate. Every input must, within ``time_limit`` seconds,
+either parse and check (and, when small, compile) or raise a :class:`FlowDSLError` whose line is
+known. Anything else is a bug, reported with the input that caused it.
+
+``flowdsl fuzz --n 100000`` runs a long campaign; the test suite runs a fixed 5,000-input one.
+"""
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable
+
+from flowdsl.errors import FlowDSLError
+
+__all__ = ["seed_specs", "mutate", "check_input", "run_fuzz", "FuzzReport", "register"]
+
+_TOKEN = re.compile(r"\s+|#[^\n]*|\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*|[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\$|.", re.S)
+
+_VOCAB = [
+    "flow", "block", "input", "dequantize", "prior", "objective", "train", "repeat", "rg", "disentangler", "decimator",
+    "true", "false", "image", "vector", "actnorm", "conv1x1", "coupling", "permute", "squeeze", "split", "conv",
+    "butterfly", "gaussian", "laplace", "spike_slab", "mle", "fdrl", "{", "}", "(", ")", "[", "]", ",", "=", "$",
+    "$hidden", "0", "1", "-1", "2", "3", "1e-3", "1e308", "99999999999999999999", "\"s\"", "\"\\u00ff\"", "kind",
+    "hidden", "param", "qr", "lu", "mask", "checkerboard", "channels", "height", "width", "dim", "levels", "factor",
+    "kernel", "depth", "over", "auto", "step", "#c\n", "\n", " ",
+]
+
+_EXTRA_SEEDS = [
+    "flow v { input vector(dim=4) repeat 2 { actnorm coupling(hidden=8) permute } prior laplace }",
+    "block s(h=4, m=channel) { actnorm conv1x1(param=qr) coupling(hidden=$h, mask=$m) }\n"
+    "flow i { input image(channels=2, height=4, width=4, levels=256) dequantize uniform\n"
+    "  repeat 2 { s(h=8) } squeeze split repeat 2 { repeat 1 { s() } } prior gaussian(learned=true) }",
+    "flow r { input image(channels=1, height=8, width=8) rg(kernel=4) { disentangler { coupling(net=mlp, "
+    "mask=checkerboard, hidden=8) } decimator { coupling(net=mlp, mask=checkerboard, hidden=8) } } prior laplace }",
+    "flow f { input vector(dim=2) objective fdrl(loss=lsif, divergence=pearson, steps=5) train(batch=8) }",
+]
+
+
+def seed_specs() -> list[str]:
+    """Valid spec texts: the bundled specs plus a few small ones."""
+    out = []
+    try:
+        for p in sorted(resources.files("flowdsl.specs").iterdir(), key=lambda p: str(p)):
+            if str(p).endswith(".flow"):
+                out.append(p.read_text(encoding="utf-8"))
+    except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - specs not installed
+        pass
+    return out + list(_EXTRA_SEEDS)
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str | bytes:
+    """One fuzz input derived from ``text``."""
+    toks = _tokens(text)
+    for _ in range(rounds or rng.randint(1, 4)):
+        op = rng.randrange(11)
+        n = len(toks)
+        if op == 0 and n:  # delete a token
+            del toks[rng.randrange(n)]
+        elif op == 1 and n:  # duplicate a token
+            i = rng.randrange(n)
+            toks.insert(i, toks[i])
+        elif op == 2 and n > 1:  # swap two tokens
+            i, j = rng.randrange(n), rng.randrange(n)
+            toks[i], toks[j] = toks[j], toks[i]
+        elif op == 3:  # insert a token from the vocabulary
+            toks.insert(rng.randrange(n + 1), rng.choice(_VOCAB))
+        elif op == 4:  # huge or odd numbers
+            nums = [i for i, t in enumerate(toks) if re.fullmatch(r"[+-]?\d.*", t)]
+            if nums:
+                toks[rng.choice(nums)] = rng.choice(["10" * rng.randint(5, 200), "-7", "0", "1e400", "4294967297", "2.5", "65536", "1000000"])
+        elif op == 5:  # very long identifier
+            toks.insert(rng.randrange(n + 1), "x" * rng.randint(100, 20_000))
+        elif op == 6:  # deep nesting
+            depth = rng.randint(10, 400)
+            opener = rng.choice(["repeat 2 {", "(", "[", "{"])
+            closer = {"repeat 2 {": "}", "(": ")", "[": "]", "{": "}"}[opener]
+            i = rng.randrange(n + 1)
+            toks[i:i] = [opener] * depth + ["actnorm"] + [closer] * depth
+        elif op == 7 and n:  # truncate
+            toks = toks[: rng.randrange(n)]
+        elif op == 8:  # random printable junk
+            toks.insert(rng.randrange(n + 1), "".join(chr(rng.randint(32, 126)) for _ in range(rng.randint(1, 12))))
+        elif op == 9:  # random unicode
+            toks.insert(rng.randrange(n + 1), "".join(chr(rng.randint(0xA0, 0x2FFF)) for _ in range(rng.randint(1, 6))))
+        else:  # repeat counts that explode
+            toks.insert(rng.randrange(n + 1), f"repeat {rng.choice([1000, 99999, 3])} {{ repeat {rng.choice([1000, 7])} {{ actnorm }} }}")
+    out = "".join(toks)
+    r = rng.random()
+    if r < 0.05:  # raw random bytes spliced in (often non-UTF-8)
+        raw = out.encode("utf-8")
+        i = rng.randrange(len(raw) + 1)
+        return raw[:i] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))) + raw[i:]
+    if r < 0.07:
+        return out.encode("utf-8") + b"\xff\xfe"
+    if r < 0.08:
+        return out.replace(" ", "\x00", 1)
+    return out
+
+
+@dataclass
+class FuzzReport:
+    inputs: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    compiled: int = 0
+    max_seconds: float = 0.0
+    slowest: str | bytes = ""
+    failures: list[tuple[str | bytes, str]] = field(default_factory=list)
+    slow: list[tuple[str | bytes, float]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.inputs} inputs: {self.accepted} accepted ({self.compiled} compiled), {self.rejected} rejected with a "
+            f"located FlowDSLError, {len(self.failures)} other exceptions, {len(self.slow)} slower than the limit; "
+            f"slowest {self.max_seconds:.3f} s"
+        )
+
+
+def check_input(data: str | bytes, compile_small: bool = True, timings: list | None = None) -> str:
+    """'accepted', 'compiled' or 'rejected'; raises AssertionError for anything else.
+
+    ``timings`` (if given) receives the seconds the accept/reject decision took.
+    """
+    import flowdsl
+
+    t0 = time.perf_counter()
+    try:
+        spec = flowdsl.parse(data, filename="fuzz.flow")
+    except FlowDSLError as e:
+        if timings is not None:
+            timings.append(time.perf_counter() - t0)
+        if e.line < 1 or e.column < 0:
+            raise AssertionError(f"FlowDSLError without a location: {e!r}") from None
+        if not str(e).startswith("fuzz.flow:"):
+            raise AssertionError(f"FlowDSLError not rendered with its file: {e!r}") from None
+        return "rejected"
+    if timings is not None:
+        timings.append(time.perf_counter() - t0)
+    if compile_small and spec.graph.total_params() < 200_000 and spec.input.numel <= 4096:
+        model = flowdsl.compile(spec)
+        import torch
+
+        with torch.no_grad():
+            model.eval()
+            x = torch.rand(2, *model.input_shape)
+            z, _ = model(x)
+            model.inverse(z)
+        return "compiled"
+    return "accepted"
+
+
+def run_fuzz(
+    n: int,
+    seed: int = 0,
+    time_limit: float = 2.0,
+    on_progress: Callable[[int], None] | None = None,
+    compile_fraction: float = 0.25,
+) -> FuzzReport:
+    """Fuzz ``n`` inputs. The time limit applies to the accept/reject decision (the check);
+    a ``compile_fraction`` of the accepted small specs is also compiled and run both ways."""
+    rng = random.Random(seed)
+    seeds = seed_specs()
+    rep = FuzzReport()
+    for s in seeds[:3]:  # warm caches and imports so the first timing is not the import time
+        try:
+            check_input(s, compile_small=True)
+        except FlowDSLError:
+            pass
+    for i in range(n):
+        data = mutate(rng.choice(seeds), rng)
+        timings: list[float] = []
+        try:
+            outcome = check_input(data, compile_small=rng.random() < compile_fraction, timings=timings)
+        except Exception as e:  # noqa: BLE001 - the point is to catch everything
+            rep.failures.append((data, f"{type(e).__name__}: {e}"))
+            outcome = "failed"
+        dt = timings[0] if timings else 0.0
+        rep.inputs += 1
+        if outcome == "rejected":
+            rep.rejected += 1
+        elif outcome in ("accepted", "compiled"):
+            rep.accepted += 1
+            rep.compiled += outcome == "compiled"
+        if dt > rep.max_seconds:
+            rep.max_seconds, rep.slowest = dt, data
+        if dt > time_limit:
+            rep.slow.append((data, dt))
+        if on_progress and (i + 1) % 1000 == 0:
+            on_progress(i + 1)
+    return rep
+
+
+def _cmd_fuzz(args) -> int:
+    rep = run_fuzz(args.n, seed=args.seed, time_limit=args.time_limit, on_progress=lambda k: print(f"  {k} inputs ..."))
+    print(rep.summary())
+    for data, msg in rep.failures[:10]:
+        print(f"FAILURE: {msg}\n  input: {data!r:.400}")
+    for data, dt in rep.slow[:5]:
+        print(f"SLOW ({dt:.2f} s): {data!r:.300}")
+    return 2 if rep.failures or rep.slow else 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fuzz", help="fuzz the front end: mutated specs must be accepted or get a located error")
+    p.add_argument("--n", type=int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=2.0)
+    p.set_defaults(func=_cmd_fuzz)
