@@ -237,6 +237,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated archives, foreign pickles, unreadable files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = msg.split(". ")[0].rstrip(".")  # torch appends paragraphs of advice
         raise CheckpointError(f"cannot read checkpoint (corrupt, truncated or not a flowdsl checkpoint): {msg}", filename=str(p)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a flowdsl checkpoint (format tag missing)", filename=str(p))

@@ -35,14 +35,15 @@ _TRAIN_FLAGS = (
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec file (.flow)")
-    p.add_argument("--data", default=None, help="data set name or path (default: the spec's train(data=...))")
-    p.add_argument("--steps", type=int, default=None, help="number of updates (default: the spec's train(steps=...))")
+    p.add_argument("--data", default=None, metavar="NAME|PATH", help="data set name or path (default: the spec's train(data=...))")
+    p.add_argument("--steps", type=int, default=None, metavar="N", help="number of updates (default: the spec's train(steps=...))")
     p.add_argument("--out", "-o", default=None, metavar="RUN", help="run folder (default: runs/<flow name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     for flag, dest, typ, text in _TRAIN_FLAGS:
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=text)
+        extra = {"choices": ("cosine", "constant")} if dest == "schedule" else {"metavar": "N" if typ is int else ("X" if typ is float else None)}
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=text, **{k: v for k, v in extra.items() if v is not None})
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", "-t", type=float, default=0.7, help="prior temperature (default 0.7)")
     p.add_argument("-o", "--out", default="grid.png", help="output PNG (default grid.png)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--data", default=None, help="vector flows: data drawn under the samples (default: the run's; 'none': no data)")
+    p.add_argument("--data", default=None, metavar="NAME|PATH", help="vector flows: data drawn under the samples (default: the run's; 'none': no data)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
