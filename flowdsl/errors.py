@@ -25,6 +25,8 @@ __all__ = [
     "ResourceLimitError",
     "DataError",
     "CheckpointError",
+    "NumericalError",
+    "NumericalWarning",
     "nearest",
     "did_you_mean",
 ]
@@ -121,6 +123,14 @@ class DataError(FlowDSLError):
 
 class CheckpointError(FlowDSLError):
     """A checkpoint that is corrupt, truncated, or belongs to another spec."""
+
+
+class NumericalError(FlowDSLError):
+    """A loss, log-det or activation became NaN/Inf; the message names the step and the layer."""
+
+
+class NumericalWarning(UserWarning):
+    """A layer is close to singular (its inverse may lose precision); names the layer and line."""
 
 
 def nearest(name: str, candidates: Iterable[str]) -> str | None:

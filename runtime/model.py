@@ -153,6 +153,29 @@ class FlowModel(nn.Module):
         scales = self._scales.reshape(-1)
         return {int(lv): flat[:, scales == lv] for lv in torch.unique(scales).tolist()}
 
+    @torch.no_grad()
+    def find_nonfinite(self, x: Tensor) -> str | None:
+        """Run forward layer by layer and describe the first layer whose output or log-det is
+        NaN/Inf ("layer coupling3 (line 12, coupling)"), or None when everything is finite.
+
+        Diagnostic only (it synchronises with the host); training calls it after a bad step.
+        """
+        if not torch.isfinite(x).all():
+            return "the input batch itself"
+        h = x
+        for step in self.steps:
+            where = f"layer {step.node_id or type(step).__name__} (line {step.source_line}, {type(step).__name__})"
+            if step.factor_out:
+                h, _ = step.split(h)
+                continue
+            h, ld = step(h)
+            if not torch.isfinite(h).all():
+                return f"{where}: non-finite output"
+            if not torch.isfinite(ld).all():
+                return f"{where}: non-finite log-determinant"
+        z, _ = self(x)
+        return None if torch.isfinite(self.prior.log_prob(z)).all() else "the prior's log-density"
+
     def fuse(self) -> "FlowModel":
         """Inference module: weight-only quantities precomputed, fusion passes applied."""
         from flowdsl.runtime.fuse import fuse_model

@@ -112,12 +112,13 @@ def _quiet_onnx_logs():
             lg.setLevel(lv)
 
 
-def _annotate(path: Path, spec: Any, direction: str) -> None:
+def _finalize(raw: Path, path: Path, spec: Any, direction: str) -> None:
+    """Add metadata to the exported ``raw`` file, check it, and only then move it to ``path``."""
     import onnx
 
     from flowdsl import __version__
 
-    m = onnx.load(str(path))
+    m = onnx.load(str(raw))
     meta = {
         "flowdsl.version": __version__,
         "flowdsl.direction": direction,
@@ -131,9 +132,10 @@ def _annotate(path: Path, spec: Any, direction: str) -> None:
         p = m.metadata_props.add()
         p.key, p.value = k, v
     onnx.checker.check_model(m, full_check=True)
-    tmp = path.with_suffix(".onnx.tmp")
+    tmp = path.with_name(path.name + ".tmp")
     onnx.save(m, str(tmp))
     os.replace(tmp, path)
+    raw.unlink(missing_ok=True)
 
 
 def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int = 4, exporter: str = "auto") -> tuple[str, str]:
@@ -158,13 +160,19 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int
     with torch.no_grad():
         z, _ = fused(x)
     fwd_path, inv_path = out / "forward.onnx", out / "inverse.onnx"
+    raw_fwd, raw_inv = out / "forward.onnx.partial", out / "inverse.onnx.partial"
     try:
-        _export(ForwardGraph(fused), x, fwd_path, "x", ["z", "logdet", "log_prob"], exporter)
-        _export(InverseGraph(fused), z, inv_path, "z", ["x"], exporter)
-    except RuntimeError as e:
+        _export(ForwardGraph(fused), x, raw_fwd, "x", ["z", "logdet", "log_prob"], exporter)
+        _export(InverseGraph(fused), z, raw_inv, "z", ["x"], exporter)
+        _finalize(raw_fwd, fwd_path, model.spec, "forward")
+        _finalize(raw_inv, inv_path, model.spec, "inverse")
+    except OSError as e:
+        raise FlowDSLError(f"cannot write ONNX files to {str(out)!r}: {e.strerror or e}") from None
+    except Exception as e:
         raise FlowDSLError(f"cannot export {model.spec.name!r} to ONNX: {e}", filename=model.spec.filename) from e
-    _annotate(fwd_path, model.spec, "forward")
-    _annotate(inv_path, model.spec, "inverse")
+    finally:
+        raw_fwd.unlink(missing_ok=True)
+        raw_inv.unlink(missing_ok=True)
     return str(fwd_path), str(inv_path)
 
 

@@ -42,6 +42,21 @@ class ChannelLinear(Bijector):
         self.register_buffer("logdet", (torch.linalg.slogdet(w64)[1] * spatial).to(dtype))
         self.spatial = spatial
         self.has_bias = bias is not None
+        self.condition = float(torch.linalg.cond(w64)) if w64.numel() else 1.0
+
+    def warn_if_ill_conditioned(self, node_id: str, line: int, limit: float = 1e7) -> None:
+        """Warn (NumericalWarning) when W is so ill-conditioned that its inverse loses precision."""
+        if not self.condition < limit:
+            import warnings
+
+            from flowdsl.errors import NumericalWarning
+
+            warnings.warn(
+                f"layer {node_id} (line {line}) is close to singular: condition number {self.condition:.2e}; "
+                "its inverse may lose precision",
+                NumericalWarning,
+                stacklevel=3,
+            )
 
     def _b(self, x: Tensor) -> Tensor:
         return self.bias.view(-1, *([1] * (x.dim() - 2)))

@@ -108,6 +108,7 @@ class Conv1x1(Bijector):
                 w64 = w.to(torch.float64)
         out = ChannelLinear(w64, None, self.spatial, dtype=dtype)
         out.node_id, out.source_line = self.node_id, self.source_line
+        out.warn_if_ill_conditioned(self.node_id, self.source_line)
         return out
 
     def _matrix64(self) -> Tensor:
