@@ -303,6 +303,18 @@ class _Expander:
         )
 
     # -- graph-level statements ---------------------------------------------------------
+    def named_stmt(self, entry, what: str, lookup, known, model):
+        """``prior NAME(...)`` / ``objective NAME(...)`` -> its spec model (defaults when absent)."""
+        if entry is None:
+            return model()
+        st, env = entry
+        kind = lookup(st.name)
+        if kind is None:
+            self.d.fail(f"unknown {what} '{st.name}'{did_you_mean(st.name, known())}", st.name_span)
+        vals, spans, vspans = self.named_args(st.args, env, f"{what} {st.name}")
+        args = self.validate_args(kind.Args, vals, spans, vspans, f"{what} {st.name}", st.name_span)
+        return model(name=st.name, args=args.model_dump(), loc=loc_of(st.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
+
     def finish(self, flow: S.FlowDef, layers: list[LayerSpec]) -> FlowSpec:
         sing = self.singletons
         if "input" not in sing:
@@ -341,27 +353,8 @@ class _Expander:
                 self.d.fail("dequantize uniform needs discrete data: an image input with levels", dst.mode_span)
             deq = dst.mode
 
-        prior = PriorSpec()
-        if "prior" in sing:
-            pst, penv = sing["prior"]
-            pk = get_prior(pst.name)
-            if pk is None:
-                self.d.fail(f"unknown prior '{pst.name}'{did_you_mean(pst.name, prior_kinds())}", pst.name_span)
-            vals, spans, vspans = self.named_args(pst.args, penv, f"prior {pst.name}")
-            pargs = self.validate_args(pk.Args, vals, spans, vspans, f"prior {pst.name}", pst.name_span)
-            prior = PriorSpec(name=pst.name, args=pargs.model_dump(), loc=loc_of(pst.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
-        else:
-            get_prior("gaussian")
-
-        objective = ObjectiveSpec()
-        if "objective" in sing:
-            ost, oenv = sing["objective"]
-            ok = get_objective(ost.name)
-            if ok is None:
-                self.d.fail(f"unknown objective '{ost.name}'{did_you_mean(ost.name, objective_kinds())}", ost.name_span)
-            vals, spans, vspans = self.named_args(ost.args, oenv, f"objective {ost.name}")
-            oargs = self.validate_args(ok.Args, vals, spans, vspans, f"objective {ost.name}", ost.name_span)
-            objective = ObjectiveSpec(name=ost.name, args=oargs.model_dump(), loc=loc_of(ost.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
+        prior = self.named_stmt(sing.get("prior"), "prior", get_prior, prior_kinds, PriorSpec)
+        objective = self.named_stmt(sing.get("objective"), "objective", get_objective, objective_kinds, ObjectiveSpec)
 
         train = TrainSpec()
         if "train" in sing:
