@@ -168,9 +168,18 @@ def test_resume_with_another_spec_is_refused(tmp_path):
 
 
 def test_data_shape_mismatch_names_both_shapes(tmp_path):
-    spec = flowdsl.parse(TINY.replace("PRIOR", "gaussian").replace("height=8, width=8", "height=16, width=16"))
-    with pytest.raises(DataError, match=r"1×8×8 \(17 levels\).*1×16×16 \(17 levels\)"):
+    spec = flowdsl.parse(TINY.replace("PRIOR", "gaussian").replace("height=8, width=8", "height=16, width=16"), filename="t.flow")
+    with pytest.raises(DataError, match=r"1×8×8 \(17 levels\).*1×16×16 \(17 levels\)") as e:
         train(spec, out=tmp_path / "r", steps=1, **FAST)
+    text = e.value.render()  # located at train(data=digits) in the spec, with a caret
+    assert text.startswith("t.flow:9:") and "train(data=digits" in text and "^" in text
+    np_file = tmp_path / "d.npy"
+    import numpy as np
+
+    np.save(np_file, np.zeros((10, 8, 8), dtype=np.uint8))
+    with pytest.raises(DataError, match="8×8 .*1×16×16") as e:
+        train(spec, data=str(np_file), out=tmp_path / "r", steps=1, **FAST)
+    assert e.value.filename == str(np_file)
 
 
 def test_vector_flow_trains_and_samples_scatter(tmp_path):

@@ -131,4 +131,22 @@ def load_for_spec(spec: Any, data: str | None = None, split: str = "train", seed
         seed = int(getattr(getattr(spec, "train", None), "seed", 0) or 0)
     fname = getattr(spec, "filename", "") or ""
     base = os.path.dirname(fname) if fname and not fname.startswith("<") else None
-    return load_dataset(name, tuple(inp.shape), levels, split, seed, n=n, base_dir=base)
+    try:
+        return load_dataset(name, tuple(inp.shape), levels, split, seed, n=n, base_dir=base)
+    except DataError as e:
+        spec_data = getattr(getattr(spec, "train", None), "data", None)
+        if data and data != spec_data:  # named on the command line: reported as it is
+            raise
+        # named in the spec's train(data=...): point at that argument
+        loc = (getattr(spec.train, "arg_locs", None) or {}).get("data")
+        if loc is None or not getattr(loc, "line", 0):
+            raise
+        from flowdsl.errors import Span
+
+        raise DataError(
+            e.message,
+            filename=fname or "<string>",
+            span=Span(loc.line, loc.column, loc.end_line, loc.end_column),
+            source=getattr(spec, "source", None),
+            notes=(*e.notes, f"data: {e.filename}"),
+        ) from None
