@@ -414,7 +414,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         except ImportError:  # pragma: no cover - tqdm is optional
             pass
 
-    acc_loss, acc_n, last_gn, skipped_row = 0.0, 0, math.nan, 0
+    acc_loss, acc_n, last_gn, skipped = 0.0, 0, math.nan, 0
     bad_in_a_row = 0
     t_loop = time.time()
     last_print = t_loop
@@ -438,7 +438,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             opt.step()
             bad_in_a_row = 0
         else:
-            skipped_row += 1
+            skipped += 1
             bad_in_a_row += 1
             if bad_in_a_row >= 20:
                 raise FlowDSLError(f"training diverged: 20 updates in a row with a non-finite gradient (step {step})", filename=str(out))
@@ -528,6 +528,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         "step": step,
         "steps": cfg.steps,
         "stopped_early": stopped_early,
+        "skipped_updates": skipped,
         "best_step": int(best["step"]),
         "weights_step": weights_step,
         "anneal_until": anneal_until,
