@@ -297,7 +297,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         from flowdsl.errors import Span
 
         raise NotAvailableError(
-            f"flowdsl train optimises objective mle; objective {obj!r} has its own training procedure",
+            f"this trainer optimises objective mle; objective {obj!r} has its own training procedure"
+            + (" (flowdsl.runtime.fdrl.train.train_fdrl; the `flowdsl train` command dispatches there)" if obj == "fdrl" else ""),
             filename=getattr(spec, "filename", "<string>"),
             span=Span(loc.line, loc.column, loc.end_line, loc.end_column) if loc is not None else None,
             source=getattr(spec, "source", None),
