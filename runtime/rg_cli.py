@@ -27,11 +27,11 @@ __all__ = ["register", "main", "load_model_for_explain", "run_explain"]
 
 # ------------------------------------------------------------------------------------------
 def load_model_for_explain(source: str, checkpoint: str | None = None):
-    """(model, trained) from a spec file (+ optional checkpoint) or a checkpoint file."""
+    """(model, trained) from a spec file (+ optional checkpoint), a checkpoint or a run folder."""
     import flowdsl
 
     path = Path(source)
-    if path.suffix == ".flow" or (path.exists() and path.read_bytes()[:4096].lstrip().startswith((b"flow", b"block", b"#"))):
+    if path.suffix == ".flow" or (path.is_file() and path.read_bytes()[:4096].lstrip().startswith((b"flow", b"block", b"#"))):
         model = flowdsl.compile(flowdsl.load(path))
         if checkpoint:
             from flowdsl.runtime.checkpoint_io import load_weights
@@ -39,17 +39,10 @@ def load_model_for_explain(source: str, checkpoint: str | None = None):
             load_weights(model, checkpoint)
         return model, bool(checkpoint)
     if not path.exists():
-        raise FlowDSLError(f"no such spec or checkpoint: {source}")
-    try:
-        from flowdsl.runtime import checkpoint_io
-    except ImportError:  # pragma: no cover - depends on the training module
-        raise FlowDSLError("cannot read checkpoints (flowdsl.runtime.checkpoint_io is missing); pass the spec file and --checkpoint") from None
-    loader = getattr(checkpoint_io, "load_model", None)
-    if loader is None:  # pragma: no cover
-        raise FlowDSLError("this build cannot rebuild a model from a checkpoint alone; pass the spec file and --checkpoint")
-    model = loader(str(path))
-    if isinstance(model, tuple):
-        model = model[0]
+        raise FlowDSLError(f"no such spec file, checkpoint or run folder: {source}")
+    from flowdsl.runtime.training.loop import load_model
+
+    _spec, model, _ckpt = load_model(path)  # the checkpoint keeps its own spec text
     return model, True
 
 

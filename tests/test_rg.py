@@ -492,6 +492,17 @@ def test_explain_cli_writes_pictures(tmp_path, capsys):
     assert main(["explain", spec]) == 1  # no mode: a user error, not a traceback
 
 
+def test_explain_reads_a_training_run(tmp_path, capsys):
+    from flowdsl.cli import main
+
+    run = tmp_path / "run"
+    spec = str(SPECS / "rgflow_digits.flow")
+    assert main(["train", spec, "--steps", "3", "--out", str(run), "--quiet", "--threads", "1", "--eval-every", "3", "--checkpoint-every", "3"]) == 0
+    assert main(["explain", str(run), "--receptive-fields", "--samples", "2", "-o", str(tmp_path / "rf.png")]) == 0
+    assert "randomised" not in capsys.readouterr().out  # trained weights are used as they are
+    assert _is_png(tmp_path / "rf.png")
+
+
 @pytest.mark.parametrize(
     "args,shape,col,fragment",
     [
