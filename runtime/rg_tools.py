@@ -610,7 +610,7 @@ def plot_mix_grid(
     """A grid of images (each (C, H, W) in [0, 1]) with column (and row) titles."""
     plt = _plt()
     nr, nc = len(rows), len(rows[0])
-    fig, axes = plt.subplots(nr, nc, figsize=(1.6 * nc + 0.6, 1.6 * nr + 0.8), squeeze=False)
+    fig, axes = plt.subplots(nr, nc, figsize=(max(1.6 * nc + 0.6, 8.5), 1.6 * nr + 0.8), squeeze=False)
     for i, row in enumerate(rows):
         for j, im in enumerate(row):
             ax = axes[i][j]
