@@ -176,10 +176,10 @@ class ARQuadrantSolver:
     The weight-dependent part (:meth:`operators`) is D⁻¹ and G = D⁻¹·B, B the coupling of a tile
     to those boundary unknowns; the solve of level ℓ is then
 
-        x_ℓ = Y_ℓ·D⁻ᵀ − X_bnd,ℓ·Gᵀ
+        x_ℓ = D⁻¹·Y_ℓ − G·X_bnd,ℓ
 
-    with Y_ℓ the level's tiles of y (B, n_ℓ, N) and X_bnd,ℓ their neighbours' boundary unknowns,
-    gathered from the levels solved before (zero outside the image).
+    with Y_ℓ the level's tiles of y (N each) and X_bnd,ℓ their neighbours' boundary unknowns
+    (K each), gathered from the levels solved before (zero outside the image).
     """
 
     def __init__(self, c: int, h: int, w: int, k: int, direction: str, tile: tuple[int, int] | None = None) -> None:
@@ -262,15 +262,15 @@ class ARQuadrantSolver:
         return self.n_levels
 
     def operators(self, kernel: Tensor) -> tuple[Tensor, Tensor]:
-        """(D⁻ᵀ (N, N), Gᵀ (K, N)) for ``kernel`` (C, C, q, q), computed in float64."""
+        """(D⁻¹ (N, N), G = D⁻¹B (N, K)) for ``kernel`` (C, C, q, q), computed in float64."""
         k64 = kernel.to(torch.float64)
         th, tw, m = self.th, self.tw, self.m
         dinv = ar_tile_inverse(k64, self.direction, th, tw).reshape(self.N, self.N)
         if self.K == 0:
-            return dinv.t(), torch.zeros(0, self.N, dtype=torch.float64, device=k64.device)
+            return dinv, torch.zeros(self.N, 0, dtype=torch.float64, device=k64.device)
         out = _ar_conv(self.basis.to(k64.device), k64, self.direction)[:, :, m * th : (m + 1) * th, m * tw : (m + 1) * tw]
         coupling = out.reshape(self.K, self.N).t()  # (N, K): centre-tile output n from boundary unknown κ
-        return dinv.t(), (dinv @ coupling).t()
+        return dinv, dinv @ coupling
 
     def buffers(self) -> dict[str, Tensor]:
         """The index tensors of the schedule (to be registered as non-persistent buffers)."""
@@ -282,32 +282,39 @@ class ARQuadrantSolver:
         return out
 
     def tiles(self, y: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, ni·nj, N), tiles in raster order, unknowns ordered (ch, r, s)."""
+        """(B, C, H, W) -> (B, ni·nj, N): tiles in raster order, unknowns ordered (ch, r, s)."""
         if self.pad != (0, 0, 0, 0):
             y = F.pad(y, self.pad)
         C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
         return y.reshape(-1, C, ni, th, nj, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, ni * nj, self.N)
 
     def untile(self, t: Tensor) -> Tensor:
+        """Inverse of :meth:`tiles`."""
         C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
         x = t.reshape(-1, ni, nj, C, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(-1, C, self.hp, self.wp)
         if self.pad != (0, 0, 0, 0):
             x = x[:, :, self.crop[0], self.crop[1]]
         return x
 
-    def solve(self, y: Tensor, dinv_t: Tensor, g_t: Tensor, idx: dict[str, Tensor]) -> Tensor:
-        """x with ``_ar_conv(x, kernel) = y`` from the :meth:`operators` (in y's dtype) and the
-        :meth:`buffers` (on y's device)."""
-        yt = self.tiles(y)
+    def solve(self, y: Tensor, dinv: Tensor, g: Tensor, idx: dict[str, Tensor]) -> Tensor:
+        """x with ``_ar_conv(x, kernel) = y``, from the :meth:`operators` D⁻¹ (N, N) and
+        G = D⁻¹B (N, K) in y's dtype and the :meth:`buffers` on y's device.
+
+        Z = D⁻¹·(tiles of y) for all tiles at once (one matmul); then per level: gather the
+        level's tiles of Z, gather their neighbours' boundary unknowns from the solved history,
+        subtract G times them (one matmul), append to the history.
+        """
+        z = torch.matmul(self.tiles(y), dinv.t())  # (B, T, N)
         if self.n_levels == 1:
-            return self.untile(yt @ dinv_t)
-        hist = torch.zeros_like(yt[:, 0, :1])
+            return self.untile(z)
+        g_t = g.t()
+        hist = torch.zeros_like(z[:, 0, :1])  # (B, 1): column 0 is the zero outside the image
         for lv in range(self.n_levels):
-            x = yt.index_select(1, idx[f"tiles{lv}"]) @ dinv_t
+            x = z.index_select(1, idx[f"tiles{lv}"])  # (B, n_l, N)
             gather = idx.get(f"gather{lv}")
             if gather is not None:
-                bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)
-                x = x - bnd @ g_t
+                bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)  # (B, n_l, K)
+                x = x - torch.matmul(bnd, g_t)
             hist = torch.cat([hist, x.flatten(1)], 1)
         xt = hist[:, 1:].reshape(-1, self.ni * self.nj, self.N).index_select(1, idx["raster_from_level"])
         return self.untile(xt)
@@ -327,8 +334,8 @@ class _Schedule(nn.Module):
     def index(self) -> dict[str, Tensor]:
         return {n: getattr(self, n) for n in self.names}
 
-    def solve(self, y: Tensor, dinv_t: Tensor, g_t: Tensor) -> Tensor:
-        return self.solver.solve(y, dinv_t, g_t, self.index())
+    def solve(self, y: Tensor, dinv: Tensor, g: Tensor) -> Tensor:
+        return self.solver.solve(y, dinv, g, self.index())
 
 
 class EmergingConv(Bijector):
