@@ -3,7 +3,7 @@
     flowdsl check FILE [--explain]        print the bijector graph; exit 1 with located errors
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
-    flowdsl demo [--out DIR]              the main job on the bundled default
+    flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
     (train, sample, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
@@ -112,7 +112,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flowdsl.runtime.demo import run_demo
 
-    return run_demo(args.out, specs_dir=args.specs)
+    return run_demo(args.out, steps=args.steps, sweep=args.sweep, specs_dir=args.specs)
 
 
 def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
@@ -139,9 +139,11 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     e.add_argument("--tolerance", type=float, default=1e-4)
     e.set_defaults(func=_cmd_export)
 
-    d = sub.add_parser("demo", help="check, compile, round-trip and export the bundled specs; write a sample grid")
+    d = sub.add_parser("demo", help="train the digits Glow, write a sample grid, export it (the main job)")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--specs", default=None, help="folder of spec files (default: the bundled specs)")
+    d.add_argument("--steps", type=int, default=None, help="training steps (default: the spec's)")
+    d.add_argument("--sweep", action="store_true", help="also check, round-trip and export every bundled spec")
+    d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
 
     for mod in PLUGIN_MODULES:

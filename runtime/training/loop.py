@@ -185,6 +185,52 @@ def evaluate_bpd(model: nn.Module, x01: Tensor, dims: int, levels: Optional[int]
     return float(nats_to_bits_per_dim(nll, levels))
 
 
+class _InterruptFlag:
+    """Ctrl-C (SIGINT) during training sets a flag; the loop stops after the current step,
+    writes ``last.pt`` and raises KeyboardInterrupt (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def _raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path) -> None:
+    """Stop training with a message naming the step and the first layer that went non-finite."""
+    from flowdsl.errors import NumericalError
+
+    where = None
+    finder = getattr(model, "find_nonfinite", None)
+    if callable(finder):
+        try:
+            model.eval()
+            where = finder(x)
+        finally:
+            model.train()
+    detail = f"; the first non-finite value comes from {where}" if where else "; every layer is finite on this batch (the loss itself overflowed)"
+    raise NumericalError(
+        f"training stopped at step {step}: the loss is {value}{detail}. The last good checkpoint is {out / 'last.pt'}; "
+        "lower the learning rate or raise clip, then continue with --resume",
+        filename=str(out),
+    )
+
+
 def _say(msg: str, quiet: bool, info: DistInfo) -> None:
     if not quiet and info.main:
         print(msg, flush=True)
@@ -277,14 +323,23 @@ def train(
     Raises:
         DataError: missing data or data that does not fit the spec's input.
         CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec.
+        NumericalError: the loss became NaN/Inf; names the step and the first non-finite layer.
+        KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
     info = init_from_env()
     prev_threads = torch.get_num_threads()
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    prev_sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         return _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info)
     finally:
+        if main_thread and prev_sigint is not None:
+            signal.signal(signal.SIGINT, prev_sigint)  # also when the loop raised
         torch.set_num_threads(prev_threads)
         shutdown(info)
 
@@ -415,6 +470,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         except ImportError:  # pragma: no cover - tqdm is optional
             pass
 
+    interrupt = _InterruptFlag()
     acc_loss, acc_n, last_gn, skipped = 0.0, 0, math.nan, 0
     bad_in_a_row = 0
     t_loop = time.time()
@@ -445,14 +501,17 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
                 raise FlowDSLError(f"training diverged: 20 updates in a row with a non-finite gradient (step {step})", filename=str(out))
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
+        if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
+            _raise_nonfinite(model, x, step, float(lv), out)
         acc_loss += float(lv) / info.world
         acc_n += 1
         last_gn = float(gn)
         step += 1
 
         timed_out = False
-        if cfg.max_time > 0:  # every process must stop at the same step: rank 0 decides
-            flag = torch.tensor([float(time.time() - t_start > cfg.max_time and info.main)], dtype=torch.float64)
+        if cfg.max_time > 0 or interrupt.requested or info.active:  # every process stops at the same step
+            late = cfg.max_time > 0 and time.time() - t_start > cfg.max_time and info.main
+            flag = torch.tensor([float(late or interrupt.requested)], dtype=torch.float64)
             timed_out = bool(all_reduce_sum(flag, info)[0] > 0)
         final = step == cfg.steps or timed_out
         do_eval = step % cfg.eval_every == 0 or final
@@ -492,13 +551,18 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             last_ckpt_step = step
         if timed_out and step < cfg.steps:
             stopped_early = True
-            _say(f"time limit of {cfg.max_time:g} s reached at step {step}", quiet, info)
+            why = "interrupted (Ctrl-C)" if interrupt.requested else f"time limit of {cfg.max_time:g} s reached"
+            _say(f"{why} at step {step}", quiet, info)
             break
+    interrupt.restore()
     if bar is not None:
         bar.close()
     if step != last_ckpt_step:
         checkpoint(out / "last.pt", step)
     barrier(info)
+    if interrupt.requested:
+        _say(f"checkpoint of step {step} written to {out / 'last.pt'}; continue with --resume", quiet, info)
+        raise KeyboardInterrupt
 
     # -- final report --------------------------------------------------------------------
     final_test = evaluate_bpd(model, test_x, dims, levels, cfg.test_batch, info)
