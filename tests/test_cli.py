@@ -54,3 +54,11 @@ def test_export_runs_onnxruntime_and_prints_errors(tmp_path):
 def test_missing_file_is_user_error():
     out = run("check", "/nonexistent/x.flow")
     assert out.returncode == 1 and "cannot read spec file" in out.stderr
+
+
+def test_demo_trains_samples_and_exports(tmp_path):
+    out = run("demo", "--out", str(tmp_path), "--steps", "30")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test bits/dim" in out.stdout and "onnxruntime vs PyTorch" in out.stdout
+    assert (tmp_path / "glow_digits" / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "glow_digits" / "onnx" / "forward.onnx").exists()
