@@ -337,6 +337,9 @@ def train(
     prev_sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         return _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info)
+    except OSError as e:  # unwritable run folder, full disk, ...: a user error with the path
+        where = e.filename or out or "the run folder"
+        raise FlowDSLError(f"cannot write the run files: {e.strerror or e} ({where})", filename=str(where)) from None
     finally:
         if main_thread and prev_sigint is not None:
             signal.signal(signal.SIGINT, prev_sigint)  # also when the loop raised
