@@ -4,7 +4,7 @@ space of the Fréchet distance (``flowdsl fdrl-classifier --out clf.safetensors`
 Architecture (input (C, H, W) on the FDRL model scale [−1, 1]; SiLU everywhere, so ∇ₓ log p(y|x)
 is smooth — guidance follows it):
 
-    3×3 conv C→32 · 3×3 conv 32→64 stride 2 · 3×3 conv 64→64 · flatten
+    3×3 conv C→16 · 3×3 conv 16→32 stride 2 · 3×3 conv 32→32 · flatten
     · dense → ``features`` (64) · dense → classes
 
 ``features(x)`` is the 64-d penultimate activation (after SiLU) used by the Fréchet distance.
@@ -41,7 +41,7 @@ CLASSIFIER_FORMAT = "flowdsl-fdrl-classifier"
 class Classifier(nn.Module):
     """Small CNN classifier with a ``features`` method (see the module docstring)."""
 
-    def __init__(self, shape: tuple[int, ...], classes: int = 10, width: int = 32, features: int = 64) -> None:
+    def __init__(self, shape: tuple[int, ...], classes: int = 10, width: int = 16, features: int = 64) -> None:
         super().__init__()
         c, h, w = (int(d) for d in shape)
         self.input_shape = (c, h, w)

@@ -175,6 +175,9 @@ def cmd_sample_fdrl(args: argparse.Namespace) -> int:
 def cmd_classifier(args: argparse.Namespace) -> int:
     from flowdsl.runtime.fdrl.classifier import save_classifier, train_classifier
 
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     shape = tuple(int(t) for t in args.shape.split(","))
     model, report = train_classifier(args.data, shape, args.levels, steps=args.steps, seed=args.seed, noise=args.noise,
                                      adversarial=args.adversarial, quiet=args.quiet)
@@ -299,6 +302,7 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--noise", type=float, default=0.1, help="Gaussian noise augmentation (model scale) on half of each batch")
     c.add_argument("--adversarial", type=float, default=0.0, metavar="EPS", help="L2 PGD adversarial training radius (0: none)")
+    c.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     c.add_argument("--quiet", "-q", action="store_true")
     c.set_defaults(func=cmd_classifier)
 
