@@ -47,6 +47,18 @@ def reference_matrix(weight: np.ndarray, n: int) -> np.ndarray:
     return M
 
 
+def reference_pairs(weight: np.ndarray) -> np.ndarray:
+    """A, B, C, D from the parameters (θ, α, β, δ): R(θ)·[[e^α, β], [0, e^δ]], per pair."""
+    out = np.zeros_like(weight)
+    for lv in range(weight.shape[0]):
+        for p in range(weight.shape[2]):
+            th, al, be, de = weight[lv, :, p]
+            rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+            mat = rot @ np.array([[np.exp(al), be], [0.0, np.exp(de)]])
+            out[lv, :, p] = mat.reshape(-1)
+    return out
+
+
 def full_jacobian(M: np.ndarray, shape: tuple[int, ...], over: str) -> np.ndarray:
     if over == "all" or len(shape) == 1:
         return M
@@ -69,7 +81,7 @@ def check(shape, over, depth, seed=0):
     assert y.shape == x.shape and ld.shape == (3,) and torch.equal(ld, ld[:1].expand(3))
     assert float((xr - x).abs().max() / x.abs().max()) <= TOL
     J = torch.autograd.functional.jacobian(lambda v: m(v.reshape(1, *shape))[0].reshape(-1), x[0].reshape(-1)).reshape(n, n)
-    M = reference_matrix(m.weight.detach().numpy(), m.layout.n)
+    M = reference_matrix(reference_pairs(m.weight.detach().numpy()), m.layout.n)
     ref_full = full_jacobian(M, shape, over)
     assert np.allclose(J.numpy(), ref_full, rtol=0, atol=1e-13)
     assert np.allclose(m.matrix().numpy(), M, rtol=0, atol=1e-13)
@@ -131,7 +143,8 @@ def test_init_is_away_from_singularity_and_near_identity():
     m = Butterfly((4, 8, 8), 8, "all")
     det = m.dets()
     assert torch.allclose(det, torch.ones_like(det), atol=1e-6)
-    assert float((m.weight[:, 0] - 1).abs().mean()) < 0.1  # rotations by small angles
+    assert float((m.matrices()[:, 0] - 1).abs().mean()) < 0.1  # rotations by small angles
+    assert torch.equal(m.weight[:, 1:], torch.zeros_like(m.weight[:, 1:]))
 
 
 def test_inverse_returns_exact_input_in_float32_and_grads_flow():
@@ -147,12 +160,14 @@ def test_inverse_returns_exact_input_in_float32_and_grads_flow():
 def test_singular_pair_is_reported_with_the_layer():
     m = Butterfly((4, 2, 2), 2, "all")
     with torch.no_grad():
-        m.weight[1, :, 3] = torch.tensor([1.0, 2.0, 2.0, 4.0])  # AD − BC = 0
+        m.weight[1, :, 3] = torch.tensor([0.3, -400.0, 2.0, -400.0])  # AD − BC = e^-800 = 0 in float64
     m.node_id, m.source_line = "n3", 9
     with pytest.raises(ValueError, match=r"n3 \(line 9\).*singular"):
         m.frozen()
     with pytest.raises(ValueError, match="singular"):
         m.check()
+    m.weight.data[1, :, 3] = torch.tensor([0.3, -4.0, 2.0, -4.0])  # small but fine
+    m.check()
 
 
 # --------------------------------------------------------------------------- checker

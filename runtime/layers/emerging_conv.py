@@ -183,6 +183,12 @@ class ARQuadrantSolver:
     """
 
     def __init__(self, c: int, h: int, w: int, k: int, direction: str, tile: tuple[int, int] | None = None) -> None:
+        # the plan is static data on the CPU, also when the layer is built under another
+        # default device (the compiler counts parameters on the meta device)
+        with torch.device("cpu"):
+            self._plan(c, h, w, k, direction, tile)
+
+    def _plan(self, c: int, h: int, w: int, k: int, direction: str, tile: tuple[int, int] | None) -> None:
         self.C, self.H, self.W, self.k, self.direction = c, h, w, k, direction
         th, tw = tile if tile is not None else choose_tile(c, h, w, k)
         th, tw = min(th, h), min(tw, w)
