@@ -54,6 +54,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print()
 
     spec, graph = run_pipeline(data, args.file, on_pass=show)
+    # -- fusion plan (issue 7; code in flowdsl.compiler.passes.fusion) --------------------
+    if args.explain:
+        from flowdsl.compiler.passes.fusion import explain_fusion
+
+        print(explain_fusion(graph))
+    # -- end fusion plan ------------------------------------------------------------------
     if not args.explain:
         print(graph.format())
     print(f"{args.file}: ok ({spec.name}: prior {spec.prior.name}, objective {spec.objective.name})")

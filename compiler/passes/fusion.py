@@ -47,6 +47,7 @@ __all__ = [
     "plan_fusion",
     "run_fusion",
     "format_plan",
+    "explain_fusion",
 ]
 
 #: the package whose import registers the built-in rules
@@ -133,7 +134,7 @@ def fused_node(nodes: Sequence[Node], kind: str, rule: str, node_id: str | None 
         span=first.span,
         in_shape=first.in_shape,
         out_shape=last.out_shape,
-        n_params=0,
+        n_params=sum(n.n_params or 0 for n in nodes),
         parent=first.parent,
         body_label=first.body_label,
         meta={"fused_from": origin, "rule": rule, "logdet_constant": all(n.meta.get("logdet_constant", False) for n in nodes), **meta},
@@ -337,8 +338,11 @@ def format_plan(result: PassResult, show_refusals: bool = True) -> str:
         lines.append(f"rule {name}: {before} -> {after} nodes ({len(done)} rewrite(s), {len(refused)} refusal(s))")
         for r in done:
             where = f"[{r.chain}] " if r.chain else ""
-            after_txt = ", ".join(r.after) if r.after else "(removed)"
-            lines.append(f"  {where}{' + '.join(r.before)} -> {after_txt}: {r.detail}")
+            if r.after == r.before:
+                lines.append(f"  {where}{' + '.join(r.before)}: {r.detail}")
+            else:
+                after_txt = ", ".join(r.after) if r.after else "(removed)"
+                lines.append(f"  {where}{' + '.join(r.before)} -> {after_txt}: {r.detail}")
         if show_refusals:
             for r in refused:
                 where = f"[{r.chain}] " if r.chain else ""
@@ -347,3 +351,17 @@ def format_plan(result: PassResult, show_refusals: bool = True) -> str:
     total_after = result.counts[-1][2] if result.counts else 0
     lines.append(f"fusion: {total_before} nodes -> {total_after} nodes")
     return "\n".join(lines)
+
+
+def explain_fusion(graph: FlowGraph) -> str:
+    """The ``flowdsl check --explain`` section: the fusion plan and the fused graph's table."""
+    result = plan_fusion(graph)
+    bar = "=" * 44
+    return "\n".join([
+        f"==== fusion plan: what model.fuse() does {bar[:20]}",
+        format_plan(result),
+        "",
+        "==== after pass: fuse " + "=" * 56,
+        result.graph.format(),
+        "",
+    ])

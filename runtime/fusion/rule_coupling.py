@@ -1,0 +1,205 @@
+"""Rule ``coupling_inference``: the inference form of a coupling layer.
+
+Pattern: one ``coupling`` layer. Check: its module must be the ``Coupling`` of
+``runtime/layers/coupling.py`` (read at rewrite time; anything else is refused).
+
+Rewrite (weight-only, exact up to rounding):
+    * the affine scale log s = 2·tanh(r/2) needs r/2: the rows of the conditioner's last layer
+      that produce r (its second half of outputs) and their biases are multiplied by ½ once, so
+      log s = 2·tanh(r') with no per-call halving;
+    * ``net=conv`` (Glow's 3×3 → ReLU → 1×1 → ReLU → 3×3) becomes a :class:`ConvStack`: on the
+      CPU fast path each convolution and its ReLU are ONE oneDNN call with weights reordered
+      once (``kernels.conv_act``), in channels-last layout; elsewhere ``F.conv2d`` + ReLU;
+    * the log-det is Σ 2·tanh(r') accumulated in float32 for 16-bit inputs.
+``net=resnet`` and ``net=mlp`` keep their PyTorch modules (copied, with the ½ folded in).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from flowdsl.compiler.ir import Node
+from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
+from flowdsl.runtime.fusion.kernels import InferenceModule, PackedWeights, acc_dtype, conv_act, fast_path
+
+__all__ = ["ConvStack", "InferenceCoupling", "CouplingInference"]
+
+
+class ConvStack(nn.Module):
+    """A chain of 2-D convolutions, each optionally followed by ReLU (buffers ``w{i}``, ``b{i}``)."""
+
+    def __init__(self, convs: list[nn.Conv2d], acts: list[str], scale_rows: tuple[int, float] | None = None) -> None:
+        super().__init__()
+        self.pads = [int(c.padding[0]) for c in convs]
+        self.acts = list(acts)
+        self.packed = PackedWeights()
+        for i, c in enumerate(convs):
+            if c.stride != (1, 1) or c.dilation != (1, 1) or c.groups != 1 or c.padding[0] != c.padding[1] or c.padding_mode != "zeros":
+                raise Refused("conditioner convolution with stride, dilation, groups or non-zero padding")
+            w = c.weight.detach().clone()
+            b = c.bias.detach().clone() if c.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            if scale_rows is not None and i == len(convs) - 1:
+                start, factor = scale_rows
+                w[start:] *= factor
+                b[start:] *= factor
+            self.register_buffer(f"w{i}", w)
+            self.register_buffer(f"b{i}", b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        fast = fast_path(x)
+        if fast:  # the hidden activations live in channels-last, where oneDNN needs no reorders
+            x = x.contiguous(memory_format=torch.channels_last)
+        for i, (pad, act) in enumerate(zip(self.pads, self.acts)):
+            x = conv_act(x, getattr(self, f"w{i}"), getattr(self, f"b{i}"), pad, act, self.packed, i)
+        # the (shift, r) halves are sliced along channels next: contiguous NCHW keeps them dense
+        return x.contiguous() if fast else x
+
+    def _apply(self, fn, recurse: bool = True):
+        self.packed.clear()
+        return super()._apply(fn, recurse)
+
+
+def _scale_last_rows(net: nn.Module, start: int, factor: float) -> None:
+    last = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1]
+    with torch.no_grad():
+        last.weight[start:] *= factor
+        if last.bias is not None:
+            last.bias[start:] *= factor
+
+
+def _inference_net(net: nn.Module, kind: str, half: int | None) -> nn.Module:
+    """The conditioner in inference form; ``half`` = first output row of r (affine) or None."""
+    scale = (half, 0.5) if half is not None else None
+    if kind == "conv":
+        mods = list(net)
+        convs = [m for m in mods if isinstance(m, nn.Conv2d)]
+        acts = []
+        for k, m in enumerate(mods):
+            if isinstance(m, nn.Conv2d):
+                nxt = mods[k + 1] if k + 1 < len(mods) else None
+                acts.append("relu" if isinstance(nxt, nn.ReLU) else "none")
+            elif not isinstance(m, nn.ReLU):
+                raise Refused(f"conv conditioner with an unexpected {type(m).__name__}")
+        return ConvStack(convs, acts, scale)
+    out = copy.deepcopy(net).eval()
+    for p in out.parameters():
+        p.requires_grad_(False)
+    if scale is not None:
+        _scale_last_rows(out, *scale)
+    return out
+
+
+class InferenceCoupling(InferenceModule):
+    """Inference form of ``Coupling`` (same math; r/2 folded into the last layer, see module doc)."""
+
+    _logdet_buffers = ()
+
+    def __init__(self, src: nn.Module) -> None:
+        super().__init__()
+        self.affine, self.mask_kind, self.net_kind = src.affine, src.mask_kind, src.net_kind
+        self.spatial = tuple(src.spatial)
+        self.out_channels = list(src.out_channels)
+        self.c1 = getattr(src, "c1", 0)
+        halves = [oc // 2 if self.affine else None for oc in self.out_channels]
+        if self.net_kind == "mlp":  # the mlp emits out_channels·spatial values, (shift, r) halves
+            n_sp = 1
+            for d in self.spatial:
+                n_sp *= d
+            halves = [None if h is None else h * n_sp for h in halves]
+        self.nets = nn.ModuleList([_inference_net(net, self.net_kind, h) for net, h in zip(src.nets, halves)])
+        if self.mask_kind != "channel":
+            self.register_buffer("mask", src.mask.detach().clone())
+
+    def _cond(self, i: int, inp: Tensor) -> Tensor:
+        net = self.nets[i]
+        if self.net_kind == "mlp":
+            n_in = inp[0].numel()
+            return net(inp.reshape(-1, n_in)).reshape(-1, self.out_channels[i], *self.spatial)
+        return net(inp)
+
+    @staticmethod
+    def _sum(t: Tensor, dtype: torch.dtype) -> Tensor:
+        return t.sum(dim=tuple(range(1, t.dim())), dtype=dtype)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        acc = acc_dtype(x.dtype)
+        if self.mask_kind == "channel":
+            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+            h = self._cond(0, x1)
+            if not self.affine:
+                return torch.cat([x1, x2 + h], dim=1), x.new_zeros(x.shape[0], dtype=acc)
+            c2 = h.shape[1] // 2
+            t = torch.tanh(h[:, c2:])
+            y2 = (x2 + h[:, :c2]) * torch.exp(2.0 * t)
+            return torch.cat([x1, y2], dim=1), 2.0 * self._sum(t, acc)
+        m = self.mask.to(x.dtype)
+        y = x
+        logdet = x.new_zeros(x.shape[0], dtype=acc)
+        for i, keep in enumerate((m, 1.0 - m)):
+            h = self._cond(i, y * keep)
+            if not self.affine:
+                y = y + (1.0 - keep) * h
+                continue
+            c2 = h.shape[1] // 2
+            t = torch.tanh(h[:, c2:])
+            y = keep * y + (1.0 - keep) * ((y + h[:, :c2]) * torch.exp(2.0 * t))
+            logdet = logdet + 2.0 * self._sum((1.0 - keep) * t, acc)
+        return y, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        if self.mask_kind == "channel":
+            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
+            h = self._cond(0, y1)
+            if not self.affine:
+                return torch.cat([y1, y2 - h], dim=1)
+            c2 = h.shape[1] // 2
+            x2 = y2 * torch.exp(-2.0 * torch.tanh(h[:, c2:])) - h[:, :c2]
+            return torch.cat([y1, x2], dim=1)
+        m = self.mask.to(y.dtype)
+        x = y
+        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+            h = self._cond(i, x * keep)
+            if not self.affine:
+                x = x - (1.0 - keep) * h
+                continue
+            c2 = h.shape[1] // 2
+            x = keep * x + (1.0 - keep) * (x * torch.exp(-2.0 * torch.tanh(h[:, c2:])) - h[:, :c2])
+        return x
+
+
+@register_rule
+class CouplingInference(FusionRule):
+    name = "coupling_inference"
+    summary = "coupling inference form: r/2 folded into the last layer; conv+ReLU fused, weights prepacked"
+    order = 30
+
+    def match(self, nodes: Sequence[Node], i: int, ctx: ChainContext) -> int:
+        return 1 if nodes[i].role == "layer" and nodes[i].kind == "coupling" and "rule" not in nodes[i].meta else 0
+
+    def rewrite(self, modules: list[Any], nodes: Sequence[Node], ctx: ChainContext) -> list[Any]:
+        from flowdsl.runtime.layers.coupling import Coupling
+
+        src = modules[0]
+        if not isinstance(src, Coupling):
+            raise Refused(f"module is a {type(src).__name__}, not the Coupling this rule knows")
+        out = InferenceCoupling(src)
+        out.node_id, out.source_line = src.node_id, src.source_line
+        return [out]
+
+    def fused_nodes(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> list[Node]:
+        nd = fused_node(nodes, "coupling", self.name, node_id=nodes[0].id)
+        nd.args = nodes[0].args
+        return [nd]
+
+    def detail(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> str:
+        args = nodes[0].args
+        net = args.net or ("mlp" if len(nodes[0].in_shape) == 1 else "conv")
+        parts = ["r/2 folded into the last layer"] if args.kind == "affine" else []
+        if net == "conv":
+            parts.append("conv+ReLU fused, weights prepacked (CPU)")
+        else:
+            parts.append(f"net={net} kept as PyTorch modules")
+        return "; ".join(parts)
