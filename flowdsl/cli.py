@@ -28,6 +28,7 @@ PLUGIN_MODULES = (
     "flowdsl.runtime.training.cli",
     "flowdsl.runtime.rg_cli",
     "flowdsl.runtime.bench",
+    "flowdsl.runtime.bench_training",
     "flowdsl.runtime.fdrl.cli",
 )
 
