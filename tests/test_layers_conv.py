@@ -196,6 +196,27 @@ def test_emerging_state_dict_and_dtype_device():
     assert a(x)[0].dtype == torch.float32 and a.inverse(x).dtype == torch.float32
 
 
+def test_emerging_operator_cache_follows_parameter_updates():
+    """Without autograd the inverse caches D⁻¹ and G; in-place updates and loads invalidate it."""
+    m = EmergingConv((2, 5, 6), 3).double()
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    other = EmergingConv((2, 5, 6), 3).double()
+    randomise(other, 0.2, seed=4)
+    with torch.no_grad():
+        for step in range(3):
+            y = m(x)[0]
+            assert rel(m.inverse(y), x) <= TOL
+            assert rel(m.inverse(y), x) <= TOL  # second call: from the cache
+            m.w1.add_(0.1)
+            m.log_d2.sub_(0.05)
+        m.load_state_dict(other.state_dict())
+        assert rel(m.inverse(m(x)[0]), x) <= TOL
+        m.float()
+        assert rel(m.inverse(m(x.float())[0]).double(), x) <= 1e-5
+    y = m(x.float())[0]
+    assert m.inverse(y).dtype == torch.float32
+
+
 # --------------------------------------------------------------------------- periodic
 @pytest.mark.parametrize("h,w", [(4, 4), (5, 5), (4, 5), (5, 4), (3, 6)])
 def test_periodic_even_odd_sizes(h, w):

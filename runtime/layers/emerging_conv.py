@@ -67,7 +67,6 @@ __all__ = [
     "ARQuadrantSolver",
     "tile_levels",
     "choose_tile",
-    "ar_tile_inverse",
     "MAX_TILE_UNKNOWNS",
 ]
 
@@ -136,34 +135,6 @@ def _ar_conv(x: Tensor, kernel: Tensor, direction: str) -> Tensor:
         return F.conv2d(x, kernel)
     pad = (0, c, 0, c) if direction == "br" else (c, 0, c, 0)
     return F.conv2d(F.pad(x, pad), kernel)
-
-
-def ar_tile_inverse(kernel: Tensor, direction: str, th: int, tw: int) -> Tensor:
-    """D⁻¹ of the quadrant conv restricted to a th×tw tile, in float64, shape (N, C, th, tw).
-
-    Row n of the result, reshaped, is the stride-tile conv kernel producing unknown n = (ch, r, s)
-    of the tile. D is triangular after ordering the unknowns against the dependencies, so its
-    inverse is one float64 triangular solve (exact up to rounding for any non-zero diagonal).
-    """
-    k64 = kernel.to(torch.float64)
-    C = k64.shape[0]
-    n = C * th * tw
-    eye = torch.eye(n, dtype=torch.float64, device=k64.device)
-    cols = _ar_conv(eye.reshape(n, C, th, tw), k64, direction).reshape(n, n)
-    d = cols.t()  # d[m, n] = ∂(out m)/∂(in n)
-    ch = torch.arange(C, device=k64.device).view(C, 1, 1)
-    r = torch.arange(th, device=k64.device).view(1, th, 1)
-    s = torch.arange(tw, device=k64.device).view(1, 1, tw)
-    if direction == "br":  # reads pixels down/right and channels ch' ≤ ch
-        key = ((r * tw + s) * C + (C - 1 - ch)).reshape(-1)
-    else:  # reads pixels up/left and channels ch' ≥ ch
-        key = (((th - 1 - r) * tw + (tw - 1 - s)) * C + ch).reshape(-1)
-    perm = torch.argsort(key)
-    dp = d[perm][:, perm]
-    inv_p = torch.linalg.solve_triangular(dp, torch.eye(n, dtype=torch.float64, device=k64.device), upper=True)
-    inv = torch.empty_like(inv_p)
-    inv[perm.unsqueeze(1), perm.unsqueeze(0)] = inv_p
-    return inv.reshape(n, C, th, tw)
 
 
 class ARQuadrantSolver:
@@ -240,7 +211,31 @@ class ARQuadrantSolver:
                             e[ch, (m + a) * th + r, (m + b) * tw + s_] = 1.0
                             basis.append(e)
         self.K = sum(len(i) for i in self.coupled)
-        self.basis = torch.stack(basis) if basis else torch.zeros(0, c, ptiles * th, ptiles * tw, dtype=torch.float64)
+        basis_t = torch.stack(basis) if basis else torch.zeros(0, c, ptiles * th, ptiles * tw, dtype=torch.float64)
+
+        # --- where each kernel entry lands in D (tile matrix) and B (boundary coupling) ------
+        # Every entry of D or B is either 0 or exactly one kernel tap; pushing basis vectors
+        # through the conv with a kernel holding its own (flat index + 1) gives the index map.
+        codes = torch.arange(1, c * c * q * q + 1, dtype=torch.float64).reshape(c, c, q, q) * struct
+        n = self.N
+        eye = torch.eye(n, dtype=torch.float64).reshape(n, c, th, tw)
+        dcode = _ar_conv(eye, codes, direction).reshape(n, n).t().round().long()  # D[m, n] = flat[dcode[m, n]]
+        ch = torch.arange(c).view(c, 1, 1)
+        rr = torch.arange(th).view(1, th, 1)
+        ss = torch.arange(tw).view(1, 1, tw)
+        if direction == "br":  # reads pixels down/right and channels ch' ≤ ch
+            key = ((rr * tw + ss) * c + (c - 1 - ch)).reshape(-1)
+        else:  # reads pixels up/left and channels ch' ≥ ch
+            key = (((th - 1 - rr) * tw + (tw - 1 - ss)) * c + ch).reshape(-1)
+        perm = torch.argsort(key)
+        self.dcode_perm = dcode[perm][:, perm]  # upper triangular in this order
+        assert int(torch.tril(self.dcode_perm, -1).abs().sum()) == 0, "tile matrix is not triangular"
+        self.inv_perm = torch.argsort(perm)
+        if self.K:
+            out = _ar_conv(basis_t, codes, direction)[:, :, m * th : (m + 1) * th, m * tw : (m + 1) * tw]
+            self.bcode = out.reshape(self.K, n).t().round().long()  # B[m, κ] = flat[bcode[m, κ]]
+        else:
+            self.bcode = torch.zeros(n, 0, dtype=torch.long)
 
         # --- the schedule: tiles per level and gather indices into the solved history ------
         order = [(i, j) for lv in range(self.n_levels) for i in range(ni) for j in range(nj) if lev[i, j] == lv]
@@ -267,20 +262,30 @@ class ARQuadrantSolver:
     def steps(self) -> int:
         return self.n_levels
 
-    def operators(self, kernel: Tensor) -> tuple[Tensor, Tensor]:
-        """(D⁻¹ (N, N), G = D⁻¹B (N, K)) for ``kernel`` (C, C, q, q), computed in float64."""
+    def operators(self, kernel: Tensor, idx: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """(D⁻¹ (N, N), G = D⁻¹B (N, K)) for ``kernel`` (C, C, q, q), computed in float64.
+
+        D and B are gathered from the kernel by the static index maps; D⁻¹ is one float64
+        triangular solve in the dependency order (exact up to rounding for any non-zero diagonal).
+        """
         k64 = kernel.to(torch.float64)
-        th, tw, m = self.th, self.tw, self.m
-        dinv = ar_tile_inverse(k64, self.direction, th, tw).reshape(self.N, self.N)
+        dev = k64.device
+        if idx is None:
+            idx = {k: v.to(dev) for k, v in self.buffers().items() if k in ("dcode_perm", "inv_perm", "bcode")}
+        flat = torch.cat([k64.new_zeros(1), k64.reshape(-1)])
+        dp = flat[idx["dcode_perm"]]
+        eye = torch.eye(self.N, dtype=torch.float64, device=dev)
+        inv_p = torch.linalg.solve_triangular(dp, eye, upper=True)
+        ip = idx["inv_perm"]
+        dinv = inv_p.index_select(0, ip).index_select(1, ip)
         if self.K == 0:
-            return dinv, torch.zeros(self.N, 0, dtype=torch.float64, device=k64.device)
-        out = _ar_conv(self.basis.to(k64.device), k64, self.direction)[:, :, m * th : (m + 1) * th, m * tw : (m + 1) * tw]
-        coupling = out.reshape(self.K, self.N).t()  # (N, K): centre-tile output n from boundary unknown κ
-        return dinv, dinv @ coupling
+            return dinv, k64.new_zeros(self.N, 0)
+        return dinv, dinv @ flat[idx["bcode"]]
 
     def buffers(self) -> dict[str, Tensor]:
         """The index tensors of the schedule (to be registered as non-persistent buffers)."""
-        out = {"raster_from_level": self.raster_from_level}
+        out = {"raster_from_level": self.raster_from_level, "dcode_perm": self.dcode_perm,
+               "inv_perm": self.inv_perm, "bcode": self.bcode}
         for lv in range(self.n_levels):
             out[f"tiles{lv}"] = self.level_tiles[lv]
             if self.level_gather[lv] is not None:
@@ -343,6 +348,9 @@ class _Schedule(nn.Module):
     def solve(self, y: Tensor, dinv: Tensor, g: Tensor) -> Tensor:
         return self.solver.solve(y, dinv, g, self.index())
 
+    def operators(self, kernel: Tensor) -> tuple[Tensor, Tensor]:
+        return self.solver.operators(kernel, self.index())
+
 
 class EmergingConv(Bijector):
     """Training form: parameters ``w1``, ``w2`` (C, C, q, q), ``log_d1``, ``log_d2``, ``bias`` (C,).
@@ -374,6 +382,7 @@ class EmergingConv(Bijector):
         self.register_buffer("mask2", m2)
         self.sched_br = _Schedule(ARQuadrantSolver(C, H, W, kernel, "br", tile))
         self.sched_tl = _Schedule(ARQuadrantSolver(C, H, W, kernel, "tl", tile))
+        self._op_cache: tuple | None = None
 
     # kernels -------------------------------------------------------------------------
     def kernels(self, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
@@ -407,10 +416,26 @@ class EmergingConv(Bijector):
         y = _ar_conv(_ar_conv(x, k1, "br"), k2, "tl") + self.bias.to(x.dtype).view(1, -1, 1, 1)
         return y, batch_constant(self.log_abs_det(), x)
 
-    def inverse(self, y: Tensor) -> Tensor:
+    def _operators(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(D₁⁻¹, G₁, D₂⁻¹, G₂) in ``dtype``, from the current weights (float64 internally).
+
+        Without autograd (sampling) they are cached until a parameter or buffer changes
+        (tracked by the tensors' in-place version counters: no host synchronisation)."""
+        tensors = (self.w1, self.w2, self.log_d1, self.log_d2, self.sign1, self.sign2, self.mask1, self.mask2)
+        key = None
+        if not torch.is_grad_enabled():
+            key = (dtype, self.w1.device) + tuple((t._version, t.data_ptr()) for t in tensors)
+            if self._op_cache is not None and self._op_cache[0] == key:
+                return self._op_cache[1]
         k1, k2 = self.kernels(torch.float64)
-        d1, g1 = (t.to(y.dtype) for t in self.sched_br.solver.operators(k1))
-        d2, g2 = (t.to(y.dtype) for t in self.sched_tl.solver.operators(k2))
+        d1, g1 = self.sched_br.operators(k1)
+        d2, g2 = self.sched_tl.operators(k2)
+        ops = tuple(t.to(dtype) for t in (d1, g1, d2, g2))
+        self._op_cache = (key, ops) if key is not None else None
+        return ops
+
+    def inverse(self, y: Tensor) -> Tensor:
+        d1, g1, d2, g2 = self._operators(y.dtype)
         y = y - self.bias.to(y.dtype).view(1, -1, 1, 1)
         x1 = self.sched_tl.solve(y, d2, g2)
         return self.sched_br.solve(x1, d1, g1)
@@ -432,8 +457,8 @@ class FrozenEmergingConv(Bijector):
         self.sched_tl = _Schedule(src.sched_tl.solver)
         with torch.no_grad():
             k1, k2 = src.kernels(torch.float64)
-            d1, g1 = self.sched_br.solver.operators(k1)
-            d2, g2 = self.sched_tl.solver.operators(k2)
+            d1, g1 = src.sched_br.operators(k1)
+            d2, g2 = src.sched_tl.operators(k2)
             for name, t in (("k1", k1), ("k2", k2), ("dinv1", d1), ("g1", g1), ("dinv2", d2), ("g2", g2)):
                 self.register_buffer(name, t.to(dtype))
             self.register_buffer("bias", src.bias.detach().to(dtype).view(1, -1, 1, 1))
