@@ -5,7 +5,6 @@ matrices are built here independently of the layer code (explicit loops over tap
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdsl.compiler.registry import CheckContext, get_layer
-from flowdsl.runtime.layers.emerging_conv import ARQuadrantSolver, EmergingConv, tile_levels, quadrant_offsets
+from flowdsl.runtime.layers.emerging_conv import ARQuadrantSolver, EmergingConv, quadrant_offsets, tile_levels
 from flowdsl.runtime.layers.periodic_conv import PeriodicConv
 
 TOL = 1e-10

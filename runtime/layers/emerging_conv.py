@@ -18,27 +18,33 @@ Parametrisation (one-sided "quadrant" kernels, each q×q, zero "SAME" padding):
               triangular in a suitable ordering of the C·H·W unknowns; never zero by construction)
     inverse   x1 = solve_TL(y − bias), x = solve_BR(x1), each solve exact (see below).
 
-Inverse: tiled wavefront, no loop over pixels.
+Inverse: tiled wavefront, no loop over pixels (:class:`ARQuadrantSolver`).
     The image is cut into tiles of Th×Tw pixels (the last row/column of tiles is zero-padded on
-    the side the dependencies point to; the padding provably stays zero). Restricted to one tile,
-    the conv is a (C·Th·Tw)² matrix D that is triangular in the order "pixels against the
-    dependency direction, channels against the centre triangle"; its inverse D⁻¹ is computed once
-    per call (training form) or once at ``frozen()`` (inference form) by a float64 triangular
-    solve. Tile (I, J) depends only on tiles reached by the mask offsets; the tile dependency
-    graph is a DAG whose longest path ("level") is derived statically from the mask by
-    :func:`tile_levels`. Then, starting from x = 0,
+    the side the dependencies point to; the padded unknowns depend only on padded unknowns and
+    provably solve to 0). Restricted to one tile the conv is a matrix D of N = C·Th·Tw unknowns,
+    triangular in the order "pixels against the dependency direction, channels against the
+    centre triangle"; the coupling of a tile to the boundary unknowns of its neighbour tiles is
+    a matrix B (N × K; for k = 3: one column, one row and one corner pixel of the neighbours).
+    Both are gathered from the kernel by index maps derived once from the mask, and
+    D⁻¹ (one float64 triangular solve) and G = D⁻¹B are computed per call (training form; cached
+    while the weights do not change and autograd is off) or once (``frozen()``). The tile
+    dependency graph is a DAG; its longest paths ("levels") are derived statically from the mask
+    offsets by :func:`tile_levels`. Then
 
-        for level ℓ = 0 … L−1:     x ← x + M_ℓ ⊙ D⁻¹(y − K ⋆ x)        (D⁻¹ per tile)
+        Z = D⁻¹·Y                       for all tiles at once (one matmul)
+        for level ℓ = 0 … L−1:  X_ℓ = Z_ℓ − G·X_bnd,ℓ     (the level's tiles, batched)
 
-    where M_ℓ selects the tiles of level ℓ. Every tile is written exactly once, from neighbours
-    that are already exact, and tiles not yet solved stay exactly 0, so no garbage values can
-    grow (plain Jacobi iterates overflow for weights far from the identity) and the rounding
-    behaviour is that of a blocked back-substitution with exact-in-float64 block inverses. Each
-    level is 2 convolutions (the q×q residual conv and a Th×Tw stride-Th conv applying D⁻¹),
-    batched over the batch and all tiles. With Th = Tw = 1 this is the pixel wavefront
+    where X_bnd,ℓ are the boundary unknowns of the neighbour tiles, gathered from the levels
+    already solved (0 outside the image). Each tile is computed once, only from exact values, so
+    the rounding is that of a blocked back-substitution with float64-exact block inverses; no
+    iterate can grow (plain Jacobi sweeps x ← D⁻¹(y − off⋆x) overflow float32 for weights far
+    from the identity), and the backward error stays at rounding level even when the map is
+    badly conditioned (tests/test_layers_conv.py). With 1×1 tiles this is the pixel wavefront
     (L = H+W−1, the dependency depth of the quadrant mask); a whole-image tile is the dense
-    inverse (L = 1). The tile size is chosen by :func:`choose_tile` to keep D at most
-    ``MAX_TILE_UNKNOWNS`` unknowns (2 levels per tile row/column are saved per doubling of T).
+    inverse (L = 1). :func:`choose_tile` takes the largest power-of-two square tile with
+    N ≤ ``MAX_TILE_UNKNOWNS`` (= 192): each doubling of the tile halves the levels.
+    Per level: 2 row gathers, 1 matmul, 1 concat; plus one gather in and one out per solve.
+    The frozen form exports to ONNX as this static unrolled schedule (Gather/MatMul/Concat).
 
 Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), k = 3, C = 3:
 
@@ -53,7 +59,6 @@ flowdsl.runtime.bench_convs`` prints them and the timings.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -70,8 +75,8 @@ __all__ = [
     "MAX_TILE_UNKNOWNS",
 ]
 
-#: the largest tile system (C·Th·Tw unknowns) the inverse uses; measured as the fastest on CPU
-#: for C ∈ {3, 12} at 32×32 / 16×16 (see benchmarks/convs.md).
+#: the largest tile system (C·Th·Tw unknowns) the inverse uses: 7 levels per AR conv at
+#: 3×32×32 and 12×16×16, within ~1.5× of the fastest tile on CPU (benchmarks/convs.md).
 MAX_TILE_UNKNOWNS = 192
 
 
@@ -172,10 +177,10 @@ class ARQuadrantSolver:
         lev = tile_levels(offsets, th, tw, ni, nj)
         self.levels = lev
         self.n_levels = int(lev.max()) + 1
+        # the image is zero-padded to whole tiles on the side the dependencies point to
+        # (bottom/right for br, top/left for tl): the padded unknowns depend only on padded
+        # unknowns, so with y = 0 there they solve to exactly 0 and never feed back
         ph, pw = self.hp - h, self.wp - w
-        # padding of the image to whole tiles, on the side the dependencies point to
-        self.pad = (0, pw, 0, ph) if direction == "br" else (pw, 0, ph, 0)
-        self.crop = (slice(0, h), slice(0, w)) if direction == "br" else (slice(ph, ph + h), slice(pw, pw + w))
 
         # --- coupling structure between a tile and its neighbours (from the mask) ---------
         q = (k - 1) // 2 + 1
@@ -257,7 +262,26 @@ class ARQuadrantSolver:
                     base = 1 + pos[(ii, jj)] * self.N if inside else 0
                     g.extend([base + n if inside else 0 for n in idx])
             self.level_gather.append(torch.tensor(g, dtype=torch.long) if any_dep else None)
-        self.raster_from_level = torch.tensor([pos[(i, j)] for i in range(ni) for j in range(nj)], dtype=torch.long)
+        # --- gathers replacing padding, tiling and untiling (one index_select each way) ----
+        # unknown (tile t, n = (ch, r, s)) <- pixel (ch, I·th + r − ph, J·tw + s − pw) of y
+        off_h, off_w = (0, 0) if direction == "br" else (ph, pw)
+        tI = torch.arange(ni).view(ni, 1, 1, 1, 1)
+        tJ = torch.arange(nj).view(1, nj, 1, 1, 1)
+        cc = torch.arange(c).view(1, 1, c, 1, 1)
+        pr = torch.arange(th).view(1, 1, 1, th, 1)
+        ps = torch.arange(tw).view(1, 1, 1, 1, tw)
+        ii = tI * th + pr - off_h
+        jj = tJ * tw + ps - off_w
+        valid = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
+        flat_pix = cc * (h * w) + ii.clamp(0, h - 1) * w + jj.clamp(0, w - 1)
+        self.padded = bool((~valid).any())
+        self.tile_gather = torch.where(valid, flat_pix, torch.full_like(flat_pix, c * h * w)).reshape(-1)
+        # pixel (ch, i, j) of x <- history column 1 + pos(tile)·N + n
+        pi = torch.arange(h).view(1, h, 1) + off_h
+        pj = torch.arange(w).view(1, 1, w) + off_w
+        tile_pos = torch.tensor([[pos[(i, j)] for j in range(nj)] for i in range(ni)], dtype=torch.long)
+        n_in_tile = torch.arange(c).view(c, 1, 1) * (th * tw) + (pi % th) * tw + (pj % tw)
+        self.out_gather = (1 + tile_pos[pi // th, pj // tw] * self.N + n_in_tile).reshape(-1)
 
     def steps(self) -> int:
         return self.n_levels
@@ -284,7 +308,7 @@ class ARQuadrantSolver:
 
     def buffers(self) -> dict[str, Tensor]:
         """The index tensors of the schedule (to be registered as non-persistent buffers)."""
-        out = {"raster_from_level": self.raster_from_level, "dcode_perm": self.dcode_perm,
+        out = {"tile_gather": self.tile_gather, "out_gather": self.out_gather, "dcode_perm": self.dcode_perm,
                "inv_perm": self.inv_perm, "bcode": self.bcode}
         for lv in range(self.n_levels):
             out[f"tiles{lv}"] = self.level_tiles[lv]
@@ -292,43 +316,33 @@ class ARQuadrantSolver:
                 out[f"gather{lv}"] = self.level_gather[lv]
         return out
 
-    def tiles(self, y: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, ni·nj, N): tiles in raster order, unknowns ordered (ch, r, s)."""
-        if self.pad != (0, 0, 0, 0):
-            y = F.pad(y, self.pad)
-        C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
-        return y.reshape(-1, C, ni, th, nj, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, ni * nj, self.N)
-
-    def untile(self, t: Tensor) -> Tensor:
-        """Inverse of :meth:`tiles`."""
-        C, th, tw, ni, nj = self.C, self.th, self.tw, self.ni, self.nj
-        x = t.reshape(-1, ni, nj, C, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(-1, C, self.hp, self.wp)
-        if self.pad != (0, 0, 0, 0):
-            x = x[:, :, self.crop[0], self.crop[1]]
-        return x
-
     def solve(self, y: Tensor, dinv: Tensor, g: Tensor, idx: dict[str, Tensor]) -> Tensor:
         """x with ``_ar_conv(x, kernel) = y``, from the :meth:`operators` D⁻¹ (N, N) and
         G = D⁻¹B (N, K) in y's dtype and the :meth:`buffers` on y's device.
 
-        Z = D⁻¹·(tiles of y) for all tiles at once (one matmul); then per level: gather the
-        level's tiles of Z, gather their neighbours' boundary unknowns from the solved history,
-        subtract G times them (one matmul), append to the history.
+        One gather cuts y into tiles (B, T, N) (zero-padding the ragged ones), Z = D⁻¹·tiles for
+        all tiles at once (one matmul); then per level: gather the level's tiles of Z, gather
+        their neighbours' boundary unknowns from the history of solved levels, subtract G times
+        them (one matmul), append to the history; one last gather puts the pixels back.
         """
-        z = torch.matmul(self.tiles(y), dinv.t())  # (B, T, N)
+        C, H, W = self.C, self.H, self.W
+        yf = y.reshape(-1, C * H * W)
+        if self.padded:
+            yf = torch.cat([yf, torch.zeros_like(yf[:, :1])], 1)
+        z = torch.matmul(yf.index_select(1, idx["tile_gather"]).reshape(-1, self.ni * self.nj, self.N), dinv.t())
+        hist = torch.zeros_like(yf[:, :1])  # (B, 1): column 0 is the zero outside the image
         if self.n_levels == 1:
-            return self.untile(z)
-        g_t = g.t()
-        hist = torch.zeros_like(z[:, 0, :1])  # (B, 1): column 0 is the zero outside the image
-        for lv in range(self.n_levels):
-            x = z.index_select(1, idx[f"tiles{lv}"])  # (B, n_l, N)
-            gather = idx.get(f"gather{lv}")
-            if gather is not None:
-                bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)  # (B, n_l, K)
-                x = x - torch.matmul(bnd, g_t)
-            hist = torch.cat([hist, x.flatten(1)], 1)
-        xt = hist[:, 1:].reshape(-1, self.ni * self.nj, self.N).index_select(1, idx["raster_from_level"])
-        return self.untile(xt)
+            hist = torch.cat([hist, z.flatten(1)], 1)
+        else:
+            g_t = g.t()
+            for lv in range(self.n_levels):
+                x = z.index_select(1, idx[f"tiles{lv}"])  # (B, n_l, N)
+                gather = idx.get(f"gather{lv}")
+                if gather is not None:
+                    bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)  # (B, n_l, K)
+                    x = x - torch.matmul(bnd, g_t)
+                hist = torch.cat([hist, x.flatten(1)], 1)
+        return hist.index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
 
 
 # --------------------------------------------------------------------------- the bijector
