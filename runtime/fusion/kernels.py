@@ -1,11 +1,11 @@
 """Shared pieces of the inference modules: the CPU fast path, prepacked convolutions, log-det dtype.
 
-* :func:`fast_path` — whether a call may use oneDNN's fused convolution + activation op
+* :func:`conv_path` — how a convolution runs: oneDNN's fused convolution + activation op
   (``torch.ops.mkldnn._convolution_pointwise``) with weights reordered once into oneDNN's
-  blocked layout. Only in eager CPU inference in float32/bfloat16: never while ``torch.compile``
-  traces (inductor does its own fusion), during ONNX export or TorchScript tracing, on other
-  devices, in float64 (oneDNN has no float64 convolution) or when autograd needs the graph.
-  The plain path (``F.conv2d`` + activation) computes the same values.
+  blocked layout in eager CPU inference (float32/bfloat16); the same op with plain weights
+  under ``torch.compile`` on the CPU; ``F.conv2d`` + activation (1×1: a matmul) during ONNX
+  export or TorchScript tracing, on other devices, in float64 (oneDNN has no float64
+  convolution) and when autograd needs the graph. All paths compute the same values.
 * :class:`PackedWeights` — the reordered weights, a cache rebuilt when a weight changes (its
   version counter, storage or dtype), dropped on copy, pickling and ``.to()``.
 * :class:`InferenceModule` — base of the emitted modules: buffers listed in ``_logdet_buffers``
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["fast_path", "acc_dtype", "const_logdet", "PackedWeights", "InferenceModule", "conv_act", "ACTIVATIONS"]
+__all__ = ["conv_path", "fast_path", "acc_dtype", "const_logdet", "PackedWeights", "InferenceModule", "conv_act", "pointwise_conv", "ACTIVATIONS"]
 
 _LOW = (torch.float16, torch.bfloat16)
 _HAS_POINTWISE = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
@@ -41,15 +41,34 @@ def const_logdet(value: Tensor, x: Tensor) -> Tensor:
     return value.to(acc_dtype(x.dtype)).reshape(1).expand(x.shape[0])
 
 
-def fast_path(x: Tensor) -> bool:
-    """True when the oneDNN fused/prepacked path may run for input ``x`` (see module docstring)."""
+def _onednn_ok(x: Tensor) -> bool:
+    return (
+        _HAS_POINTWISE
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dim() == 4
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
+
+
+def conv_path(x: Tensor) -> str:
+    """How a convolution on ``x`` runs: ``"packed"`` (eager CPU inference: oneDNN, weights
+    reordered once), ``"onednn"`` (under ``torch.compile`` on the CPU: the same oneDNN op with
+    plain weights, which inductor lowers to one call with the activation fused, and whose shape
+    rule does not guard on the batch size) or ``"plain"`` (``F.conv2d``; ONNX export, TorchScript
+    tracing, float64, other devices, or when autograd needs the graph)."""
     if torch.compiler.is_compiling():
-        return False
-    if not _HAS_POINTWISE or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return False
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 4:
-        return False
-    return not (torch.is_grad_enabled() and x.requires_grad)
+        if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+            return "plain"
+        return "onednn" if _onednn_ok(x) else "plain"
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return "plain"
+    return "packed" if _onednn_ok(x) else "plain"
+
+
+def fast_path(x: Tensor) -> bool:
+    """True when the eager oneDNN path with prepacked weights runs for ``x``."""
+    return conv_path(x) == "packed"
 
 
 class PackedWeights:
@@ -83,14 +102,36 @@ class PackedWeights:
 
 
 def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any) -> Tensor:
-    """act(conv2d(x, weight, bias, padding)); one fused oneDNN call on the fast path."""
-    if packed is not None and fast_path(x):
+    """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path."""
+    path = conv_path(x)
+    if path != "plain":
         pad = [padding, padding]
-        w = packed.get(key, weight, pad, x)
+        w = packed.get(key, weight, pad, x) if path == "packed" and packed is not None else weight
         return torch.ops.mkldnn._convolution_pointwise(x, w, bias, pad, [1, 1], [1, 1], 1, act, [], "")
-    y = F.conv2d(x, weight, bias, padding=padding)
+    if weight.shape[-1] == 1 and weight.shape[-2] == 1 and padding == 0:
+        y = pointwise_conv(x, weight, bias)
+    else:
+        y = F.conv2d(x, weight, bias, padding=padding)
     fn = ACTIVATIONS[act]
     return y if fn is None else fn(y)
+
+
+def pointwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A 1×1 convolution as one matmul over the channels.
+
+    ``F.conv2d`` picks its CPU backend for 1×1 kernels from the batch size, so under
+    ``torch.compile(dynamic=True)`` it guards on the batch (a recompile at batch 16); a matmul
+    has no such heuristic. The batch stays a ``-1`` in every reshape (ONNX dynamic batch).
+    """
+    c_out, c_in = weight.shape[0], weight.shape[1]
+    spatial = x.shape[2:]
+    n = 1
+    for d in spatial:
+        n *= d
+    y = torch.matmul(weight.reshape(c_out, c_in), x.reshape(-1, c_in, n))
+    if bias is not None:
+        y = y + bias.reshape(1, c_out, 1)
+    return y.reshape(-1, c_out, *spatial)
 
 
 class InferenceModule(Bijector):
