@@ -155,12 +155,12 @@ def test_emerging_far_from_identity_is_numerically_sound(seed, spatial):
 
 
 def test_emerging_step_counts_match_the_docs():
-    got = {}
-    for s in (8, 32, 64):
-        got[s] = EmergingConv((3, s, s), 3).steps()["steps"]
-    assert got == {8: 2, 32: 14, 64: 30}
-    # C = 12 after a squeeze: 4×4 tiles at 16×16 -> 7 levels per AR conv
-    assert EmergingConv((12, 16, 16), 3).steps()["levels_per_conv"] == (7, 7)
+    got = {s: EmergingConv((3, s, s), 3).steps() for s in (8, 32, 64)}
+    assert {s: g["steps"] for s, g in got.items()} == {8: 2, 32: 30, 64: 62}
+    assert {s: g["tile"] for s, g in got.items()} == {8: (8, 8), 32: (4, 4), 64: (4, 4)}
+    assert {s: g["pixel_wavefront_steps"] for s, g in got.items()} == {8: 30, 32: 126, 64: 254}
+    assert EmergingConv((12, 16, 16), 3).steps()["levels_per_conv"] == (15, 15)
+    assert EmergingConv((3, 32, 32), 3, tile=(8, 8)).steps()["steps"] == 14
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])

@@ -41,21 +41,26 @@ Inverse: tiled wavefront, no loop over pixels (:class:`ARQuadrantSolver`).
     from the identity), and the backward error stays at rounding level even when the map is
     badly conditioned (tests/test_layers_conv.py). With 1×1 tiles this is the pixel wavefront
     (L = H+W−1, the dependency depth of the quadrant mask); a whole-image tile is the dense
-    inverse (L = 1). :func:`choose_tile` takes the largest power-of-two square tile with
-    N ≤ ``MAX_TILE_UNKNOWNS`` (= 192): each doubling of the tile halves the levels.
-    Per level: 2 row gathers, 1 matmul, 1 concat; plus one gather in and one out per solve.
+    inverse (L = 1). :func:`choose_tile` picks the tile by a CPU cost model (fewer levels
+    against a denser in-tile solve: for batch 64 the tiles end up with C·Th·Tw ≈ 48 unknowns,
+    which measured 1.5× faster than 192-unknown tiles with half the levels); pass ``tile=`` to
+    :class:`EmergingConv` for fewer sequential steps (e.g. on a GPU, where a level costs more
+    than arithmetic).
+    Per level: a slice of Z, a concat of the source levels' outputs, one gather, one matmul;
+    plus one gather in (tiling, padding) and one out (untiling, cropping) per solve.
     The frozen form exports to ONNX as this static unrolled schedule (Gather/MatMul/Concat).
 
-Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), k = 3, C = 3:
+Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), k = 3:
 
-    image    tile (Th×Tw)   levels per AR conv   emerging inverse steps   (pixel wavefront: 2·(H+W−1))
-    8×8      8×8 (192)             1                    2                          30
-    32×32    8×8 (192)             7                   14                         126
-    64×64    8×8 (192)            15                   30                         254
+    input      tile (unknowns)   levels per AR conv   emerging inverse   pixel wavefront 2·(H+W−1)   naive 2·H·W
+    3×8×8      8×8 (192)                 1                   2                    30                    128
+    3×32×32    4×4 (48)                 15                  30                   126                   2048
+    3×64×64    4×4 (48)                 31                  62                   254                   8192
+    12×16×16   2×2 (48)                 15                  30                    62                    512
+    3×32×32    8×8 (192, tile=(8, 8))    7                  14                   126                   2048
 
-For C = 12 (after a squeeze) the tile is 4×4 (192 unknowns): 16×16 → 7 levels per conv.
 ``EmergingConv.steps()`` reports the numbers for a built layer; ``python -m
-flowdsl.runtime.bench_convs`` prints them and the timings.
+flowdsl.runtime.bench_convs`` prints them with the timings (benchmarks/convs.md).
 """
 from __future__ import annotations
 
@@ -72,13 +77,8 @@ __all__ = [
     "ARQuadrantSolver",
     "tile_levels",
     "choose_tile",
-    "MAX_TILE_UNKNOWNS",
+    "quadrant_offsets",
 ]
-
-#: the largest tile system (C·Th·Tw unknowns) the inverse uses: 7 levels per AR conv at
-#: 3×32×32 and 12×16×16, within ~1.5× of the fastest tile on CPU (benchmarks/convs.md).
-MAX_TILE_UNKNOWNS = 192
-
 
 # --------------------------------------------------------------------------- static structure
 def quadrant_offsets(k: int, direction: str) -> list[tuple[int, int]]:
@@ -116,20 +116,32 @@ def tile_levels(offsets: list[tuple[int, int]], th: int, tw: int, ni: int, nj: i
     raise ValueError("the mask's dependency graph has a cycle")  # pragma: no cover
 
 
-def choose_tile(c: int, h: int, w: int, k: int = 3, max_unknowns: int = MAX_TILE_UNKNOWNS) -> tuple[int, int]:
-    """The tile (Th, Tw): the largest power-of-two square with C·T² ≤ max_unknowns, clipped to H, W.
+#: cost model of the inverse on the CPU (fitted on this project's benchmark machine, float32,
+#: 1 thread): ``LEVEL_MS`` per sequential level (gathers, one small matmul, concat, Python) and
+#: ``MMAC_MS`` per million multiply-adds of the in-tile solve Z = D⁻¹Y, for a batch of ``BATCH``.
+LEVEL_MS, MMAC_MS, BATCH = 0.06, 0.04, 64
 
-    Whole-image tiles (one level, a dense inverse) are used when C·H·W ≤ max_unknowns; k = 1 has
-    no spatial dependencies and uses 1×1 tiles (one level, a C×C inverse per pixel).
+
+def choose_tile(c: int, h: int, w: int, k: int = 3) -> tuple[int, int]:
+    """The tile (Th, Tw) of the inverse: the power-of-two square (clipped to H, W) or the whole
+    image minimising the modelled time  L(T)·LEVEL_MS + BATCH·C·H·W·(C·T²)·1e-6·MMAC_MS,
+    where L(T) is the number of levels. Larger tiles mean fewer sequential steps but more
+    arithmetic (the in-tile inverse is dense); small images get one whole-image tile (one step).
+    k = 1 has no spatial dependencies and uses 1×1 tiles (one level, a C×C inverse per pixel).
     """
     if k == 1:
         return 1, 1
-    if c * h * w <= max_unknowns:
-        return h, w
-    t = 1
-    while c * (2 * t) ** 2 <= max_unknowns and 2 * t <= max(h, w):
-        t *= 2
-    return min(t, h), min(t, w)
+    offs = quadrant_offsets(k, "br")
+    cands = {(min(t, h), min(t, w)) for t in (1, 2, 4, 8, 16, 32, 64) if t < max(h, w)} | {(h, w)}
+    best, best_cost = (h, w), float("inf")
+    for th, tw in sorted(cands, key=lambda t: (-t[0] * t[1], t)):
+        if c * th * tw > 4096:  # dense tile inverse of at most 4096² entries
+            continue
+        levels = int(tile_levels(offs, th, tw, -(-h // th), -(-w // tw)).max()) + 1
+        cost = levels * LEVEL_MS + BATCH * c * h * w * c * th * tw * 1e-6 * MMAC_MS
+        if cost < best_cost - 1e-12:
+            best, best_cost = (th, tw), cost
+    return best
 
 
 # --------------------------------------------------------------------------- numerics
@@ -242,26 +254,39 @@ class ARQuadrantSolver:
         else:
             self.bcode = torch.zeros(n, 0, dtype=torch.long)
 
-        # --- the schedule: tiles per level and gather indices into the solved history ------
+        # --- the schedule: tiles in level order; per level the slice of its tiles and the
+        # boundary gather from the outputs of the (few) earlier levels it depends on -------
         order = [(i, j) for lv in range(self.n_levels) for i in range(ni) for j in range(nj) if lev[i, j] == lv]
         pos = {t: n for n, t in enumerate(order)}  # position in level order
-        self.level_tiles: list[torch.Tensor] = []
+        self.level_slices: list[tuple[int, int]] = []
+        self.level_sources: list[list[int]] = []  # earlier levels read by each level
         self.level_gather: list[torch.Tensor | None] = []
+        start = 0
         for lv in range(self.n_levels):
             tiles = [t for t in order if lev[t] == lv]
-            self.level_tiles.append(torch.tensor([i * nj + j for i, j in tiles], dtype=torch.long))
-            g = []
-            any_dep = False
+            self.level_slices.append((start, start + len(tiles)))
+            start += len(tiles)
+            deps = []  # (tile or None, unknown n) per gathered value
             for i, j in tiles:
-                for (a, b), idx in zip(self.tile_offsets, self.coupled):
+                for (a, b), coupled in zip(self.tile_offsets, self.coupled):
                     ii, jj = i + a, j + b
                     inside = 0 <= ii < ni and 0 <= jj < nj
                     if inside:
                         assert lev[ii, jj] < lv, "dependency on a tile that is not solved yet"
-                        any_dep = True
-                    base = 1 + pos[(ii, jj)] * self.N if inside else 0
-                    g.extend([base + n if inside else 0 for n in idx])
-            self.level_gather.append(torch.tensor(g, dtype=torch.long) if any_dep else None)
+                    deps.extend(((ii, jj) if inside else None, n) for n in coupled)
+            srcs = sorted({int(lev[t]) for t, _ in deps if t is not None})
+            self.level_sources.append(srcs)
+            if not srcs:
+                self.level_gather.append(None)
+                continue
+            # column of (tile, n) in cat([zero, out[srcs[0]], out[srcs[1]], ...])
+            base, col0 = {}, 1
+            for sl in srcs:
+                base[sl] = col0
+                col0 += sum(1 for t in order if lev[t] == sl) * self.N
+            first = {sl: next(k for k, t in enumerate(order) if lev[t] == sl) for sl in srcs}
+            g = [0 if t is None else base[int(lev[t])] + (pos[t] - first[int(lev[t])]) * self.N + n for t, n in deps]
+            self.level_gather.append(torch.tensor(g, dtype=torch.long))
         # --- gathers replacing padding, tiling and untiling (one index_select each way) ----
         # unknown (tile t, n = (ch, r, s)) <- pixel (ch, I·th + r − ph, J·tw + s − pw) of y
         off_h, off_w = (0, 0) if direction == "br" else (ph, pw)
@@ -275,7 +300,9 @@ class ARQuadrantSolver:
         valid = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
         flat_pix = cc * (h * w) + ii.clamp(0, h - 1) * w + jj.clamp(0, w - 1)
         self.padded = bool((~valid).any())
-        self.tile_gather = torch.where(valid, flat_pix, torch.full_like(flat_pix, c * h * w)).reshape(-1)
+        tile_gather = torch.where(valid, flat_pix, torch.full_like(flat_pix, c * h * w)).reshape(ni * nj, -1)
+        level_order = torch.tensor([i * nj + j for i, j in order], dtype=torch.long)
+        self.tile_gather = tile_gather[level_order].reshape(-1)  # tiles in level order
         # pixel (ch, i, j) of x <- history column 1 + pos(tile)·N + n
         pi = torch.arange(h).view(1, h, 1) + off_h
         pj = torch.arange(w).view(1, 1, w) + off_w
@@ -311,7 +338,6 @@ class ARQuadrantSolver:
         out = {"tile_gather": self.tile_gather, "out_gather": self.out_gather, "dcode_perm": self.dcode_perm,
                "inv_perm": self.inv_perm, "bcode": self.bcode}
         for lv in range(self.n_levels):
-            out[f"tiles{lv}"] = self.level_tiles[lv]
             if self.level_gather[lv] is not None:
                 out[f"gather{lv}"] = self.level_gather[lv]
         return out
@@ -320,29 +346,32 @@ class ARQuadrantSolver:
         """x with ``_ar_conv(x, kernel) = y``, from the :meth:`operators` D⁻¹ (N, N) and
         G = D⁻¹B (N, K) in y's dtype and the :meth:`buffers` on y's device.
 
-        One gather cuts y into tiles (B, T, N) (zero-padding the ragged ones), Z = D⁻¹·tiles for
-        all tiles at once (one matmul); then per level: gather the level's tiles of Z, gather
-        their neighbours' boundary unknowns from the history of solved levels, subtract G times
-        them (one matmul), append to the history; one last gather puts the pixels back.
+        One gather cuts y into tiles in level order (B, T, N) (zero-padding ragged tiles);
+        Z = D⁻¹·tiles for all tiles at once (one matmul); then per level: the level's tiles are a
+        slice of Z, their neighbours' boundary unknowns are gathered from the outputs of the
+        earlier levels they read, and G times them is subtracted (one matmul); one last gather
+        puts the pixels back in place.
         """
         C, H, W = self.C, self.H, self.W
         yf = y.reshape(-1, C * H * W)
         if self.padded:
             yf = torch.cat([yf, torch.zeros_like(yf[:, :1])], 1)
         z = torch.matmul(yf.index_select(1, idx["tile_gather"]).reshape(-1, self.ni * self.nj, self.N), dinv.t())
-        hist = torch.zeros_like(yf[:, :1])  # (B, 1): column 0 is the zero outside the image
+        zero = torch.zeros_like(yf[:, :1])  # (B, 1): the value outside the image
         if self.n_levels == 1:
-            hist = torch.cat([hist, z.flatten(1)], 1)
-        else:
-            g_t = g.t()
-            for lv in range(self.n_levels):
-                x = z.index_select(1, idx[f"tiles{lv}"])  # (B, n_l, N)
-                gather = idx.get(f"gather{lv}")
-                if gather is not None:
-                    bnd = hist.index_select(1, gather).reshape(-1, x.shape[1], self.K)  # (B, n_l, K)
-                    x = x - torch.matmul(bnd, g_t)
-                hist = torch.cat([hist, x.flatten(1)], 1)
-        return hist.index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
+            return torch.cat([zero, z.flatten(1)], 1).index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
+        g_t = g.t()
+        outs: list[Tensor] = []
+        for lv in range(self.n_levels):
+            a, b = self.level_slices[lv]
+            x = z[:, a:b]  # (B, n_l, N)
+            gather = idx.get(f"gather{lv}")
+            if gather is not None:
+                src = torch.cat([zero] + [outs[s] for s in self.level_sources[lv]], 1)
+                bnd = src.index_select(1, gather).reshape(-1, b - a, self.K)  # (B, n_l, K)
+                x = x - torch.matmul(bnd, g_t)
+            outs.append(x.flatten(1))
+        return torch.cat([zero] + outs, 1).index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
 
 
 # --------------------------------------------------------------------------- the bijector
