@@ -5,8 +5,8 @@
 :func:`run` returns markdown tables (the lead wires it into ``flowdsl bench``):
 
 1. forward and inverse time of each layer on (B, C, H, W) = (64, 3, 32, 32), float32, CPU,
-   training form and frozen (inference) form, against a 1×1 conv of the same width (the
-   ``conv1x1`` kind, frozen: W and W⁻¹ precomputed);
+   training form and frozen (inference) form, against a 1×1 conv of the same width (a channel
+   matmul with W and W⁻¹ precomputed, and the ``conv1x1`` kind's frozen form);
 2. the emerging inverse against a naive pixel-by-pixel back-substitution written here for the
    comparison (:func:`naive_emerging_inverse`: pixels one at a time in dependency order, the
    already solved neighbours subtracted by a window product, the channel triangle solved by a
@@ -14,7 +14,8 @@
 3. sequential step counts of the emerging inverse for 8×8, 32×32 and 64×64;
 4. optionally (``spec=...``) sampling vs log_prob time of a compiled flow.
 
-Times are the best of ``repeats`` runs after warm-up, in milliseconds, under ``torch.no_grad``.
+Times are the best of ``repeats`` runs after warm-up (CPU time of the process, see :func:`timeit`),
+in milliseconds, under ``torch.no_grad``.
 """
 from __future__ import annotations
 
@@ -36,17 +37,44 @@ __all__ = ["run", "naive_emerging_inverse", "timeit", "main"]
 
 
 def timeit(fn: Callable[[], object], repeats: int = 15, warmup: int = 2) -> float:
-    """Best-of-``repeats`` wall time of ``fn`` in milliseconds (robust on a shared machine, where
-    medians mostly measure the other processes)."""
+    """Best-of-``repeats`` CPU time of the process for ``fn``, in milliseconds.
+
+    CPU time (not wall time) and the best run, because the benchmark machine is shared: wall
+    times there mostly measure the other processes. With one intra-op thread (``--threads 1``,
+    the setting of benchmarks/convs.md) CPU time equals the compute time of the call.
+    """
     with torch.no_grad():
         for _ in range(warmup):
             fn()
         ts = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn()
-            ts.append(time.perf_counter() - t0)
+            ts.append(time.process_time() - t0)
     return min(ts) * 1e3
+
+
+class _MatmulConv1x1(torch.nn.Module):
+    """A 1×1 conv as a channel matmul with W and W⁻¹ precomputed: the fastest 1×1 on the CPU."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        w = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
+        self.register_buffer("w", w.float())
+        self.register_buffer("w_inv", torch.linalg.inv(w).float())
+
+    @staticmethod
+    def _apply(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (w @ x.reshape(x.shape[0], x.shape[1], -1)).reshape(x.shape)
+
+    def forward(self, x):
+        return self._apply(self.w, x), x.new_zeros(x.shape[0])
+
+    def inverse(self, y):
+        return self._apply(self.w_inv, y)
+
+    def frozen(self):
+        return self
 
 
 # --------------------------------------------------------------------------- the naive baseline
@@ -86,15 +114,18 @@ def _layers(shape: tuple[int, int, int]) -> list[tuple[str, torch.nn.Module]]:
     C, H, W = shape
     torch.manual_seed(0)
     conv1x1 = get_layer("conv1x1")
-    ref = conv1x1.build(conv1x1.Args(), shape)
-    out = [("conv1x1 (lu) — reference", ref)]
-    out.append(("conv(kind=emerging, kernel=3)", EmergingConv(shape, 3)))
-    out.append(("conv(kind=periodic, kernel=3)", PeriodicConv(shape, 3)))
-    out.append((f"butterfly(over=all) depth {max_depth(C * H * W)}", Butterfly(shape, max_depth(C * H * W), "all")))
+    out: list[tuple[str, torch.nn.Module]] = [
+        ("1×1 conv as a channel matmul, W⁻¹ precomputed — **reference**", _MatmulConv1x1(C)),
+        ("conv1x1(param=lu) (the kind; frozen: conv2d with W, W⁻¹)", conv1x1.build(conv1x1.Args(), shape)),
+        ("conv(kind=emerging, kernel=3)", EmergingConv(shape, 3)),
+        ("conv(kind=emerging, kernel=3), tile=(8, 8)", EmergingConv(shape, 3, tile=(min(8, H), min(8, W)))),
+        ("conv(kind=periodic, kernel=3)", PeriodicConv(shape, 3)),
+        (f"butterfly(over=all), depth {max_depth(C * H * W)}", Butterfly(shape, max_depth(C * H * W), "all")),
+    ]
     if max_depth(W) > 0:
-        out.append((f"butterfly(over=width) depth {max_depth(W)}", Butterfly(shape, max_depth(W), "width")))
+        out.append((f"butterfly(over=width), depth {max_depth(W)}", Butterfly(shape, max_depth(W), "width")))
     if max_depth(C) > 0:
-        out.append((f"butterfly(over=channels) depth {max_depth(C)}", Butterfly(shape, max_depth(C), "channels")))
+        out.append((f"butterfly(over=channels), depth {max_depth(C)}", Butterfly(shape, max_depth(C), "channels")))
     for _, m in out:
         with torch.no_grad():
             for p in m.parameters():
@@ -109,8 +140,8 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
     C, H, W = shape
     sections: list[str] = []
     head = (
-        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} thread(s); "
-        f"float32, batch {batch}, input {C}×{H}×{W}; best of {repeats} runs, ms."
+        f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} intra-op thread(s); "
+        f"float32, batch {batch}, input {C}×{H}×{W}; best of {repeats} runs, CPU time of the process, ms."
     )
     sections.append(head)
     say(head)
@@ -119,6 +150,8 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
     rows = []
     base_f = base_i = None
     emerging = None
+    conv3 = torch.randn(C, C, 3, 3)
+    t_conv3 = timeit(lambda: F.conv2d(x, conv3, padding=1), repeats)
     for name, layer in _layers(shape):
         layer.eval()
         fz = layer.frozen().eval()
@@ -132,7 +165,8 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
             base_f, base_i = ff, fi
         steps = "1"
         if isinstance(layer, EmergingConv):
-            emerging = (layer, fz, y)
+            if emerging is None:
+                emerging = (layer, fz, y)
             s = layer.steps()
             steps = f"{s['steps']} (tiles {s['tile'][0]}×{s['tile'][1]})"
         with torch.no_grad():
@@ -142,9 +176,15 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
         [
             "### Forward and inverse vs a 1×1 conv of the same width",
             "",
-            "| layer | train fwd | train inv | frozen fwd | frozen inv | frozen fwd / 1×1 | frozen inv / 1×1 | sequential steps (inverse) | max abs round-trip error |",
+            "Training form (`train`, parameters → weights on every call; the emerging inverse caches its",
+            "tile operators while the weights do not change) and inference form (`frozen()`).",
+            "Ratios: frozen time over the reference 1×1 conv (first row).",
+            "",
+            "| layer | train fwd | train inv | frozen fwd | frozen inv | fwd / 1×1 | inv / 1×1 | sequential steps (inverse) | max abs round-trip error |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|",
             *rows,
+            "",
+            f"For scale: a plain (not invertible) 3×3 `conv2d` {C}→{C} with zero padding takes {t_conv3:.2f} ms.",
         ]
     )
     sections.append(t1)
@@ -154,11 +194,20 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
         layer, fz, y = emerging
         reps = max(3, repeats // 5)
         tn = timeit(lambda: naive_emerging_inverse(layer, y), reps, warmup=1)
-        ti = timeit(lambda: layer.inverse(y), repeats)
         fi = timeit(lambda: fz.inverse(y), repeats)
+
+        def uncached():
+            layer._op_cache = None
+            return layer.inverse(y)
+
+        tu = timeit(uncached, repeats)
+        big = EmergingConv(shape, 3, tile=(min(8, H), min(8, W)))
+        big.load_state_dict(layer.state_dict())
+        fb = big.frozen()
+        tb = timeit(lambda: fb.inverse(y), repeats)
         with torch.no_grad():
             dn = float((naive_emerging_inverse(layer, y) - fz.inverse(y)).abs().max())
-        s = layer.steps()
+        s, sb = layer.steps(), big.steps()
         t2 = "\n".join(
             [
                 "### Emerging inverse vs a naive pixel-by-pixel back-substitution",
@@ -166,8 +215,9 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
                 "| method | sequential steps | time (ms) | naive ÷ this |",
                 "|---|---:|---:|---:|",
                 f"| naive pixel-by-pixel (`bench_convs.naive_emerging_inverse`) | {2 * H * W} | {tn:.1f} | 1.0× |",
-                f"| tiled wavefront, training form (D⁻¹ computed per call) | {s['steps']} | {ti:.2f} | {tn / ti:.0f}× |",
-                f"| tiled wavefront, frozen form | {s['steps']} | {fi:.2f} | {tn / fi:.0f}× |",
+                f"| tiled wavefront, frozen form, tiles {s['tile'][0]}×{s['tile'][1]} (default) | {s['steps']} | {fi:.2f} | {tn / fi:.0f}× |",
+                f"| tiled wavefront, frozen form, tiles {sb['tile'][0]}×{sb['tile'][1]} | {sb['steps']} | {tb:.2f} | {tn / tb:.0f}× |",
+                f"| tiled wavefront, training form, operators recomputed (float64 D⁻¹) | {s['steps']} | {tu:.2f} | {tn / tu:.0f}× |",
                 "",
                 f"Largest difference between the naive and the tiled inverse: {dn:.1e}.",
             ]

@@ -112,6 +112,23 @@ def _apply_level(x: Tensor, a: Tensor, b: Tensor, c: Tensor, d: Tensor, level: i
     return y.reshape(-1, n, post)
 
 
+def _dense(m: Tensor, n: int, depth: int, inverse: bool) -> Tensor:
+    """The n×n matrix of the levels with pair matrices ``m`` (depth, 4, n/2) (differentiable):
+    the identity pushed through them (levels reversed for the inverse)."""
+    out = torch.eye(n, dtype=m.dtype, device=m.device).reshape(n, n, 1)
+    for lv in reversed(range(depth)) if inverse else range(depth):
+        out = _apply_level(out, m[lv, 0], m[lv, 1], m[lv, 2], m[lv, 3], lv)
+    return out.reshape(n, n).t()
+
+
+def _apply_dense(mat: Tensor, v: Tensor) -> Tensor:
+    """mat (n, n) applied to the middle axis of v (P, n, Q): one GEMM when Q = 1."""
+    n = mat.shape[0]
+    if v.shape[2] == 1:
+        return (v.reshape(-1, n) @ mat.t()).reshape(-1, n, 1)
+    return torch.matmul(mat, v)
+
+
 class Butterfly(Bijector):
     """Training form: parameter ``weight`` (depth, 4, n/2)."""
 
@@ -162,11 +179,14 @@ class Butterfly(Bijector):
             )
 
     def _levels(self, x: Tensor, m: Tensor, inverse: bool) -> Tensor:
-        """Apply the levels with matrices ``m`` (depth, 4, n/2): in order, or reversed for the inverse."""
+        """Apply the levels with pair matrices ``m`` (depth, 4, n/2), reversed for the inverse.
+        For n ≤ DENSE_MAX the levels are first multiplied into one n×n matrix (one GEMM)."""
         v = self.layout.to3(x)
-        levels = reversed(range(self.depth)) if inverse else range(self.depth)
-        for lv in levels:
-            v = _apply_level(v, m[lv, 0], m[lv, 1], m[lv, 2], m[lv, 3], lv)
+        if self.layout.n <= DENSE_MAX:
+            v = _apply_dense(_dense(m, self.layout.n, self.depth, inverse), v)
+        else:
+            for lv in reversed(range(self.depth)) if inverse else range(self.depth):
+                v = _apply_level(v, m[lv, 0], m[lv, 1], m[lv, 2], m[lv, 3], lv)
         return self.layout.back(v)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,14 +198,9 @@ class Butterfly(Bijector):
 
     def matrix(self, inverse: bool = False) -> Tensor:
         """The dense n×n matrix M (or M⁻¹) along the mixed axis, float64 (identity pushed through)."""
-        n = self.layout.n
         with torch.no_grad():
             m = self.inverse_matrices(torch.float64) if inverse else self.matrices(torch.float64)
-            out = torch.eye(n, dtype=torch.float64, device=m.device).reshape(n, n, 1)
-            levels = reversed(range(self.depth)) if inverse else range(self.depth)
-            for lv in levels:
-                out = _apply_level(out, m[lv, 0], m[lv, 1], m[lv, 2], m[lv, 3], lv)
-        return out.reshape(n, n).t()
+            return _dense(m, self.layout.n, self.depth, inverse)
 
     def frozen(self) -> "FrozenButterfly":
         self.check()
@@ -216,7 +231,7 @@ class FrozenButterfly(Bijector):
     def _run(self, x: Tensor, inverse: bool) -> Tensor:
         v = self.layout.to3(x)
         if self.dense:
-            v = (self.m_inv if inverse else self.m) @ v
+            v = _apply_dense(self.m_inv if inverse else self.m, v)
         else:
             w = self.w_inv if inverse else self.w
             levels = reversed(range(self.depth)) if inverse else range(self.depth)
