@@ -35,11 +35,14 @@ float32 inverse of a 6-layer 3×32×32 ButterflyFlow lose 3 digits). :meth:`Butt
 (called by ``frozen()``) still raises an error naming the node and the source line if e^(α+δ)
 under- or overflows; forward/inverse never synchronise with the host.
 
-Inference form (``frozen()``): for n ≤ ``DENSE_MAX`` the whole product is one dense n×n matrix M
-along the mixed axis (and M⁻¹ by pushing the identity through the closed-form inverse levels, no
-solver); above that, the levels with precomputed inverse 2×2 matrices. Both computed in float64.
-``Butterfly.matrix()`` returns M (for the fusion of channel-linear chains: over=channels is a C×C
-1×1 convolution).
+Evaluation: for n ≤ ``DENSE_MAX`` (= 128; channels, width, height and small images) the levels
+are first multiplied into one dense n×n matrix M (the identity pushed through them, still
+differentiable in the training form) and applied as one GEMM along the mixed axis; above that,
+level by level (O(n) per level). Inference form (``frozen()``): M and M⁻¹ (the identity pushed
+through the closed-form inverse levels, no solver), or the per-level pair matrices and their
+closed-form inverses, computed in float64 and stored in the module's dtype, and the constant
+log-det. ``Butterfly.matrix()`` returns M in float64 (e.g. to fuse over=channels, a C×C 1×1
+convolution, with neighbouring channel-linear layers).
 """
 from __future__ import annotations
 
