@@ -346,20 +346,27 @@ class ARQuadrantSolver:
         """x with ``_ar_conv(x, kernel) = y``, from the :meth:`operators` D⁻¹ (N, N) and
         G = D⁻¹B (N, K) in y's dtype and the :meth:`buffers` on y's device.
 
-        One gather cuts y into tiles in level order (B, T, N) (zero-padding ragged tiles);
-        Z = D⁻¹·tiles for all tiles at once (one matmul); then per level: the level's tiles are a
-        slice of Z, their neighbours' boundary unknowns are gathered from the outputs of the
-        earlier levels they read, and G times them is subtracted (one matmul); one last gather
-        puts the pixels back in place.
+        One gather cuts y into tiles in level order (B, T, N) (zero-padding ragged tiles), the
+        levels are solved by :meth:`solve_tiles`, one last gather puts the pixels back.
         """
         C, H, W = self.C, self.H, self.W
         yf = y.reshape(-1, C * H * W)
         if self.padded:
             yf = torch.cat([yf, torch.zeros_like(yf[:, :1])], 1)
-        z = torch.matmul(yf.index_select(1, idx["tile_gather"]).reshape(-1, self.ni * self.nj, self.N), dinv.t())
-        zero = torch.zeros_like(yf[:, :1])  # (B, 1): the value outside the image
+        tiles = yf.index_select(1, idx["tile_gather"]).reshape(-1, self.ni * self.nj, self.N)
+        return self.solve_tiles(tiles, dinv, g, idx).index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
+
+    def solve_tiles(self, tiles: Tensor, dinv: Tensor, g: Tensor, idx: dict[str, Tensor]) -> Tensor:
+        """Tiles of y in level order (B, T, N) -> [0, x in level order] (B, 1 + T·N).
+
+        Z = D⁻¹·tiles for all tiles at once (one matmul); then per level: the level's tiles are a
+        slice of Z, their neighbours' boundary unknowns are gathered from the outputs of the
+        earlier levels they read, and G times them is subtracted (one matmul).
+        """
+        z = torch.matmul(tiles, dinv.t())
+        zero = torch.zeros_like(z[:, 0, :1])  # (B, 1): the value outside the image
         if self.n_levels == 1:
-            return torch.cat([zero, z.flatten(1)], 1).index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
+            return torch.cat([zero, z.flatten(1)], 1)
         g_t = g.t()
         outs: list[Tensor] = []
         for lv in range(self.n_levels):
@@ -371,7 +378,29 @@ class ARQuadrantSolver:
                 bnd = src.index_select(1, gather).reshape(-1, b - a, self.K)  # (B, n_l, K)
                 x = x - torch.matmul(bnd, g_t)
             outs.append(x.flatten(1))
-        return torch.cat([zero] + outs, 1).index_select(1, idx["out_gather"]).reshape(-1, C, H, W)
+        return torch.cat([zero] + outs, 1)
+
+
+def _link(first: ARQuadrantSolver, second: ARQuadrantSolver) -> Tensor:
+    """Index from ``first``'s solved history (B, 1 + T·N) straight to ``second``'s input tiles
+    (one gather instead of untiling and tiling again; padded positions read column 0 = 0)."""
+    pix = second.tile_gather
+    outside = pix >= first.C * first.H * first.W
+    src = first.out_gather[pix.clamp_max(first.C * first.H * first.W - 1)]
+    return torch.where(outside, torch.zeros_like(src), src)
+
+
+def _emerging_inverse(y: Tensor, tl: "_Schedule", br: "_Schedule", link: Tensor,
+                      d2: Tensor, g2: Tensor, d1: Tensor, g1: Tensor) -> Tensor:
+    """Solve conv 2 (top-left) then conv 1 (bottom-right): 3 gathers, 2 level schedules."""
+    s2, s1 = tl.solver, br.solver
+    i2, i1 = tl.index(), br.index()
+    yf = y.reshape(-1, s2.C * s2.H * s2.W)
+    if s2.padded:
+        yf = torch.cat([yf, torch.zeros_like(yf[:, :1])], 1)
+    h2 = s2.solve_tiles(yf.index_select(1, i2["tile_gather"]).reshape(-1, s2.ni * s2.nj, s2.N), d2, g2, i2)
+    h1 = s1.solve_tiles(h2.index_select(1, link).reshape(-1, s1.ni * s1.nj, s1.N), d1, g1, i1)
+    return h1.index_select(1, i1["out_gather"]).reshape(-1, s1.C, s1.H, s1.W)
 
 
 # --------------------------------------------------------------------------- the bijector
@@ -425,6 +454,7 @@ class EmergingConv(Bijector):
         self.register_buffer("mask2", m2)
         self.sched_br = _Schedule(ARQuadrantSolver(C, H, W, kernel, "br", tile))
         self.sched_tl = _Schedule(ARQuadrantSolver(C, H, W, kernel, "tl", tile))
+        self.register_buffer("link", _link(self.sched_tl.solver, self.sched_br.solver), persistent=False)
         self._op_cache: tuple | None = None
 
     # kernels -------------------------------------------------------------------------
@@ -480,8 +510,7 @@ class EmergingConv(Bijector):
     def inverse(self, y: Tensor) -> Tensor:
         d1, g1, d2, g2 = self._operators(y.dtype)
         y = y - self.bias.to(y.dtype).view(1, -1, 1, 1)
-        x1 = self.sched_tl.solve(y, d2, g2)
-        return self.sched_br.solve(x1, d1, g1)
+        return _emerging_inverse(y, self.sched_tl, self.sched_br, self.link, d2, g2, d1, g1)
 
     def frozen(self) -> "FrozenEmergingConv":
         out = FrozenEmergingConv(self)
@@ -498,6 +527,7 @@ class FrozenEmergingConv(Bijector):
         self.shape = src.shape
         self.sched_br = _Schedule(src.sched_br.solver)
         self.sched_tl = _Schedule(src.sched_tl.solver)
+        self.register_buffer("link", src.link.clone(), persistent=False)
         with torch.no_grad():
             k1, k2 = src.kernels(torch.float64)
             d1, g1 = src.sched_br.operators(k1)
@@ -522,5 +552,5 @@ class FrozenEmergingConv(Bijector):
         return y, batch_constant(self.logdet, x)
 
     def inverse(self, y: Tensor) -> Tensor:
-        x1 = self.sched_tl.solve(y - self.bias, self.dinv2, self.g2)
-        return self.sched_br.solve(x1, self.dinv1, self.g1)
+        return _emerging_inverse(y - self.bias, self.sched_tl, self.sched_br, self.link,
+                                 self.dinv2, self.g2, self.dinv1, self.g1)
