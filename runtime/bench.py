@@ -1,0 +1,563 @@
+"""``flowdsl bench``: throughput, FLOPs and memory of compiled flows, side by side; BENCHMARKS.md.
+
+    flowdsl bench SPEC... [--batch 64] [--repeats 12] [--threads 2] [--out BENCHMARKS.md]
+                          [--sections fusion,convs,rg] [--no-compile] [--no-onnx] [--no-memory]
+
+For every spec, at batch 64 in float32 on the CPU, log_prob (x → log p(x)) and sampling
+(z ~ prior → x) are timed for
+
+    unfused eager     the compiled training-form model (``flowdsl.compile``), under no_grad
+    fused eager       ``model.fuse()``
+    fused + compile   ``torch.compile(fused.log_prob / fused.inverse, fullgraph=True,
+                      options={"freezing": True})`` (cold compile time reported)
+    onnxruntime       ``forward.onnx`` / ``inverse.onnx`` from ``flowdsl.export_onnx``
+    normflows         for Glow specs, the same architecture built in normflows (a
+                      benchmark-only dependency: ``pip install flowdsl[bench]``)
+
+in ONE process, alternating: every round runs each variant once (in a rotating order), so all
+see the same machine load; tables give medians and the interquartile range, and every
+speed-up is the median over rounds of the per-round ratio. The model's FLOP count (convolutions
+and matrix products, ``torch.utils.flop_counter``) is set against a float32 matrix-multiply
+peak measured in the same run. Memory: the peak resident-memory increase of one training step
+(unfused, and with invertible-memory recomputation), of inference (unfused vs fused) and of an
+input-gradient pass, each in a fresh subprocess. The other engineers' benchmark sections
+(``flowdsl.runtime.bench_convs``, ``flowdsl.runtime.rg_tools``) are appended when present, so
+one command writes BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics as st
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_glow", "matmul_peak", "memory_table"]
+
+TARGET = 1.5  # acceptance: fused eager vs unfused eager, fused + compile vs normflows
+
+
+# ----------------------------------------------------------------------------- timing
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Wall times (s) of each fn over ``repeats`` rounds; every round runs all fns once."""
+    names = list(fns)
+    with torch.no_grad():
+        for _ in range(warmup):
+            for n in names:
+                fns[n]()
+        out: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(repeats):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for n in order:
+                t = time.perf_counter()
+                fns[n]()
+                out[n].append(time.perf_counter() - t)
+    return out
+
+
+def _q(v: list[float]) -> tuple[float, float, float]:
+    if len(v) < 2:
+        return v[0], v[0], v[0]
+    q = st.quantiles(v, n=4)
+    return q[0], st.median(v), q[2]
+
+
+def _ms(v: list[float]) -> str:
+    lo, med, hi = _q(v)
+    return f"{med * 1e3:.1f} [{lo * 1e3:.1f}–{hi * 1e3:.1f}]"
+
+
+def _ratio(slow: list[float], fast: list[float]) -> tuple[float, float, float]:
+    return _q([a / b for a, b in zip(slow, fast)])
+
+
+def matmul_peak(threads: int, n: int = 1024, repeats: int = 12) -> tuple[float, float]:
+    """(best, median) float32 GFLOP/s of an n×n matrix product on this many threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = alternate({"mm": lambda: a @ b}, repeats)["mm"]
+    flops = 2 * n**3
+    return flops / min(times) / 1e9, flops / st.median(times) / 1e9
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+# --------------------------------------------------------------------- normflows (Glow)
+def glow_structure(graph) -> list[dict] | None:
+    """Scales of a multi-scale Glow (squeeze, K × (actnorm, conv1x1(lu), affine channel
+    coupling with the conv net, depth 2), split) in x → z order, or None for other specs."""
+    nodes = [graph.node(n) for n in graph.chain]
+    scales: list[dict] = []
+    i = 0
+    while i < len(nodes):
+        if nodes[i].kind != "squeeze" or nodes[i].args.factor != 2:
+            return None
+        shape = nodes[i].out_shape
+        i += 1
+        k, hidden = 0, None
+        while i + 2 < len(nodes) + 0 and [n.kind for n in nodes[i:i + 3]] == ["actnorm", "conv1x1", "coupling"]:
+            a = nodes[i + 2].args
+            if nodes[i + 1].args.param != "lu" or a.kind != "affine" or a.mask != "channel" or (a.net or "conv") != "conv" or a.depth != 2:
+                return None
+            if hidden not in (None, a.hidden):
+                return None
+            hidden = a.hidden
+            k += 1
+            i += 3
+        split = i < len(nodes) and nodes[i].kind == "split"
+        i += split
+        if k == 0 or shape[0] % 2:
+            return None
+        scales.append({"shape": tuple(shape), "steps": k, "hidden": hidden, "split": split})
+    if not scales or any(not s["split"] for s in scales[:-1]) or scales[-1]["split"]:
+        return None
+    return scales
+
+
+def normflows_glow(scales: list[dict]):
+    """The same multi-scale Glow in normflows (``MultiscaleFlow`` of ``GlowBlock``s)."""
+    import normflows as nf  # benchmark-only dependency
+
+    q0, flows, merges = [], [], []
+    for i, s in enumerate(reversed(scales)):  # normflows level 0 is the deepest scale
+        c, h, w = s["shape"]
+        flows.append([nf.flows.GlowBlock(c, s["hidden"], split_mode="channel", scale=True, leaky=0.0) for _ in range(s["steps"])]
+                     + [nf.flows.Squeeze()])
+        if i == 0:
+            q0.append(nf.distributions.DiagGaussian((c, h, w)))
+        else:
+            merges.append(nf.flows.Merge())
+            q0.append(nf.distributions.DiagGaussian((c // 2, h, w)))
+    return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
+
+
+# ------------------------------------------------------------------------- one spec
+@dataclass
+class SpecResult:
+    name: str
+    times: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # direction -> variant -> s
+    errors: dict[str, float] = field(default_factory=dict)
+    compile_s: dict[str, float] = field(default_factory=dict)
+    flops: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warm: dict[str, list[float]] | None = None
+
+
+def _prepared(path: str, batch: int):
+    import flowdsl
+    from flowdsl.runtime.demo import randomize_parameters
+
+    spec = flowdsl.load(path)
+    model = flowdsl.compile(spec)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *model.input_shape, generator=gen)
+    model.train()
+    with torch.no_grad():
+        model(x)  # data-dependent initialisation
+    randomize_parameters(model, scale=0.1, seed=0)
+    return spec, model.eval(), x
+
+
+def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool = True, onnx: bool = True,
+               normflows: bool = True, say: Callable[[str], None] = print) -> SpecResult:
+    spec, model, x = _prepared(path, batch)
+    res = SpecResult(spec.name)
+    fused = model.fuse()
+    prior = fused.prior
+
+    def z_batch():
+        return prior.sample(batch)
+
+    lp: dict[str, Callable] = {"unfused eager": lambda: model.log_prob(x), "fused eager": lambda: fused.log_prob(x)}
+    sa: dict[str, Callable] = {"unfused eager": lambda: model.inverse(z_batch()), "fused eager": lambda: fused.inverse(z_batch())}
+    ref_lp = model.log_prob(x).detach()
+    ref_lp_scale = float(ref_lp.abs().max().clamp_min(1.0))
+    if not len(fused.steps):
+        res.notes.append("no layers: nothing to fuse")
+    if compile_ and len(fused.steps):
+        torch._dynamo.reset()
+        opts = {"freezing": True}
+        c_lp = torch.compile(fused.log_prob, fullgraph=True, dynamic=False, options=opts)
+        c_inv = torch.compile(fused.inverse, fullgraph=True, dynamic=False, options=opts)
+        with torch.no_grad():
+            for key, fn, arg in (("log_prob", c_lp, x), ("inverse", c_inv, z_batch())):
+                t = time.perf_counter()
+                fn(arg)
+                res.compile_s[key] = time.perf_counter() - t
+                say(f"  {spec.name}: compiled {key} in {res.compile_s[key]:.1f} s")
+            res.errors["fused + compile"] = float((c_lp(x) - ref_lp).abs().max()) / ref_lp_scale
+        lp["fused + compile"] = lambda: c_lp(x)
+        sa["fused + compile"] = lambda: c_inv(z_batch())
+    if onnx and len(fused.steps):
+        import onnxruntime as ort
+
+        import flowdsl
+
+        tmp = tempfile.mkdtemp(prefix="flowdsl-bench-")
+        fwd_path, inv_path = flowdsl.export_onnx(model, tmp)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        s_f = ort.InferenceSession(fwd_path, so, providers=["CPUExecutionProvider"])
+        s_i = ort.InferenceSession(inv_path, so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        lp["onnxruntime"] = lambda: s_f.run(["log_prob"], {"x": xn})
+        sa["onnxruntime"] = lambda: s_i.run(None, {"z": z_batch().numpy()})
+        res.errors["onnxruntime"] = float(abs(torch.from_numpy(s_f.run(["log_prob"], {"x": xn})[0]) - ref_lp).max()) / ref_lp_scale
+    scales = glow_structure(spec.graph)
+    if normflows and scales is not None:
+        try:
+            nfm = normflows_glow(scales)
+        except ImportError:
+            res.notes.append("normflows is not installed (pip install 'flowdsl[bench]'): no normflows column")
+        else:
+            nfm.eval()
+            with torch.no_grad():
+                nfm.log_prob(x, None)  # normflows' data-dependent actnorm initialisation
+            lp["normflows"] = lambda: nfm.log_prob(x, None)
+            sa["normflows"] = lambda: nfm.sample(batch)
+            n_ours = sum(p.numel() for p in model.steps.parameters())
+            n_nf = sum(p.numel() for f in nfm.flows for p in f.parameters())
+            res.notes.append(f"normflows Glow: {n_nf:,} flow parameters (flowdsl: {n_ours:,})")
+    with torch.no_grad():
+        res.errors["fused eager"] = float((fused.log_prob(x) - ref_lp).abs().max()) / ref_lp_scale
+        res.flops["log_prob"] = count_flops(lambda: model.log_prob(x))
+        res.flops["sample"] = count_flops(lambda: model.inverse(z_batch()))
+    say(f"  {spec.name}: timing {', '.join(lp)} ({repeats} alternating rounds)")
+    res.times["log_prob"] = alternate(lp, repeats)
+    res.times["sample"] = alternate(sa, repeats)
+    return res
+
+
+def warm_allocator_check(path: str, batch: int, repeats: int) -> dict[str, list[float]]:
+    """Unfused vs fused eager after one training step in the same process (glibc malloc keeps
+    freed blocks after a large peak, which removes page faults from later calls)."""
+    _, model, x = _prepared(path, batch)
+    fused = model.fuse()
+    model.train()
+    (-model.log_prob(x).mean()).backward()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    z = fused.prior.sample(batch)
+    t = alternate({"unfused log_prob": lambda: model.log_prob(x), "fused log_prob": lambda: fused.log_prob(x),
+                   "unfused sample": lambda: model.inverse(z), "fused sample": lambda: fused.inverse(z)}, repeats)
+    return t
+
+
+# --------------------------------------------------------------------------- memory
+MEMORY_MODES = {
+    "train": "training step (loss.backward), unfused",
+    "train_recompute": "training step, invertible memory (recompute from outputs)",
+    "infer_unfused": "log_prob under no_grad, unfused",
+    "infer_fused": "log_prob under no_grad, fused",
+    "input_grad_unfused": "∂ log_prob / ∂x, unfused",
+    "input_grad_fused": "∂ log_prob / ∂x, fused",
+}
+
+
+def _memory_probe(path: str, mode: str, batch: int, threads: int) -> dict:
+    """Run in a fresh process: the peak RSS increase (bytes) and time of one call of ``mode``."""
+    torch.set_num_threads(threads)
+    from flowdsl.runtime.fusion.memory import InvertibleMemory
+
+    _, model, x = _prepared(path, batch)
+    fused = model.fuse() if mode.endswith("fused") else None
+    saved: list[int] = []
+
+    def hook(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    def run():
+        if mode in ("train", "train_recompute"):
+            model.train()
+            m = InvertibleMemory(model) if mode == "train_recompute" else model
+            with torch.autograd.graph.saved_tensors_hooks(hook, lambda t: t):
+                loss = -m.log_prob(x).mean()
+            loss.backward()
+        elif mode.startswith("infer"):
+            with torch.no_grad():
+                (fused or model).log_prob(x)
+        else:
+            xi = x.clone().requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(hook, lambda t: t):
+                lp = (fused or model).log_prob(xi).sum()
+            lp.backward()
+
+    run()  # warm-up: lazy initialisation, oneDNN primitive caches
+    model.zero_grad(set_to_none=True)
+    saved.clear()
+    import gc
+
+    gc.collect()
+    rss0 = _status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak-RSS counter (VmHWM)
+    except OSError:
+        pass
+    run()
+    peak = _status("VmHWM") - rss0
+    kept = sum(saved)
+    times = []
+    for _ in range(3):
+        model.zero_grad(set_to_none=True)
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return {"peak": peak, "saved": kept, "seconds": st.median(times)}
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_table(paths: list[str], batch: int, threads: int, say: Callable[[str], None] = print) -> str:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4096", MALLOC_TRIM_THRESHOLD_="4096")
+    rows = ["| spec | measurement | peak RSS increase (MB) | kept for backward (MB) | time per call (s, median of 3) |", "|---|---|---:|---:|---:|"]
+    for path in paths:
+        name = Path(path).stem
+        for mode, label in MEMORY_MODES.items():
+            cmd = [sys.executable, "-m", "flowdsl.runtime.bench", "--memory-probe", path, mode, str(batch), str(threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                rows.append(f"| {name} | {label} | failed: {out.stderr.strip().splitlines()[-1][:80] if out.stderr.strip() else '?'} | | |")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            kept = f"{r['saved'] / 1e6:.1f}" if mode.startswith(("train", "input")) else "–"
+            rows.append(f"| {name} | {label} | {r['peak'] / 1e6:.1f} | {kept} | {r['seconds']:.3f} |")
+            say(f"  memory {name} {mode}: {r['peak'] / 1e6:.1f} MB")
+    return "\n".join(rows) + "\n"
+
+
+# ------------------------------------------------------------------------- the report
+VARIANTS = ("unfused eager", "fused eager", "fused + compile", "onnxruntime", "normflows")
+
+
+def _speedup(times: dict[str, list[float]], slow: str, fast: str) -> str:
+    if slow not in times or fast not in times:
+        return "–"
+    lo, med, hi = _ratio(times[slow], times[fast])
+    return f"{med:.2f}× [{lo:.2f}–{hi:.2f}]"
+
+
+def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tuple[float, float]) -> str:
+    out = [f"Times per call in ms at batch {batch}, float32: median [interquartile range] over {repeats} rounds; "
+           "every round runs each variant once, so all variants see the same load. Speed-ups are the median "
+           "[IQR] of the per-round ratios.", ""]
+    out += ["### Time per call (ms)", "", "| spec | direction | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---:|" * len(VARIANTS)]
+    for r in results:
+        for d, t in r.times.items():
+            out.append(f"| {r.name} | {d} | " + " | ".join(_ms(t[v]) if v in t else "–" for v in VARIANTS) + " |")
+    out += ["", "### Throughput (samples/s, from the medians)", "", "| spec | direction | " + " | ".join(VARIANTS) + " |",
+            "|---|---|" + "---:|" * len(VARIANTS)]
+    for r in results:
+        for d, t in r.times.items():
+            out.append(f"| {r.name} | {d} | " + " | ".join(f"{batch / st.median(t[v]):,.0f}" if v in t else "–" for v in VARIANTS) + " |")
+    out += ["", "### Speed-ups", "", "| spec | direction | fused eager vs unfused eager | fused + compile vs fused eager | "
+            "fused + compile vs normflows | fused eager vs normflows | onnxruntime vs fused eager |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        for d, t in r.times.items():
+            out.append(f"| {r.name} | {d} | {_speedup(t, 'unfused eager', 'fused eager')} | {_speedup(t, 'fused eager', 'fused + compile')} | "
+                       f"{_speedup(t, 'normflows', 'fused + compile')} | {_speedup(t, 'normflows', 'fused eager')} | "
+                       f"{_speedup(t, 'fused eager', 'onnxruntime')} |")
+    out += ["", "### Compilation and agreement", "",
+            "Cold `torch.compile` time of the first call (fullgraph=True, so zero graph breaks by construction), and the largest "
+            "log_prob difference to the unfused model, relative to max |log_prob|.", "",
+            "| spec | compile log_prob (s) | compile inverse (s) | graph breaks | fused eager | fused + compile | onnxruntime |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        c = r.compile_s
+        e = r.errors
+        fmt = lambda k: f"{e[k]:.1e}" if k in e else "–"  # noqa: E731
+        out.append(f"| {r.name} | {c.get('log_prob', float('nan')):.1f} | {c.get('inverse', float('nan')):.1f} | "
+                   f"{'0' if c else '–'} | {fmt('fused eager')} | {fmt('fused + compile')} | {fmt('onnxruntime')} |")
+    out += ["", "### FLOPs against the matrix-multiply peak", "",
+            f"Float32 {1024}×{1024} matrix product in this run: best {peak[0]:.1f} GFLOP/s, median {peak[1]:.1f} GFLOP/s. "
+            "FLOPs count convolutions and matrix products (`torch.utils.flop_counter`; element-wise work not counted).", "",
+            "| spec | GFLOP per log_prob | GFLOP per sample batch | fastest log_prob | its GFLOP/s | % of peak | fastest sampling | its GFLOP/s | % of peak |",
+            "|---|---:|---:|---|---:|---:|---|---:|---:|"]
+    for r in results:
+        cells = [r.name, f"{r.flops['log_prob'] / 1e9:.3f}", f"{r.flops['sample'] / 1e9:.3f}"]
+        for d in ("log_prob", "sample"):
+            t = {k: v for k, v in r.times[d].items() if k != "normflows"}
+            best = min(t, key=lambda k: st.median(t[k]))
+            rate = r.flops[d] / st.median(t[best]) / 1e9
+            cells += [best, f"{rate:.1f}", f"{100 * rate / peak[0]:.0f}%"]
+        out.append("| " + " | ".join(cells) + " |")
+    notes = [f"* {r.name}: {n}" for r in results for n in r.notes]
+    if notes:
+        out += ["", "Notes:", "", *notes]
+    return "\n".join(out) + "\n"
+
+
+def acceptance(r: SpecResult) -> str:
+    lines = [f"Acceptance targets on `{r.name}` (batch 64, one run): each ratio ≥ {TARGET}×.", ""]
+    lines += ["| target | direction | ratio (median [IQR]) | met? |", "|---|---|---:|---|"]
+    for d in ("log_prob", "sample"):
+        t = r.times[d]
+        for label, slow, fast in (("fused eager vs unfused eager", "unfused eager", "fused eager"),
+                                  ("fused + compile vs normflows", "normflows", "fused + compile")):
+            if slow in t and fast in t:
+                lo, med, hi = _ratio(t[slow], t[fast])
+                ok = "yes" if med >= TARGET else "**NO**"
+                lines.append(f"| {label} | {d} | {med:.2f}× [{lo:.2f}–{hi:.2f}] | {ok} |")
+            else:
+                lines.append(f"| {label} | {d} | not measured | – |")
+    if r.warm:
+        t = r.warm
+        lines += ["", "The same comparison after one training step in the same process (glibc's malloc then keeps the freed "
+                  "blocks, so the unfused model's large temporary buffers no longer cost page faults):", "",
+                  "| direction | unfused eager (ms) | fused eager (ms) | ratio |", "|---|---:|---:|---:|"]
+        for d in ("log_prob", "sample"):
+            u, f = t[f"unfused {d}"], t[f"fused {d}"]
+            lo, med, hi = _ratio(u, f)
+            lines.append(f"| {d} | {_ms(u)} | {_ms(f)} | {med:.2f}× [{lo:.2f}–{hi:.2f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def _other_sections(sections: list[str], batch: int, threads: int, say: Callable[[str], None]) -> list[str]:
+    import importlib
+
+    out: list[str] = []
+    if "convs" in sections:
+        try:
+            mod = importlib.import_module("flowdsl.runtime.bench_convs")
+        except ModuleNotFoundError:
+            mod = None
+        if mod is not None:
+            say("section convs: flowdsl.runtime.bench_convs.run()")
+            out.append("## Invertible convolutions and butterflies (`flowdsl.runtime.bench_convs.run`)\n\n" + mod.run(batch=batch))
+    if "rg" in sections:
+        try:
+            mod = importlib.import_module("flowdsl.runtime.rg_tools")
+        except ModuleNotFoundError:
+            mod = None
+        if mod is not None and hasattr(mod, "inpaint_benchmark"):
+            say("section rg: flowdsl.runtime.rg_tools.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)")
+            prev = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                table, _ = mod.inpaint_benchmark((8, 16, 32, 64), hole=4, steps=100, fit_steps=800, repeats=3)
+            finally:
+                torch.set_num_threads(prev)
+            out.append("## RG-Flow inpainting (`flowdsl.runtime.rg_tools.inpaint_benchmark`)\n\n"
+                       "Sizes 8, 16, 32, 64; a 4×4 hole; 100 MAP steps; models fitted for 800 steps on photo patches; "
+                       "CPU time, fastest of 3; 1 thread (the set-up of `benchmarks/rg.md`, which explains the columns).\n\n" + table)
+    return out
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from flowdsl.errors import FlowDSLError
+
+    for p in args.specs:
+        if not Path(p).is_file():
+            raise FlowDSLError(f"no such spec file: {p}", filename=p)
+    torch.set_num_threads(args.threads)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    command = "flowdsl bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1:]) if "bench" in sys.argv else "flowdsl bench"
+    load0 = _loadavg()
+    versions = [f"torch {torch.__version__}"]
+    for mod in ("onnxruntime", "normflows"):
+        try:
+            versions.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            pass
+    parts: list[str] = []
+    if "fusion" in sections:
+        peak0 = matmul_peak(args.threads)
+        results = []
+        for path in args.specs:
+            say(f"bench {path}")
+            results.append(bench_spec(path, args.batch, args.repeats, args.threads, compile_=not args.no_compile,
+                                      onnx=not args.no_onnx, normflows=not args.no_normflows, say=say))
+        peak1 = matmul_peak(args.threads)
+        peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
+        acc = [r for r in results if r.name == "glow_cifar"]
+        if acc:
+            acc[0].warm = warm_allocator_check(next(p for p in args.specs if Path(p).stem == "glow_cifar"), args.batch, args.repeats)
+            parts.append("## Acceptance\n\n" + acceptance(acc[0]))
+        parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak))
+        if not args.no_memory:
+            mem_specs = [p for p in args.specs if not args.memory_specs or Path(p).stem in args.memory_specs.split(",")]
+            say("memory probes (one fresh process each)")
+            parts.append("## Memory\n\n"
+                         "Peak resident-memory increase of one call after a warm-up call, each in a fresh process with "
+                         "`MALLOC_MMAP_THRESHOLD_=4096` (every block of 4 KiB or more is its own mapping, returned to the OS when "
+                         "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves (`saved_tensors_hooks`). Invertible memory "
+                         "= `flowdsl.runtime.fusion.memory.InvertibleMemory` (activations recomputed from the outputs in backward). "
+                         f"Batch {args.batch}, {args.threads} thread(s).\n\n" + memory_table(mem_specs, args.batch, args.threads, say))
+    parts += _other_sections(sections, args.batch, args.threads, say)
+    head = [
+        "# flowdsl benchmarks", "", "Produced by", "", f"    {command}", "",
+        f"({time.strftime('%Y-%m-%d %H:%M')}, {', '.join(versions)}; {_cpu()}, {args.threads} thread(s); "
+        f"load average {load0} at the start and {_loadavg()} at the end — the machine is shared, so absolute times "
+        "vary between runs; the side-by-side ratios are the comparable numbers.)", "",
+    ]
+    text = "\n".join(head) + "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+        say(f"wrote {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    b = subparsers.add_parser("bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory")
+    b.add_argument("specs", nargs="+", metavar="SPEC")
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=12, help="alternating rounds per direction")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
+    b.add_argument("--sections", default="fusion,convs,rg", help="comma list of: fusion, convs, rg")
+    b.add_argument("--no-compile", action="store_true")
+    b.add_argument("--no-onnx", action="store_true")
+    b.add_argument("--no-normflows", action="store_true")
+    b.add_argument("--no-memory", action="store_true")
+    b.add_argument("--memory-specs", default="", help="comma list of spec names for the memory table (default: all)")
+    b.set_defaults(func=_cmd)
+
+
+if __name__ == "__main__":  # the memory probe runs in a fresh process
+    if len(sys.argv) == 6 and sys.argv[1] == "--memory-probe":
+        print(json.dumps(_memory_probe(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
+    else:
+        print("usage: flowdsl bench SPEC... (this module's own entry point is internal)", file=sys.stderr)
+        sys.exit(2)
