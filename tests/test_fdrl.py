@@ -352,7 +352,7 @@ def test_fdrl_model_holds_estimator_ema_and_source_state():
     m2 = FDRLModel(spec, FDRLSettings(), seed=3)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
     u = FDRLModel(flowdsl.parse(vec_spec("fdrl(source=uniform)")), FDRLSettings(), seed=0)
-    assert u.kappa == 10 and {"scale.center", "scale.radius"} <= set(u.state_dict())
+    assert u.kappa == 0 and FDRLModel(flowdsl.parse(img_spec("fdrl(source=uniform)")), FDRLSettings(), 0).kappa == 10 and {"scale.center", "scale.radius"} <= set(u.state_dict())
 
 
 # -- metrics ------------------------------------------------------------------------------------

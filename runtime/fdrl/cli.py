@@ -74,7 +74,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--source-classes", default=None, metavar="C,C", help="keep only these labels of the source data")
     g.add_argument("--data-classes", default=None, metavar="C,C", help="keep only these labels of the training data")
     g.add_argument("--ema", type=float, default=None, help="EMA decay of the estimator weights (default 0.998)")
-    g.add_argument("--kappa", type=int, default=None, help="extra sampler steps after K at evaluation/sampling (default 20; 10 for uniform)")
+    g.add_argument("--kappa", type=int, default=None, help="extra sampler steps after K at evaluation/sampling (default: images 20, 10 for uniform; vectors 0)")
     g.add_argument("--eval-n", type=int, default=None, help="particles per evaluation (default 1000)")
 
 

@@ -84,7 +84,7 @@ class FDRLSettings:
     """FDRL knobs beyond the spec's ``objective fdrl(...)`` and ``train(...)`` (flags override)."""
 
     ema: float = 0.998                       # EMA decay of the estimator weights
-    kappa: Optional[int] = None              # extra sampling steps after K (None: 10 for uniform, else 20)
+    kappa: Optional[int] = None              # extra sampling steps after K (None: images 10 for uniform, else 20; vectors 0)
     source_data: Optional[str] = None        # a second data set as the source (translation)
     source_classes: Optional[list[int]] = None  # keep these labels of the source data set
     data_classes: Optional[list[int]] = None    # keep these labels of the target data set
@@ -105,9 +105,13 @@ class FDRLSettings:
     def source_kind(self, spec_source: str) -> str:
         return "data" if self.source_data else spec_source
 
-    def kappa_for(self, source: str) -> int:
+    def kappa_for(self, source: str, image: bool = True) -> int:
+        """κ: the paper's 20 (10 for the uniform source) on images; 0 on vectors, where the
+        particles of a toy overshoot the data within 20 steps past K (benchmarks/fdrl.md)."""
         if self.kappa is not None:
             return int(self.kappa)
+        if not image:
+            return 0
         return 10 if source == "uniform" else 20
 
 
@@ -175,7 +179,7 @@ class FDRLModel(nn.Module):
 
     @property
     def kappa(self) -> int:
-        return self.settings.kappa_for(self.source_kind)
+        return self.settings.kappa_for(self.source_kind, self.scale.image)
 
     def sampler_kwargs(self) -> dict[str, Any]:
         a = self.args
