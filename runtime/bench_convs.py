@@ -1,6 +1,7 @@
 """Benchmarks of the invertible convolutions and butterflies (issue 3), measured side by side.
 
-    python -m flowdsl.runtime.bench_convs [--batch 64] [--shape 3,32,32] [--repeats 15] [-o FILE]
+    python -m flowdsl.runtime.bench_convs [--batch 64] [--shape 3,32,32] [--repeats 15] [--threads N]
+                                          [--onnx] [--spec FILE] [-o FILE]
 
 :func:`run` returns markdown tables (the lead wires it into ``flowdsl bench``):
 
@@ -12,7 +13,8 @@
    already solved neighbours subtracted by a window product, the channel triangle solved by a
    precomputed inverse of the centre tap — vectorised over the batch only);
 3. sequential step counts of the emerging inverse for 8×8, 32×32 and 64×64;
-4. optionally (``spec=...``) sampling vs log_prob time of a compiled flow.
+4. optionally (``onnx=True``) the frozen layers exported and timed in onnxruntime;
+5. optionally (``spec=...``) sampling vs log_prob time of a compiled flow.
 
 Times are the best of ``repeats`` runs after warm-up (CPU time of the process, see :func:`timeit`),
 in milliseconds, under ``torch.no_grad``.
@@ -134,7 +136,7 @@ def _layers(shape: tuple[int, int, int]) -> list[tuple[str, torch.nn.Module]]:
 
 
 def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int = 15, naive: bool = True,
-        spec: str | None = None, report: Callable[[str], None] | None = None) -> str:
+        spec: str | None = None, report: Callable[[str], None] | None = None, onnx: bool = False) -> str:
     """Measure everything; return (and pass each finished section to ``report``) markdown."""
     say = report or (lambda s: None)
     C, H, W = shape
@@ -243,11 +245,76 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
     sections.append(t3)
     say(t3)
 
+    if onnx:
+        t5 = onnx_times(shape, batch, repeats)
+        sections.append(t5)
+        say(t5)
+
     if spec is not None:
         t4 = sample_vs_log_prob(spec, batch, max(5, repeats // 3))
         sections.append(t4)
         say(t4)
     return "\n\n".join(sections) + "\n"
+
+
+class _Direction(torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module, inverse: bool) -> None:
+        super().__init__()
+        self.layer, self.inv = layer, inverse
+
+    def forward(self, x):
+        return self.layer.inverse(x) if self.inv else self.layer(x)[0]
+
+
+def onnx_times(shape: tuple[int, int, int], batch: int = 64, repeats: int = 15) -> str:
+    """Frozen layers exported (TorchScript exporter, opset 18, dynamic batch) and run in
+    onnxruntime (1 intra-op thread), against the same frozen module in eager PyTorch."""
+    import os
+    import tempfile
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    x = torch.rand(batch, *shape)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name, layer in _layers(shape):
+            if "reference" in name or name.startswith("conv1x1"):
+                continue
+            fz = layer.frozen().eval()
+            with torch.no_grad():
+                y = fz(x)[0]
+            cells = []
+            for inverse, inp in ((False, x), (True, y)):
+                mod = _Direction(fz, inverse).eval()
+                path = os.path.join(d, "m.onnx")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0 = time.perf_counter()
+                    torch.onnx.export(mod, (inp[:4],), path, dynamo=False, opset_version=18, input_names=["x"],
+                                      output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+                    t_exp = time.perf_counter() - t0
+                sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+                feed = {"x": inp.numpy()}
+                t_ort = timeit(lambda: sess.run(None, feed), repeats)
+                t_eager = timeit(lambda: mod(inp), repeats)
+                with torch.no_grad():
+                    err = float(np.abs(sess.run(None, feed)[0] - mod(inp).numpy()).max())
+                cells += [f"{t_eager:.2f}", f"{t_ort:.2f}", f"{t_exp:.1f}", f"{err:.0e}"]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(
+        [
+            "### Frozen layers in onnxruntime (TorchScript exporter, opset 18, dynamic batch, 1 thread)",
+            "",
+            "| layer | fwd eager | fwd ORT | fwd export (s) | fwd max abs diff | inv eager | inv ORT | inv export (s) | inv max abs diff |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
 
 
 def sample_vs_log_prob(path: str, batch: int = 64, repeats: int = 5) -> str:
@@ -285,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-naive", action="store_true")
     ap.add_argument("--spec", default=None, help="also time sample vs log_prob of this spec")
+    ap.add_argument("--onnx", action="store_true", help="also time the frozen layers in onnxruntime")
     ap.add_argument("-o", "--out", default=None, help="write the markdown here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     shape = tuple(int(v) for v in a.shape.split(","))
     assert len(shape) == 3 and math.prod(shape) > 0
-    text = run(a.batch, shape, a.repeats, not a.no_naive, a.spec, report=lambda s: print(s + "\n", flush=True))
+    text = run(a.batch, shape, a.repeats, not a.no_naive, a.spec, report=lambda s: print(s + "\n", flush=True), onnx=a.onnx)
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:
             fh.write(text)
