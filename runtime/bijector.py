@@ -13,7 +13,6 @@ Conventions (every layer kind follows them):
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Bijector", "Chain", "batch_constant"]

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -53,19 +53,12 @@ from flowdsl.runtime.training.checkpoint import (
     save_safetensors,
 )
 from flowdsl.runtime.training.config import TrainConfig, resolve_config
+from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at  # noqa: F401 (BatchStream, lr_at re-exported)
+from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.metrics import MetricsLog, plot_curves
 
 __all__ = ["ModelFactory", "train", "load_model", "evaluate_bpd", "lr_at", "BatchStream", "as_spec"]
-
-
-def _mix(*parts: Any) -> int:
-    """A 63-bit seed derived from ``parts`` (stable across processes and runs)."""
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") & ((1 << 63) - 1)
-
-
-def _gen(*parts: Any) -> torch.Generator:
-    return torch.Generator().manual_seed(_mix(*parts))
 
 
 class ModelFactory:
@@ -100,50 +93,6 @@ def as_spec(spec: Any, factory: ModelFactory) -> Any:
 def _spec_sha(spec: Any) -> str:
     sha = getattr(spec, "sha256", None)
     return sha if isinstance(sha, str) else hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
-
-
-def effective_warmup(cfg: TrainConfig) -> int:
-    """Warm-up steps: ``warmup``, capped at a fifth of the run so short runs reach the peak."""
-    return min(cfg.warmup, cfg.steps // 5)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of update ``step`` (0-based): linear warm-up, then cosine or constant."""
-    warmup = effective_warmup(cfg)
-    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if cfg.schedule == "constant":
-        return cfg.lr * warm
-    span = max(1, cfg.steps - warmup)
-    progress = min(1.0, max(0.0, (step - warmup) / span))
-    f = cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return cfg.lr * warm * f
-
-
-class BatchStream:
-    """Global batch indices of step t: positions [t·B, (t+1)·B) of seeded epoch permutations."""
-
-    def __init__(self, n: int, batch: int, seed: int) -> None:
-        self.n, self.batch, self.seed = int(n), int(batch), int(seed)
-        self._cache: dict[int, Tensor] = {}
-
-    def _perm(self, epoch: int) -> Tensor:
-        if epoch not in self._cache:
-            if len(self._cache) > 4:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = torch.randperm(self.n, generator=_gen("epoch", self.seed, epoch))
-        return self._cache[epoch]
-
-    def indices(self, step: int) -> Tensor:
-        start = step * self.batch
-        out = []
-        while len(out) < self.batch:
-            e, off = divmod(start + len(out), self.n)
-            take = min(self.batch - len(out), self.n - off)
-            out.extend(self._perm(e)[off : off + take].tolist())
-        return torch.tensor(out, dtype=torch.long)
-
-    def epoch(self, step: int) -> float:
-        return step * self.batch / self.n
 
 
 class _LogProb(nn.Module):
@@ -183,52 +132,6 @@ def evaluate_bpd(model: nn.Module, x01: Tensor, dims: int, levels: Optional[int]
         return float("nan")
     nll = float(-total[0] / total[1]) / dims
     return float(nats_to_bits_per_dim(nll, levels))
-
-
-class _InterruptFlag:
-    """Ctrl-C (SIGINT) during training sets a flag; the loop stops after the current step,
-    writes ``last.pt`` and raises KeyboardInterrupt (a second Ctrl-C interrupts at once)."""
-
-    def __init__(self) -> None:
-        import signal
-        import threading
-
-        self.requested = False
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self) -> None:
-        if self._old is not None:
-            import signal
-
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
-
-
-def _raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path) -> None:
-    """Stop training with a message naming the step and the first layer that went non-finite."""
-    from flowdsl.errors import NumericalError
-
-    where = None
-    finder = getattr(model, "find_nonfinite", None)
-    if callable(finder):
-        try:
-            model.eval()
-            where = finder(x)
-        finally:
-            model.train()
-    detail = f"; the first non-finite value comes from {where}" if where else "; every layer is finite on this batch (the loss itself overflowed)"
-    raise NumericalError(
-        f"training stopped at step {step}: the loss is {value}{detail}. The last good checkpoint is {out / 'last.pt'}; "
-        "lower the learning rate or raise clip, then continue with --resume",
-        filename=str(out),
-    )
 
 
 def _say(msg: str, quiet: bool, info: DistInfo) -> None:
@@ -473,7 +376,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         except ImportError:  # pragma: no cover - tqdm is optional
             pass
 
-    interrupt = _InterruptFlag()
+    interrupt = InterruptFlag()
     acc_loss, acc_n, last_gn, skipped = 0.0, 0, math.nan, 0
     bad_in_a_row = 0
     t_loop = time.time()
@@ -505,7 +408,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
         if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
-            _raise_nonfinite(model, x, step, float(lv), out)
+            raise_nonfinite(model, x, step, float(lv), out)
         acc_loss += float(lv) / info.world
         acc_n += 1
         last_gn = float(gn)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np

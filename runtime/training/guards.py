@@ -1,0 +1,60 @@
+"""Training guards: stop on a non-finite loss naming the layer; Ctrl-C stops cleanly.
+
+``InterruptFlag`` turns the first SIGINT into a request the loop honours after the current step
+(writing ``last.pt``); ``raise_nonfinite`` runs the model layer by layer on the offending batch
+(``FlowModel.find_nonfinite``) and raises a :class:`flowdsl.errors.NumericalError` naming the
+step, the layer and its source line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor, nn
+
+__all__ = ["InterruptFlag", "raise_nonfinite"]
+
+
+class InterruptFlag:
+    """Ctrl-C (SIGINT) during training sets a flag; the loop stops after the current step,
+    writes ``last.pt`` and raises KeyboardInterrupt (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path) -> None:
+    """Stop training with a message naming the step and the first layer that went non-finite."""
+    from flowdsl.errors import NumericalError
+
+    where = None
+    finder = getattr(model, "find_nonfinite", None)
+    if callable(finder):
+        try:
+            model.eval()
+            where = finder(x)
+        finally:
+            model.train()
+    detail = f"; the first non-finite value comes from {where}" if where else "; every layer is finite on this batch (the loss itself overflowed)"
+    raise NumericalError(
+        f"training stopped at step {step}: the loss is {value}{detail}. The last good checkpoint is {out / 'last.pt'}; "
+        "lower the learning rate or raise clip, then continue with --resume",
+        filename=str(out),
+    )
