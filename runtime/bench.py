@@ -223,7 +223,11 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
     scales = glow_structure(spec.graph)
     if normflows and scales is not None:
         try:
-            nfm = normflows_glow(scales)
+            import warnings
+
+            with warnings.catch_warnings():  # normflows calls the deprecated torch.lu
+                warnings.simplefilter("ignore")
+                nfm = normflows_glow(scales)
         except ImportError:
             res.notes.append("normflows is not installed (pip install 'flowdsl[bench]'): no normflows column")
         else:
@@ -239,9 +243,11 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         res.errors["fused eager"] = float((fused.log_prob(x) - ref_lp).abs().max()) / ref_lp_scale
         res.flops["log_prob"] = count_flops(lambda: model.log_prob(x))
         res.flops["sample"] = count_flops(lambda: model.inverse(z_batch()))
-    say(f"  {spec.name}: timing {', '.join(lp)} ({repeats} alternating rounds)")
-    res.times["log_prob"] = alternate(lp, repeats)
-    res.times["sample"] = alternate(sa, repeats)
+    say(f"  {spec.name}: timing {', '.join(lp)} ({repeats} alternating rounds, both directions)")
+    fns = {**{f"log_prob|{k}": v for k, v in lp.items()}, **{f"sample|{k}": v for k, v in sa.items()}}
+    times = alternate(fns, repeats)
+    for d in ("log_prob", "sample"):
+        res.times[d] = {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")}
     return res
 
 
@@ -360,14 +366,19 @@ def _speedup(times: dict[str, list[float]], slow: str, fast: str) -> str:
     return f"{med:.2f}× [{lo:.2f}–{hi:.2f}]"
 
 
+def _times_table(results: list[SpecResult]) -> str:
+    out = ["| spec | direction | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---:|" * len(VARIANTS)]
+    for r in results:
+        for d, t in r.times.items():
+            out.append(f"| {r.name} | {d} | " + " | ".join(_ms(t[v]) if v in t else "–" for v in VARIANTS) + " |")
+    return "\n".join(out) + "\n"
+
+
 def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tuple[float, float]) -> str:
     out = [f"Times per call in ms at batch {batch}, float32: median [interquartile range] over {repeats} rounds; "
            "every round runs each variant once, so all variants see the same load. Speed-ups are the median "
            "[IQR] of the per-round ratios.", ""]
-    out += ["### Time per call (ms)", "", "| spec | direction | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---:|" * len(VARIANTS)]
-    for r in results:
-        for d, t in r.times.items():
-            out.append(f"| {r.name} | {d} | " + " | ".join(_ms(t[v]) if v in t else "–" for v in VARIANTS) + " |")
+    out += ["### Time per call (ms)", "", _times_table(results).rstrip("\n")]
     out += ["", "### Throughput (samples/s, from the medians)", "", "| spec | direction | " + " | ".join(VARIANTS) + " |",
             "|---|---|" + "---:|" * len(VARIANTS)]
     for r in results:
@@ -389,7 +400,8 @@ def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tup
         c = r.compile_s
         e = r.errors
         fmt = lambda k: f"{e[k]:.1e}" if k in e else "–"  # noqa: E731
-        out.append(f"| {r.name} | {c.get('log_prob', float('nan')):.1f} | {c.get('inverse', float('nan')):.1f} | "
+        cs = lambda k: f"{c[k]:.1f}" if k in c else "–"  # noqa: E731
+        out.append(f"| {r.name} | {cs('log_prob')} | {cs('inverse')} | "
                    f"{'0' if c else '–'} | {fmt('fused eager')} | {fmt('fused + compile')} | {fmt('onnxruntime')} |")
     out += ["", "### FLOPs against the matrix-multiply peak", "",
             f"Float32 {1024}×{1024} matrix product in this run: best {peak[0]:.1f} GFLOP/s, median {peak[1]:.1f} GFLOP/s. "
@@ -512,8 +524,22 @@ def _cmd(args: argparse.Namespace) -> int:
         peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
         acc = [r for r in results if r.name == "glow_cifar"]
         if acc:
-            acc[0].warm = warm_allocator_check(next(p for p in args.specs if Path(p).stem == "glow_cifar"), args.batch, args.repeats)
-            parts.append("## Acceptance\n\n" + acceptance(acc[0]))
+            glow = next(p for p in args.specs if Path(p).stem == "glow_cifar")
+            acc[0].warm = warm_allocator_check(glow, args.batch, args.repeats)
+            text = f"### {args.threads} thread(s)\n\n" + acceptance(acc[0])
+            for t in [int(v) for v in args.acceptance_threads.split(",") if v.strip()]:
+                if t == args.threads:
+                    continue
+                say(f"acceptance re-run of {glow} on {t} thread(s)")
+                torch.set_num_threads(t)
+                try:
+                    r2 = bench_spec(glow, args.batch, args.repeats, t, compile_=not args.no_compile, onnx=not args.no_onnx,
+                                    normflows=not args.no_normflows, say=say)
+                    r2.warm = warm_allocator_check(glow, args.batch, args.repeats)
+                finally:
+                    torch.set_num_threads(args.threads)
+                text += f"\n### {t} thread(s)\n\n" + acceptance(r2) + "\nTimes (ms, median [IQR]):\n\n" + _times_table([r2])
+            parts.append("## Acceptance\n\n" + text)
         parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak))
         if not args.no_memory:
             mem_specs = [p for p in args.specs if not args.memory_specs or Path(p).stem in args.memory_specs.split(",")]
@@ -544,7 +570,8 @@ def register(subparsers) -> None:
     b.add_argument("specs", nargs="+", metavar="SPEC")
     b.add_argument("--batch", type=int, default=64)
     b.add_argument("--repeats", type=int, default=12, help="alternating rounds per direction")
-    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads of the main tables")
+    b.add_argument("--acceptance-threads", default="", help="comma list: re-run the glow_cifar acceptance comparison on these thread counts too")
     b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
     b.add_argument("--sections", default="fusion,convs,rg", help="comma list of: fusion, convs, rg")
     b.add_argument("--no-compile", action="store_true")
