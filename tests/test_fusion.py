@@ -313,3 +313,24 @@ def test_invertible_memory_gradients_match_and_save_activations():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: plain.append(t.numel()) or t, lambda t: t):
         -m.log_prob(x).mean()
     assert sum(saved) * 4 < sum(plain), (sum(saved), sum(plain))
+
+
+# ------------------------------------------------------------------ bench helpers
+def test_bench_recognises_glow_and_builds_the_same_normflows_architecture():
+    from flowdsl.runtime.bench import alternate, glow_structure, normflows_glow
+
+    g = flowdsl.check_graph((SPECS[0].parent / "glow_cifar.flow").read_text())
+    scales = glow_structure(g)
+    assert [s["shape"] for s in scales] == [(12, 16, 16), (24, 8, 8), (48, 4, 4)]
+    assert [s["steps"] for s in scales] == [4, 4, 4] and {s["hidden"] for s in scales} == {64}
+    assert glow_structure(flowdsl.check_graph((SPECS[0].parent / "butterfly_cifar.flow").read_text())) is None
+    t = alternate({"a": lambda: None, "b": lambda: None}, 3, warmup=1)
+    assert [len(v) for v in t.values()] == [3, 3]
+    pytest.importorskip("normflows")
+    digits = flowdsl.compile((SPECS[0].parent / "glow_digits.flow").read_text())
+    nfm = normflows_glow(glow_structure(digits.spec.graph))
+    n_nf = sum(p.numel() for f in nfm.flows for p in f.parameters())
+    assert n_nf == sum(p.numel() for p in digits.steps.parameters())
+    with torch.no_grad():
+        assert nfm.log_prob(torch.rand(2, 1, 8, 8), None).shape == (2,)
+        assert nfm.sample(3)[0].shape == (3, 1, 8, 8)
