@@ -18,7 +18,7 @@ TINY = dict(warmup=0, schedule="constant", eval_every=1000, checkpoint_every=100
 TOY = """flow toy {
     input vector(dim=2)
     objective fdrl(estimator=mlp(hidden=32, depth=2), steps=10, step_size=0.05, noise=0.002, source=uniform)
-    train(data="8gaussians", batch=128, lr=3e-3, steps=150, seed=0)
+    train(data=pinwheel, batch=128, lr=1e-2, steps=150, seed=0)
 }
 """
 
@@ -33,7 +33,8 @@ DIGITS = """flow dig {
 def test_short_toy_run_moves_particles_closer(tmp_path):
     s = train_fdrl(flowdsl.parse(TOY), out=tmp_path / "r", quiet=True, fdrl={"eval_n": 600, "ema": 0.9}, **TINY)
     assert s["step"] == 150 and s["source"] == "uniform"
-    assert s["test_improvement"] > 2.0, s
+    # energy distance to the held-out test points: uniform source ≈ 0.26, FDRL particles ≈ 0.02
+    assert s["test_improvement"] > 4.0, s
     for name in ("last.pt", "best.pt", "weights.safetensors", "metrics.csv", "curves.png", "summary.json", "spec.flow", "config.json"):
         assert (tmp_path / "r" / name).is_file(), name
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -59,7 +60,7 @@ def test_resume_continues_exactly(tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     rows = (tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("step,lr,train_loss") and [r.split(",")[0] for r in rows[1:]] == ["3", "6"] or len(rows) >= 2
+    assert rows[0].startswith("step,lr,train_loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
 def test_ema_weights_trail_the_raw_weights(tmp_path):

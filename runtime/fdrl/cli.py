@@ -201,6 +201,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from flowdsl.runtime.fdrl.train import load_data, load_fdrl, sample_fdrl
 
     spec, model, ckpt = load_fdrl(args.run, prefer=args.prefer)
+    if args.source_temperature is not None:
+        if model.source_kind != "prior":
+            raise FlowDSLError("--source-temperature applies to runs with source=prior", filename="fdrl-eval")
+        model.source.temperature = float(args.source_temperature)
     config = ckpt.get("config") or {}
     settings = model.settings
     seed = int(config.get("seed", 0))
@@ -210,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     k = args.flow_steps if args.flow_steps is not None else model.args.steps + model.kappa
     result: dict[str, Any] = {"run": args.run, "spec": spec.name, "step": int(ckpt["step"]), "n": n, "sampler_steps": k,
                               "source": model.source_kind}
-    print(f"{spec.name} (step {ckpt['step']}): {n} particles, {k} sampler steps from {model.source_kind}, seed {args.seed}")
+    print(f"{spec.name} (step {ckpt['step']}): {n} particles, {k} sampler steps from {model.source.describe()}, seed {args.seed}")
     if not model.scale.image:
         test = load_data(spec, data_name, "test", seed, settings.data_classes)
         ref = test.x.to(torch.float64)
@@ -240,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             labels[name] = y
             labels[f"source ({model.source_kind})"] = y  # chance level: the same requested labels on unguided particles
             labels["FDRL"] = y
-        res = evaluate_images(sets, ref, clf, labels=labels, quantize=model.scale.quantize)
+        res = evaluate_images(sets, ref, clf, labels=labels, quantize=model.scale.quantize, small=len(test))
         target = settings.data_classes
         if target:
             for name, xs in sets.items():
@@ -251,12 +255,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       classifier_test_accuracy=rep.get("test_accuracy"), sets=res)
         rows = []
         for name, r in res.items():
-            rows.append((name, str(int(r["n"])), f"{r['frechet']:.3f}", f"{r['energy']:.4f}",
+            rows.append((name, str(int(r["n"])), f"{r['frechet']:.2f}", f"{r['frechet_small']:.2f}" if "frechet_small" in r else "-", f"{r['energy']:.4f}",
                          f"{100 * r['accuracy']:.1f}%" if "accuracy" in r else "-",
                          f"{100 * r['in_target_classes']:.1f}%" if "in_target_classes" in r else "-"))
         print(f"reference: the {len(train)} images of the {data_name} train split{' (classes ' + ','.join(map(str, target)) + ')' if target else ''}; "
               f"features and accuracy from {args.classifier} (test accuracy {100 * rep.get('test_accuracy', float('nan')):.1f}%)")
-        print(_fmt_table(rows, ("samples", "n", "Fréchet", "energy", "acc. (requested class)", "in target classes")))
+        print(_fmt_table(rows, ("samples", "n", "Fréchet", f"Fréchet (n={len(test)})", "energy", "acc. (requested class)", "in target classes")))
     if args.json:
         from pathlib import Path
 
@@ -317,6 +321,7 @@ def register(subparsers) -> None:
     e.add_argument("--classifier", default=None, help="images: classifier whose features give the Fréchet distance and accuracy")
     e.add_argument("--guidance-classifier", default=None, help="images: also sample class-conditionally with this classifier")
     e.add_argument("--guidance", type=float, default=1.0, help="guidance weight phi (default 1)")
+    e.add_argument("--source-temperature", type=float, default=None, help="source=prior runs: sample the flow at this temperature")
     e.add_argument("--json", default=None, help="write the results as JSON")
     e.set_defaults(func=cmd_eval)
 

@@ -82,17 +82,27 @@ def evaluate_images(
     classifier: Any,
     labels: Optional[dict[str, Tensor]] = None,
     quantize: Optional[Any] = None,
+    small: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Fréchet distance (classifier features) to ``reference`` for each named image set (model
     scale), plus the classifier's accuracy on the requested ``labels`` where given, plus the
     energy distance in pixel space. ``quantize`` (e.g. :meth:`DataScale.quantize`) is applied to
-    every sample set first, so all are compared as images of the data's levels."""
+    every sample set first, so all are compared as images of the data's levels.
+
+    The Fréchet distance is biased upward for small sets (64-d features), so it is only
+    comparable between sets of one size; with ``small`` > 0 each row also gets ``frechet_small``,
+    the mean over the first ⌊n/small⌋ disjoint subsets of ``small`` samples (e.g. the size of a
+    held-out split, to compare with that split's own distance)."""
     q = quantize or (lambda t: t)
     ref_f = classifier.features(reference)
     res: dict[str, dict[str, float]] = {}
     for name, x in samples.items():
         xq = q(x)
-        row = {"frechet": frechet_distance(classifier.features(xq), ref_f), "energy": energy_distance(xq, reference), "n": float(len(x))}
+        f = classifier.features(xq)
+        row = {"frechet": frechet_distance(f, ref_f), "energy": energy_distance(xq, reference), "n": float(len(x))}
+        if small and len(x) >= small:
+            parts = [frechet_distance(f[i : i + small], ref_f) for i in range(0, len(x) - small + 1, small)][:8]
+            row["frechet_small"] = sum(parts) / len(parts)
         if labels is not None and name in labels:
             row["accuracy"] = class_accuracy(classifier, xq, labels[name])
         res[name] = row
