@@ -48,6 +48,7 @@ __all__ = [
     "run_fusion",
     "format_plan",
     "explain_fusion",
+    "FusePass",
 ]
 
 #: the package whose import registers the built-in rules
@@ -353,9 +354,35 @@ def format_plan(result: PassResult, show_refusals: bool = True) -> str:
     return "\n".join(lines)
 
 
+class FusePass:
+    """The fusion plan as a pass object: ``requires`` a checked graph, ``call`` plans, ``ensures``
+    the rewritten graph is consistent (shapes chain up, every fused node names its origin)."""
+
+    name = "fuse"
+
+    def requires(self, graph: FlowGraph) -> None:
+        if "check" not in graph.passes_run:
+            raise ValueError(f"pass 'fuse' needs a checked graph; passes run so far: {graph.passes_run}")
+
+    def call(self, graph: FlowGraph) -> PassResult:
+        return plan_fusion(graph)
+
+    def ensures(self, result: PassResult) -> None:
+        result.graph.verify()
+        for node in result.graph.layers():
+            if node.meta.get("rule") and node.kind not in ("coupling",) and not node.meta.get("fused_from"):
+                raise AssertionError(f"fused node {node.id} does not record the nodes it replaces")
+
+    def __call__(self, graph: FlowGraph) -> PassResult:
+        self.requires(graph)
+        result = self.call(graph)
+        self.ensures(result)
+        return result
+
+
 def explain_fusion(graph: FlowGraph) -> str:
     """The ``flowdsl check --explain`` section: the fusion plan and the fused graph's table."""
-    result = plan_fusion(graph)
+    result = FusePass()(graph)
     bar = "=" * 44
     return "\n".join([
         f"==== fusion plan: what model.fuse() does {bar[:20]}",
