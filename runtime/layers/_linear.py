@@ -23,8 +23,9 @@ def apply_channel_matrix(x: Tensor, w: Tensor) -> Tensor:
     """W applied over dim 1 of x: (B, C, *spatial) -> (B, C', *spatial)."""
     if x.dim() == 2:
         return x @ w.t()
-    if x.dim() == 4:
-        return torch.nn.functional.conv2d(x, w.reshape(w.shape[0], w.shape[1], 1, 1))
+    if x.dim() == 4:  # a batched matmul over the pixels (much faster than a 1x1 conv2d on CPU)
+        c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+        return torch.matmul(w, x.reshape(-1, c, h * wd)).reshape(-1, w.shape[0], h, wd)
     return torch.einsum("oc,bc...->bo...", w, x)
 
 
