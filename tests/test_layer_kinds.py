@@ -44,7 +44,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "split": [(IMG.format(c=3, h=2, w=3), "split"), (VEC.format(d=5), "split")],
     "conv": [
         (IMG.format(c=2, h=5, w=5), "conv(kind=emerging, kernel=3)"),
-        (IMG.format(c=3, h=5, w=6), "conv(kind=emerging, kernel=5)"),
+        (IMG.format(c=3, h=4, w=6), "conv(kind=emerging, kernel=5)"),
         (IMG.format(c=2, h=4, w=5), "conv(kind=periodic, kernel=3)"),
         (IMG.format(c=2, h=5, w=4), "conv(kind=periodic, kernel=3)"),
     ],

@@ -55,13 +55,21 @@ class ConvKind(LayerKind):
             ctx.fail(f"conv kernel must be a positive odd integer, got {k}", arg="kernel")
         if k % 2 == 0:
             ctx.fail(f"conv kernel must be odd (the kernel needs a centre tap), got {k}; use {k - 1} or {k + 1}", arg="kernel")
-        if k > h or k > w:
-            # periodic: a circular kernel wider than the image would wrap onto itself (aliased
-            # taps); emerging: a kernel wider than the image has taps that only ever see padding.
+        if args.kind == "periodic" and (k > h or k > w):
+            # a circular kernel wider than the image would wrap onto itself (aliased taps)
             side, size = ("height", h) if k > h else ("width", w)
             ctx.fail(
-                f"conv(kind={args.kind}) kernel {k} does not fit in the image: the {side} is {size} "
-                f"(input {c}×{h}×{w}); the kernel must be at most {min(h, w)}",
+                f"conv(kind=periodic) kernel {k} does not fit in the image: {side} is {size} "
+                f"(input {c}×{h}×{w}); a periodic kernel must be at most {min(h, w)}",
+                arg="kernel",
+            )
+        reach = (k + 1) // 2  # each masked AR conv is a one-sided ((k+1)/2)² conv
+        if args.kind == "emerging" and (reach > h or reach > w):
+            side, size = ("height", h) if reach > h else ("width", w)
+            ctx.fail(
+                f"conv(kind=emerging) kernel {k} does not fit in the image: its masked halves reach "
+                f"{reach} pixels but the {side} is {size} (input {c}×{h}×{w}); use a kernel of at most "
+                f"{2 * min(h, w) - 1}",
                 arg="kernel",
             )
         return shape
