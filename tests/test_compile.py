@@ -3,8 +3,12 @@
 * every spec in specs/: ``torch._dynamo.explain`` over forward, inverse and the prior's
   log-density of the fused module finds ONE graph and zero breaks (a ``.item()`` or any other
   host synchronisation would break the graph);
-* ``dynamic=True``: batch sizes 2, 3, 5 and 17 run without a single recompilation;
-* one real inductor compile (a small flow) matches eager.
+* ``dynamic=True``: batch sizes 2, 3, 5 and 17 run without a single recompilation (Glow with
+  the conv net; RealNVP with ResNet nets on one channel). Flows whose frozen layers call
+  ``F.conv2d`` directly (``conv(kind=periodic|emerging)``) recompile once at batch 16: PyTorch's
+  CPU backend heuristic guards on ``batch >= 16``; the fused modules avoid it with the oneDNN op;
+* one real inductor compile (a small flow) matches eager (``slow``: ``flowdsl bench`` compiles
+  every spec with inductor and reports the agreement with the unfused model).
 The heavy inductor compiles of the 3×32×32 flows (10–25 s per direction cold) are not repeated
 here: ``flowdsl bench`` compiles them and reports their timings.
 """
@@ -22,7 +26,11 @@ SPECS = sorted(p for p in (Path(__file__).resolve().parent.parent / "specs").glo
 
 
 def fused_model(path: Path):
-    model = flowdsl.compile(flowdsl.load(path))
+    try:
+        spec = flowdsl.load(path)
+    except flowdsl.FlowDSLError as e:  # reported by tests/test_specs.py; not a compile matter
+        pytest.skip(f"{path.name} does not check: {str(e).splitlines()[0]}")
+    model = flowdsl.compile(spec)
     x = torch.rand(8, *model.input_shape)
     model.train()
     with torch.no_grad():
@@ -48,8 +56,9 @@ def test_fused_module_traces_without_graph_breaks(path):
     assert report.graph_count == 1
 
 
-def test_dynamic_batch_does_not_recompile():
-    fused, x = fused_model(SPECS[0].parent / "glow_digits.flow")
+@pytest.mark.parametrize("name", ["glow_digits", "realnvp_checkerboard_digits"])
+def test_dynamic_batch_does_not_recompile(name):
+    fused, x = fused_model(SPECS[0].parent / f"{name}.flow")
     torch._dynamo.reset()
     fwd = torch.compile(fused, backend="eager", dynamic=True, fullgraph=True)
     inv = torch.compile(fused.inverse, backend="eager", dynamic=True, fullgraph=True)
@@ -63,8 +72,21 @@ def test_dynamic_batch_does_not_recompile():
                 assert inv(z).shape[0] == b
 
 
-def test_inductor_matches_eager():
-    fused, x = fused_model(SPECS[0].parent / "vector_multiscale.flow")
+TINY = """
+flow tiny {
+    input image(channels=2, height=4, width=4)
+    repeat 2 { actnorm conv1x1 coupling(hidden=8) }
+    squeeze
+    coupling(hidden=8)
+}
+"""
+
+
+@pytest.mark.slow  # inductor numerics of every spec: the agreement table of `flowdsl bench`
+def test_inductor_matches_eager(tmp_path):
+    path = tmp_path / "tiny.flow"
+    path.write_text(TINY)
+    fused, x = fused_model(path)
     torch._dynamo.reset()
     lp = torch.compile(fused.log_prob, fullgraph=True, dynamic=False)
     inv = torch.compile(fused.inverse, fullgraph=True, dynamic=False)

@@ -104,6 +104,15 @@ class PackedWeights:
 def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any) -> Tensor:
     """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path."""
     path = conv_path(x)
+    if path == "onednn" and (x.shape[1] == 1 or x.shape[2] * x.shape[3] == 1):
+        # 1 channel or 1 pixel: NCHW and channels-last strides coincide, the op then returns NCHW
+        # while its shape rule (used by inductor) promises channels-last. One zero channel more
+        # (and a zero weight column) removes the ambiguity; a 1×1 image takes the plain path.
+        if x.shape[2] * x.shape[3] == 1:
+            path = "plain"
+        else:
+            x = torch.cat([x, torch.zeros_like(x)], dim=1).contiguous(memory_format=torch.channels_last)
+            weight = torch.cat([weight, torch.zeros_like(weight)], dim=1)
     if path != "plain":
         pad = [padding, padding]
         w = packed.get(key, weight, pad, x) if path == "packed" and packed is not None else weight

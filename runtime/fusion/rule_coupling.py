@@ -7,11 +7,12 @@ Rewrite (weight-only, exact up to rounding):
     * the affine scale log s = 2·tanh(r/2) needs r/2: the rows of the conditioner's last layer
       that produce r (its second half of outputs) and their biases are multiplied by ½ once, so
       log s = 2·tanh(r') with no per-call halving;
-    * ``net=conv`` (Glow's 3×3 → ReLU → 1×1 → ReLU → 3×3) becomes a :class:`ConvStack`: on the
-      CPU fast path each convolution and its ReLU are ONE oneDNN call with weights reordered
-      once (``kernels.conv_act``), in channels-last layout; elsewhere ``F.conv2d`` + ReLU;
+    * ``net=conv`` and ``net=resnet`` become a ``ConvProgram`` (``conv_program.py``): on the CPU
+      each convolution and its ReLU are ONE oneDNN call (weights reordered once in eager mode;
+      under ``torch.compile`` the same op, which does not guard on the batch size), in
+      channels-last layout; elsewhere ``F.conv2d`` + ReLU;
     * the log-det is Σ 2·tanh(r') accumulated in float32 for 16-bit inputs.
-``net=resnet`` and ``net=mlp`` keep their PyTorch modules (copied, with the ½ folded in).
+``net=mlp`` keeps its PyTorch modules (copied, with the ½ folded in).
 """
 from __future__ import annotations
 
@@ -23,43 +24,10 @@ from torch import Tensor, nn
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
-from flowdsl.runtime.fusion.kernels import InferenceModule, PackedWeights, acc_dtype, conv_act, conv_path
+from flowdsl.runtime.fusion.conv_program import ConvProgram
+from flowdsl.runtime.fusion.kernels import InferenceModule, acc_dtype
 
-__all__ = ["ConvStack", "InferenceCoupling", "CouplingInference"]
-
-
-class ConvStack(nn.Module):
-    """A chain of 2-D convolutions, each optionally followed by ReLU (buffers ``w{i}``, ``b{i}``)."""
-
-    def __init__(self, convs: list[nn.Conv2d], acts: list[str], scale_rows: tuple[int, float] | None = None) -> None:
-        super().__init__()
-        self.pads = [int(c.padding[0]) for c in convs]
-        self.acts = list(acts)
-        self.packed = PackedWeights()
-        for i, c in enumerate(convs):
-            if c.stride != (1, 1) or c.dilation != (1, 1) or c.groups != 1 or c.padding[0] != c.padding[1] or c.padding_mode != "zeros":
-                raise Refused("conditioner convolution with stride, dilation, groups or non-zero padding")
-            w = c.weight.detach().clone()
-            b = c.bias.detach().clone() if c.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-            if scale_rows is not None and i == len(convs) - 1:
-                start, factor = scale_rows
-                w[start:] *= factor
-                b[start:] *= factor
-            self.register_buffer(f"w{i}", w)
-            self.register_buffer(f"b{i}", b)
-
-    def forward(self, x: Tensor) -> Tensor:
-        fast = conv_path(x) != "plain"
-        if fast:  # the hidden activations live in channels-last, where oneDNN needs no reorders
-            x = x.contiguous(memory_format=torch.channels_last)
-        for i, (pad, act) in enumerate(zip(self.pads, self.acts)):
-            x = conv_act(x, getattr(self, f"w{i}"), getattr(self, f"b{i}"), pad, act, self.packed, i)
-        # the (shift, r) halves are sliced along channels next: contiguous NCHW keeps them dense
-        return x.contiguous() if fast else x
-
-    def _apply(self, fn, recurse: bool = True):
-        self.packed.clear()
-        return super()._apply(fn, recurse)
+__all__ = ["InferenceCoupling", "CouplingInference"]
 
 
 def _scale_last_rows(net: nn.Module, start: int, factor: float) -> None:
@@ -73,17 +41,8 @@ def _scale_last_rows(net: nn.Module, start: int, factor: float) -> None:
 def _inference_net(net: nn.Module, kind: str, half: int | None) -> nn.Module:
     """The conditioner in inference form; ``half`` = first output row of r (affine) or None."""
     scale = (half, 0.5) if half is not None else None
-    if kind == "conv":
-        mods = list(net)
-        convs = [m for m in mods if isinstance(m, nn.Conv2d)]
-        acts = []
-        for k, m in enumerate(mods):
-            if isinstance(m, nn.Conv2d):
-                nxt = mods[k + 1] if k + 1 < len(mods) else None
-                acts.append("relu" if isinstance(nxt, nn.ReLU) else "none")
-            elif not isinstance(m, nn.ReLU):
-                raise Refused(f"conv conditioner with an unexpected {type(m).__name__}")
-        return ConvStack(convs, acts, scale)
+    if kind in ("conv", "resnet"):
+        return ConvProgram(net, scale)
     out = copy.deepcopy(net).eval()
     for p in out.parameters():
         p.requires_grad_(False)
@@ -198,8 +157,8 @@ class CouplingInference(FusionRule):
         args = nodes[0].args
         net = args.net or ("mlp" if len(nodes[0].in_shape) == 1 else "conv")
         parts = ["r/2 folded into the last layer"] if args.kind == "affine" else []
-        if net == "conv":
-            parts.append("conv+ReLU fused, weights prepacked (CPU)")
+        if net in ("conv", "resnet"):
+            parts.append(f"net={net} as a conv program: conv+ReLU fused, weights prepacked (CPU)")
         else:
             parts.append(f"net={net} kept as PyTorch modules")
         return "; ".join(parts)
