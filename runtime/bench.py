@@ -14,9 +14,10 @@ For every spec, at batch 64 in float32 on the CPU, log_prob (x → log p(x)) and
     normflows         for Glow specs, the same architecture built in normflows (a
                       benchmark-only dependency: ``pip install flowdsl[bench]``)
 
-in ONE process, alternating: every round runs each variant once (in a rotating order), so all
-see the same machine load; tables give medians and the interquartile range, and every
-speed-up is the median over rounds of the per-round ratio. The model's FLOP count (convolutions
+each spec in its own fresh process (the same start for all: allocator state, caches, a cold
+inductor compile), alternating: every round runs each variant of both directions once (in a
+rotating order), so all see the same machine load; tables give medians and the interquartile
+range, and every speed-up is the median over rounds of the per-round ratio. The model's FLOP count (convolutions
 and matrix products, ``torch.utils.flop_counter``) is set against a float32 matrix-multiply
 peak measured in the same run. Memory: the peak resident-memory increase of one training step
 (unfused, and with invertible-memory recomputation), of inference (unfused vs fused) and of an
@@ -156,7 +157,8 @@ class SpecResult:
     compile_s: dict[str, float] = field(default_factory=dict)
     flops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    warm: dict[str, list[float]] | None = None
+    warm: dict[str, dict[str, list[float]]] | None = None  # the same after one training step
+    threads: int = 0
 
 
 def _prepared(path: str, batch: int):
@@ -175,9 +177,12 @@ def _prepared(path: str, batch: int):
 
 
 def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool = True, onnx: bool = True,
-               normflows: bool = True, say: Callable[[str], None] = print) -> SpecResult:
+               normflows: bool = True, warm: bool = False, say: Callable[[str], None] = print) -> SpecResult:
+    """Time every variant of one spec in this process (see the module docstring); with ``warm``,
+    time them again after one training step of the unfused model (glibc's malloc keeps freed
+    blocks after such a peak, which removes page faults from later calls)."""
     spec, model, x = _prepared(path, batch)
-    res = SpecResult(spec.name)
+    res = SpecResult(spec.name, threads=threads)
     fused = model.fuse()
     prior = fused.prior
 
@@ -248,22 +253,48 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
     times = alternate(fns, repeats)
     for d in ("log_prob", "sample"):
         res.times[d] = {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")}
+    if warm:
+        say(f"  {spec.name}: one training step, then the same rounds again")
+        model.train()
+        (-model.log_prob(x).mean()).backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        times = alternate(fns, repeats)
+        res.warm = {d: {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")} for d in ("log_prob", "sample")}
     return res
 
 
-def warm_allocator_check(path: str, batch: int, repeats: int) -> dict[str, list[float]]:
-    """Unfused vs fused eager after one training step in the same process (glibc malloc keeps
-    freed blocks after a large peak, which removes page faults from later calls)."""
-    _, model, x = _prepared(path, batch)
-    fused = model.fuse()
-    model.train()
-    (-model.log_prob(x).mean()).backward()
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    z = fused.prior.sample(batch)
-    t = alternate({"unfused log_prob": lambda: model.log_prob(x), "fused log_prob": lambda: fused.log_prob(x),
-                   "unfused sample": lambda: model.inverse(z), "fused sample": lambda: fused.inverse(z)}, repeats)
-    return t
+def run_spec_probe(path: str, batch: int, repeats: int, threads: int, flags: dict[str, bool], warm: bool) -> SpecResult:
+    """:func:`bench_spec` in a fresh process (the same start for every spec: allocator, caches,
+    and a cold inductor compile: its on-disk caches are disabled). Raises RuntimeError on failure."""
+    env = dict(os.environ, TORCHINDUCTOR_FORCE_DISABLE_CACHES="1")
+    cmd = [sys.executable, "-m", "flowdsl.runtime.bench", "--spec-probe", json.dumps(
+        {"path": path, "batch": batch, "repeats": repeats, "threads": threads, "warm": warm, **flags})]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"probe failed (exit {out.returncode}): {lines[-1] if lines else 'no output'}")
+    data = json.loads(lines[-1])
+    if "error" in data:
+        raise RuntimeError(data["error"])
+    return SpecResult(**data)
+
+
+def _spec_probe(cfg: dict) -> dict:
+    import dataclasses
+    import warnings
+
+    from flowdsl.errors import FlowDSLError
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(cfg["threads"])
+    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        res = bench_spec(cfg["path"], cfg["batch"], cfg["repeats"], cfg["threads"], compile_=cfg["compile"], onnx=cfg["onnx"],
+                         normflows=cfg["normflows"], warm=cfg["warm"], say=say)
+    except FlowDSLError as e:
+        return {"error": f"does not check: {str(e).splitlines()[0]}"}
+    return dataclasses.asdict(res)
 
 
 # --------------------------------------------------------------------------- memory
@@ -423,27 +454,28 @@ def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tup
 
 
 def acceptance(r: SpecResult) -> str:
-    lines = [f"Acceptance targets on `{r.name}` (batch 64, one run): each ratio ≥ {TARGET}×.", ""]
-    lines += ["| target | direction | ratio (median [IQR]) | met? |", "|---|---|---:|---|"]
-    for d in ("log_prob", "sample"):
-        t = r.times[d]
-        for label, slow, fast in (("fused eager vs unfused eager", "unfused eager", "fused eager"),
-                                  ("fused + compile vs normflows", "normflows", "fused + compile")):
-            if slow in t and fast in t:
-                lo, med, hi = _ratio(t[slow], t[fast])
-                ok = "yes" if med >= TARGET else "**NO**"
-                lines.append(f"| {label} | {d} | {med:.2f}× [{lo:.2f}–{hi:.2f}] | {ok} |")
-            else:
-                lines.append(f"| {label} | {d} | not measured | – |")
-    if r.warm:
-        t = r.warm
-        lines += ["", "The same comparison after one training step in the same process (glibc's malloc then keeps the freed "
-                  "blocks, so the unfused model's large temporary buffers no longer cost page faults):", "",
-                  "| direction | unfused eager (ms) | fused eager (ms) | ratio |", "|---|---:|---:|---:|"]
+    lines = [f"`{r.name}`, batch 64, {r.threads} thread(s), one process; target: each ratio ≥ {TARGET}×.", ""]
+    states = [("fresh process", r.times)] + ([("after one training step", r.warm)] if r.warm else [])
+    lines += ["| target | direction | " + " | ".join(f"{name}: ratio (median [IQR])" for name, _ in states) + " | met? |",
+              "|---|---|" + "---:|" * len(states) + "---|"]
+    for label, slow, fast in (("fused eager vs unfused eager", "unfused eager", "fused eager"),
+                              ("fused + compile vs normflows", "normflows", "fused + compile")):
         for d in ("log_prob", "sample"):
-            u, f = t[f"unfused {d}"], t[f"fused {d}"]
-            lo, med, hi = _ratio(u, f)
-            lines.append(f"| {d} | {_ms(u)} | {_ms(f)} | {med:.2f}× [{lo:.2f}–{hi:.2f}] |")
+            cells, oks = [], []
+            for _, times in states:
+                t = times[d]
+                if slow in t and fast in t:
+                    lo, med, hi = _ratio(t[slow], t[fast])
+                    cells.append(f"{med:.2f}× [{lo:.2f}–{hi:.2f}]")
+                    oks.append(med >= TARGET)
+                else:
+                    cells.append("not measured")
+            met = "–" if not oks else ("yes" if all(oks) else ("**NO**" if not any(oks) else "fresh process only" if oks[0] else "**NO** (fresh)"))
+            lines.append(f"| {label} | {d} | " + " | ".join(cells) + f" | {met} |")
+    lines += ["", "Times (ms, median [IQR]), fresh process:", "", _times_table([r]).rstrip("\n")]
+    if r.warm:
+        w = SpecResult(r.name, times=r.warm)
+        lines += ["", "Times (ms, median [IQR]) after one training step in the same process:", "", _times_table([w]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -515,32 +547,33 @@ def _cmd(args: argparse.Namespace) -> int:
     parts: list[str] = []
     if "fusion" in sections:
         peak0 = matmul_peak(args.threads)
-        results = []
+        results: list[SpecResult] = []
+        skipped: list[str] = []
+        flags = {"compile": not args.no_compile, "onnx": not args.no_onnx, "normflows": not args.no_normflows}
         for path in args.specs:
-            say(f"bench {path}")
-            results.append(bench_spec(path, args.batch, args.repeats, args.threads, compile_=not args.no_compile,
-                                      onnx=not args.no_onnx, normflows=not args.no_normflows, say=say))
+            say(f"bench {path} (fresh process)")
+            try:
+                results.append(run_spec_probe(path, args.batch, args.repeats, args.threads, flags, warm=False))
+            except RuntimeError as e:  # e.g. a spec that does not check: reported, the others still run
+                say(f"  skipped: {e}")
+                skipped.append(f"* `{path}` was skipped: {e}")
+        bad = {line.split("`")[1] for line in skipped}
+        args.specs = [p for p in args.specs if p not in bad]
         peak1 = matmul_peak(args.threads)
         peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
-        acc = [r for r in results if r.name == "glow_cifar"]
-        if acc:
-            glow = next(p for p in args.specs if Path(p).stem == "glow_cifar")
-            acc[0].warm = warm_allocator_check(glow, args.batch, args.repeats)
-            text = f"### {args.threads} thread(s)\n\n" + acceptance(acc[0])
-            for t in [int(v) for v in args.acceptance_threads.split(",") if v.strip()]:
-                if t == args.threads:
-                    continue
-                say(f"acceptance re-run of {glow} on {t} thread(s)")
-                torch.set_num_threads(t)
-                try:
-                    r2 = bench_spec(glow, args.batch, args.repeats, t, compile_=not args.no_compile, onnx=not args.no_onnx,
-                                    normflows=not args.no_normflows, say=say)
-                    r2.warm = warm_allocator_check(glow, args.batch, args.repeats)
-                finally:
-                    torch.set_num_threads(args.threads)
-                text += f"\n### {t} thread(s)\n\n" + acceptance(r2) + "\nTimes (ms, median [IQR]):\n\n" + _times_table([r2])
+        glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)
+        if glow is not None:
+            text = ("Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
+                    "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
+                    "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
+                    "gap).\n\n")
+            threads = [args.threads] + [int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads]
+            for t in threads:
+                say(f"acceptance: {glow} on {t} thread(s) (fresh process)")
+                text += f"### {t} thread(s)\n\n" + acceptance(run_spec_probe(glow, args.batch, args.repeats, t, flags, warm=True)) + "\n"
             parts.append("## Acceptance\n\n" + text)
-        parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak))
+        parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak)
+                     + ("\n" + "\n".join(skipped) + "\n" if skipped else ""))
         if not args.no_memory:
             mem_specs = [p for p in args.specs if not args.memory_specs or Path(p).stem in args.memory_specs.split(",")]
             say("memory probes (one fresh process each)")
@@ -582,9 +615,11 @@ def register(subparsers) -> None:
     b.set_defaults(func=_cmd)
 
 
-if __name__ == "__main__":  # the memory probe runs in a fresh process
+if __name__ == "__main__":  # the probes run in fresh processes
     if len(sys.argv) == 6 and sys.argv[1] == "--memory-probe":
         print(json.dumps(_memory_probe(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--spec-probe":
+        print(json.dumps(_spec_probe(json.loads(sys.argv[2]))))
     else:
         print("usage: flowdsl bench SPEC... (this module's own entry point is internal)", file=sys.stderr)
         sys.exit(2)
