@@ -9,7 +9,7 @@ The dispatch wraps the ``train``/``sample`` subcommands that the training packag
     flowdsl train specs/fdrl_moons.flow --out runs/fdrl_moons
     flowdsl train specs/fdrl_glow_digits.flow --source-checkpoint runs/glow_digits --out runs/fdrl_glow
     flowdsl train specs/fdrl_digits.flow --data-classes 7 --source-data digits --source-classes 1 --out runs/one2seven
-    flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 1 -o cond.png
+    flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 0.3 -o cond.png
 
 and three commands of its own:
 
@@ -83,9 +83,11 @@ def _add_sample_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--flow-steps", type=int, default=None, help="sampler steps (default K + kappa of the run)")
     g.add_argument("--classifier", default=None, help="classifier for guidance (flowdsl fdrl-classifier)")
     g.add_argument("--label", default="all", help="class to generate with --classifier, or 'all' (sample i gets class i mod classes)")
-    g.add_argument("--guidance", type=float, default=1.0, help="guidance weight phi (energy f'(r) - phi log p(y|x))")
+    g.add_argument("--guidance", type=float, default=0.3, help="guidance weight phi (energy f'(r) - phi log p(y|x); default 0.3)")
     g.add_argument("--raw", action="store_true", help="sample with the raw estimator weights instead of their EMA")
     g.add_argument("--show-source", default=None, metavar="PNG", help="also write the source samples (the particles' start)")
+    g.add_argument("--source-temperature", type=float, default=None,
+                   help="source=prior runs: the flow's sampling temperature (default: the run's; --temperature is for MLE runs)")
 
 
 def _wrap(parser: argparse.ArgumentParser, is_fdrl: Callable[[argparse.Namespace], bool], ours: Callable[[argparse.Namespace], int]) -> None:
@@ -149,6 +151,10 @@ def cmd_sample_fdrl(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
     spec, model, ckpt = load_fdrl(args.run)
+    if getattr(args, "source_temperature", None) is not None:
+        if model.source_kind != "prior":
+            raise FlowDSLError("--source-temperature applies to runs with source=prior", filename="sample")
+        model.source.temperature = float(args.source_temperature)
     guidance = None
     if getattr(args, "classifier", None):
         guidance, _ = _guidance(model, args.classifier, args.label, args.n, args.guidance)
@@ -320,7 +326,7 @@ def register(subparsers) -> None:
     e.add_argument("--prefer", choices=["best", "last"], default="best", help="checkpoint of a run folder (default best)")
     e.add_argument("--classifier", default=None, help="images: classifier whose features give the Fréchet distance and accuracy")
     e.add_argument("--guidance-classifier", default=None, help="images: also sample class-conditionally with this classifier")
-    e.add_argument("--guidance", type=float, default=1.0, help="guidance weight phi (default 1)")
+    e.add_argument("--guidance", type=float, default=0.3, help="guidance weight phi (default 0.3)")
     e.add_argument("--source-temperature", type=float, default=None, help="source=prior runs: sample the flow at this temperature")
     e.add_argument("--json", default=None, help="write the results as JSON")
     e.set_defaults(func=cmd_eval)

@@ -440,6 +440,8 @@ def train_fdrl(
     from flowdsl.runtime.training.loop import ModelFactory, as_spec
 
     spec = as_spec(spec, ModelFactory())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DataError("FDRL training runs in a single process; start it without torchrun", filename=getattr(spec, "filename", "train"))
     if not is_fdrl_spec(spec):
         raise DataError(f"spec {spec.name!r} has objective {spec.objective.name!r}; train_fdrl trains objective fdrl", filename=spec.filename)
     prev_threads = torch.get_num_threads()
