@@ -121,7 +121,8 @@ def test_cli_train_sample_export_dispatch_on_the_objective(tmp_path, capsys):
     spec_path.write_text(DIGITS)
     run = tmp_path / "run"
     assert main(["train", str(spec_path), "--out", str(run), "--quiet", "--eval-n", "16", "--sample-n", "4", "--ema", "0.9"]) == 0
-    assert json.loads((run / "config.json").read_text())["fdrl"]["ema"] == 0.9
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["fdrl"]["ema"] == 0.9 and cfg["schedule"] == "constant"  # FDRL's default rate schedule
     assert (run / "samples.png").is_file()
     png = tmp_path / "s.png"
     assert main(["sample", str(run), "--n", "6", "--flow-steps", "2", "-o", str(png)]) == 0
