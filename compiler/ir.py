@@ -113,6 +113,13 @@ class FlowGraph:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.spec.input.shape)
 
+    def depth(self, node: Node) -> int:
+        """How many composite layers enclose ``node`` (0 for the top-level chain)."""
+        depth, p = 0, node.parent
+        while p is not None:
+            depth, p = depth + 1, self.node(p).parent
+        return depth
+
     def total_params(self) -> int:
         return sum(n.n_params or 0 for n in self.layers())
 
@@ -131,11 +138,7 @@ class FlowGraph:
         """A deterministic table: layer, kind, arguments, shape in → out, parameters, line."""
         rows = [("layer", "kind", "shape in -> out", "params", "line", "arguments")]
         for n in self.layers():
-            depth = 0
-            p = n.parent
-            while p is not None:
-                depth += 1
-                p = self.node(p).parent
+            depth = self.depth(n)
             shape = ""
             if with_shapes and n.in_shape is not None:
                 shape = f"{_shape(n.in_shape)} -> {_shape(n.out_shape)}"

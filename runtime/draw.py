@@ -66,12 +66,7 @@ def _draw_matplotlib(graph: FlowGraph, out: Path) -> None:
     x = graph.node("x")
     rows.append((x, 0))
     for n in graph.layers():
-        depth = 0
-        p = n.parent
-        while p is not None:
-            depth += 1
-            p = graph.node(p).parent
-        rows.append((n, depth))
+        rows.append((n, graph.depth(n)))
         for succ in graph.g.successors(n.id):
             if graph.g.edges[n.id, succ].get("port") == "latent":
                 rows.append((graph.node(succ), -1))
