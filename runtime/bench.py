@@ -593,9 +593,24 @@ def _cmd(args: argparse.Namespace) -> int:
     text = "\n".join(head) + "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        kept = _foreign_sections(out.read_text() if out.is_file() else "", text)
+        if kept:
+            say(f"kept {len(kept)} section(s) of {out} that this command does not produce")
+        out.write_text(text + "".join("\n" + k.rstrip("\n") + "\n" for k in kept))
         say(f"wrote {args.out}")
     return 0
+
+
+def _foreign_sections(old: str, new: str) -> list[str]:
+    """``## `` sections of an existing report that ``new`` does not contain (e.g. added by hand
+    or by another command), so that re-running ``flowdsl bench --out`` keeps them."""
+    def sections(text: str) -> list[str]:
+        parts = ("\n" + text).split("\n## ")[1:]
+        return ["## " + p for p in parts]
+
+    produced = {sec.splitlines()[0] for sec in sections(new)}
+    return [sec for sec in sections(old) if sec.splitlines()[0] not in produced]
 
 
 def register(subparsers) -> None:
