@@ -167,7 +167,8 @@ def cmd_sample_fdrl(args: argparse.Namespace) -> int:
         if name:
             data_x = load_data(spec, name, "test", int(config.get("seed", 0)), (config.get("fdrl") or {}).get("data_classes")).x
     k = steps if steps is not None else model.args.steps + model.kappa
-    write_fdrl_samples(model, x, args.out, data=data_x, title=f"{spec.name}: {k} FDRL steps")
+    on = (ckpt.get("config") or {}).get("data") or spec.train.data
+    write_fdrl_samples(model, x, args.out, data=data_x, title=f"{spec.name} on {on}: {k} FDRL steps")
     if getattr(args, "show_source", None):
         write_fdrl_samples(model, x0, args.show_source, data=data_x, title=f"{spec.name}: source {model.source_kind}")
     what = f", guided by {args.classifier} (label {args.label}, phi {args.guidance:g})" if guidance is not None else ""
