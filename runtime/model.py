@@ -176,11 +176,17 @@ class FlowModel(nn.Module):
         z, _ = self(x)
         return None if torch.isfinite(self.prior.log_prob(z)).all() else "the prior's log-density"
 
-    def fuse(self) -> "FlowModel":
-        """Inference module: weight-only quantities precomputed, fusion passes applied."""
+    def fuse(self, *, channels_last: bool = False, cuda_graph: bool = False) -> "FlowModel":
+        """Inference module: weight-only quantities precomputed, fusion passes applied.
+
+        Options of the emitted module (see ``flowdsl.runtime.fuse.fuse_model``):
+        ``channels_last`` converts 4-D inputs to channels-last memory format on entry;
+        ``cuda_graph`` captures and replays one CUDA graph per input shape on CUDA inputs
+        (untested on a GPU: none was available; no effect on the CPU).
+        """
         from flowdsl.runtime.fuse import fuse_model
 
-        return fuse_model(self)
+        return fuse_model(self, channels_last=channels_last, cuda_graph=cuda_graph)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, input_shape={self.input_shape}, fused={self.is_fused}"

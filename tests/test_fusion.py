@@ -288,6 +288,8 @@ def test_options_channels_last_and_cuda_graph_on_cpu():
     a = fuse_model(m, channels_last=True, cuda_graph=True)  # cuda_graph: no effect on the CPU
     b = fuse_model(m, channels_last=False)
     assert a.channels_last and a.cuda_graph and not b.channels_last
+    c = m.fuse(channels_last=True, cuda_graph=True)  # the same options through the public API
+    assert c.channels_last and c.cuda_graph and not m.fuse().channels_last
     with torch.no_grad():
         assert rel(a(x)[0], b(x)[0]) < 1e-6 and rel(a.inverse(b(x)[0]), x) < 1e-5
         assert a.inverse(b(x)[0]).is_contiguous()
