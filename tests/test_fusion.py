@@ -338,3 +338,39 @@ def test_bench_recognises_glow_and_builds_the_same_normflows_architecture():
     with torch.no_grad():
         assert nfm.log_prob(torch.rand(2, 1, 8, 8), None).shape == (2,)
         assert nfm.sample(3)[0].shape == (3, 1, 8, 8)
+
+
+def test_bench_convolution_floor_runs_exactly_the_conditioner_programs():
+    from flowdsl.runtime.bench import SpecResult
+    from flowdsl.runtime.bench_acceptance import FLOOR, acceptance, conditioner_floor
+    from flowdsl.runtime.fusion.conv_program import ConvProgram
+
+    m, x = compiled((SPECS[0].parent / "glow_digits.flow").read_text(), batch=3)
+    fused = m.float().fuse()
+    x = x.float()
+    programs = [p for p in fused.modules() if isinstance(p, ConvProgram)]
+    calls: list[tuple[int, ...]] = []
+    run = conditioner_floor(fused, lambda: fused.log_prob(x))
+    hooks = [p.register_forward_pre_hook(lambda mod, a: calls.append(tuple(a[0].shape))) for p in programs]
+    run()
+    for h in hooks:
+        h.remove()
+    assert len(calls) == len(programs) > 0 and all(c[0] == 3 for c in calls)
+    assert conditioner_floor(flowdsl.compile("flow v { input vector(dim=2) }").fuse(), lambda: None) is None
+    # the report: a target met in one state only is not met; the floor table gives unfused ÷ convolutions
+    t = {"unfused eager": [3e-3, 3e-3], "fused eager": [1.5e-3, 2.5e-3], "normflows": [4e-3, 4e-3], "fused + compile": [2e-3, 2e-3],
+         FLOOR: [1e-3, 1e-3]}  # seconds per call, two rounds
+    warm = {k: [v[0] * 0.5 + 0.5e-3, v[1] * 0.5 + 0.5e-3] for k, v in t.items()}
+    text = acceptance(SpecResult("glow_x", times={"log_prob": t, "sample": t}, warm={"log_prob": warm, "sample": warm}, threads=2))
+    assert "| fused eager vs unfused eager | log_prob | 1.60× [1.00–2.20] | 1.37× [1.03–1.71] | fresh process only |" in text
+    assert "| fused + compile vs normflows | sample | 2.00× [2.00–2.00] | 1.67× [1.67–1.67] | yes |" in text
+    assert "| fresh process | log_prob | 3.0 [3.0–3.0] | 2.0 [1.2–2.8] | 1.0 [1.0–1.0] | 3.00× | 2.00× |" in text
+    assert "| steady state (after one training step) | sample | 2.0 [2.0–2.0] | 1.5 [1.1–1.9] | 1.0 [1.0–1.0] | 2.00× | 1.50× |" in text
+
+
+def test_bench_memory_probe_reports_a_spec_without_layers_instead_of_failing():
+    from flowdsl.runtime.bench_memory import _memory_probe
+
+    assert _memory_probe(str(SPECS[0].parent / "fdrl_moons.flow"), "train", 4, 1) == {"skip": "no layers: nothing to train or fuse"}
+    r = _memory_probe(str(SPECS[0].parent / "realnvp_moons.flow"), "train_recompute", 8, 1)
+    assert r["peak"] >= 0 and r["saved"] > 0 and r["seconds"] > 0
