@@ -3,10 +3,10 @@
 * every spec in specs/: ``torch._dynamo.explain`` over forward, inverse and the prior's
   log-density of the fused module finds ONE graph and zero breaks (a ``.item()`` or any other
   host synchronisation would break the graph);
-* ``dynamic=True``: batch sizes 2, 3, 5 and 17 run without a single recompilation (Glow with
-  the conv net; RealNVP with ResNet nets on one channel). Flows whose frozen layers call
-  ``F.conv2d`` directly (``conv(kind=periodic|emerging)``) recompile once at batch 16: PyTorch's
-  CPU backend heuristic guards on ``batch >= 16``; the fused modules avoid it with the oneDNN op;
+* ``dynamic=True``: batch sizes 2, 3, 5 and 17 run without a single recompilation, for every
+  layer family (Glow with the conv net; RealNVP with ResNet nets on one channel; periodic and
+  emerging convolutions, butterflies, RG-Flow, vectors). ``F.conv2d`` on the CPU would guard on
+  ``batch >= 16`` (a backend heuristic); the frozen convolutions use the oneDNN op instead;
 * one real inductor compile (a small flow) matches eager (``slow``: ``flowdsl bench`` compiles
   every spec with inductor and reports the agreement with the unfused model).
 The heavy inductor compiles of the 3×32×32 flows (10–25 s per direction cold) are not repeated
@@ -54,7 +54,8 @@ def test_fused_module_traces_without_graph_breaks(path):
     assert report.graph_count == 1
 
 
-@pytest.mark.parametrize("name", ["glow_digits", "realnvp_checkerboard_digits"])
+@pytest.mark.parametrize("name", ["glow_digits", "realnvp_checkerboard_digits", "periodic_digits", "emerging_glow_digits",
+                                  "butterfly_digits", "rgflow_digits", "vector_multiscale"])
 def test_dynamic_batch_does_not_recompile(name):
     fused, x = fused_model(SPECS[0].parent / f"{name}.flow")
     torch._dynamo.reset()

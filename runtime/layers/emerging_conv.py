@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowdsl.runtime.bijector import Bijector, batch_constant
+from flowdsl.runtime.fusion.kernels import conv_act
 
 __all__ = [
     "EmergingConv",
@@ -147,13 +148,16 @@ def choose_tile(c: int, h: int, w: int, k: int = 3) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- numerics
-def _ar_conv(x: Tensor, kernel: Tensor, direction: str) -> Tensor:
-    """The quadrant conv with zero padding: ``br`` pads bottom/right, ``tl`` top/left."""
+def _ar_conv(x: Tensor, kernel: Tensor, direction: str, frozen: bool = False) -> Tensor:
+    """The quadrant conv with zero padding: ``br`` pads bottom/right, ``tl`` top/left.
+
+    ``frozen`` (weights are buffers): through ``conv_act`` — oneDNN on the CPU, which does not
+    guard on the batch size under ``torch.compile(dynamic=True)``; F.conv2d otherwise."""
     c = kernel.shape[-1] - 1
-    if c == 0:
-        return F.conv2d(x, kernel)
-    pad = (0, c, 0, c) if direction == "br" else (c, 0, c, 0)
-    return F.conv2d(F.pad(x, pad), kernel)
+    xp = x if c == 0 else F.pad(x, (0, c, 0, c) if direction == "br" else (c, 0, c, 0))
+    if frozen:
+        return conv_act(xp, kernel, None, 0, "none", None, None)
+    return F.conv2d(xp, kernel)
 
 
 class ARQuadrantSolver:
@@ -585,7 +589,7 @@ class FrozenEmergingConv(Bijector):
         return self.sched_br.solver.n_levels + self.sched_tl.solver.n_levels
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y = _ar_conv(_ar_conv(x, self.k1, "br"), self.k2, "tl") + self.bias
+        y = _ar_conv(_ar_conv(x, self.k1, "br", frozen=True), self.k2, "tl", frozen=True) + self.bias
         return y, batch_constant(self.logdet, x)
 
     def inverse(self, y: Tensor) -> Tensor:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowdsl.runtime.bijector import Bijector, batch_constant
+from flowdsl.runtime.fusion.kernels import conv_act
 
 __all__ = ["PeriodicConv", "FrozenPeriodicConv", "column_weights"]
 
@@ -144,7 +145,9 @@ class FrozenPeriodicConv(Bijector):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         c = self.c
         xp = F.pad(x, (c, c, c, c), mode="circular") if c > 0 else x
-        return F.conv2d(xp, self.weight), batch_constant(self.logdet, x)
+        # conv_act: oneDNN on the CPU (no batch-size guard under torch.compile(dynamic=True)),
+        # F.conv2d for float64, autograd through x, other devices and ONNX export
+        return conv_act(xp, self.weight, None, 0, "none", None, None), batch_constant(self.logdet, x)
 
     def inverse(self, y: Tensor) -> Tensor:
         a = torch.einsum("bchw,wsv->bcshv", y, self.fw)  # rDFT along W      (B, C, 2, H, Wr)
