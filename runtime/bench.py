@@ -385,7 +385,7 @@ def _other_sections(sections: list[str], batch: int, threads: int, say: Callable
             out.append("## Invertible convolutions and butterflies (`flowdsl.runtime.bench_convs.run`)\n\n" + mod.run(batch=batch))
     if "rg" in sections:
         try:
-            mod = importlib.import_module("flowdsl.runtime.rg_tools")
+            mod = importlib.import_module("flowdsl.runtime.rg_benchmark")
         except ModuleNotFoundError:
             mod = None
         if mod is not None and hasattr(mod, "inpaint_benchmark"):
@@ -437,14 +437,18 @@ def _cmd(args: argparse.Namespace) -> int:
         except ImportError:
             pass
     parts: list[str] = []
+    flags = {"compile": not args.no_compile, "onnx": not args.no_onnx, "normflows": not args.no_normflows}
+    if "acceptance" in sections and "fusion" not in sections:  # only the glow_cifar targets
+        glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)
+        if glow is None:
+            raise FlowDSLError("--sections acceptance needs specs/glow_cifar.flow among the specs")
+        parts.append(acceptance_section(glow, args, flags, say))
     if "fusion" in sections:
-        from flowdsl.runtime.bench_acceptance import acceptance
         from flowdsl.runtime.bench_memory import memory_table
 
         peak0 = matmul_peak(args.threads)
         results: list[SpecResult] = []
         skipped: list[str] = []
-        flags = {"compile": not args.no_compile, "onnx": not args.no_onnx, "normflows": not args.no_normflows}
         for path in args.specs:
             say(f"bench {path} (fresh process)")
             try:
@@ -458,16 +462,7 @@ def _cmd(args: argparse.Namespace) -> int:
         peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
         glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)
         if glow is not None:
-            text = ("Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
-                    "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
-                    "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
-                    "gap: the steady state). A target counts as met only when it holds in both states. The issue's "
-                    "configuration is 2 threads. `flowdsl.runtime.bench_acceptance` explains the convolution floor.\n\n")
-            threads = [args.threads] + [int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads]
-            for t in threads:
-                say(f"acceptance: {glow} on {t} thread(s) (fresh process)")
-                text += f"### {t} thread(s)\n\n" + acceptance(run_spec_probe(glow, args.batch, args.repeats, t, flags, warm=True)) + "\n"
-            parts.append("## Acceptance\n\n" + text)
+            parts.append(acceptance_section(glow, args, flags, say))
         parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak)
                      + ("\n" + "\n".join(skipped) + "\n" if skipped else ""))
         if not args.no_memory:
@@ -498,6 +493,23 @@ def _cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def acceptance_section(glow: str, args: argparse.Namespace, flags: dict[str, bool], say: Callable[[str], None]) -> str:
+    """``## Acceptance``: the glow_cifar probe (warm state and convolution floor included) on
+    ``--threads`` and every ``--acceptance-threads`` count, each in its own fresh process."""
+    from flowdsl.runtime.bench_acceptance import acceptance
+
+    text = ("Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
+            "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
+            "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
+            "gap: the steady state). A target counts as met only when it holds in both states. The issue's "
+            "configuration is 2 threads. `flowdsl.runtime.bench_acceptance` explains the convolution floor.\n\n")
+    threads = [args.threads] + [int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads]
+    for t in threads:
+        say(f"acceptance: {glow} on {t} thread(s) (fresh process)")
+        text += f"### {t} thread(s)\n\n" + acceptance(run_spec_probe(glow, args.batch, args.repeats, t, flags, warm=True)) + "\n"
+    return "## Acceptance\n\n" + text
+
+
 def _foreign_sections(old: str, new: str) -> list[str]:
     """``## `` sections of an existing report that ``new`` does not contain (e.g. added by hand
     or by another command), so that re-running ``flowdsl bench --out`` keeps them."""
@@ -517,7 +529,9 @@ def register(subparsers) -> None:
     b.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads of the main tables")
     b.add_argument("--acceptance-threads", default="", help="comma list: re-run the glow_cifar acceptance comparison on these thread counts too")
     b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
-    b.add_argument("--sections", default="fusion,convs,rg", help="comma list of: fusion, convs, rg")
+    b.add_argument("--sections", default="fusion,convs,rg",
+                   help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
+                        "the glow_cifar targets), convs, rg")
     b.add_argument("--no-compile", action="store_true")
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--no-normflows", action="store_true")
