@@ -441,7 +441,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if "acceptance" in sections and "fusion" not in sections:  # only the glow_cifar targets
         glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)
         if glow is None:
-            raise FlowDSLError("--sections acceptance needs specs/glow_cifar.flow among the specs")
+            raise FlowDSLError("--sections acceptance needs specs/glow_cifar.flow among the specs", filename="flowdsl bench")
         parts.append(acceptance_section(glow, args, flags, say))
     if "fusion" in sections:
         from flowdsl.runtime.bench_memory import memory_table
