@@ -57,6 +57,7 @@ from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at  # noqa: 
 from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.metrics import MetricsLog, plot_curves
+from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
 
 __all__ = ["ModelFactory", "train", "load_model", "evaluate_bpd", "lr_at", "BatchStream", "as_spec"]
 
@@ -217,7 +218,9 @@ def train(
         quiet: no progress output.
         factory: how specs are parsed and built (tests substitute a stand-in).
         overrides: any :class:`TrainConfig` field (batch, lr, seed, weight_decay, warmup, clip,
-            eval_every, checkpoint_every, test_batch, schedule, val_fraction, threads, max_time, ...).
+            eval_every, checkpoint_every, test_batch, schedule, val_fraction, threads, max_time,
+            invertible_memory (the loss's backward recomputes activations from outputs; one
+            process only), ...).
 
     Returns:
         ``{"step", "best_step", "best_val_bpd", "test_bpd" (of the best weights), "final_test_bpd",
@@ -273,6 +276,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
+    if cfg.invertible_memory:
+        require_one_process(info.world, "train")
     torch.set_num_threads(cfg.threads)
     if info.active and cfg.batch % info.world:
         raise DataError(f"batch {cfg.batch} is not divisible by the {info.world} processes", filename="train")
@@ -321,7 +326,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         with torch.no_grad():
             model(x0)  # data-dependent initialisation (ActNorm), the same in every process
     _say(f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; {cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
-         f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)", quiet, info)
+         f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)"
+         + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""), quiet, info)
 
     # annealed modules (spike_slab) change the density until their schedule ends: only states
     # from then on are candidates for best.pt, so the selected model has the spec's prior
@@ -332,7 +338,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     if anneal_until:
         _say(f"annealing until step {anneal_until}: best.pt is chosen among evaluations from then on", quiet, info)
 
-    net: nn.Module = _LogProb(model)
+    # --invertible-memory: the loss goes through InvertibleMemory (same parameters); evaluation,
+    # the non-finite guard and checkpoints keep using the plain model
+    net: nn.Module = _LogProb(memory_saving_model(model, "train") if cfg.invertible_memory else model)
     if info.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -394,6 +402,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         x = dequantize(train_ds.x[idx], levels, mode, _gen("noise", cfg.seed, step))[shard]
         lp = net(x)
         loss = -lp.mean() / dims
+        if cfg.invertible_memory and not bool(torch.isfinite(loss)):  # one process: stop before the
+            raise_nonfinite(model, x, step, float(loss.detach()), out)  # recomputing backward inverts NaN/Inf
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip) if n_params else torch.zeros(())
@@ -510,6 +520,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         "seconds": round(time.time() - t_start, 2),
         "parameters": n_params,
         "world": info.world,
+        "invertible_memory": cfg.invertible_memory,
         "out": str(out),
         "sparsity": sparsity,
         "uniform_bpd": math.log2(levels) if levels else None,
