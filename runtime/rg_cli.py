@@ -48,10 +48,10 @@ def load_model_for_explain(source: str, checkpoint: str | None = None):
 
 def _images(model, n: int, data: str | None, seed: int) -> tuple[torch.Tensor, str]:
     """n images in model space: the spec's test data (bin centres) or model samples."""
-    from flowdsl.runtime import rg_tools as T
+    from flowdsl.runtime.rg_latents import dtype_device, sample_latents
 
     spec = getattr(model, "spec", None)
-    dtype, _ = T._dtype_device(model)
+    dtype, _ = dtype_device(model)
     try:
         from flowdsl.runtime.data import load_for_spec
         from flowdsl.runtime.data.dequantize import dequantize
@@ -63,16 +63,17 @@ def _images(model, n: int, data: str | None, seed: int) -> tuple[torch.Tensor, s
         return x, f"{n} test images of '{ds.name}'"
     except Exception as e:  # noqa: BLE001 - any data problem: fall back to samples, say so
         with torch.no_grad():
-            x = model.inverse(T.sample_latents(model, n, 0.7, seed))
+            x = model.inverse(sample_latents(model, n, 0.7, seed))
         return x.clamp(0, 1), f"{n} model samples at T=0.7 (no data: {str(e).splitlines()[0][:80]})"
 
 
 # ------------------------------------------------------------------------------------------
 def _cmd_receptive_fields(model, args) -> None:
-    from flowdsl.runtime import rg_tools as T
+    from flowdsl.runtime.rg_plots import plot_receptive_fields
+    from flowdsl.runtime.rg_receptive import receptive_fields
 
-    rf = T.receptive_fields(model, n_samples=args.samples, temperature=args.temperature, seed=args.seed)
-    out = T.plot_receptive_fields(rf, args.output or "rf.png")
+    rf = receptive_fields(model, n_samples=args.samples, temperature=args.temperature, seed=args.seed)
+    out = plot_receptive_fields(rf, args.output or "rf.png")
     ext, sup = rf.extent(), rf.support()
     print(f"receptive fields E|dx/dz_l| over {args.samples} prior samples at T={args.temperature:g}:")
     print(f"  {'level':>5} {'latent (y,x)':>13} {'90% mass side':>14} {'support (px)':>13} {'cone (px)':>10}")
@@ -83,32 +84,35 @@ def _cmd_receptive_fields(model, args) -> None:
 
 
 def _cmd_mix(model, args) -> None:
-    from flowdsl.runtime import rg_tools as T
+    from flowdsl.runtime.rg_latents import latent_levels, scale_mix, temperature_mix
+    from flowdsl.runtime.rg_plots import plot_mix_grid
 
-    H = int(T.latent_levels(model).max()) + 1
+    H = int(latent_levels(model).max()) + 1
     x, what = _images(model, 2 * args.pairs, args.data, args.seed)
     rows, names = [], []
     for i in range(args.pairs):
         xa, xb = x[2 * i : 2 * i + 1], x[2 * i + 1 : 2 * i + 2]
-        rows.append([T.scale_mix(model, xa, xb, lam)[0].clamp(0, 1) for lam in range(H + 1)])
+        rows.append([scale_mix(model, xa, xb, lam)[0].clamp(0, 1) for lam in range(H + 1)])
         names.append(f"scale: pair {i}")
     for i in range(args.pairs):
-        rows.append([T.temperature_mix(model, 1, lam, args.t_high, args.t_low, seed=args.seed + i)[0].clamp(0, 1) for lam in range(H + 1)])
+        rows.append([temperature_mix(model, 1, lam, args.t_high, args.t_low, seed=args.seed + i)[0].clamp(0, 1) for lam in range(H + 1)])
         names.append(f"temp.: seed {args.seed + i}")
     cols = [f"λ={lam}" for lam in range(H + 1)]
     title = (
         f"scale mixing (top {args.pairs} rows, {what}): levels ≥ λ from A, finer from B (λ=0: A, λ={H}: B)\n"
         f"temperature mixing (bottom {args.pairs} rows): levels ≥ λ at T={args.t_high:g}, finer at T={args.t_low:g}"
     )
-    out = T.plot_mix_grid(rows, cols, args.output or "mix.png", row_titles=names, title=title)
+    out = plot_mix_grid(rows, cols, args.output or "mix.png", row_titles=names, title=title)
     print(f"scale mixing of {args.pairs} pairs and temperature mixing of {args.pairs} draws, λ = 0…{H}")
     print(f"wrote {out}")
 
 
 def _cmd_inpaint(model, args) -> None:
-    from flowdsl.runtime import rg_tools as T
+    from flowdsl.runtime.rg_inpaint import inpaint
+    from flowdsl.runtime.rg_latents import latent_levels
+    from flowdsl.runtime.rg_plots import plot_inpainting
 
-    levels = T.latent_levels(model)
+    levels = latent_levels(model)
     C, Hh, W = levels.shape
     x, what = _images(model, 1, args.data, args.seed)
     hole = args.hole or max(1, W // 4)
@@ -117,8 +121,8 @@ def _cmd_inpaint(model, args) -> None:
     mask[c0 : c0 + hole, c1 : c1 + hole] = True
     results = {}
     for region in ("cone", "all"):
-        results[region] = T.inpaint(model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed)
-    out = T.plot_inpainting(x[0], mask, results, levels, args.output or "inpaint.png")
+        results[region] = inpaint(model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed)
+    out = plot_inpainting(x[0], mask, results, levels, args.output or "inpaint.png")
     lv = levels
     cone = results["cone"].free
     per_level = [int((cone & (lv == h)).sum()) for h in range(int(lv.max()) + 1)]
@@ -131,13 +135,13 @@ def _cmd_inpaint(model, args) -> None:
 
 
 def _cmd_benchmark(args) -> None:
-    from flowdsl.runtime import rg_tools as T
+    from flowdsl.runtime.rg_benchmark import inpaint_benchmark
 
     sizes = [int(s) for s in args.sizes.split(",")]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives stable timings
     try:
-        table, _ = T.inpaint_benchmark(
+        table, _ = inpaint_benchmark(
             sizes, hole=args.hole or 4, kernel=args.kernel, steps=args.steps, fit_steps=args.fit, data=args.data or "patches", seed=args.seed,
             repeats=args.repeats, verbose=True,
         )
@@ -223,18 +227,19 @@ def run_explain(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         model, trained = load_model_for_explain(args.source, args.checkpoint)
-        from flowdsl.runtime import rg_tools as T
+        from flowdsl.runtime.rg_benchmark import quick_fit
+        from flowdsl.runtime.rg_latents import find_rg, randomise_parameters
 
-        if not T.find_rg(model):
+        if not find_rg(model):
             raise FlowDSLError(f"{args.source}: the model has no rg layer; explain works on RG-Flow models")
         if args.fit:
             print(f"quick fit: {args.fit} MLE steps on the spec's data")
-            T.quick_fit(model, args.fit, args.data, args.seed, log=print)
+            quick_fit(model, args.fit, args.data, args.seed, log=print)
             trained = True
         perturb = args.perturb if args.perturb is not None else (0.0 if trained else 0.1)
         if perturb > 0:
             print(f"note: untrained weights randomised with std {perturb:g} (give a checkpoint, --fit N, or --perturb 0)")
-            T.randomise_parameters(model, perturb, args.seed)
+            randomise_parameters(model, perturb, args.seed)
         model.eval()
         {"receptive_fields": _cmd_receptive_fields, "mix": _cmd_mix, "inpaint": _cmd_inpaint}[modes[0]](model, args)
     finally:

@@ -336,7 +336,10 @@ def test_inpainting_touches_O_log_L_latents():
 # --------------------------------------------------------------------------------------------
 # the pipeline: rg specs, the model API, the explain tools and CLI
 import flowdsl  # noqa: E402
-from flowdsl.runtime import rg_tools as T  # noqa: E402
+from flowdsl.runtime.rg_benchmark import inpaint_benchmark  # noqa: E402
+from flowdsl.runtime.rg_inpaint import inpaint, touched_latents  # noqa: E402
+from flowdsl.runtime.rg_latents import randomise_parameters, sample_latents, scale_mix, temperature_mix  # noqa: E402
+from flowdsl.runtime.rg_receptive import receptive_fields  # noqa: E402
 
 SPECS = __import__("pathlib").Path(__file__).resolve().parents[1] / "specs"
 
@@ -351,7 +354,7 @@ def _one_thread():
 
 def _digits_model(std=0.05, seed=0):
     m = flowdsl.compile(flowdsl.load(SPECS / "rgflow_digits.flow"), seed=seed)
-    return T.randomise_parameters(m, std, seed).eval()
+    return randomise_parameters(m, std, seed).eval()
 
 
 def test_digits_spec_round_trip_logdet_and_latent_scales():
@@ -372,7 +375,7 @@ def test_digits_spec_round_trip_logdet_and_latent_scales():
 
 def test_cifar_spec_compiles_with_the_paper_lattice():
     spec = flowdsl.load(SPECS / "rgflow_cifar.flow")
-    m = T.randomise_parameters(flowdsl.compile(spec), 0.02).eval().double()
+    m = randomise_parameters(flowdsl.compile(spec), 0.02).eval().double()
     assert spec.prior.name == "laplace"
     lv = m.latent_scales()
     assert lv.shape == (3, 32, 32)
@@ -396,18 +399,18 @@ def test_scale_and_temperature_mixing():
     m = _digits_model()
     g = torch.Generator().manual_seed(0)
     xa, xb = torch.rand(1, 1, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g)
-    assert torch.allclose(T.scale_mix(m, xa, xb, 0), xa, atol=1e-5)  # every level from A
-    assert torch.allclose(T.scale_mix(m, xa, xb, 3), xb, atol=1e-5)  # every level from B
-    mid = T.scale_mix(m, xa, xb, 1)
+    assert torch.allclose(scale_mix(m, xa, xb, 0), xa, atol=1e-5)  # every level from A
+    assert torch.allclose(scale_mix(m, xa, xb, 3), xb, atol=1e-5)  # every level from B
+    mid = scale_mix(m, xa, xb, 1)
     za, _ = m(xa)
     zb, _ = m(xb)
     zm, _ = m(mid)
     lv = m.latent_scales()
     assert torch.allclose(zm[0][lv >= 1], za[0][lv >= 1], atol=1e-4)
     assert torch.allclose(zm[0][lv < 1], zb[0][lv < 1], atol=1e-4)
-    hi = T.temperature_mix(m, 2, lam=0, t_high=0.8, t_low=0.2, seed=3)
-    lo = T.temperature_mix(m, 2, lam=3, t_high=0.8, t_low=0.2, seed=3)
-    mix = T.temperature_mix(m, 2, lam=1, t_high=0.8, t_low=0.2, seed=3)
+    hi = temperature_mix(m, 2, lam=0, t_high=0.8, t_low=0.2, seed=3)
+    lo = temperature_mix(m, 2, lam=3, t_high=0.8, t_low=0.2, seed=3)
+    mix = temperature_mix(m, 2, lam=1, t_high=0.8, t_low=0.2, seed=3)
     z_hi, z_lo, z_mix = m(hi)[0], m(lo)[0], m(mix)[0]
     assert torch.allclose(z_mix[:, lv >= 1], z_hi[:, lv >= 1], atol=1e-4)
     assert torch.allclose(z_mix[:, lv < 1], z_lo[:, lv < 1], atol=1e-4)
@@ -416,7 +419,7 @@ def test_scale_and_temperature_mixing():
 
 def test_receptive_fields_live_in_the_causal_cones():
     m = _digits_model(0.1)
-    rf = T.receptive_fields(m, n_samples=4)
+    rf = receptive_fields(m, n_samples=4)
     assert rf.maps.shape == (3, 8, 8) and rf.cones is not None
     lv = m.latent_scales()[0]
     for h, (y, x) in enumerate(rf.positions):
@@ -431,20 +434,20 @@ def test_receptive_fields_live_in_the_causal_cones():
 def test_inpainting_changes_only_the_touched_latents():
     m = _digits_model(0.1)
     with torch.no_grad():
-        truth = m.inverse(T.sample_latents(m, 1, 0.7, seed=1))
+        truth = m.inverse(sample_latents(m, 1, 0.7, seed=1))
     mask = torch.zeros(8, 8, dtype=torch.bool)
     mask[3:5, 3:5] = True
-    touched = T.touched_latents(m, mask)
+    touched = touched_latents(m, mask)
     assert int(touched.sum()) == 28  # 12 + 12 + 4 (fine → coarse)
-    probe = T.touched_latents(_ProbeOnly(m), mask)  # the generic (Jacobian-probe) path agrees
+    probe = touched_latents(_ProbeOnly(m), mask)  # the generic (Jacobian-probe) path agrees
     assert torch.equal(probe, touched)
-    res = T.inpaint(m, truth[0], mask, steps=40, lr=0.05, region="cone")
+    res = inpaint(m, truth[0], mask, steps=40, lr=0.05, region="cone")
     z_start, _ = m(torch.where(mask, torch.full_like(truth, float(truth[0][:, ~mask].mean())), truth))
     assert res.n_free == 28
     assert torch.equal(res.z[0][~touched], z_start[0][~touched].detach())  # the rest stay fixed
     assert torch.equal(res.x[0][:, ~mask], truth[0][:, ~mask])  # known pixels are kept
     assert res.losses[-1] < res.losses[0]
-    lang = T.inpaint(m, truth[0], mask, steps=5, lr=0.05, region="cone", method="langevin")
+    lang = inpaint(m, truth[0], mask, steps=5, lr=0.05, region="cone", method="langevin")
     assert torch.equal(lang.z[0][~touched], z_start[0][~touched].detach())
     assert not any(p.grad is not None for p in m.parameters())
 
@@ -465,7 +468,7 @@ class _ProbeOnly(nn.Module):
 
 
 def test_inpaint_benchmark_table():
-    table, rows = T.inpaint_benchmark(sizes=(8, 16, 32), hole=4, steps=2)
+    table, rows = inpaint_benchmark(sizes=(8, 16, 32), hole=4, steps=2)
     assert table.count("\n| ") == 3 and "touched (cone)" in table
     touched = [r["cone"]["n_free"] for r in rows]
     assert [r["all"]["n_free"] for r in rows] == [64, 256, 1024]
