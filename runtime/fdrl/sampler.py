@@ -108,10 +108,7 @@ def run_flow(
     estimator: nn.Module,
     x0: Tensor,
     steps: int,
-    step_size: float,
-    noise: float,
-    divergence: str,
-    loss: str,
+    step_size: float, noise: float, divergence: str, loss: str,  # the dynamics, as for flow_step
     guidance: Optional[Guidance] = None,
     generator: Optional[torch.Generator] = None,
     clamp: Optional[tuple[float, float]] = None,
@@ -123,6 +120,13 @@ def run_flow(
     ``batch`` > 0 runs the particles in chunks of that size (memory), in order, with the same
     generator (the result then depends on the chunking, deterministically).
     """
+
+    def chain(x: Tensor, g: Optional[Guidance]) -> Tensor:
+        x = x.detach()
+        for _ in range(int(steps)):
+            x = flow_step(estimator, x, step_size, noise, divergence, loss, g, generator)
+        return x
+
     was = estimator.training
     estimator.eval()
     try:
@@ -135,19 +139,12 @@ def run_flow(
                         g = Guidance(guidance.classifier, guidance.labels[i : i + batch], guidance.weight)
                     elif guidance is not None:
                         g = guidance
-                    outs.append(_loop(estimator, x0[i : i + batch], steps, step_size, noise, divergence, loss, g, generator))
+                    outs.append(chain(x0[i : i + batch], g))
                 x = torch.cat(outs)
             else:
-                x = _loop(estimator, x0, steps, step_size, noise, divergence, loss, guidance, generator)
+                x = chain(x0, guidance)
     finally:
         estimator.train(was)
     if clamp is not None:
         x = x.clamp(clamp[0], clamp[1])
-    return x
-
-
-def _loop(estimator, x, steps, step_size, noise, divergence, loss, guidance, generator) -> Tensor:
-    x = x.detach()
-    for _ in range(int(steps)):
-        x = flow_step(estimator, x, step_size, noise, divergence, loss, guidance, generator)
     return x
