@@ -16,7 +16,7 @@ from flowdsl.runtime.fdrl.evaluate import energy_distance, frechet_distance
 from flowdsl.runtime.fdrl.losses import bregman_loss, f_prime, f_prime_of_ratio, lr_loss, lsif_loss
 from flowdsl.runtime.fdrl.sampler import Guidance, energy_grad, flow_step, frozen, run_flow
 from flowdsl.runtime.fdrl.sources import DataGaussianSource, DataScale, UniformSource
-from flowdsl.runtime.fdrl.train import FDRLModel, FDRLSettings, ema_update
+from flowdsl.runtime.fdrl.model import FDRLModel, FDRLSettings, ema_update
 from flowdsl.runtime.objectives.fdrl import resolve_args
 
 

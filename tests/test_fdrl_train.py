@@ -11,7 +11,9 @@ import torch
 import flowdsl
 from flowdsl.cli import main
 from flowdsl.errors import CheckpointError
-from flowdsl.runtime.fdrl.train import FDRLSettings, FDRLModel, load_fdrl, sample_fdrl, train_fdrl
+from flowdsl.runtime.fdrl.model import FDRLSettings, FDRLModel
+from flowdsl.runtime.fdrl.runs import load_fdrl, sample_fdrl
+from flowdsl.runtime.fdrl.train import train_fdrl
 
 TINY = dict(warmup=0, schedule="constant", eval_every=1000, checkpoint_every=1000, sample_n=0, threads=1)
 

@@ -2,7 +2,7 @@
 
 ``flowdsl train SPEC`` and ``flowdsl sample RUN`` dispatch on the objective: for
 ``objective fdrl`` they run :func:`flowdsl.runtime.fdrl.train.train_fdrl` and
-:func:`flowdsl.runtime.fdrl.train.sample_fdrl`; MLE specs go to the training package as before.
+:func:`flowdsl.runtime.fdrl.runs.sample_fdrl`; MLE specs go to the training package as before.
 The dispatch wraps the ``train``/``sample`` subcommands that the training package registered
 (this module is registered after it) and adds an "FDRL" group of flags to each:
 
@@ -146,7 +146,8 @@ def _guidance(model: Any, classifier_path: str, label: str, n: int, weight: floa
 
 
 def cmd_sample_fdrl(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.fdrl.train import load_data, load_fdrl, sample_fdrl, write_fdrl_samples
+    from flowdsl.runtime.fdrl.datasets import load_data
+    from flowdsl.runtime.fdrl.runs import load_fdrl, sample_fdrl, write_fdrl_samples
 
     if args.n < 1:
         raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
@@ -204,8 +205,9 @@ def _fmt_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from flowdsl.runtime.fdrl.datasets import load_data
     from flowdsl.runtime.fdrl.evaluate import class_accuracy, energy_distance, evaluate_images
-    from flowdsl.runtime.fdrl.train import load_data, load_fdrl, sample_fdrl
+    from flowdsl.runtime.fdrl.runs import load_fdrl, sample_fdrl
 
     spec, model, ckpt = load_fdrl(args.run, prefer=args.prefer)
     if args.source_temperature is not None:
@@ -277,7 +279,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from flowdsl.runtime.fdrl.export import check_estimator_parity, export_estimator
-    from flowdsl.runtime.fdrl.train import load_fdrl
+    from flowdsl.runtime.fdrl.runs import load_fdrl
 
     spec, model, ckpt = load_fdrl(args.run)
     path = export_estimator(model, args.out, use_ema=not args.raw)

@@ -70,7 +70,7 @@ def _metadata(model: Any, use_ema: bool) -> dict[str, str]:
 
 
 def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = True, example_batch: int = 4) -> str:
-    """Write ``estimator.onnx`` for an FDRL model (:class:`~flowdsl.runtime.fdrl.train.FDRLModel`)."""
+    """Write ``estimator.onnx`` for an FDRL model (:class:`~flowdsl.runtime.fdrl.model.FDRLModel`)."""
     import onnx
 
     from flowdsl.runtime.onnx_export import OPSET

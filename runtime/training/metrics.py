@@ -14,9 +14,9 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-__all__ = ["COLUMNS", "MetricsLog", "read_metrics", "plot_curves"]
+__all__ = ["COLUMNS", "MetricsLog", "read_metrics", "read_metric_rows", "plot_curves"]
 
 COLUMNS = ("step", "lr", "train_loss", "train_bpd", "grad_norm", "val_bpd", "test_bpd", "seconds")
 
@@ -30,6 +30,13 @@ def _fmt(v: Any) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Optional[float]]]:
+    return read_metric_rows(path)
+
+
+def read_metric_rows(path: str | os.PathLike, columns: Sequence[str] = COLUMNS) -> list[dict[str, Optional[float]]]:
+    """The rows of a metrics CSV as ``{column: float, or None where empty}`` for ``columns``
+    (default: this module's :data:`COLUMNS`, i.e. :func:`read_metrics`); other runs' logs, such
+    as FDRL's, pass their own column list. A missing file gives no rows."""
     rows = []
     p = Path(path)
     if not p.is_file():
@@ -37,7 +44,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Optional[float]]]:
     with open(p, newline="") as f:
         for r in csv.DictReader(f):
             try:
-                rows.append({k: (float(r[k]) if r.get(k) not in (None, "") else None) for k in COLUMNS})
+                rows.append({k: (float(r[k]) if r.get(k) not in (None, "") else None) for k in columns})
             except ValueError:
                 continue  # a line cut by a crash
     return rows
