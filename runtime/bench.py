@@ -1,7 +1,8 @@
 """``flowdsl bench``: throughput, FLOPs and memory of compiled flows, side by side; BENCHMARKS.md.
 
     flowdsl bench SPEC... [--batch 64] [--repeats 12] [--threads 2] [--out BENCHMARKS.md]
-                          [--sections fusion,convs,rg] [--no-compile] [--no-onnx] [--no-memory]
+                          [--sections fusion,acceptance,convs,rg] [--acceptance-threads 1,2]
+                          [--no-compile] [--no-onnx] [--no-memory]
 
 For every spec, at batch 64 in float32 on the CPU, log_prob (x → log p(x)) and sampling
 (z ~ prior → x) are timed for
@@ -21,8 +22,11 @@ range, and every speed-up is the median over rounds of the per-round ratio. The 
 and matrix products, ``torch.utils.flop_counter``) is set against a float32 matrix-multiply
 peak measured in the same run. Memory: the peak resident-memory increase of one training step
 (unfused, and with invertible-memory recomputation), of inference (unfused vs fused) and of an
-input-gradient pass, each in a fresh subprocess. The other engineers' benchmark sections
-(``flowdsl.runtime.bench_convs``, ``flowdsl.runtime.rg_tools``) are appended when present, so
+input-gradient pass, each in a fresh subprocess (``bench_memory``). The acceptance section
+(``bench_acceptance``) times ``glow_cifar`` again per thread count, also in the steady state
+after a training step and against the conditioners' convolutions alone (the floor of what
+fusion can remove); ``--sections acceptance`` runs only that. The other engineers' benchmark sections
+(``flowdsl.runtime.bench_convs``, ``flowdsl.runtime.rg_benchmark``) are appended when present, so
 one command writes BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -48,15 +52,20 @@ __all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_g
 
 # ----------------------------------------------------------------------------- timing
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Wall times (s) of each fn over ``repeats`` rounds; every round runs all fns once."""
+    """Wall times (s) of each fn over ``repeats`` rounds; every round runs all fns once, in an
+    order shuffled per round (seeded), so no variant always follows the same neighbour (whose
+    after-effects, e.g. a thread pool still spinning, would otherwise always land on it)."""
+    import random
+
     names = list(fns)
+    rng = random.Random(0)
     with torch.no_grad():
         for _ in range(warmup):
             for n in names:
                 fns[n]()
         out: dict[str, list[float]] = {n: [] for n in names}
         for r in range(repeats):
-            order = names[r % len(names):] + names[: r % len(names)]
+            order = rng.sample(names, len(names))
             for n in order:
                 t = time.perf_counter()
                 fns[n]()
@@ -218,6 +227,9 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # no busy-waiting of onnxruntime's worker threads after a run: they would take a core
+        # from whichever variant runs next
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         s_f = ort.InferenceSession(fwd_path, so, providers=["CPUExecutionProvider"])
         s_i = ort.InferenceSession(inv_path, so, providers=["CPUExecutionProvider"])
         xn = x.numpy()
@@ -389,14 +401,14 @@ def _other_sections(sections: list[str], batch: int, threads: int, say: Callable
         except ModuleNotFoundError:
             mod = None
         if mod is not None and hasattr(mod, "inpaint_benchmark"):
-            say("section rg: flowdsl.runtime.rg_tools.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)")
+            say("section rg: flowdsl.runtime.rg_benchmark.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)")
             prev = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 table, _ = mod.inpaint_benchmark((8, 16, 32, 64), hole=4, steps=100, fit_steps=800, repeats=3)
             finally:
                 torch.set_num_threads(prev)
-            out.append("## RG-Flow inpainting (`flowdsl.runtime.rg_tools.inpaint_benchmark`)\n\n"
+            out.append("## RG-Flow inpainting (`flowdsl.runtime.rg_benchmark.inpaint_benchmark`)\n\n"
                        "Sizes 8, 16, 32, 64; a 4×4 hole; 100 MAP steps; models fitted for 800 steps on photo patches; "
                        "CPU time, fastest of 3; 1 thread (the set-up of `benchmarks/rg.md`, which explains the columns).\n\n" + table)
     return out

@@ -100,8 +100,16 @@ class FlowModel(nn.Module):
     # -- the API -------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, *input_shape) -> z (B, *input_shape), log|det ∂z/∂x| (B,)."""
-        h = x
-        logdet = x.new_zeros(x.shape[0])
+        return self._chain_forward(x, x.new_zeros(x.shape[0]))
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """z (B, *input_shape) -> x (B, *input_shape), the exact inverse of ``forward``."""
+        parts = self._disassemble(z)
+        return self._chain_inverse(parts[-1], parts)
+
+    def _chain_forward(self, h: Tensor, logdet: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the steps from x: split steps emit latents, the others add their log-dets to
+        ``logdet`` (its dtype is the accumulation dtype); returns the assembled z and the sum."""
         latents: list[Tensor] = []
         for step in self.steps:
             if step.factor_out:
@@ -113,10 +121,9 @@ class FlowModel(nn.Module):
         latents.append(h)
         return self._assemble(latents), logdet
 
-    def inverse(self, z: Tensor) -> Tensor:
-        """z (B, *input_shape) -> x (B, *input_shape), the exact inverse of ``forward``."""
-        parts = self._disassemble(z)
-        h = parts[-1]
+    def _chain_inverse(self, h: Tensor, parts: list[Tensor]) -> Tensor:
+        """Run the steps backwards from the chain's final output ``h``; split steps merge back
+        their latent from ``parts`` (the output of ``_disassemble``)."""
         k = len(parts) - 2
         for step in reversed(self.steps):
             if step.factor_out:

@@ -173,3 +173,19 @@ def test_classifier_command_and_loading(tmp_path, capsys):
     bad.write_bytes(b"not a file")
     with pytest.raises(CheckpointError):
         load_classifier(bad)
+
+
+def test_overwrite_starts_clean_and_invertible_memory_is_refused(tmp_path):
+    from flowdsl.errors import DataError
+
+    spec = flowdsl.parse(TOY)
+    kw = dict(quiet=True, fdrl={"eval_n": 50}, **TINY)
+    run = tmp_path / "r"
+    train_fdrl(spec, steps=2, out=run, **kw)
+    stale = run / "best.pt"
+    stale.write_bytes(b"an earlier run's best checkpoint")
+    # a fresh start whose validation never runs (eval_every > steps) must not pick up the stale best.pt
+    s = train_fdrl(spec, steps=2, out=run, overwrite=True, **kw)
+    assert s["step"] == 2 and (not stale.exists() or stale.read_bytes() != b"an earlier run's best checkpoint")
+    with pytest.raises(DataError, match="invertible-memory"):
+        train_fdrl(spec, steps=1, out=tmp_path / "m", invertible_memory=True, **kw)

@@ -206,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from flowdsl.runtime.fdrl.datasets import load_data
-    from flowdsl.runtime.fdrl.evaluate import class_accuracy, energy_distance, evaluate_images
+    from flowdsl.runtime.fdrl.evaluate import energy_distance, evaluate_images
     from flowdsl.runtime.fdrl.runs import load_fdrl, sample_fdrl
 
     spec, model, ckpt = load_fdrl(args.run, prefer=args.prefer)

@@ -16,7 +16,6 @@ and :func:`evaluate_vectors`.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch

@@ -69,6 +69,8 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool) -> Optional[Path]:
             raise CheckpointError(
                 "run folder already holds a checkpoint; pass --resume to continue it or --overwrite to start again", filename=str(out)
             )
+    if not resume:  # a fresh start: an earlier run's best.pt must not be taken for this run's
+        (out / "best.pt").unlink(missing_ok=True)
     return None
 
 
@@ -119,6 +121,9 @@ def train_fdrl(
         raise DataError("FDRL training runs in a single process; start it without torchrun", filename=getattr(spec, "filename", "train"))
     if not is_fdrl_spec(spec):
         raise DataError(f"spec {spec.name!r} has objective {spec.objective.name!r}; train_fdrl trains objective fdrl", filename=spec.filename)
+    if overrides.get("invertible_memory"):
+        raise DataError("--invertible-memory applies to maximum-likelihood training of a flow; objective fdrl trains a "
+                        "density-ratio estimator, which has no inverse to recompute from", filename=spec.filename)
     prev_threads = torch.get_num_threads()
     try:
         return _train(spec, data, steps, out, resume, overwrite, quiet, dict(fdrl or {}), overrides)

@@ -45,32 +45,14 @@ class FusedFlow(FlowModel):
     def _forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        h = x
-        logdet = x.new_zeros(x.shape[0], dtype=acc_dtype(x.dtype))
-        latents: list[Tensor] = []
-        for step in self.steps:
-            if step.factor_out:
-                h, lat = step.split(h)
-                latents.append(lat)
-            else:
-                h, ld = step(h)
-                logdet = logdet + ld
-        latents.append(h)
-        return self._assemble(latents), logdet
+        return self._chain_forward(x, x.new_zeros(x.shape[0], dtype=acc_dtype(x.dtype)))
 
     def _inverse(self, z: Tensor) -> Tensor:
         parts = self._disassemble(z)
         h = parts[-1]
         if self.channels_last and h.dim() == 4:
             h = h.contiguous(memory_format=torch.channels_last)
-        k = len(parts) - 2
-        for step in reversed(self.steps):
-            if step.factor_out:
-                h = step.merge(h, parts[k])
-                k -= 1
-            else:
-                h = step.inverse(h)
-        return h.contiguous()
+        return self._chain_inverse(h, parts).contiguous()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, *input_shape) -> z, log|det ∂z/∂x| (float32 for 16-bit inputs)."""

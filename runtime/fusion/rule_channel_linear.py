@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from flowdsl.compiler.ir import Node
-from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
+from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
 from flowdsl.runtime.fusion.channel_map import DENSE_KINDS, ChannelMap, channel_map_of, is_channel_linear, member_cost
 from flowdsl.runtime.fusion.channel_ops import ChannelDense, emit
 
