@@ -41,68 +41,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
+from flowdsl.runtime.bench_report import fusion_report
+from flowdsl.runtime.bench_timing import SpecResult, alternate, count_flops, matmul_peak
+
 __all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_glow", "matmul_peak", "SpecResult"]
-
-
-# ----------------------------------------------------------------------------- timing
-def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Wall times (s) of each fn over ``repeats`` rounds; every round runs all fns once, in an
-    order shuffled per round (seeded), so no variant always follows the same neighbour (whose
-    after-effects, e.g. a thread pool still spinning, would otherwise always land on it)."""
-    import random
-
-    names = list(fns)
-    rng = random.Random(0)
-    with torch.no_grad():
-        for _ in range(warmup):
-            for n in names:
-                fns[n]()
-        out: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(repeats):
-            order = rng.sample(names, len(names))
-            for n in order:
-                t = time.perf_counter()
-                fns[n]()
-                out[n].append(time.perf_counter() - t)
-    return out
-
-
-def _q(v: list[float]) -> tuple[float, float, float]:
-    if len(v) < 2:
-        return v[0], v[0], v[0]
-    q = st.quantiles(v, n=4)
-    return q[0], st.median(v), q[2]
-
-
-def _ms(v: list[float]) -> str:
-    lo, med, hi = _q(v)
-    return f"{med * 1e3:.1f} [{lo * 1e3:.1f}–{hi * 1e3:.1f}]"
-
-
-def _ratio(slow: list[float], fast: list[float]) -> tuple[float, float, float]:
-    return _q([a / b for a, b in zip(slow, fast)])
-
-
-def matmul_peak(threads: int, n: int = 1024, repeats: int = 12) -> tuple[float, float]:
-    """(best, median) float32 GFLOP/s of an n×n matrix product on this many threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    times = alternate({"mm": lambda: a @ b}, repeats)["mm"]
-    flops = 2 * n**3
-    return flops / min(times) / 1e9, flops / st.median(times) / 1e9
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
 
 
 # --------------------------------------------------------------------- normflows (Glow)
@@ -152,19 +99,6 @@ def normflows_glow(scales: list[dict]):
             merges.append(nf.flows.Merge())
             q0.append(nf.distributions.DiagGaussian((c // 2, h, w)))
     return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
-
-
-# ------------------------------------------------------------------------- one spec
-@dataclass
-class SpecResult:
-    name: str
-    times: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # direction -> variant -> s
-    errors: dict[str, float] = field(default_factory=dict)
-    compile_s: dict[str, float] = field(default_factory=dict)
-    flops: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    warm: dict[str, dict[str, list[float]]] | None = None  # the same after one training step
-    threads: int = 0
 
 
 def _prepared(path: str, batch: int):
@@ -317,72 +251,6 @@ def _spec_probe(cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------------- the report
-VARIANTS = ("unfused eager", "fused eager", "fused + compile", "onnxruntime", "normflows")
-
-
-def _speedup(times: dict[str, list[float]], slow: str, fast: str) -> str:
-    if slow not in times or fast not in times:
-        return "–"
-    lo, med, hi = _ratio(times[slow], times[fast])
-    return f"{med:.2f}× [{lo:.2f}–{hi:.2f}]"
-
-
-def _times_table(results: list[SpecResult]) -> str:
-    out = ["| spec | direction | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---:|" * len(VARIANTS)]
-    for r in results:
-        for d, t in r.times.items():
-            out.append(f"| {r.name} | {d} | " + " | ".join(_ms(t[v]) if v in t else "–" for v in VARIANTS) + " |")
-    return "\n".join(out) + "\n"
-
-
-def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tuple[float, float]) -> str:
-    out = [f"Times per call in ms at batch {batch}, float32: median [interquartile range] over {repeats} rounds; "
-           "every round runs each variant once, so all variants see the same load. Speed-ups are the median "
-           "[IQR] of the per-round ratios.", ""]
-    out += ["### Time per call (ms)", "", _times_table(results).rstrip("\n")]
-    out += ["", "### Throughput (samples/s, from the medians)", "", "| spec | direction | " + " | ".join(VARIANTS) + " |",
-            "|---|---|" + "---:|" * len(VARIANTS)]
-    for r in results:
-        for d, t in r.times.items():
-            out.append(f"| {r.name} | {d} | " + " | ".join(f"{batch / st.median(t[v]):,.0f}" if v in t else "–" for v in VARIANTS) + " |")
-    out += ["", "### Speed-ups", "", "| spec | direction | fused eager vs unfused eager | fused + compile vs fused eager | "
-            "fused + compile vs normflows | fused eager vs normflows | onnxruntime vs fused eager |", "|---|---|---:|---:|---:|---:|---:|"]
-    for r in results:
-        for d, t in r.times.items():
-            out.append(f"| {r.name} | {d} | {_speedup(t, 'unfused eager', 'fused eager')} | {_speedup(t, 'fused eager', 'fused + compile')} | "
-                       f"{_speedup(t, 'normflows', 'fused + compile')} | {_speedup(t, 'normflows', 'fused eager')} | "
-                       f"{_speedup(t, 'fused eager', 'onnxruntime')} |")
-    out += ["", "### Compilation and agreement", "",
-            "Cold `torch.compile` time of the first call (fullgraph=True, so zero graph breaks by construction), and the largest "
-            "log_prob difference to the unfused model, relative to max |log_prob|.", "",
-            "| spec | compile log_prob (s) | compile inverse (s) | graph breaks | fused eager | fused + compile | onnxruntime |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        c = r.compile_s
-        e = r.errors
-        fmt = lambda k: f"{e[k]:.1e}" if k in e else "–"  # noqa: E731
-        cs = lambda k: f"{c[k]:.1f}" if k in c else "–"  # noqa: E731
-        out.append(f"| {r.name} | {cs('log_prob')} | {cs('inverse')} | "
-                   f"{'0' if c else '–'} | {fmt('fused eager')} | {fmt('fused + compile')} | {fmt('onnxruntime')} |")
-    out += ["", "### FLOPs against the matrix-multiply peak", "",
-            f"Float32 {1024}×{1024} matrix product in this run: best {peak[0]:.1f} GFLOP/s, median {peak[1]:.1f} GFLOP/s. "
-            "FLOPs count convolutions and matrix products (`torch.utils.flop_counter`; element-wise work not counted).", "",
-            "| spec | GFLOP per log_prob | GFLOP per sample batch | fastest log_prob | its GFLOP/s | % of peak | fastest sampling | its GFLOP/s | % of peak |",
-            "|---|---:|---:|---|---:|---:|---|---:|---:|"]
-    for r in results:
-        cells = [r.name, f"{r.flops['log_prob'] / 1e9:.3f}", f"{r.flops['sample'] / 1e9:.3f}"]
-        for d in ("log_prob", "sample"):
-            t = {k: v for k, v in r.times[d].items() if k in VARIANTS and k != "normflows"}
-            best = min(t, key=lambda k: st.median(t[k]))
-            rate = r.flops[d] / st.median(t[best]) / 1e9
-            cells += [best, f"{rate:.1f}", f"{100 * rate / peak[0]:.0f}%"]
-        out.append("| " + " | ".join(cells) + " |")
-    notes = [f"* {r.name}: {n}" for r in results for n in r.notes]
-    if notes:
-        out += ["", "Notes:", "", *notes]
-    return "\n".join(out) + "\n"
-
-
 def _other_sections(sections: list[str], batch: int, threads: int, say: Callable[[str], None]) -> list[str]:
     import importlib
 

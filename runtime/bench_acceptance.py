@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from flowdsl.runtime.bench import SpecResult, _ms, _ratio, _times_table
+from flowdsl.runtime.bench_report import _times_table
+from flowdsl.runtime.bench_timing import SpecResult, _ms, _ratio
 
 __all__ = ["TARGET", "FLOOR", "conditioner_floor", "acceptance"]
 
