@@ -218,7 +218,7 @@ def test_emerging_operator_cache_follows_parameter_updates():
 
 def test_emerging_export_layout_matches(monkeypatch):
     """The batch-last schedule used while exporting gives the same inverse as the eager one."""
-    import flowdsl.runtime.layers.emerging_conv as ec
+    import flowdsl.runtime.layers._emerging_solver as ec
 
     for shape, tile in (((3, 7, 6), (4, 4)), ((2, 5, 5), None), ((2, 6, 9), (2, 2))):
         m = EmergingConv(shape, 3, tile).double()
