@@ -40,7 +40,7 @@ def load_model_for_explain(source: str, checkpoint: str | None = None):
         return model, bool(checkpoint)
     if not path.exists():
         raise FlowDSLError(f"no such spec file, checkpoint or run folder: {source}")
-    from flowdsl.runtime.training.loop import load_model
+    from flowdsl.runtime.training.models import load_model
 
     _spec, model, _ckpt = load_model(path)  # the checkpoint keeps its own spec text
     return model, True

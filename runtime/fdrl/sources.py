@@ -239,7 +239,7 @@ def load_flow_into(flow: nn.Module, checkpoint: str, spec: Any) -> dict[str, Any
     :class:`CheckpointError`. Returns the checkpoint's fields.
     """
     from flowdsl.runtime.training.checkpoint import restore
-    from flowdsl.runtime.training.loop import load_model
+    from flowdsl.runtime.training.models import load_model
 
     stored, model, ckpt = load_model(checkpoint)
     if tuple(stored.input.shape) != tuple(spec.input.shape):

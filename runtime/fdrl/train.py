@@ -3,7 +3,7 @@
 One iteration t (batch B, the estimator r_θ, the objective's K, η, ν):
 
 1. x_p: B training examples on the model scale (the batch indices of the training package's
-   :class:`~flowdsl.runtime.training.loop.BatchStream`; images get N(0, 0.03²) noise);
+   :class:`~flowdsl.runtime.training.schedule.BatchStream`; images get N(0, 0.03²) noise);
 2. x_0 ~ q′ (the source: ``data_gaussian``, ``uniform``, ``prior`` or a second data set);
 3. x_K: K flow steps x ← x − η∇ₓf′(r_θ(x)) + ν·ξ with the *current* θ frozen, then detached
    (no gradient through the chain);
@@ -114,7 +114,7 @@ def train_fdrl(
     Returns:
         the run summary (also written to ``summary.json``).
     """
-    from flowdsl.runtime.training.loop import ModelFactory, as_spec
+    from flowdsl.runtime.training.models import ModelFactory, as_spec
 
     spec = as_spec(spec, ModelFactory())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -134,7 +134,7 @@ def train_fdrl(
 def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, overrides) -> dict[str, Any]:
     from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint, save_safetensors
     from flowdsl.runtime.training.config import resolve_config
-    from flowdsl.runtime.training.loop import BatchStream, lr_at
+    from flowdsl.runtime.training.schedule import BatchStream, lr_at
 
     t_start = time.time()
     out = Path(out) if out is not None else Path("runs") / str(spec.name)

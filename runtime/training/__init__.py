@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from flowdsl.runtime.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from flowdsl.runtime.training.config import TrainConfig, resolve_config
-from flowdsl.runtime.training.loop import ModelFactory, load_model, train
+from flowdsl.runtime.training.loop import train
+from flowdsl.runtime.training.models import ModelFactory, load_model
 from flowdsl.runtime.training.sampling import draw_samples, sample_grid
 
 __all__ = [

@@ -145,7 +145,7 @@ def sample_grid(
     rank 0 writes the file. Returns ``{"path", "n", "temperature", "step", "spec"}``.
     """
     from flowdsl.runtime.training.distributed import init_from_env, shutdown
-    from flowdsl.runtime.training.loop import load_model
+    from flowdsl.runtime.training.models import load_model
 
     info = init_from_env()
     try:

@@ -1,0 +1,52 @@
+"""Scoring a model during and after training: bits/dim of held-out data, latent sparsity.
+
+:func:`evaluate_bpd` scores already dequantised data in eval mode without gradients (under
+torchrun each process takes a strided shard and the sums are all-reduced) and converts the
+mean negative log-likelihood to bits/dim of the discrete data. :func:`latent_sparsity` is the
+spike_slab prior's report on the latents of some examples (None for other priors).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from flowdsl.runtime.data import nats_to_bits_per_dim
+from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum
+
+__all__ = ["evaluate_bpd", "latent_sparsity"]
+
+
+@torch.no_grad()
+def evaluate_bpd(model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()) -> float:
+    """Mean bits/dim of already dequantised data ``x01`` (strided shards under torchrun)."""
+    was = model.training
+    model.eval()
+    try:
+        xs = x01[info.rank :: info.world] if info.active else x01
+        total = torch.zeros(2, dtype=torch.float64)
+        for i in range(0, len(xs), batch):
+            lp = model.log_prob(xs[i : i + batch]).to(torch.float64)
+            total[0] += lp.sum()
+            total[1] += lp.numel()
+        all_reduce_sum(total, info)
+    finally:
+        model.train(was)
+    if total[1] == 0:
+        return float("nan")
+    nll = float(-total[0] / total[1]) / dims
+    return float(nats_to_bits_per_dim(nll, levels))
+
+
+def latent_sparsity(model: nn.Module, x: Tensor) -> Optional[dict[str, Any]]:
+    """The prior's ``sparsity_report`` of the latents of ``x`` (None when the prior has none);
+    the model is left in training mode."""
+    prior = getattr(model, "prior", None)
+    if prior is None or not hasattr(prior, "sparsity_report"):
+        return None
+    with torch.no_grad():
+        model.eval()
+        z, _ = model(x)
+        model.train()
+    return prior.sparsity_report(z)

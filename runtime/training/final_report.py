@@ -1,0 +1,120 @@
+"""The end of a ``flowdsl train`` run: score the last and the best weights, write the results.
+
+After the last update: the last weights are scored on the validation and the whole test split;
+the best checkpoint (if any evaluation qualified) is restored into the model and scored on the
+test split; its weights go to ``weights.safetensors`` (with the spec text); spike_slab priors
+report the sparsity of the test latents; ``curves.png``, ``samples.png`` (``sample_n`` > 0) and
+``summary.json`` are written. The summary dict is returned by ``train``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors
+from flowdsl.runtime.training.config import TrainConfig
+from flowdsl.runtime.training.distributed import DistInfo
+from flowdsl.runtime.training.evaluation import evaluate_bpd, latent_sparsity
+from flowdsl.runtime.training.metrics import plot_curves
+from flowdsl.runtime.training.models import spec_sha256
+from flowdsl.runtime.training.progress import say
+from flowdsl.runtime.training.run_data import RunData
+from flowdsl.runtime.training.run_folder import write_summary
+
+__all__ = ["final_report"]
+
+
+def final_report(
+    *,
+    spec: Any,
+    model: nn.Module,
+    data: RunData,
+    cfg: TrainConfig,
+    info: DistInfo,
+    out: Path,
+    best: dict[str, Any],
+    step: int,
+    stopped_early: bool,
+    skipped: int,
+    anneal_until: int,
+    n_params: int,
+    t_start: float,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Score, write the run's results and return its summary (see the module docstring).
+
+    ``best`` is the loop's ``{"val_bpd", "step", "test_bpd"}`` of the best evaluation (step -1:
+    none), ``step`` the updates done, ``t_start`` the run's ``time.time()`` at its start.
+    """
+    levels, dims = data.levels, data.dims
+    final_test = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
+    final_val = evaluate_bpd(model, data.val_x, dims, levels, cfg.test_batch, info) if data.val_x is not None else math.nan
+    best_path = out / "best.pt"
+    test_best = final_test
+    weights_step = step  # no candidate for best.pt (e.g. the run ended while annealing): the last state
+    if best_path.exists() and best["step"] >= 0:
+        bck = read_checkpoint(best_path)
+        restore(model, bck)
+        test_best = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
+        weights_step = int(bck["step"])
+    if info.main:
+        save_safetensors(out / "weights.safetensors", model.state_dict(), spec_text=getattr(spec, "source", ""),
+                         spec_sha256=spec_sha256(spec), step=weights_step, spec_name=str(getattr(spec, "name", "")))
+    sparsity = latent_sparsity(model, data.test_x[:1000])
+    summary = {
+        "spec": str(getattr(spec, "name", "")),
+        "spec_sha256": spec_sha256(spec),
+        "data": cfg.data,
+        "step": step,
+        "steps": cfg.steps,
+        "stopped_early": stopped_early,
+        "skipped_updates": skipped,
+        "best_step": int(best["step"]),
+        "weights_step": weights_step,
+        "anneal_until": anneal_until,
+        "best_val_bpd": float(best["val_bpd"]),
+        "test_bpd": float(test_best),
+        "final_val_bpd": float(final_val),
+        "final_test_bpd": float(final_test),
+        "seconds": round(time.time() - t_start, 2),
+        "parameters": n_params,
+        "world": info.world,
+        "invertible_memory": cfg.invertible_memory,
+        "out": str(out),
+        "sparsity": sparsity,
+        "uniform_bpd": math.log2(levels) if levels else None,
+    }
+    if info.main:
+        try:
+            plot_curves(out / "metrics.csv", out / "curves.png", title=f"{summary['spec']} on {cfg.data}",
+                        reference={"uniform": math.log2(levels)} if levels else None)
+        except Exception as e:  # a plot must never lose a finished run
+            say(f"warning: could not plot curves: {e}", quiet, info)
+    if cfg.sample_n > 0:
+        from flowdsl.runtime.training.sampling import draw_samples, write_samples
+
+        xs = draw_samples(model, cfg.sample_n, cfg.sample_temperature, cfg.seed, info)
+        if info.main:
+            image = levels is not None and len(data.train.shape) == 3
+            write_samples(xs, out / "samples.png", levels, image, data=None if image else data.train.x[:5000],
+                          title=f"{summary['spec']} T={cfg.sample_temperature:g}")
+    if info.main:
+        write_summary(out, summary)
+    say(
+        f"done: {step} steps in {summary['seconds']:.1f} s; best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
+        f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights); run folder {out}",
+        quiet,
+        info,
+    )
+    if sparsity is not None:
+        say(
+            f"latent sparsity: {100 * sparsity['fraction_in_spike']:.1f}% of test latents within the spike "
+            f"(|z| < {sparsity['threshold']:.4g}; spike width {sparsity['spike_width']:.4g}, step {sparsity['step']})",
+            quiet,
+            info,
+        )
+    return summary

@@ -1,0 +1,78 @@
+"""Specs to models: how ``flowdsl train`` reads specs and builds flows, and :func:`load_model`.
+
+:class:`ModelFactory` wraps ``flowdsl.parse`` / ``flowdsl.load`` / ``flowdsl.compile`` (tests
+substitute a stand-in); :func:`as_spec` accepts a spec object, a path or spec text;
+:func:`load_model` rebuilds a trained model from the spec text stored in its checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Optional
+
+from torch import nn
+
+from flowdsl.errors import CheckpointError, FlowDSLError
+from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, resolve_checkpoint_path, restore
+
+__all__ = ["ModelFactory", "as_spec", "spec_sha256", "load_model"]
+
+
+class ModelFactory:
+    """How specs are read and models built (``flowdsl.parse`` / ``flowdsl.compile``)."""
+
+    def parse(self, text: str, filename: str = "<string>") -> Any:
+        import flowdsl
+
+        return flowdsl.parse(text, filename=filename)
+
+    def load(self, path: str | os.PathLike) -> Any:
+        import flowdsl
+
+        return flowdsl.load(path)
+
+    def build(self, spec: Any, seed: int) -> nn.Module:
+        import flowdsl
+
+        return flowdsl.compile(spec, seed=seed)
+
+
+def as_spec(spec: Any, factory: ModelFactory) -> Any:
+    """A parsed spec from a spec object, a path to a spec file, or spec text."""
+    if isinstance(spec, (str, os.PathLike)):
+        s = os.fspath(spec)
+        if isinstance(spec, os.PathLike) or ("\n" not in s and "{" not in s):
+            return factory.load(s)  # a path (a missing file is a located "cannot read" error)
+        return factory.parse(s)
+    return spec
+
+
+def spec_sha256(spec: Any) -> str:
+    """The spec's ``sha256`` attribute, or the sha256 of its source text."""
+    sha = getattr(spec, "sha256", None)
+    return sha if isinstance(sha, str) else hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
+
+
+def load_model(ckpt_or_run: str | os.PathLike, spec: Any = None, factory: Optional[ModelFactory] = None, prefer: str = "best") -> tuple[Any, nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (or run folder) with its weights, in eval mode.
+
+    The spec is parsed from the text stored in the checkpoint (``spec`` only checks that it
+    matches). Returns ``(spec, model, checkpoint)``.
+
+    Raises:
+        CheckpointError: unreadable, corrupt or mismatched checkpoint.
+    """
+    factory = factory or ModelFactory()
+    path = resolve_checkpoint_path(ckpt_or_run, prefer=prefer)
+    ckpt = read_checkpoint(path)
+    if spec is not None:
+        check_spec(ckpt, as_spec(spec, factory), str(path))
+    try:
+        stored = factory.parse(ckpt["spec_text"], filename=ckpt.get("spec_filename") or "<checkpoint>")
+    except FlowDSLError as e:
+        raise CheckpointError(f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(path)) from None
+    seed = int((ckpt.get("config") or {}).get("seed", 0))
+    model = factory.build(stored, seed)
+    restore(model, ckpt)
+    model.eval()
+    return stored, model, ckpt
