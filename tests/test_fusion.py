@@ -374,3 +374,14 @@ def test_bench_memory_probe_reports_a_spec_without_layers_instead_of_failing():
     assert _memory_probe(str(SPECS[0].parent / "fdrl_moons.flow"), "train", 4, 1) == {"skip": "no layers: nothing to train or fuse"}
     r = _memory_probe(str(SPECS[0].parent / "realnvp_moons.flow"), "train_recompute", 8, 1)
     assert r["peak"] >= 0 and r["saved"] > 0 and r["seconds"] > 0
+
+
+def test_conv_act_takes_the_autograd_path_when_the_weight_needs_gradients():
+    from flowdsl.runtime.fusion.kernels import conv_act, conv_path
+
+    x = torch.randn(2, 3, 5, 5)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    assert conv_path(x, w) == "plain" and conv_path(x, w.detach()) in ("packed", "plain")
+    conv_act(x, w, None, 1, "relu", None, None).sum().backward()
+    ref = torch.autograd.grad(torch.relu(torch.nn.functional.conv2d(x, w, padding=1)).sum(), w)[0]
+    assert w.grad is not None and torch.allclose(w.grad, ref, atol=1e-5)

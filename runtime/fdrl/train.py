@@ -56,22 +56,9 @@ from flowdsl.runtime.fdrl.runs import sample_fdrl, write_fdrl_samples
 from flowdsl.runtime.fdrl.sampler import run_flow
 from flowdsl.runtime.fdrl.sources import DataGaussianSource, PriorSource, gen, load_flow_into
 from flowdsl.runtime.objectives.fdrl import resolve_args
+from flowdsl.runtime.training.run_folder import clear_run_files, resume_point
 
 __all__ = ["train_fdrl"]
-
-
-def _prepare_out(out: Path, resume: bool, overwrite: bool) -> Optional[Path]:
-    last = out / "last.pt"
-    if last.exists():
-        if resume:
-            return last
-        if not overwrite:
-            raise CheckpointError(
-                "run folder already holds a checkpoint; pass --resume to continue it or --overwrite to start again", filename=str(out)
-            )
-    if not resume:  # a fresh start: an earlier run's best.pt must not be taken for this run's
-        (out / "best.pt").unlink(missing_ok=True)
-    return None
 
 
 def _say(msg: str, quiet: bool) -> None:
@@ -138,7 +125,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
 
     t_start = time.time()
     out = Path(out) if out is not None else Path("runs") / str(spec.name)
-    last_path = _prepare_out(out, resume, overwrite)
+    last_path = resume_point(out, resume, overwrite)
+    if last_path is None:  # a fresh start: no stale best.pt or metrics from an earlier run
+        clear_run_files(out)
     ckpt = None
     if last_path is not None:
         ckpt = read_checkpoint(last_path)

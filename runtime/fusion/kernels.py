@@ -41,29 +41,30 @@ def const_logdet(value: Tensor, x: Tensor) -> Tensor:
     return value.to(acc_dtype(x.dtype)).reshape(1).expand(x.shape[0])
 
 
-def _onednn_ok(x: Tensor) -> bool:
+def _onednn_ok(x: Tensor, weight: Tensor | None = None) -> bool:
+    needs_grad = x.requires_grad or (weight is not None and weight.requires_grad)  # the oneDNN op has no backward
     return (
         _HAS_POINTWISE
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and x.dim() == 4
-        and not (torch.is_grad_enabled() and x.requires_grad)
+        and not (torch.is_grad_enabled() and needs_grad)
     )
 
 
-def conv_path(x: Tensor) -> str:
+def conv_path(x: Tensor, weight: Tensor | None = None) -> str:
     """How a convolution on ``x`` runs: ``"packed"`` (eager CPU inference: oneDNN, weights
     reordered once), ``"onednn"`` (under ``torch.compile`` on the CPU: the same oneDNN op with
     plain weights, which inductor lowers to one call with the activation fused, and whose shape
     rule does not guard on the batch size) or ``"plain"`` (``F.conv2d``; ONNX export, TorchScript
-    tracing, float64, other devices, or when autograd needs the graph)."""
+    tracing, float64, other devices, or when autograd needs the graph through ``x`` or ``weight``)."""
     if torch.compiler.is_compiling():
         if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
             return "plain"
-        return "onednn" if _onednn_ok(x) else "plain"
+        return "onednn" if _onednn_ok(x, weight) else "plain"
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return "plain"
-    return "packed" if _onednn_ok(x) else "plain"
+    return "packed" if _onednn_ok(x, weight) else "plain"
 
 
 def fast_path(x: Tensor) -> bool:
@@ -103,7 +104,7 @@ class PackedWeights:
 
 def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any) -> Tensor:
     """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path."""
-    path = conv_path(x)
+    path = conv_path(x, weight)
     if path == "onednn" and (x.shape[1] == 1 or x.shape[2] * x.shape[3] == 1):
         # 1 channel or 1 pixel: NCHW and channels-last strides coincide, the op then returns NCHW
         # while its shape rule (used by inductor) promises channels-last. One zero channel more

@@ -42,18 +42,12 @@ def memory_saving_model(model: nn.Module, where: str = "train") -> nn.Module:
     enabled its backward recomputes activations from outputs instead of keeping them.
 
     Raises:
-        NotAvailableError: ``model`` is not an unfused compiled flow (a ``FlowModel``: a
-            ``steps`` list whose entries have ``factor_out`` and ``inverse``, a ``prior``, and
-            the latent layout).
+        NotAvailableError: ``model`` is not an unfused compiled flow (a ``FlowModel`` from
+            ``flowdsl.compile``, not its ``fuse()``).
     """
-    steps = getattr(model, "steps", None)
-    ok = (
-        isinstance(steps, nn.ModuleList)
-        and isinstance(getattr(model, "prior", None), nn.Module)
-        and callable(getattr(model, "_assemble", None))
-        and not getattr(model, "is_fused", False)
-        and all(hasattr(s, "factor_out") and callable(getattr(s, "inverse", None)) for s in steps)
-    )
+    from flowdsl.runtime.model import FlowModel
+
+    ok = isinstance(model, FlowModel) and not model.is_fused
     if not ok:
         raise NotAvailableError(
             f"{_FLAG} needs an unfused compiled flow (flowdsl.compile) whose steps have inverses; got {type(model).__name__}",

@@ -69,7 +69,7 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
     dims = train_ds.dims
     mode = getattr(spec, "dequantize", "uniform") if levels is not None else "none"
     val_x = dequantize(val_ds.x, levels, mode, _gen("eval-noise", "val")) if val_ds is not None else None
-    test_eval = test if not cfg.eval_max or len(test) <= cfg.eval_max else test.subset(torch.arange(cfg.eval_max))
+    n_test_eval = min(len(test), cfg.eval_max) if cfg.eval_max else len(test)
     test_x = dequantize(test.x, levels, mode, _gen("eval-noise", "test"))
     return RunData(
         train=train_ds,
@@ -80,6 +80,6 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
         mode=mode,
         val_x=val_x,
         test_x=test_x,
-        test_eval_x=test_x[: len(test_eval)],
+        test_eval_x=test_x[:n_test_eval],
         notes=full.notes,
     )
