@@ -159,7 +159,7 @@ def train_classifier(
         loss.backward()
         opt.step()
         if not quiet and (step + 1) % max(1, steps // 5) == 0:
-            print(f"classifier step {step + 1}/{steps}  loss {float(loss):.4f}", flush=True)
+            print(f"classifier step {step + 1}/{steps}  loss {float(loss.detach()):.4f}", flush=True)
     model.eval()
     x_te = scale.from_raw(te.x)
     report = {
