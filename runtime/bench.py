@@ -214,6 +214,11 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         model.eval()
         times = alternate(fns, repeats)
         res.warm = {d: {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")} for d in ("log_prob", "sample")}
+        if floor and len(fused.steps):
+            from flowdsl.runtime.bench_acceptance import conv_kernels
+
+            say(f"  {spec.name}: the floor's convolutions, kernel by kernel")
+            res.kernels = conv_kernels(fused, lambda: fused.log_prob(x), threads, repeats)
     return res
 
 

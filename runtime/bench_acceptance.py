@@ -15,6 +15,13 @@ model's conditioner programs alone, on the very inputs they receive in one call 
 convolutions alone"), in the same rounds. ``unfused eager ÷ convolutions alone`` is then the
 largest eager speed-up that any fusion of the remaining work could reach in that state: when it
 is below the target, the eager target is out of reach of fusion on this machine and thread count.
+
+The kernels under the floor. :func:`conv_kernels` lists the distinct conditioner convolutions of
+one call (shape, how often they run), and times each with oneDNN as the fused model runs it
+(prepacked weights, channels-last, ReLU fused) and with NNPACK's fast algorithms (Winograd/FFT
+tiles, ``torch._nnpack_spatial_convolution``), next to a matrix-multiply peak measured in the
+same process: it shows how close the floor's convolutions are to the machine, and whether the
+fast-convolution library that ships in PyTorch would lower it.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import torch
 from flowdsl.runtime.bench_report import _times_table
 from flowdsl.runtime.bench_timing import SpecResult, _ms, _ratio
 
-__all__ = ["TARGET", "FLOOR", "conditioner_floor", "acceptance"]
+__all__ = ["TARGET", "FLOOR", "conditioner_floor", "conv_kernels", "kernel_table", "acceptance"]
 
 TARGET = 1.5  # acceptance: fused eager vs unfused eager, fused + compile vs normflows
 FLOOR = "conditioner convolutions alone"
@@ -57,6 +64,82 @@ def conditioner_floor(fused: torch.nn.Module, call: Callable[[], Any]) -> Callab
             mod(x)
 
     return run
+
+
+def conv_kernels(fused: torch.nn.Module, call: Callable[[], Any], threads: int, repeats: int = 20) -> dict:
+    """The conditioner convolutions of one ``call`` of ``fused``, grouped by shape, each timed with
+    oneDNN (as the fused model runs it) and NNPACK (when PyTorch has it), plus the matmul peak.
+
+    Returns ``{"peak_gflops": best, "rows": [{"shape", "calls", "gflop", "onednn", "nnpack"}]}``
+    with times as lists of seconds per round (``alternate``)."""
+    from flowdsl.runtime.bench_timing import alternate, matmul_peak
+    from flowdsl.runtime.fusion.conv_program import ConvProgram
+    from flowdsl.runtime.fusion.kernels import PackedWeights, conv_act
+
+    shapes: dict[tuple[int, ...], int] = {}
+
+    def grab(mod, args):
+        b, c, h, w = args[0].shape
+        for op in mod.program:
+            if op[0] == "conv":
+                weight = getattr(mod, f"w{op[1]}")
+                key = (b, int(weight.shape[1]), h, w, int(weight.shape[0]), int(weight.shape[-1]), op[2], op[3])
+                shapes[key] = shapes.get(key, 0) + 1
+
+    hooks = [m.register_forward_pre_hook(grab) for m in fused.modules() if isinstance(m, ConvProgram)]
+    try:
+        with torch.no_grad():
+            call()
+    finally:
+        for hk in hooks:
+            hk.remove()
+    nnpack = torch.backends.nnpack.is_available()
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for (b, c_in, h, w, c_out, k, pad, act), n in shapes.items():
+        x = torch.randn(b, c_in, h, w, generator=gen)
+        wt = torch.randn(c_out, c_in, k, k, generator=gen) / (c_in * k * k) ** 0.5
+        bias = torch.randn(c_out, generator=gen)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        packed = PackedWeights()
+        fns: dict[str, Callable[[], Any]] = {"onednn": lambda: conv_act(x_cl, wt, bias, pad, act, packed, 0)}
+        if nnpack:
+            fns["nnpack"] = lambda: torch.relu(torch._nnpack_spatial_convolution(x, wt, bias, [pad, pad], [1, 1])) if act == "relu" \
+                else torch._nnpack_spatial_convolution(x, wt, bias, [pad, pad], [1, 1])
+        times = alternate(fns, repeats)
+        rows.append({"shape": f"{c_in}→{c_out}, {k}×{k}, {h}×{w}", "calls": n, "gflop": 2 * b * h * w * c_out * c_in * k * k / 1e9,
+                     "onednn": times["onednn"], "nnpack": times.get("nnpack")})
+    return {"peak_gflops": matmul_peak(threads)[0], "threads": threads, "rows": rows}
+
+
+def kernel_table(kern: dict) -> list[str]:
+    """The markdown rows of :func:`conv_kernels`' result (medians; totals weighted by calls)."""
+    import statistics as st
+
+    if not kern or not kern.get("rows"):
+        return []
+    peak = kern["peak_gflops"]
+    out = [f"The floor's convolutions, one kernel at a time (batch 64, steady state, {kern['threads']} thread(s); "
+           f"matrix-multiply peak in the same process: {peak:.0f} GFLOP/s):", "",
+           "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | of the matmul peak | "
+           "NNPACK Winograd/FFT (ms) | NNPACK ÷ oneDNN |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    tot_o = tot_n = 0.0
+    for r in kern["rows"]:
+        o = st.median(r["onednn"])
+        tot_o += o * r["calls"]
+        rate = r["gflop"] / o
+        if r["nnpack"]:
+            nn = st.median(r["nnpack"])
+            tot_n += nn * r["calls"]
+            ncell, rcell = f"{nn * 1e3:.3f}", f"{nn / o:.2f}×"
+        else:
+            ncell = rcell = "not available"
+        out.append(f"| {r['shape']} | {r['calls']} | {o * 1e3:.3f} | {rate:.0f} | {rate / peak:.0%} | {ncell} | {rcell} |")
+    ncell = f"{tot_n * 1e3:.1f}" if tot_n else "–"
+    out.append(f"| **all, weighted by calls** | | **{tot_o * 1e3:.1f}** | | | **{ncell}** | "
+               f"{f'{tot_n / tot_o:.2f}×' if tot_n else '–'} |")
+    return out
 
 
 def _met(oks: list[bool]) -> str:
@@ -108,6 +191,9 @@ def acceptance(r: SpecResult) -> str:
     if floor:
         lines += ["", "The floor of the eager target: the conditioners' convolutions alone, timed in the same rounds "
                   "(median of per-round ratios):", "", *floor]
+    kern = kernel_table(r.kernels)
+    if kern:
+        lines += ["", *kern]
     for name, times in states:
         lines += ["", f"Times (ms, median [IQR]), {name}:", "", _times_table([SpecResult(r.name, times=times)]).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -80,4 +80,5 @@ class SpecResult:
     flops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warm: dict[str, dict[str, list[float]]] | None = None  # the same after one training step
+    kernels: dict | None = None  # bench_acceptance.conv_kernels, in the steady state
     threads: int = 0

@@ -5,7 +5,7 @@ together (``flowdsl.compiler.passes.fusion.run_fusion``), in order:
 
     compose_positions     runs of squeezes composed / cancelled / absorbed by the latent layout
     merge_channel_linear  actnorm, 1×1 convolutions, permutations, channel butterflies -> one map
-    coupling_inference    couplings: r/2 folded into the last layer, conv+ReLU fused (CPU)
+    coupling_inference    couplings: log s = 4σ(r) − 2 (sigmoid, not tanh), conv+ReLU fused (CPU)
     freeze                every other layer with weights -> its frozen() form
 
 All weight-only quantities (W, W⁻¹, constant log-dets, spectra, block inverses) are computed

@@ -357,6 +357,16 @@ def test_bench_convolution_floor_runs_exactly_the_conditioner_programs():
         h.remove()
     assert len(calls) == len(programs) > 0 and all(c[0] == 3 for c in calls)
     assert conditioner_floor(flowdsl.compile("flow v { input vector(dim=2) }").fuse(), lambda: None) is None
+    # the kernel table: every conditioner convolution of one call, grouped by shape, timed both ways
+    from flowdsl.runtime.bench_acceptance import conv_kernels, kernel_table
+
+    kern = conv_kernels(fused, lambda: fused.log_prob(x), threads=1, repeats=2)
+    n_convs = sum(sum(op[0] == "conv" for op in p.program) for p in programs)
+    assert sum(r["calls"] for r in kern["rows"]) == n_convs and kern["peak_gflops"] > 0
+    assert all(len(r["onednn"]) == 2 and r["gflop"] > 0 for r in kern["rows"])
+    table = kernel_table(kern)
+    assert table[2].startswith("| convolution (in→out, kernel, image) |") and len(table) == 4 + len(kern["rows"]) + 1
+    assert table[-1].startswith("| **all, weighted by calls** |")
     # the report: a target met in one state only is not met; the floor table gives unfused ÷ convolutions
     t = {"unfused eager": [3e-3, 3e-3], "fused eager": [1.5e-3, 2.5e-3], "normflows": [4e-3, 4e-3], "fused + compile": [2e-3, 2e-3],
          FLOOR: [1e-3, 1e-3]}  # seconds per call, two rounds

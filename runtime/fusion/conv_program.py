@@ -30,7 +30,7 @@ __all__ = ["ConvProgram"]
 class ConvProgram(nn.Module):
     """The program of a conv conditioner (buffers ``w{i}``, ``b{i}``; see the module docstring)."""
 
-    def __init__(self, net: nn.Module, scale_rows: tuple[int, float] | None = None) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.packed = PackedWeights()
         self.program: list[tuple[Any, ...]] = []
@@ -39,10 +39,6 @@ class ConvProgram(nn.Module):
         for i, c in enumerate(convs):
             w = c.weight.detach().clone()
             b = c.bias.detach().clone() if c.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-            if scale_rows is not None and i == len(convs) - 1:
-                start, factor = scale_rows
-                w[start:] *= factor
-                b[start:] *= factor
             self.register_buffer(f"w{i}", w)
             self.register_buffer(f"b{i}", b)
 
