@@ -19,7 +19,8 @@ is below the target, the eager target is out of reach of fusion on this machine 
 The kernels under the floor. :func:`conv_kernels` lists the distinct conditioner convolutions of
 one call (shape, how often they run), and times each with oneDNN as the fused model runs it
 (prepacked weights, channels-last, ReLU fused) and with NNPACK's fast algorithms (Winograd/FFT
-tiles, ``torch._nnpack_spatial_convolution``), next to a matrix-multiply peak measured in the
+tiles, ``torch._nnpack_spatial_convolution`` on NCHW input, then a separate ReLU where the
+convolution has one), next to a matrix-multiply peak measured in the
 same process: it shows how close the floor's convolutions are to the machine, and whether the
 fast-convolution library that ships in PyTorch would lower it.
 """
