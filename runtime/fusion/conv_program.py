@@ -67,13 +67,14 @@ class ConvProgram(nn.Module):
                 self._walk(m, convs)
 
     def forward(self, x: Tensor) -> Tensor:
-        onednn = conv_path(x) != "plain"
+        path = conv_path(x)  # the weights are buffers: the same path for every convolution here
+        onednn = path != "plain"
         h = x.contiguous(memory_format=torch.channels_last) if onednn else x
         stack: list[Tensor] = []
         for op in self.program:
             if op[0] == "conv":
                 _, i, pad, act = op
-                h = conv_act(h, getattr(self, f"w{i}"), getattr(self, f"b{i}"), pad, act, self.packed, i)
+                h = conv_act(h, getattr(self, f"w{i}"), getattr(self, f"b{i}"), pad, act, self.packed, i, path)
             elif op[0] == "relu":
                 h = torch.relu(h)
             elif op[0] == "save":

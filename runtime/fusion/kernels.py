@@ -102,9 +102,13 @@ class PackedWeights:
         self._cache = {}
 
 
-def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any) -> Tensor:
-    """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path."""
-    path = conv_path(x, weight)
+def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any,
+             path: str | None = None) -> Tensor:
+    """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path.
+    ``path``: ``conv_path(x, weight)`` when the caller already knows it (a chain of convolutions
+    on one input decides once)."""
+    if path is None:
+        path = conv_path(x, weight)
     if path == "onednn" and (x.shape[1] == 1 or x.shape[2] * x.shape[3] == 1):
         # 1 channel or 1 pixel: NCHW and channels-last strides coincide, the op then returns NCHW
         # while its shape rule (used by inductor) promises channels-last. One zero channel more
