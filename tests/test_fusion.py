@@ -395,3 +395,20 @@ def test_conv_act_takes_the_autograd_path_when_the_weight_needs_gradients():
     conv_act(x, w, None, 1, "relu", None, None).sum().backward()
     ref = torch.autograd.grad(torch.relu(torch.nn.functional.conv2d(x, w, padding=1)).sum(), w)[0]
     assert w.grad is not None and torch.allclose(w.grad, ref, atol=1e-5)
+
+
+def test_a_single_image_takes_the_plain_path_and_agrees_with_the_batched_one():
+    from flowdsl.runtime.fusion.kernels import _HAS_POINTWISE, conv_path
+
+    x2 = torch.randn(2, 3, 5, 5)
+    assert conv_path(x2[:1]) == "plain"  # oneDNN's fixed cost per call is not worth it for one image
+    assert conv_path(x2) == ("packed" if _HAS_POINTWISE else "plain")
+    m, x = compiled((SPECS[0].parent / "glow_digits.flow").read_text(), batch=3)
+    fused = m.float().fuse()
+    x = x.float()
+    with torch.no_grad():
+        batched = fused.log_prob(x)
+        single = torch.cat([fused.log_prob(x[i : i + 1]) for i in range(3)])
+        z = fused(x)[0]
+        x_back = torch.cat([fused.inverse(z[i : i + 1]) for i in range(3)])
+    assert rel(single, batched) < 1e-5 and rel(x_back, x) < 1e-4
