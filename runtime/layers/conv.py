@@ -1,7 +1,9 @@
 """``conv(kind=emerging|periodic, kernel=k)``: invertible k×k convolutions (Hoogeboom et al. 2019).
 
-Shapes: x (B, C, H, W) -> y (B, C, H, W) (images only; rejected on vectors). k odd.
-Periodic: k ≤ H and k ≤ W (a wider circular kernel would wrap onto itself). Emerging: each
+Shapes: x (B, C, H, W) -> y (B, C, H, W) (images only; rejected on vectors).
+Periodic: any k (odd or even) with k ≤ H and k ≤ W (a wider circular kernel would wrap onto
+itself); taps at offsets −(k−1)//2 … k//2 on each axis (PyTorch's padding='same' convention,
+centred for odd k). Emerging: k odd (its two masked halves share the centre tap); each
 masked half is a one-sided ((k+1)/2)² conv, so (k+1)/2 ≤ H and ≤ W (no tap that can never touch
 the image); larger kernels than the image are otherwise fine with zero padding.
 
@@ -52,9 +54,13 @@ class ConvKind(LayerKind):
         c, h, w = shape
         k = args.kernel
         if k < 1:
-            ctx.fail(f"conv kernel must be a positive odd integer, got {k}", arg="kernel")
-        if k % 2 == 0:
-            ctx.fail(f"conv kernel must be odd (the kernel needs a centre tap), got {k}; use {k - 1} or {k + 1}", arg="kernel")
+            ctx.fail(f"conv kernel must be a positive integer, got {k}", arg="kernel")
+        if args.kind == "emerging" and k % 2 == 0:
+            ctx.fail(
+                f"conv(kind=emerging) needs an odd kernel (its two masked halves share the centre tap), "
+                f"got {k}; use {k - 1} or {k + 1} — or kind=periodic, which takes even kernels",
+                arg="kernel",
+            )
         if args.kind == "periodic" and (k > h or k > w):
             # a circular kernel wider than the image would wrap onto itself (aliased taps)
             side, size = ("height", h) if k > h else ("width", w)

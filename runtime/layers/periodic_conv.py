@@ -2,12 +2,16 @@
 
 Not a kind module by itself: ``conv(kind=periodic)`` (``conv.py``) builds :class:`PeriodicConv`.
 
-Shapes: x (B, C, H, W) -> y (B, C, H, W); kernel w (C, C, k, k), k odd, k ≤ H and k ≤ W,
-c = (k−1)/2. Indices of the image are taken modulo (H, W) (torus).
+Shapes: x (B, C, H, W) -> y (B, C, H, W); kernel w (C, C, k, k), any k ≥ 1 with k ≤ H and
+k ≤ W, odd or even. Taps sit at offsets δ ∈ [−lo, hi] on each axis, lo = (k−1)//2, hi = k//2
+(PyTorch's padding='same' convention; for odd k, lo = hi = (k−1)/2, the centred kernel). Indices
+of the image are taken modulo (H, W) (torus).
 
-    forward   y[o, p] = Σ_{ch, δ∈[−c,c]²} w[o, ch, c+δ] · x[ch, (p+δ) mod (H, W)]
-              (circular padding by c, then a VALID cross-correlation: one conv2d)
-    spectrum  with K[o, ch, q] = w[o, ch, c+δ] placed at q = δ mod (H, W) (a C×C×H×W array),
+    forward   y[o, p] = Σ_{ch, δ∈[−lo,hi]²} w[o, ch, lo+δ] · x[ch, (p+δ) mod (H, W)]
+              (circular padding by lo before and hi after on each spatial axis, then a VALID
+              cross-correlation: one conv2d)
+    spectrum  with K[o, ch, q] = w[o, ch, lo+δ] placed at q = δ mod (H, W) (a C×C×H×W array;
+              k ≤ H, W keeps the k offsets distinct modulo the size),
               K̂(u, v) = Σ_q K[:, :, q] e^{+2πi(uq_h/H + vq_w/W)} = conj(FFT2(K))(u, v)  ∈ ℂ^{C×C},
               and FFT2(y)(u, v) = K̂(u, v) · FFT2(x)(u, v) for every frequency.
     log-det   log|det J| = Σ_{u<H, v<W} log|det K̂(u, v)|
@@ -15,7 +19,8 @@ c = (k−1)/2. Indices of the image are taken modulo (H, W) (torus).
               m_0 = 1, m_{W/2} = 1 for even W, every other column m_v = 2: column v and W−v are
               complex conjugates (K̂(−u, −v) = conj K̂(u, v)) and have the same |det|.
     inverse   X̂(u, v) = K̂(u, v)⁻¹ Ŷ(u, v), x = IRFFT2(X̂). Exact, no sequential steps.
-    init      N(0, 0.02²) plus a random orthogonal C×C matrix on the centre tap.
+    init      N(0, 0.02²) plus a random orthogonal C×C matrix on the tap at offset (0, 0),
+              index (lo, lo) (the centre tap for odd k).
 
 Training form: ``torch.fft`` (rfft2 / irfft2) with K̂⁻¹ from a complex128 inverse per frequency.
 Inference form (:class:`FrozenPeriodicConv`, real arithmetic only, ONNX-exportable, no DFT op):
@@ -55,14 +60,14 @@ class PeriodicConv(Bijector):
 
     def __init__(self, shape: tuple[int, ...], kernel: int = 3) -> None:
         super().__init__()
-        if len(shape) != 3 or kernel % 2 != 1 or kernel > shape[1] or kernel > shape[2]:
-            raise ValueError(f"periodic conv needs (C, H, W) with an odd kernel ≤ H, W; got {shape}, k={kernel}")
+        if len(shape) != 3 or kernel < 1 or kernel > shape[1] or kernel > shape[2]:
+            raise ValueError(f"periodic conv needs (C, H, W) with a kernel 1 ≤ k ≤ H, W; got {shape}, k={kernel}")
         C, H, W = shape
         self.shape = tuple(shape)
         self.kernel_size = kernel
-        self.c = (kernel - 1) // 2
+        self.lo, self.hi = (kernel - 1) // 2, kernel // 2  # tap offsets δ ∈ [−lo, hi]
         w = torch.randn(C, C, kernel, kernel) * 0.02
-        w[:, :, self.c, self.c] += torch.linalg.qr(torch.randn(C, C))[0]
+        w[:, :, self.lo, self.lo] += torch.linalg.qr(torch.randn(C, C))[0]
         self.weight = nn.Parameter(w)
         self.register_buffer("col_weights", column_weights(W), persistent=False)
 
@@ -70,9 +75,9 @@ class PeriodicConv(Bijector):
     def spectrum(self, dtype: torch.dtype = torch.float64) -> Tensor:
         """K̂ on the rfft grid, complex, shape (H, ⌊W/2⌋+1, C, C), computed from ``weight`` in ``dtype``."""
         C, H, W = self.shape
-        k, c = self.kernel_size, self.c
+        k, lo = self.kernel_size, self.lo
         placed = F.pad(self.weight.to(dtype), (0, W - k, 0, H - k))
-        placed = torch.roll(placed, shifts=(-c, -c), dims=(2, 3))
+        placed = torch.roll(placed, shifts=(-lo, -lo), dims=(2, 3))  # tap lo+δ -> q = δ mod (H, W)
         return torch.conj(torch.fft.rfft2(placed)).permute(2, 3, 0, 1)
 
     def log_abs_det(self, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -81,8 +86,8 @@ class PeriodicConv(Bijector):
 
     # bijector ------------------------------------------------------------------------
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c = self.c
-        xp = F.pad(x, (c, c, c, c), mode="circular") if c > 0 else x
+        lo, hi = self.lo, self.hi
+        xp = F.pad(x, (lo, hi, lo, hi), mode="circular") if hi > 0 else x
         y = F.conv2d(xp, self.weight.to(x.dtype))
         return y, batch_constant(self.log_abs_det(), x)
 
@@ -106,7 +111,7 @@ class FrozenPeriodicConv(Bijector):
         super().__init__()
         C, H, W = src.shape
         dtype = src.weight.dtype
-        self.shape, self.c = src.shape, src.c
+        self.shape, self.lo, self.hi = src.shape, src.lo, src.hi
         wr = W // 2 + 1
         with torch.no_grad():
             spec = src.spectrum(torch.float64)
@@ -143,8 +148,8 @@ class FrozenPeriodicConv(Bijector):
                 self.register_buffer(name, t.to(dtype))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        c = self.c
-        xp = F.pad(x, (c, c, c, c), mode="circular") if c > 0 else x
+        lo, hi = self.lo, self.hi
+        xp = F.pad(x, (lo, hi, lo, hi), mode="circular") if hi > 0 else x
         # conv_act: oneDNN on the CPU (no batch-size guard under torch.compile(dynamic=True)),
         # F.conv2d for float64, autograd through x, other devices and ONNX export
         return conv_act(xp, self.weight, None, 0, "none", None, None), batch_constant(self.logdet, x)
