@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 
+_TAB = 4  # tab stops of the printed source line
+
+
 @dataclass(frozen=True)
 class Span:
     """A location in a spec file: 1-based line and column, plus the end column on that line."""
@@ -86,14 +89,19 @@ class FlowDSLError(Exception):
         loc = f"{self.filename}:{self.line}:{self.column}" if self.line else self.filename
         out = [f"{loc}: {self.kind}: {self.message}"]
         if self.source_line is not None:
-            text = self.source_line.expandtabs(4).rstrip("\n")
+            raw = self.source_line.rstrip("\n")
+            text = raw.expandtabs(_TAB)
             out.append("    " + text)
             col = max(self.column, 1)
-            width = 1
+            end = col + 1
             if self.span.end_line == self.span.line and self.span.end_column > self.span.column:
-                width = self.span.end_column - self.span.column
-            width = max(1, min(width, max(1, len(text) - col + 1)))
-            out.append("    " + " " * (col - 1) + "^" + "~" * (width - 1))
+                end = self.span.end_column
+            # columns count characters (a tab is one); the printed line has its tabs expanded, so
+            # the caret's indent and width are measured on the expanded text up to and through the token
+            pad = len(raw[: col - 1].expandtabs(_TAB)) + max(0, col - 1 - len(raw))
+            through = len(raw[: end - 1].expandtabs(_TAB)) + max(0, end - 1 - len(raw))
+            width = max(1, min(through - pad, max(1, len(text) - pad)))
+            out.append("    " + " " * pad + "^" + "~" * (width - 1))
         out.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(out)
 

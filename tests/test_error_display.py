@@ -1,0 +1,50 @@
+"""How a located error is displayed: the source line, and a caret under the offending token."""
+from __future__ import annotations
+
+import pytest
+
+import flowdsl
+from flowdsl.errors import FlowDSLError
+
+
+def err(text) -> FlowDSLError:
+    with pytest.raises(FlowDSLError) as info:
+        flowdsl.parse(text, filename="bad.flow")
+    e = info.value
+    assert str(e).startswith(f"bad.flow:{e.line}:{e.column}: error: ")
+    return e
+
+
+def caret(e: FlowDSLError) -> tuple[str, int, int]:
+    """(printed source line without its 4-space indent, caret index into it, caret width)."""
+    lines = str(e).splitlines()
+    src, mark = lines[1][4:], lines[2][4:]
+    i = mark.index("^")
+    return src, i, len(mark) - i
+
+
+def test_caret_lines_up_under_a_token_after_tabs():
+    e = err("flow f {\n\tinput vector(dim=4)\n\t\tactnrom\n}\n")
+    assert (e.line, e.column) == (3, 3)
+    src, i, width = caret(e)
+    assert "\t" not in src
+    assert src[i : i + width] == "actnrom"
+
+
+def test_caret_lines_up_with_tabs_mixed_with_spaces():
+    e = err("flow f {\n\tinput vector(dim=4)\n  \t actnorm x\t@\n}\n")
+    assert (e.line, e.column) == (3, 15) and "unexpected character '@'" in e.message
+    src, i, width = caret(e)
+    assert src[i] == "@" and width == 1
+
+
+def test_caret_without_tabs_is_unchanged():
+    e = err("flow f {\n  input vector(dim=4)\n  actnrom\n}\n")
+    src, i, width = caret(e)
+    assert (e.line, e.column) == (3, 3) and src[i : i + width] == "actnrom" and i == 2
+
+
+def test_comment_only_file_has_a_caret_after_the_comment():
+    e = err("# only a comment\n")
+    src, i, _ = caret(e)
+    assert src == "# only a comment" and i == len(src) and (e.line, e.column) == (1, 17)
