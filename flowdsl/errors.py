@@ -78,10 +78,15 @@ class FlowDSLError(Exception):
         self.column = self.span.column
         self.notes = tuple(notes)
         self.source_line = None
+        self._empty_file = False
         if source is not None and self.line > 0:
             lines = source.splitlines()
             if self.line <= len(lines):
                 self.source_line = lines[self.line - 1]
+            elif not lines and self.line == 1:
+                # an empty file: no line to show, but still a caret at 1:1 under a placeholder
+                self.source_line = ""
+                self._empty_file = True
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -90,7 +95,7 @@ class FlowDSLError(Exception):
         out = [f"{loc}: {self.kind}: {self.message}"]
         if self.source_line is not None:
             raw = self.source_line.rstrip("\n")
-            text = raw.expandtabs(_TAB)
+            text = "(empty file)" if self._empty_file else raw.expandtabs(_TAB)
             out.append("    " + text)
             col = max(self.column, 1)
             end = col + 1

@@ -1,6 +1,9 @@
 """How a located error is displayed: the source line, and a caret under the offending token."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 import flowdsl
@@ -44,7 +47,25 @@ def test_caret_without_tabs_is_unchanged():
     assert (e.line, e.column) == (3, 3) and src[i : i + width] == "actnrom" and i == 2
 
 
+def test_empty_file_has_a_source_line_and_caret():
+    e = err("")
+    assert (e.line, e.column) == (1, 1)
+    assert "unexpected end of file" in e.message
+    lines = str(e).splitlines()
+    assert lines[1] == "    (empty file)"
+    assert lines[2] == "    ^"
+
+
 def test_comment_only_file_has_a_caret_after_the_comment():
     e = err("# only a comment\n")
     src, i, _ = caret(e)
     assert src == "# only a comment" and i == len(src) and (e.line, e.column) == (1, 17)
+
+
+def test_cli_check_empty_file(tmp_path):
+    f = tmp_path / "e.flow"
+    f.write_bytes(b"")
+    out = subprocess.run([sys.executable, "-m", "flowdsl", "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{f}:1:1: error: unexpected end of file" in out.stderr
+    assert "    (empty file)\n    ^" in out.stderr
