@@ -134,3 +134,37 @@ def test_cli_check_prints_located_message_without_traceback(tmp_path):
     syntax.write_text("flow t { input vector(dim=2) actnorm ) }")
     out = subprocess.run([sys.executable, "-m", "flowdsl", "check", str(syntax)], capture_output=True, text=True)
     assert out.returncode == 1 and ":1:38: error: unexpected ')'" in out.stderr and "Traceback" not in out.stderr
+
+
+def _caret_text(e: FlowDSLError) -> str:
+    """The text of the printed source line under the caret and its tildes."""
+    lines = str(e).splitlines()
+    src, mark = lines[1][4:], lines[2][4:]
+    i = mark.index("^")
+    return src[i : len(mark)]
+
+
+BLOCK_ORIGIN_CASES = [
+    # (id, blocks, body, line, column, token under the caret, via text)
+    ("argument", "block st(h=8) { coupling(hidden=$h) }\n", "st(h=2.5)\n", 4, 6, "2.5", "via block st's parameter h, used at line 1"),
+    ("default", "block st(h=8.5) { coupling(hidden=$h) }\n", "st()\n", 1, 12, "8.5", "via the default of block st's parameter h, used at line 1"),
+    ("conv-kernel", "block b(k=3) { conv(kernel=$k) }\n", "b(k=2.0)\n", 4, 5, "2.0", "via block b's parameter k, used at line 1"),
+    (
+        "nested",
+        "block b(k=3) { conv(kernel=$k) }\nblock a(h=3) {\n  b(k=$h)\n}\n",
+        "a(h=2.0)\n",
+        7,
+        5,
+        "2.0",
+        "via block b's parameter k, from block a's parameter h, used at line 1",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,blocks,body,line,col,token,via", BLOCK_ORIGIN_CASES, ids=[c[0] for c in BLOCK_ORIGIN_CASES])
+def test_wrong_typed_block_argument_is_reported_where_the_value_is_written(name, blocks, body, line, col, token, via):
+    e = err(flow(body, blocks))
+    assert isinstance(e, CheckError)
+    assert (e.line, e.column) == (line, col), str(e)
+    assert _caret_text(e) == token, str(e)
+    assert via in e.message and "valid integer" in e.message, str(e)

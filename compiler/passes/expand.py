@@ -8,7 +8,7 @@ no recursion among blocks). Every rejection is a located :class:`CheckError`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -59,6 +59,23 @@ _INPUT_ARGS = {
 _TRAIN_FIELDS = [f for f in TrainSpec.model_fields if f not in ("loc", "arg_locs")]
 
 
+class _Origin(NamedTuple):
+    """Where a block-parameter value was written: ``span`` of the value token (at the outermost
+    call, or the default), the (block, parameter) hops it went through (innermost first),
+    whether it is a default, and ``use``, the ``$param`` it was read from."""
+
+    span: Span
+    hops: tuple[tuple[str, str], ...]
+    default: bool = False
+    use: Span = Span()
+
+    def describe(self) -> str:
+        parts = [f"block {b}'s parameter {p}" for b, p in self.hops]
+        if self.default:
+            parts[-1] = "the default of " + parts[-1]
+        return ", from ".join(parts)
+
+
 class _Expander:
     def __init__(self, tree: S.SpecFile, diag: Diagnostics) -> None:
         self.tree = tree
@@ -103,11 +120,22 @@ class _Expander:
             return {"call": v.name, "args": args}
         raise AssertionError(v)  # pragma: no cover
 
+    @staticmethod
+    def origin(v: S.Value, env) -> "_Origin | None":
+        """Where a ``$param`` value was written (the call's argument or the default), if it is one."""
+        if isinstance(v, S.Ref) and v.name in env and not v.name.startswith("__"):
+            return env[v.name][2]
+        return None
+
     def named_args(self, args: tuple[S.Arg, ...], env, what: str) -> tuple[dict[str, Any], dict[str, Span], dict[str, Span]]:
-        """name -> value, name -> span of the name, name -> span of the value."""
+        """name -> value, name -> span of the name, name -> span of the value.
+
+        ``self.origins`` is set to name -> :class:`_Origin` for the values given as ``$param``.
+        """
         vals: dict[str, Any] = {}
         spans: dict[str, Span] = {}
         vspans: dict[str, Span] = {}
+        self.origins: dict[str, _Origin] = {}
         for a in args:
             if a.name is None:
                 self.d.fail(f"arguments of {what} must be named (name=value)", a.span)
@@ -116,9 +144,13 @@ class _Expander:
             vals[a.name] = self.value(a.value, env)
             spans[a.name] = a.span
             vspans[a.name] = getattr(a.value, "span", a.span)
+            o = self.origin(a.value, env)
+            if o is not None:
+                self.origins[a.name] = o._replace(use=vspans[a.name])
         return vals, spans, vspans
 
     def validate_args(self, model: type, vals: dict, spans: dict, vspans: dict, what: str, call_span: Span) -> Any:
+        origins = getattr(self, "origins", {})
         known = list(model.model_fields)
         for name in vals:
             if name not in model.model_fields:
@@ -143,7 +175,14 @@ class _Expander:
                 opts = [o.strip().strip("'") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
                 hint = did_you_mean(val, [o for o in opts if o])
             shown = _show(val)
-            self.d.fail(f"invalid value {shown} for argument '{name}' of {what}: {msg}{hint}", vspans.get(name, call_span))
+            where = vspans.get(name, call_span)
+            via = ""
+            if name in origins:
+                # a value passed through block parameters is reported where it was written
+                o = origins[name]
+                where = o.span
+                via = f" (via {o.describe()}, used at line {o.use.line})"
+            self.d.fail(f"invalid value {shown} for argument '{name}' of {what}{via}: {msg}{hint}", where)
 
     # -- statements ---------------------------------------------------------------------
     def run(self) -> FlowSpec:
@@ -239,7 +278,8 @@ class _Expander:
             if st.name in stack:
                 cycle = " -> ".join(stack[stack.index(st.name):] + (st.name,))
                 self.d.fail(f"recursion among blocks: {cycle}", st.span)
-            vals, spans, _ = self.named_args(st.args, env, f"block '{st.name}'")
+            vals, spans, vspans = self.named_args(st.args, env, f"block '{st.name}'")
+            passed = dict(self.origins)
             params = {p.name: p for p in block.params}
             for name in vals:
                 if name not in params:
@@ -247,9 +287,13 @@ class _Expander:
             benv: dict[str, Any] = {"__block__": (st.name, st.span)}
             for p in block.params:
                 if p.name in vals:
-                    benv[p.name] = (vals[p.name], spans[p.name])
+                    up = passed.get(p.name)
+                    hops = ((st.name, p.name),) + (up.hops if up else ())
+                    o = _Origin(up.span if up else vspans[p.name], hops, False if up is None else up.default)
+                    benv[p.name] = (vals[p.name], spans[p.name], o)
                 elif p.default is not None:
-                    benv[p.name] = (self.value(p.default, {}), p.span)
+                    dspan = getattr(p.default, "span", p.span)
+                    benv[p.name] = (self.value(p.default, {}), p.span, _Origin(dspan, ((st.name, p.name),), True))
                 else:
                     self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
             return self.stmts(block.body, benv, stack + (st.name,), via + (st.name,), top=False, prefix=prefix)
