@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointError",
     "NumericalError",
     "NumericalWarning",
+    "ArgumentValueError",
     "nearest",
     "did_you_mean",
 ]
@@ -140,6 +141,20 @@ class CheckpointError(FlowDSLError):
 
 class NumericalError(FlowDSLError):
     """A loss, log-det or activation became NaN/Inf; the message names the step and the layer."""
+
+
+class ArgumentValueError(ValueError):
+    """Raised by an argument validator about one part of a nested value such as ``resnet(hiden=8)``.
+
+    ``path`` says which part, so the front end puts the caret there: ``("name",)`` the call's
+    (or bare name's) name, ``("arg", k)`` the name of its argument ``k``, ``("value", k)`` the
+    value of ``k``. ``message`` is shown as is (no pydantic prefix).
+    """
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = tuple(path)
 
 
 class NumericalWarning(UserWarning):

@@ -168,3 +168,31 @@ def test_wrong_typed_block_argument_is_reported_where_the_value_is_written(name,
     assert (e.line, e.column) == (line, col), str(e)
     assert _caret_text(e) == token, str(e)
     assert via in e.message and "valid integer" in e.message, str(e)
+
+
+ESTIMATOR_CASES = [
+    # (id, estimator as written, token under the caret, substring of the message)
+    ("unknown-arg", "resnet(hiden=8)", "hiden", "unknown argument 'hiden' for estimator resnet (did you mean 'hidden'?)"),
+    ("unknown-name", "resnett(hidden=8)", "resnett", "unknown estimator 'resnett' (did you mean 'resnet'?)"),
+    ("unknown-bare-name", "resnett", "resnett", "unknown estimator 'resnett' (did you mean 'resnet'?)"),
+    ("unknown-far-name", "foo(x=1)", "foo", "unknown estimator 'foo'; use one of resnet, convnet, mlp"),
+    ("value-name", "resnet(hidden=abc)", "abc", "'hidden' of resnet must be a positive integer, got abc"),
+    ("value-float", "resnet(blocks=2.5)", "2.5", "'blocks' of resnet must be a positive integer, got 2.5"),
+]
+
+
+@pytest.mark.parametrize("name,est,token,sub", ESTIMATOR_CASES, ids=[c[0] for c in ESTIMATOR_CASES])
+def test_fdrl_estimator_errors_point_inside_the_call(name, est, token, sub):
+    stmt = f"objective fdrl(estimator={est})"
+    e = err(flow(stmt + "\n"))
+    assert isinstance(e, CheckError)
+    assert (e.line, e.column) == (3, stmt.index(token, len("objective fdrl(estimator=")) + 1), str(e)
+    assert _caret_text(e) == token, str(e)
+    assert sub in e.message, str(e)
+    assert "Value error" not in str(e)
+
+
+def test_no_pydantic_prefix_in_messages():
+    for text in (flow("objective fdrl(estimator=3)\n"), flow("coupling(kind=affin)\n"), flow("train(lr=abc)\n")):
+        e = err(text)
+        assert "Value error" not in str(e) and "Assertion failed" not in str(e), str(e)

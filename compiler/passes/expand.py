@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flowdsl import syntax as S
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.registry import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
-from flowdsl.errors import CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean
+from flowdsl.errors import ArgumentValueError, CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean
 from flowdsl.parser import KEYWORDS
 from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, Loc, ObjectiveSpec, PriorSpec, TrainSpec
 
@@ -136,6 +136,7 @@ class _Expander:
         spans: dict[str, Span] = {}
         vspans: dict[str, Span] = {}
         self.origins: dict[str, _Origin] = {}
+        self.arg_syntax: dict[str, S.Value] = {}
         for a in args:
             if a.name is None:
                 self.d.fail(f"arguments of {what} must be named (name=value)", a.span)
@@ -144,6 +145,7 @@ class _Expander:
             vals[a.name] = self.value(a.value, env)
             spans[a.name] = a.span
             vspans[a.name] = getattr(a.value, "span", a.span)
+            self.arg_syntax[a.name] = a.value
             o = self.origin(a.value, env)
             if o is not None:
                 self.origins[a.name] = o._replace(use=vspans[a.name])
@@ -168,9 +170,14 @@ class _Expander:
             if err.get("type") == "missing" and name:
                 self.d.fail(f"{what} needs the argument '{name}'", call_span)
             val = vals.get(name) if name else None
-            msg = err.get("msg", "invalid value")
+            msg = _pydantic_msg(err)
             hint = ""
             ctx = err.get("ctx") or {}
+            inner = ctx.get("error")
+            if isinstance(inner, ArgumentValueError):
+                # a validator located the problem inside a nested value: put the caret on that part
+                sub = _sub_span(getattr(self, "arg_syntax", {}).get(name), inner.path)
+                self.d.fail(inner.message, sub or vspans.get(name, call_span))
             if isinstance(val, str) and "expected" in ctx:
                 opts = [o.strip().strip("'") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
                 hint = did_you_mean(val, [o for o in opts if o])
@@ -416,7 +423,7 @@ class _Expander:
             except ValidationError as e:
                 err = e.errors()[0]
                 name = str(err["loc"][0]) if err.get("loc") else None
-                self.d.fail(f"invalid value {_show(vals.get(name))} for argument '{name}' of train: {err.get('msg')}", vspans.get(name, tst.span))
+                self.d.fail(f"invalid value {_show(vals.get(name))} for argument '{name}' of train: {_pydantic_msg(err)}", vspans.get(name, tst.span))
 
         return FlowSpec(
             name=flow.name,
@@ -431,6 +438,35 @@ class _Expander:
             blocks=tuple(self.blocks),
             loc=loc_of(flow.name_span),
         )
+
+
+def _pydantic_msg(err: dict) -> str:
+    """A pydantic error's message without its "Value error, " / "Assertion failed, " prefix."""
+    ctx = err.get("ctx") or {}
+    if isinstance(ctx.get("error"), (ValueError, AssertionError)) and str(ctx["error"]):
+        return str(ctx["error"])
+    msg = str(err.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg
+
+
+def _sub_span(v: S.Value | None, path: tuple[str, ...]) -> Span | None:
+    """The span of one part of a written value (see :class:`ArgumentValueError`), or None."""
+    if v is None or not path:
+        return None
+    if path[0] == "name":
+        if isinstance(v, S.Name):
+            return v.span
+        if isinstance(v, S.CallValue) and v.span.known:
+            return Span(v.span.line, v.span.column, v.span.line, v.span.column + len(v.name))
+        return None
+    if path[0] in ("arg", "value") and len(path) > 1 and isinstance(v, S.CallValue):
+        for a in v.args:
+            if a.name == path[1]:
+                return a.span if path[0] == "arg" else getattr(a.value, "span", a.span)
+    return None
 
 
 def _show(v: Any) -> str:

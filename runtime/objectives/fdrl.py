@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from flowdsl.compiler.registry import ArgsModel, ObjectiveKind, register_objective
+from flowdsl.errors import ArgumentValueError, did_you_mean
 
 __all__ = [
     "FDRLObjectiveKind",
@@ -50,6 +51,14 @@ CONV_ESTIMATORS = ("resnet", "convnet")
 PAIRINGS = {"lr": ("kl", "js", "logd"), "lsif": ("pearson",)}
 
 DEFAULT_MAX_COVARIANCE_BYTES = 2 * 1024**3
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict) and "call" in v:
+        return f"{v['call']}(...)"
+    return v if isinstance(v, str) and v.isidentifier() else repr(v)
 
 
 def max_covariance_bytes() -> int:
@@ -94,13 +103,19 @@ class FDRLObjectiveKind(ObjectiveKind):
                 raise ValueError("expected an estimator call such as resnet(hidden=64, blocks=2)")
             name = v["call"]
             if name not in ESTIMATORS:
-                raise ValueError(f"unknown estimator '{name}'; use one of {', '.join(ESTIMATORS)}")
+                hint = did_you_mean(name, ESTIMATORS)
+                known = "" if hint else f"; use one of {', '.join(ESTIMATORS)}"
+                raise ArgumentValueError(f"unknown estimator '{name}'{hint}{known}", ("name",))
             allowed = ESTIMATORS[name]
             for k, val in v.get("args", {}).items():
                 if k not in allowed:
-                    raise ValueError(f"unknown argument '{k}' for estimator {name}; known: {', '.join(allowed)}")
+                    hint = did_you_mean(k, allowed)
+                    known = "" if hint else f"; known: {', '.join(allowed)}"
+                    raise ArgumentValueError(f"unknown argument '{k}' for estimator {name}{hint}{known}", ("arg", k))
                 if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                    raise ValueError(f"estimator argument '{k}' must be a positive integer")
+                    raise ArgumentValueError(
+                        f"estimator argument '{k}' of {name} must be a positive integer, got {_show(val)}", ("value", k)
+                    )
             return {"call": name, "args": {**allowed, **v.get("args", {})}}
 
     @classmethod
