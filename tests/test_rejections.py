@@ -196,3 +196,11 @@ def test_no_pydantic_prefix_in_messages():
     for text in (flow("objective fdrl(estimator=3)\n"), flow("coupling(kind=affin)\n"), flow("train(lr=abc)\n")):
         e = err(text)
         assert "Value error" not in str(e) and "Assertion failed" not in str(e), str(e)
+
+
+@pytest.mark.parametrize("layer,col,sub", [("coupling", 3, "at least 2 entries"), ("split", 3, "cannot split a vector with 1 entry")])
+def test_one_entry_vector_messages_do_not_suggest_squeeze(layer, col, sub):
+    e = err(f"flow t {{\n  input vector(dim=1)\n  {layer}\n}}\n")
+    assert (e.line, e.column) == (3, col) and _caret_text(e) == layer, str(e)
+    assert sub in e.message and "entrys" not in e.message, str(e)
+    assert "squeeze" not in e.message and "checkerboard" not in e.message, str(e)

@@ -138,8 +138,9 @@ class CouplingKind(LayerKind):
         if len(shape) == 1 and net != "mlp":
             ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
         if args.mask == "channel" and shape[0] < 2:
-            what = "entry" if len(shape) == 1 else "channel"
-            ctx.fail(f"a channel coupling needs at least 2 {what}s to split, got {shape[0]} (use mask=checkerboard or squeeze first)", arg="mask")
+            if len(shape) == 1:  # a vector: neither squeeze nor a checkerboard mask can help
+                ctx.fail(f"a coupling needs at least 2 entries to split, got {shape[0]}; a vector of 1 entry cannot be coupled (remove this coupling)", arg="mask")
+            ctx.fail(f"a channel coupling needs at least 2 channels to split, got {shape[0]} (use mask=checkerboard or squeeze first)", arg="mask")
         if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:
             ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
         return shape

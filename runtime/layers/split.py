@@ -54,8 +54,9 @@ class SplitKind(LayerKind):
     @classmethod
     def infer_shape(cls, args, shape, ctx):
         if shape[0] < 2:
-            what = "entry" if len(shape) == 1 else "channel"
-            ctx.fail(f"cannot split a tensor with 1 {what} {tuple(shape)}; squeeze first or remove this split")
+            if len(shape) == 1:  # squeeze is rejected on vectors: do not suggest it
+                ctx.fail(f"cannot split a vector with 1 entry {tuple(shape)}; remove this split")
+            ctx.fail(f"cannot split a tensor with 1 channel {tuple(shape)}; squeeze first or remove this split")
         return (shape[0] - shape[0] // 2, *shape[1:])
 
     @classmethod
