@@ -204,3 +204,10 @@ def test_one_entry_vector_messages_do_not_suggest_squeeze(layer, col, sub):
     assert (e.line, e.column) == (3, col) and _caret_text(e) == layer, str(e)
     assert sub in e.message and "entrys" not in e.message, str(e)
     assert "squeeze" not in e.message and "checkerboard" not in e.message, str(e)
+
+
+def test_parameter_reference_in_a_block_default_says_where_it_is():
+    e = err(flow("a()\n", "block a(h=$x) { coupling(hidden=$h) }\n"))
+    assert (e.line, e.column) == (1, 11) and _caret_text(e) == "$x", str(e)
+    assert "unknown parameter '$x' in the default of parameter h of block a" in e.message, str(e)
+    assert "flow body" not in e.message

@@ -101,7 +101,13 @@ class _Expander:
             return v.name
         if isinstance(v, S.Ref):
             if v.name not in env:
-                where = "this block" if env.get("__block__") else "the flow body (only blocks have parameters)"
+                if env.get("__default__"):
+                    block, param = env["__default__"]
+                    where = f"the default of parameter {param} of block {block} (defaults cannot refer to parameters)"
+                elif env.get("__block__"):
+                    where = "this block"
+                else:
+                    where = "the flow body (only blocks have parameters)"
                 known = [k for k in env if not k.startswith("__")]
                 self.d.fail(f"unknown parameter '${v.name}' in {where}{did_you_mean(v.name, known)}", v.span)
             return env[v.name][0]
@@ -300,7 +306,7 @@ class _Expander:
                     benv[p.name] = (vals[p.name], spans[p.name], o)
                 elif p.default is not None:
                     dspan = getattr(p.default, "span", p.span)
-                    benv[p.name] = (self.value(p.default, {}), p.span, _Origin(dspan, ((st.name, p.name),), True))
+                    benv[p.name] = (self.value(p.default, {"__default__": (st.name, p.name)}), p.span, _Origin(dspan, ((st.name, p.name),), True))
                 else:
                     self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
             return self.stmts(block.body, benv, stack + (st.name,), via + (st.name,), top=False, prefix=prefix)
