@@ -52,6 +52,12 @@ class Node:
         if self.args is None:
             return ""
         data = self.args.model_dump() if hasattr(self.args, "model_dump") else dict(self.args)
+        if self.role == "layer" and self.in_shape is not None and hasattr(self.args, "model_dump"):
+            from flowdsl.compiler.registry import get_layer
+
+            kind = get_layer(self.kind)
+            if kind is not None:
+                data = kind.shown_args(self.args, tuple(self.in_shape))
         return ", ".join(f"{k}={_fmt(v)}" for k, v in data.items())
 
 

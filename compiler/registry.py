@@ -127,6 +127,12 @@ class LayerKind:
         return []
 
     @classmethod
+    def shown_args(cls, args: Any, shape: Shape) -> dict[str, Any]:
+        """The arguments as displayed (``flowdsl check``'s table) for input ``shape``: defaults
+        that depend on the input (``coupling(net=...)``) are shown resolved. Default: as written."""
+        return args.model_dump()
+
+    @classmethod
     def build(cls, args: Any, shape: Shape, bodies: dict[str, Any] | None = None) -> Any:
         """Create the PyTorch bijector for input ``shape``; ``bodies`` maps labels to chains."""
         raise NotImplementedError(f"layer kind {cls.name!r} has no runtime module")

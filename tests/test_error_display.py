@@ -69,3 +69,20 @@ def test_cli_check_empty_file(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert f"{f}:1:1: error: unexpected end of file" in out.stderr
     assert "    (empty file)\n    ^" in out.stderr
+
+
+def test_check_table_shows_the_resolved_default_net():
+    vec = flowdsl.parse("flow f {\n  input vector(dim=4)\n  coupling\n}\n")
+    img = flowdsl.parse("flow f {\n  input image(channels=2, height=4, width=4)\n  coupling\n}\n")
+    assert "net=mlp" in vec.graph.format() and "net=None" not in vec.graph.format()
+    assert "net=conv" in img.graph.format() and "net=None" not in img.graph.format()
+    # the written value is kept as is
+    assert "net=resnet" in flowdsl.parse("flow f {\n  input image(channels=2, height=4, width=4)\n  coupling(net=resnet)\n}\n").graph.format()
+
+
+def test_cli_check_table_shows_net_mlp_on_vectors(tmp_path):
+    f = tmp_path / "v.flow"
+    f.write_text("flow f {\n  input vector(dim=4)\n  coupling\n}\n")
+    out = subprocess.run([sys.executable, "-m", "flowdsl", "check", str(f)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "net=mlp" in out.stdout and "net=None" not in out.stdout

@@ -133,6 +133,10 @@ class CouplingKind(LayerKind):
         return args.net or ("mlp" if len(shape) == 1 else "conv")
 
     @classmethod
+    def shown_args(cls, args, shape) -> dict:
+        return {**args.model_dump(), "net": cls.resolved_net(args, shape)}
+
+    @classmethod
     def infer_shape(cls, args, shape, ctx):
         net = cls.resolved_net(args, shape)
         if len(shape) == 1 and net != "mlp":
