@@ -105,6 +105,10 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
                 span=Span(line, col, line, col + 1),
                 source=bytes(text).decode("utf-8", "replace"),
             ) from None
+    if text.startswith("\ufeff"):
+        # one UTF-8 byte-order mark (as some editors write) is not part of the spec; dropping it
+        # before lexing keeps line 1's columns counted from the first real character
+        text = text[1:]
     if len(text) > MAX_SOURCE_BYTES:
         raise ParseError(f"spec text is larger than {MAX_SOURCE_BYTES} characters", filename=filename, span=Span(1, 1))
     if "\x00" in text:

@@ -86,3 +86,15 @@ def test_cli_check_table_shows_net_mlp_on_vectors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flowdsl", "check", str(f)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "net=mlp" in out.stdout and "net=None" not in out.stdout
+
+
+@pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes", "str"])
+def test_leading_utf8_bom_is_accepted_and_line_1_columns_stay_right(as_bytes):
+    text = "\ufeffflow f { input vector(dim=4) coupling }\n"
+    spec = flowdsl.parse(text.encode("utf-8") if as_bytes else text)
+    assert spec.name == "f"
+    bad = "\ufeffflow f { input vector(dim=4) actnrom }\n"
+    e = err(bad.encode("utf-8") if as_bytes else bad)
+    assert (e.line, e.column) == (1, bad.index("actnrom")), str(e)  # index counts the BOM: it is not a column
+    src, i, width = caret(e)
+    assert src == bad[1:].rstrip("\n") and src[i : i + width] == "actnrom"
