@@ -7,8 +7,9 @@
         ^~~~~~~
 
 ``ParseError`` is raised for text that does not follow the grammar; ``CheckError`` for text that
-parses but is rejected by the checker (unknown names, bad values, shapes, ...). Both are raised
-from :func:`raise_at`, the one place in the front end that turns a location into an error.
+parses but is rejected by the checker (unknown names, bad values, shapes, ...). The checker raises
+them through ``Diagnostics.fail`` (``compiler/passes/expand.py``), the one place in the front end
+that turns a location into an error; :meth:`FlowDSLError.render` draws the source line and caret.
 """
 from __future__ import annotations
 
