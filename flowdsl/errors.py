@@ -31,6 +31,7 @@ __all__ = [
     "ArgumentValueError",
     "nearest",
     "did_you_mean",
+    "show_value",
 ]
 
 
@@ -178,3 +179,14 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A suffix `` (did you mean 'x'?)`` or an empty string."""
     hit = nearest(name, candidates)
     return f" (did you mean '{hit}'?)" if hit else ""
+
+
+def show_value(v) -> str:
+    """A spec value as written in a message: ``true``/``false``, a name bare, a call as ``name(...)``."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict) and "call" in v:
+        return f"{v['call']}(...)"
+    if isinstance(v, str) and v.isidentifier():
+        return v
+    return repr(v)

@@ -39,26 +39,32 @@ TARGET = 1.5  # acceptance: fused eager vs unfused eager, fused + compile vs nor
 FLOOR = "conditioner convolutions alone"
 
 
-def conditioner_floor(fused: torch.nn.Module, call: Callable[[], Any]) -> Callable[[], None] | None:
-    """A function that runs only the conditioner programs of ``fused`` on the inputs one ``call``
-    gives them (captured with forward pre-hooks), or None when the model has none."""
+def _program_inputs(fused: torch.nn.Module, call: Callable[[], Any]) -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """(conditioner program, a copy of its input) for every ConvProgram run during one ``call``
+    of ``fused``, in call order (captured with forward pre-hooks)."""
     from flowdsl.runtime.fusion.conv_program import ConvProgram
 
-    programs = [m for m in fused.modules() if isinstance(m, ConvProgram)]
-    if not programs:
-        return None
     captured: list[tuple[torch.nn.Module, torch.Tensor]] = []
 
     def grab(mod, args):
         captured.append((mod, args[0].detach().clone()))
 
-    hooks = [m.register_forward_pre_hook(grab) for m in programs]
+    hooks = [m.register_forward_pre_hook(grab) for m in fused.modules() if isinstance(m, ConvProgram)]
     try:
         with torch.no_grad():
             call()
     finally:
         for h in hooks:
             h.remove()
+    return captured
+
+
+def conditioner_floor(fused: torch.nn.Module, call: Callable[[], Any]) -> Callable[[], None] | None:
+    """A function that runs only the conditioner programs of ``fused`` on the inputs one ``call``
+    gives them, or None when the model has none."""
+    captured = _program_inputs(fused, call)
+    if not captured:
+        return None
 
     def run() -> None:
         for mod, x in captured:
@@ -71,29 +77,19 @@ def conv_kernels(fused: torch.nn.Module, call: Callable[[], Any], threads: int, 
     """The conditioner convolutions of one ``call`` of ``fused``, grouped by shape, each timed with
     oneDNN (as the fused model runs it) and NNPACK (when PyTorch has it), plus the matmul peak.
 
-    Returns ``{"peak_gflops": best, "rows": [{"shape", "calls", "gflop", "onednn", "nnpack"}]}``
-    with times as lists of seconds per round (``alternate``)."""
+    Returns ``{"peak_gflops", "threads", "batch", "rows": [{"shape", "calls", "gflop", "onednn",
+    "nnpack"}]}`` with times as lists of seconds per round (``alternate``)."""
     from flowdsl.runtime.bench_timing import alternate, matmul_peak
-    from flowdsl.runtime.fusion.conv_program import ConvProgram
     from flowdsl.runtime.fusion.kernels import PackedWeights, conv_act
 
     shapes: dict[tuple[int, ...], int] = {}
-
-    def grab(mod, args):
-        b, c, h, w = args[0].shape
+    for mod, inp in _program_inputs(fused, call):
+        b, _, h, w = inp.shape
         for op in mod.program:
             if op[0] == "conv":
                 weight = getattr(mod, f"w{op[1]}")
                 key = (b, int(weight.shape[1]), h, w, int(weight.shape[0]), int(weight.shape[-1]), op[2], op[3])
                 shapes[key] = shapes.get(key, 0) + 1
-
-    hooks = [m.register_forward_pre_hook(grab) for m in fused.modules() if isinstance(m, ConvProgram)]
-    try:
-        with torch.no_grad():
-            call()
-    finally:
-        for hk in hooks:
-            hk.remove()
     nnpack = torch.backends.nnpack.is_available()
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -103,14 +99,19 @@ def conv_kernels(fused: torch.nn.Module, call: Callable[[], Any], threads: int, 
         bias = torch.randn(c_out, generator=gen)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         packed = PackedWeights()
+
+        def nnpack_conv():  # timed right below, in this iteration
+            y = torch._nnpack_spatial_convolution(x, wt, bias, [pad, pad], [1, 1])
+            return torch.relu(y) if act == "relu" else y
+
         fns: dict[str, Callable[[], Any]] = {"onednn": lambda: conv_act(x_cl, wt, bias, pad, act, packed, 0)}
         if nnpack:
-            fns["nnpack"] = lambda: torch.relu(torch._nnpack_spatial_convolution(x, wt, bias, [pad, pad], [1, 1])) if act == "relu" \
-                else torch._nnpack_spatial_convolution(x, wt, bias, [pad, pad], [1, 1])
+            fns["nnpack"] = nnpack_conv
         times = alternate(fns, repeats)
         rows.append({"shape": f"{c_in}→{c_out}, {k}×{k}, {h}×{w}", "calls": n, "gflop": 2 * b * h * w * c_out * c_in * k * k / 1e9,
                      "onednn": times["onednn"], "nnpack": times.get("nnpack")})
-    return {"peak_gflops": matmul_peak(threads)[0], "threads": threads, "rows": rows}
+    batch = next(iter(shapes))[0] if shapes else 0
+    return {"peak_gflops": matmul_peak(threads)[0], "threads": threads, "batch": batch, "rows": rows}
 
 
 def kernel_table(kern: dict) -> list[str]:
@@ -120,7 +121,7 @@ def kernel_table(kern: dict) -> list[str]:
     if not kern or not kern.get("rows"):
         return []
     peak = kern["peak_gflops"]
-    out = [f"The floor's convolutions, one kernel at a time (batch 64, steady state, {kern['threads']} thread(s); "
+    out = [f"The floor's convolutions, one kernel at a time (batch {kern['batch']}, steady state, {kern['threads']} thread(s); "
            f"matrix-multiply peak in the same process: {peak:.0f} GFLOP/s):", "",
            "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | of the matmul peak | "
            "NNPACK Winograd/FFT (ms) | NNPACK ÷ oneDNN |",

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flowdsl import syntax as S
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.registry import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
-from flowdsl.errors import ArgumentValueError, CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean
+from flowdsl.errors import ArgumentValueError, CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean, show_value
 from flowdsl.parser import KEYWORDS
 from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, Loc, ObjectiveSpec, PriorSpec, TrainSpec
 
@@ -76,6 +76,17 @@ class _Origin(NamedTuple):
         return ", from ".join(parts)
 
 
+class _ArgsRead(NamedTuple):
+    """The arguments of one call as read: name -> value, -> span of the name, -> span of the
+    value, -> :class:`_Origin` (values given as ``$param``), -> the written value (syntax)."""
+
+    vals: dict[str, Any]
+    spans: dict[str, Span]
+    vspans: dict[str, Span]
+    origins: dict[str, _Origin]
+    syntax: dict[str, S.Value]
+
+
 class _Expander:
     def __init__(self, tree: S.SpecFile, diag: Diagnostics) -> None:
         self.tree = tree
@@ -133,16 +144,10 @@ class _Expander:
             return env[v.name][2]
         return None
 
-    def named_args(self, args: tuple[S.Arg, ...], env, what: str) -> tuple[dict[str, Any], dict[str, Span], dict[str, Span]]:
-        """name -> value, name -> span of the name, name -> span of the value.
-
-        ``self.origins`` is set to name -> :class:`_Origin` for the values given as ``$param``.
-        """
-        vals: dict[str, Any] = {}
-        spans: dict[str, Span] = {}
-        vspans: dict[str, Span] = {}
-        self.origins: dict[str, _Origin] = {}
-        self.arg_syntax: dict[str, S.Value] = {}
+    def named_args(self, args: tuple[S.Arg, ...], env, what: str) -> _ArgsRead:
+        """The call's arguments, read and substituted (see :class:`_ArgsRead`)."""
+        read = _ArgsRead({}, {}, {}, {}, {})
+        vals, spans, vspans = read.vals, read.spans, read.vspans
         for a in args:
             if a.name is None:
                 self.d.fail(f"arguments of {what} must be named (name=value)", a.span)
@@ -151,14 +156,14 @@ class _Expander:
             vals[a.name] = self.value(a.value, env)
             spans[a.name] = a.span
             vspans[a.name] = getattr(a.value, "span", a.span)
-            self.arg_syntax[a.name] = a.value
+            read.syntax[a.name] = a.value
             o = self.origin(a.value, env)
             if o is not None:
-                self.origins[a.name] = o._replace(use=vspans[a.name])
-        return vals, spans, vspans
+                read.origins[a.name] = o._replace(use=vspans[a.name])
+        return read
 
-    def validate_args(self, model: type, vals: dict, spans: dict, vspans: dict, what: str, call_span: Span) -> Any:
-        origins = getattr(self, "origins", {})
+    def validate_args(self, model: type, read: _ArgsRead, what: str, call_span: Span) -> Any:
+        vals, spans, vspans, origins = read.vals, read.spans, read.vspans, read.origins
         known = list(model.model_fields)
         for name in vals:
             if name not in model.model_fields:
@@ -182,12 +187,12 @@ class _Expander:
             inner = ctx.get("error")
             if isinstance(inner, ArgumentValueError):
                 # a validator located the problem inside a nested value: put the caret on that part
-                sub = _sub_span(getattr(self, "arg_syntax", {}).get(name), inner.path)
+                sub = _sub_span(read.syntax.get(name), inner.path)
                 self.d.fail(inner.message, sub or vspans.get(name, call_span))
             if isinstance(val, str) and "expected" in ctx:
                 opts = [o.strip().strip("'") for o in str(ctx["expected"]).replace(" or ", ",").split(",")]
                 hint = did_you_mean(val, [o for o in opts if o])
-            shown = _show(val)
+            shown = show_value(val)
             where = vspans.get(name, call_span)
             via = ""
             if name in origins:
@@ -248,7 +253,7 @@ class _Expander:
                 n = self.value(st.count, env)
                 cspan = getattr(st.count, "span", st.span)
                 if isinstance(n, bool) or not isinstance(n, int):
-                    self.d.fail(f"repeat count must be a positive integer, got {_show(n)}", cspan)
+                    self.d.fail(f"repeat count must be a positive integer, got {show_value(n)}", cspan)
                 if n < 1:
                     self.d.fail(f"repeat count must be at least 1, got {n}", cspan)
                 if n > self.max_layers:
@@ -291,8 +296,8 @@ class _Expander:
             if st.name in stack:
                 cycle = " -> ".join(stack[stack.index(st.name):] + (st.name,))
                 self.d.fail(f"recursion among blocks: {cycle}", st.span)
-            vals, spans, vspans = self.named_args(st.args, env, f"block '{st.name}'")
-            passed = dict(self.origins)
+            read = self.named_args(st.args, env, f"block '{st.name}'")
+            vals, spans, vspans, passed = read.vals, read.spans, read.vspans, read.origins
             params = {p.name: p for p in block.params}
             for name in vals:
                 if name not in params:
@@ -319,15 +324,15 @@ class _Expander:
         if kind.bodies:
             self.d.fail(f"'{st.name}' needs a body: {st.name}(...) {{ ... }}", st.span)
         self._bump(st.span)
-        vals, spans, vspans = self.named_args(st.args, env, f"'{st.name}'")
-        args = self.validate_args(kind.Args, vals, spans, vspans, f"'{st.name}'", st.span)
+        read = self.named_args(st.args, env, f"'{st.name}'")
+        args = self.validate_args(kind.Args, read, f"'{st.name}'", st.span)
         return [
             LayerSpec(
                 id=self._new_id(prefix, st.name),
                 kind=st.name,
                 args=args.model_dump(),
                 loc=loc_of(st.span),
-                arg_locs={k: loc_of(v) for k, v in vspans.items()},
+                arg_locs={k: loc_of(v) for k, v in read.vspans.items()},
                 via=via,
             )
         ]
@@ -337,9 +342,9 @@ class _Expander:
         if kind is None:  # pragma: no cover - rg registers itself
             self.d.fail("the 'rg' layer is not available", st.span, NotAvailableError)
         self._bump(st.span)
-        vals, spans, vspans = self.named_args(st.args, env, "'rg'")
+        read = self.named_args(st.args, env, "'rg'")
         rg_span = Span(st.span.line, st.span.column, st.span.line, st.span.column + 2)
-        args = self.validate_args(kind.Args, vals, spans, vspans, "'rg'", rg_span)
+        args = self.validate_args(kind.Args, read, "'rg'", rg_span)
         lid = self._new_id(prefix, "rg")
         bodies: dict[str, list[LayerSpec]] = {}
         body_locs = {}
@@ -353,7 +358,7 @@ class _Expander:
             kind="rg",
             args=args.model_dump(),
             loc=loc_of(rg_span),
-            arg_locs={k: loc_of(v) for k, v in vspans.items()},
+            arg_locs={k: loc_of(v) for k, v in read.vspans.items()},
             bodies=bodies,
             body_locs=body_locs,
             via=via,
@@ -368,9 +373,9 @@ class _Expander:
         kind = lookup(st.name)
         if kind is None:
             self.d.fail(f"unknown {what} '{st.name}'{did_you_mean(st.name, known())}", st.name_span)
-        vals, spans, vspans = self.named_args(st.args, env, f"{what} {st.name}")
-        args = self.validate_args(kind.Args, vals, spans, vspans, f"{what} {st.name}", st.name_span)
-        return model(name=st.name, args=args.model_dump(), loc=loc_of(st.name_span), arg_locs={k: loc_of(v) for k, v in vspans.items()})
+        read = self.named_args(st.args, env, f"{what} {st.name}")
+        args = self.validate_args(kind.Args, read, f"{what} {st.name}", st.name_span)
+        return model(name=st.name, args=args.model_dump(), loc=loc_of(st.name_span), arg_locs={k: loc_of(v) for k, v in read.vspans.items()})
 
     def finish(self, flow: S.FlowDef, layers: list[LayerSpec]) -> FlowSpec:
         sing = self.singletons
@@ -379,7 +384,7 @@ class _Expander:
         ist, ienv = sing["input"]
         if ist.kind not in _INPUT_ARGS:
             self.d.fail(f"unknown input kind '{ist.kind}'{did_you_mean(ist.kind, _INPUT_ARGS)}; use image or vector", ist.kind_span)
-        vals, spans, vspans = self.named_args(ist.args, ienv, f"input {ist.kind}")
+        vals, spans, vspans = self.named_args(ist.args, ienv, f"input {ist.kind}")[:3]
         allowed = _INPUT_ARGS[ist.kind]
         for name in vals:
             if name not in allowed:
@@ -389,7 +394,7 @@ class _Expander:
                 self.d.fail(f"input {ist.kind} needs the argument '{name}'", ist.kind_span)
         for name, v in vals.items():
             if isinstance(v, bool) or not isinstance(v, int):
-                self.d.fail(f"invalid value {_show(v)} for '{name}' of input {ist.kind}: expected an integer", vspans[name])
+                self.d.fail(f"invalid value {show_value(v)} for '{name}' of input {ist.kind}: expected an integer", vspans[name])
             low = 2 if name == "levels" else 1
             if v < low:
                 self.d.fail(f"'{name}' of input {ist.kind} must be at least {low}, got {v}", vspans[name])
@@ -416,7 +421,7 @@ class _Expander:
         train = TrainSpec()
         if "train" in sing:
             tst, tenv = sing["train"]
-            vals, spans, vspans = self.named_args(tst.args, tenv, "train")
+            vals, spans, vspans = self.named_args(tst.args, tenv, "train")[:3]
             for name in vals:
                 if name not in _TRAIN_FIELDS:
                     self.d.fail(f"unknown argument '{name}' for train{did_you_mean(name, _TRAIN_FIELDS)}", spans[name])
@@ -429,7 +434,7 @@ class _Expander:
             except ValidationError as e:
                 err = e.errors()[0]
                 name = str(err["loc"][0]) if err.get("loc") else None
-                self.d.fail(f"invalid value {_show(vals.get(name))} for argument '{name}' of train: {_pydantic_msg(err)}", vspans.get(name, tst.span))
+                self.d.fail(f"invalid value {show_value(vals.get(name))} for argument '{name}' of train: {_pydantic_msg(err)}", vspans.get(name, tst.span))
 
         return FlowSpec(
             name=flow.name,
@@ -475,14 +480,6 @@ def _sub_span(v: S.Value | None, path: tuple[str, ...]) -> Span | None:
     return None
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict) and "call" in v:
-        return f"{v['call']}(...)"
-    if isinstance(v, str):
-        return repr(v) if not v.isidentifier() else v
-    return repr(v)
 
 
 def expand(tree: S.SpecFile, diag: Diagnostics) -> FlowSpec:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from flowdsl.compiler.registry import ArgsModel, ObjectiveKind, register_objective
-from flowdsl.errors import ArgumentValueError, did_you_mean
+from flowdsl.errors import ArgumentValueError, did_you_mean, show_value
 
 __all__ = [
     "FDRLObjectiveKind",
@@ -51,14 +51,6 @@ CONV_ESTIMATORS = ("resnet", "convnet")
 PAIRINGS = {"lr": ("kl", "js", "logd"), "lsif": ("pearson",)}
 
 DEFAULT_MAX_COVARIANCE_BYTES = 2 * 1024**3
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict) and "call" in v:
-        return f"{v['call']}(...)"
-    return v if isinstance(v, str) and v.isidentifier() else repr(v)
 
 
 def max_covariance_bytes() -> int:
@@ -114,7 +106,7 @@ class FDRLObjectiveKind(ObjectiveKind):
                     raise ArgumentValueError(f"unknown argument '{k}' for estimator {name}{hint}{known}", ("arg", k))
                 if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                     raise ArgumentValueError(
-                        f"estimator argument '{k}' of {name} must be a positive integer, got {_show(val)}", ("value", k)
+                        f"estimator argument '{k}' of {name} must be a positive integer, got {show_value(val)}", ("value", k)
                     )
             return {"call": name, "args": {**allowed, **v.get("args", {})}}
 
