@@ -71,8 +71,8 @@ def export_onnx(model: Any, out_dir: str | os.PathLike, check: bool = False, exp
     ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against PyTorch (raises if the
     error exceeds 1e-4 relative).
     """
-    from flowdsl.runtime.onnx_export import check_parity
-    from flowdsl.runtime.onnx_export import export_onnx as _export
+    from flowdsl.runtime.export.onnx import check_parity
+    from flowdsl.runtime.export.onnx import export_onnx as _export
 
     paths = _export(model, out_dir, exporter=exporter)
     if check:

@@ -26,10 +26,10 @@ __all__ = ["main", "build_parser"]
 PLUGIN_MODULES = (
     "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
-    "flowdsl.runtime.rg_cli",
-    "flowdsl.runtime.bench",
-    "flowdsl.runtime.bench_training",
-    "flowdsl.runtime.fdrl.cli",
+    "flowdsl.runtime.explain.cli",
+    "flowdsl.runtime.bench.suite",
+    "flowdsl.runtime.bench.training",
+    "flowdsl.runtime.objectives.fdrl.cli",
 )
 
 
@@ -76,7 +76,7 @@ def _read(path: str) -> bytes:
 
 def _cmd_graph(args: argparse.Namespace) -> int:
     import flowdsl
-    from flowdsl.runtime.draw import draw_graph
+    from flowdsl.runtime.explain.draw import draw_graph
 
     spec = flowdsl.parse(_read(args.file), filename=args.file)
     out = draw_graph(spec.graph, args.output)
@@ -90,14 +90,14 @@ def _load_model(spec_path: str, checkpoint: str | None):
     spec = flowdsl.parse(_read(spec_path), filename=spec_path)
     model = flowdsl.compile(spec)
     if checkpoint:
-        from flowdsl.runtime.checkpoint_io import load_weights
+        from flowdsl.runtime.training.checkpoint_io import load_weights
 
         load_weights(model, checkpoint)
     return model
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.onnx_export import check_parity, export_onnx
+    from flowdsl.runtime.export.onnx import check_parity, export_onnx
 
     model = _load_model(args.file, args.checkpoint).eval()
     fwd, inv = export_onnx(model, args.out, exporter=args.exporter)
@@ -117,7 +117,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.demo import run_demo
+    from flowdsl.runtime.training.demo import run_demo
 
     return run_demo(args.out, steps=args.steps, sweep=args.sweep, specs_dir=args.specs)
 

@@ -186,12 +186,12 @@ class FlowModel(nn.Module):
     def fuse(self, *, channels_last: bool = False, cuda_graph: bool = False) -> "FlowModel":
         """Inference module: weight-only quantities precomputed, fusion passes applied.
 
-        Options of the emitted module (see ``flowdsl.runtime.fuse.fuse_model``):
+        Options of the emitted module (see ``flowdsl.runtime.fusion.fuse.fuse_model``):
         ``channels_last`` converts 4-D inputs to channels-last memory format on entry;
         ``cuda_graph`` captures and replays one CUDA graph per input shape on CUDA inputs
         (untested on a GPU: none was available; no effect on the CPU).
         """
-        from flowdsl.runtime.fuse import fuse_model
+        from flowdsl.runtime.fusion.fuse import fuse_model
 
         return fuse_model(self, channels_last=channels_last, cuda_graph=cuda_graph)
 

@@ -1,6 +1,7 @@
 """Test configuration: always exercise the *installed* flowdsl, seeded and on few threads."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -9,7 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # The checkout root must not shadow the installed package (its compiler/, runtime/ and grammar/
 # folders are only importable as flowdsl.compiler, flowdsl.runtime, flowdsl.grammar).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared test helpers (flowtest.py)
+
+# The shared test helpers (flowtest.py) are imported by name without putting tests/ on sys.path:
+# tests/flowdsl/, tests/compiler/ and tests/runtime/ mirror the source tree and must not shadow it.
+_spec = importlib.util.spec_from_file_location("flowtest", Path(__file__).resolve().parent / "flowtest.py")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -23,6 +27,10 @@ settings.load_profile(os.environ.get("FLOWDSL_HYPOTHESIS", "default"))
 torch.set_num_threads(1)  # on 2 shared cores, one intra-op thread is both faster and steadier
 
 SPECS = ROOT / "specs"
+
+flowtest = importlib.util.module_from_spec(_spec)
+sys.modules["flowtest"] = flowtest
+_spec.loader.exec_module(flowtest)
 
 
 @pytest.fixture(autouse=True)

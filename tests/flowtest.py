@@ -6,7 +6,7 @@ import math
 import torch
 
 import flowdsl
-from flowdsl.runtime.demo import randomize_parameters
+from flowdsl.runtime.training.demo import randomize_parameters
 
 __all__ = ["compiled", "jacobian", "check_invertible", "randomize_parameters"]
 

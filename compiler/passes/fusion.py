@@ -25,7 +25,7 @@ Implementing a rule (checklist):
     * ``rewrite`` MUST return modules with the same forward/inverse/log-det as the ones it
       replaces (float64 ≤ 1e-12, float32 ≤ 1e-5 relative), never call ``.item()`` in their
       forward/inverse, and MAY return fewer modules (an empty list removes the run);
-    * decorate the class with ``@register_rule`` and add a numerics test to tests/test_fusion.py.
+    * decorate the class with ``@register_rule`` and add a numerics test to tests/runtime/fusion/test_fusion.py.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: the package whose import registers the built-in rules
-RULE_PACKAGE = "flowdsl.runtime.fusion"
+RULE_PACKAGE = "flowdsl.runtime.fusion.rules"
 
 
 class Refused(Exception):

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from flowdsl.runtime.fusion.kernels import acc_dtype
+from flowdsl.runtime.fusion.ops.kernels import acc_dtype
 from flowdsl.runtime.model import FlowModel
 
 __all__ = ["FusedFlow"]

@@ -28,7 +28,7 @@ Tiled wavefront (:class:`ARQuadrantSolver`).
     the rounding is that of a blocked back-substitution with float64-exact block inverses; no
     iterate can grow (plain Jacobi sweeps x ← D⁻¹(y − off⋆x) overflow float32 for weights far
     from the identity), and the backward error stays at rounding level even when the map is
-    badly conditioned (tests/test_layers_conv.py).
+    badly conditioned (tests/runtime/layers/test_conv.py).
 
 Emerging inverse (:func:`_emerging_inverse`): solve conv 2 (``tl``) then conv 1 (``br``).
     Per level: a slice of Z, a concat of the source levels' outputs, one gather, one matmul;
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowdsl.runtime.fusion.kernels import conv_act
+from flowdsl.runtime.fusion.ops.kernels import conv_act
 from flowdsl.runtime.layers._emerging_tiles import choose_tile, quadrant_offsets, tile_levels
 
 __all__ = ["ARQuadrantSolver"]

@@ -31,7 +31,7 @@ Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), 
     3×32×32    8×8 (192, tile=(8, 8))    7                  14                   126                   2048
 
 ``EmergingConv.steps()`` reports the numbers for a built layer; ``python -m
-flowdsl.runtime.bench_convs`` prints them with the timings (benchmarks/convs.md).
+flowdsl.runtime.bench.convs`` prints them with the timings (benchmarks/convs.md).
 """
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowdsl.runtime.bijector import Bijector, batch_constant
-from flowdsl.runtime.fusion.kernels import conv_act
+from flowdsl.runtime.fusion.ops.kernels import conv_act
 
 __all__ = ["PeriodicConv", "FrozenPeriodicConv", "column_weights"]
 

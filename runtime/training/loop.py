@@ -182,7 +182,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
 
         raise NotAvailableError(
             f"this trainer optimises objective mle; objective {obj!r} has its own training procedure"
-            + (" (flowdsl.runtime.fdrl.train.train_fdrl; the `flowdsl train` command dispatches there)" if obj == "fdrl" else ""),
+            + (" (flowdsl.runtime.objectives.fdrl.train.train_fdrl; the `flowdsl train` command dispatches there)" if obj == "fdrl" else ""),
             filename=getattr(spec, "filename", "<string>"),
             span=Span(loc.line, loc.column, loc.end_line, loc.end_column) if loc is not None else None,
             source=getattr(spec, "source", None),

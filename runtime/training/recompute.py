@@ -3,7 +3,7 @@
 With the option on, the training loss is ``-InvertibleMemory(model).log_prob(x).mean() / D``
 instead of ``-model.log_prob(x).mean() / D``: the forward pass keeps only the latents, and the
 backward pass rebuilds each step's input from its output with the step's inverse before
-differentiating that step alone (:mod:`flowdsl.runtime.fusion.memory`). The wrapper shares
+differentiating that step alone (:mod:`flowdsl.runtime.training.memory`). The wrapper shares
 the model's parameters, so the optimizer, gradient clipping, checkpoints and evaluation (which
 runs the plain model under ``no_grad``) are unchanged; gradients equal ordinary backprop up to
 the round-trip error of the inverses.
@@ -53,6 +53,6 @@ def memory_saving_model(model: nn.Module, where: str = "train") -> nn.Module:
             f"{_FLAG} needs an unfused compiled flow (flowdsl.compile) whose steps have inverses; got {type(model).__name__}",
             filename=where,
         )
-    from flowdsl.runtime.fusion.memory import InvertibleMemory
+    from flowdsl.runtime.training.memory import InvertibleMemory
 
     return InvertibleMemory(model)

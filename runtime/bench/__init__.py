@@ -1,0 +1,1 @@
+"""``flowdsl bench`` and ``flowdsl bench-training``: speed, memory and likelihood benchmarks."""

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export of the forward and inverse graphs, checked against onnxruntime."""

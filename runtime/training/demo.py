@@ -1,0 +1,118 @@
+"""``flowdsl demo``: the main job on the bundled default.
+
+1. trains ``specs/glow_digits.flow`` on scikit-learn's 8×8 digits (bundled; fixed split) with the
+   spec's settings — about 3–4 minutes on 2 cores — and reports test bits/dim next to the
+   reference densities (uniform 4.09, full-covariance Gaussian ≈ 2.94 bits/dim);
+2. writes a sample grid of the trained model;
+3. exports the trained model to ONNX and checks onnxruntime against PyTorch.
+
+``--sweep`` also runs every bundled spec through check, compile, a float64 round trip and
+log-det check against the autograd Jacobian with randomised parameters, the float32 round-trip
+error, and ONNX export with onnxruntime parity.
+"""
+from __future__ import annotations
+
+import math
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+__all__ = ["run_demo", "sweep_specs", "bundled_specs", "randomize_parameters", "jacobian_logdet_error"]
+
+
+def bundled_specs(specs_dir: str | None = None) -> list[Path]:
+    if specs_dir:
+        return sorted(Path(specs_dir).glob("*.flow"))
+    root = resources.files("flowdsl.specs")
+    return sorted(Path(str(p)) for p in root.iterdir() if str(p).endswith(".flow"))
+
+
+@torch.no_grad()
+def randomize_parameters(model: torch.nn.Module, scale: float = 0.3, seed: int = 0) -> None:
+    """Move every parameter away from its initialisation (deterministically).
+
+    Each tensor gets Gaussian noise of ``scale`` times its mean magnitude (0.1·scale for tensors
+    that start at zero, such as the last layer of coupling nets and LU off-diagonals).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        mag = float(p.detach().abs().mean()) if p.numel() else 0.0
+        sigma = scale * (mag if mag > 1e-8 else 0.1)
+        p.add_(sigma * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
+
+
+def jacobian_logdet_error(model, x: torch.Tensor) -> float:
+    """Relative error between the model's log-det and slogdet of the autograd Jacobian (sample 0)."""
+    shape = tuple(model.input_shape)
+    n = math.prod(shape)
+    f = lambda v: model(v.reshape(1, *shape))[0].reshape(-1)  # noqa: E731
+    jac = torch.autograd.functional.jacobian(f, x[0].reshape(-1))
+    ref = torch.linalg.slogdet(jac.reshape(n, n))[1]
+    with torch.no_grad():
+        got = model(x[:1])[1][0]
+    return float((got - ref).abs() / ref.abs().clamp_min(1.0))
+
+
+def sweep_specs(outdir: Path, specs_dir: str | None = None) -> float:
+    """Check every bundled spec end to end; returns the worst onnxruntime relative error."""
+    import flowdsl
+    from flowdsl.runtime.export.onnx import check_parity
+
+    print(f"{'spec':<34} {'params':>10} {'rt f64':>9} {'rt f32':>9} {'logdet':>9} {'onnx rel':>9} {'time':>7}")
+    worst = 0.0
+    for path in bundled_specs(specs_dir):
+        t0 = time.time()
+        spec = flowdsl.load(path)
+        model = flowdsl.compile(spec).double()
+        n = math.prod(model.input_shape)
+        x = torch.rand(3, *model.input_shape, dtype=torch.float64)
+        model.train()
+        with torch.no_grad():
+            model(x)  # data-dependent initialisation
+        randomize_parameters(model)
+        model.eval()
+        with torch.no_grad():
+            z, _ = model(x)
+            rt = float((model.inverse(z) - x).abs().max())
+        ld = jacobian_logdet_error(model, x) if n <= 1024 else float("nan")
+        m32 = model.float()
+        with torch.no_grad():
+            x32 = x.float()
+            rt32 = float((m32.inverse(m32(x32)[0]) - x32).abs().max())
+        fwd, inv = flowdsl.export_onnx(m32, outdir / "onnx" / spec.name)
+        res = check_parity(m32.fuse(), fwd, inv)
+        rel = max(v for k, v in res.items() if k.endswith("_rel"))
+        worst = max(worst, rel)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{path.name:<34} {params:>10,} {rt:>9.1e} {rt32:>9.1e} {ld:>9.1e} {rel:>9.1e} {time.time() - t0:>6.1f}s")
+    return worst
+
+
+def run_demo(out: str, steps: int | None = None, sweep: bool = False, specs_dir: str | None = None) -> int:
+    import flowdsl
+    from flowdsl.runtime.export.onnx import check_parity
+    from flowdsl.runtime.training import load_model, sample_grid, train
+
+    outdir = Path(out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    spec_path = next(p for p in bundled_specs() if p.name == "glow_digits.flow")
+    run = outdir / "glow_digits"
+    print(f"== training {spec_path.name} on the bundled 8x8 digits -> {run}")
+    summary = train(flowdsl.load(spec_path), steps=steps, out=run, overwrite=True)
+    print(
+        f"test bits/dim {summary['test_bpd']:.3f} (best validation step {summary['best_step']}; "
+        f"{summary['seconds']:.0f} s); references on the same split: uniform 4.09, full-covariance Gaussian 2.94"
+    )
+    grid = sample_grid(run, n=64, temperature=0.7, out_png=run / "grid.png")
+    print(f"== wrote {grid['path']} (64 samples at temperature 0.7)")
+    _, model, _ = load_model(run)
+    fwd, inv = flowdsl.export_onnx(model, run / "onnx")
+    res = check_parity(model.fuse(), fwd, inv)
+    worst = max(v for k, v in res.items() if k.endswith("_rel"))
+    print(f"== exported {fwd} and {inv}; onnxruntime vs PyTorch: max relative error {worst:.1e}")
+    if sweep:
+        print("== every bundled spec: check, compile, round trip, Jacobian log-det, ONNX parity")
+        worst = max(worst, sweep_specs(outdir, specs_dir))
+    return 0 if worst <= 1e-4 else 1
