@@ -53,7 +53,7 @@ class Node:
             return ""
         data = self.args.model_dump() if hasattr(self.args, "model_dump") else dict(self.args)
         if self.role == "layer" and self.in_shape is not None and hasattr(self.args, "model_dump"):
-            from flowdsl.compiler.registry import get_layer
+            from flowdsl.compiler.kinds import get_layer
 
             kind = get_layer(self.kind)
             if kind is not None:

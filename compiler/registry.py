@@ -1,22 +1,28 @@
-"""The kind registry: one entry per layer kind, prior and objective.
+"""The kind registry: one entry per layer kind, prior and objective (the language side only).
 
 A *kind* is the static definition of a bijector type: its argument model (pydantic), its shape
-rule, its checks and how to build its PyTorch module. Kinds live one per file in
-``flowdsl.runtime.layers`` (priors in ``flowdsl.runtime.priors``) and register themselves with
-:func:`register_layer` / :func:`register_prior` / :func:`register_objective`; the compiler finds
-them here, so adding a kind touches neither the parser nor the passes.
+rule, its checks, its parameter-count formula and its activation-size estimate. Kinds live one
+per file in ``flowdsl.compiler.kinds``, which imports each of them explicitly; the module that
+lowers a kind to PyTorch is registered by the runtime (``flowdsl.runtime.layers.lowering``), so
+this package imports neither torch nor anything under ``flowdsl.runtime``. The lookups here see
+what has been registered: import ``flowdsl.compiler.kinds`` (which re-exports them) to have the
+built-in kinds.
 
 Implementing a layer kind (checklist):
     * subclass :class:`LayerKind`, set ``name`` and ``Args`` (a :class:`ArgsModel` whose fields
       have the language defaults; enumerations as ``Literal[...]``);
     * override :meth:`LayerKind.infer_shape` (raise through ``ctx.fail(message, arg=...)``);
     * set ``spatial = True`` if the layer needs a (C, H, W) input;
-    * implement :meth:`LayerKind.build` returning a ``flowdsl.runtime.bijector.Bijector``;
-    * decorate the class with ``@register_layer``.
+    * override :meth:`LayerKind.param_count` (trainable parameters of the lowered module; a test
+      compares it with the module on randomised arguments) and, when the layer keeps more than
+      its input for the backward pass, :meth:`LayerKind.activation_numel`;
+    * decorate the class with ``@register_layer`` and import its module in
+      ``flowdsl/compiler/kinds/__init__.py``; register the runtime module with
+      ``@lowering("name")`` in ``flowdsl/runtime/layers/``.
 """
 from __future__ import annotations
 
-import importlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -47,7 +53,7 @@ Shape = tuple[int, ...]
 class ArgsModel(BaseModel):
     """Base of every argument model: frozen, no unknown fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class CheckContext:
@@ -133,13 +139,20 @@ class LayerKind:
         return args.model_dump()
 
     @classmethod
-    def build(cls, args: Any, shape: Shape, bodies: dict[str, Any] | None = None) -> Any:
-        """Create the PyTorch bijector for input ``shape``; ``bodies`` maps labels to chains."""
-        raise NotImplementedError(f"layer kind {cls.name!r} has no runtime module")
+    def param_count(cls, args: Any, shape: Shape) -> int:
+        """Trainable parameters of the lowered module for input ``shape`` (bodies of composite
+        kinds are separate nodes and count for themselves). Default: none."""
+        return 0
+
+    @classmethod
+    def activation_numel(cls, args: Any, shape: Shape) -> int:
+        """Entries per sample kept for the backward pass (the resource check's estimate).
+        Default: the input."""
+        return math.prod(shape)
 
 
 class PriorKind:
-    """Static definition of a base distribution; ``build(args, shape)`` makes the module."""
+    """Static definition of a base distribution (the runtime lowers it with ``prior_lowering``)."""
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
@@ -151,8 +164,9 @@ class PriorKind:
         return None
 
     @classmethod
-    def build(cls, args: Any, shape: Shape) -> Any:
-        raise NotImplementedError(f"prior {cls.name!r} has no runtime module")
+    def param_count(cls, args: Any, shape: Shape) -> int:
+        """Trainable parameters of the prior for latents of ``shape``. Default: none."""
+        return 0
 
 
 class ObjectiveKind:
@@ -173,10 +187,6 @@ class ObjectiveKind:
 _LAYERS: dict[str, type[LayerKind]] = {}
 _PRIORS: dict[str, type[PriorKind]] = {}
 _OBJECTIVES: dict[str, type[ObjectiveKind]] = {}
-_LOADED = False
-
-# Modules whose import registers the built-in kinds. Each package imports its own files.
-_KIND_PACKAGES: Sequence[str] = ("flowdsl.runtime.layers", "flowdsl.runtime.priors", "flowdsl.runtime.objectives")
 
 
 def _register(table: dict, cls: type) -> type:
@@ -203,51 +213,25 @@ def register_objective(cls: type[ObjectiveKind]) -> type[ObjectiveKind]:
     return _register(_OBJECTIVES, cls)
 
 
-def load_kinds() -> None:
-    """Import the packages that register the built-in kinds (once)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    for mod in _KIND_PACKAGES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-    from flowdsl.compiler.planned import PLANNED_LAYERS, PLANNED_PRIORS
-
-    for cls in PLANNED_LAYERS:
-        _LAYERS.setdefault(cls.name, cls)
-    for cls in PLANNED_PRIORS:
-        _PRIORS.setdefault(cls.name, cls)
-
-
 def layer_kinds() -> dict[str, type[LayerKind]]:
-    load_kinds()
     return dict(_LAYERS)
 
 
 def prior_kinds() -> dict[str, type[PriorKind]]:
-    load_kinds()
     return dict(_PRIORS)
 
 
 def objective_kinds() -> dict[str, type[ObjectiveKind]]:
-    load_kinds()
     return dict(_OBJECTIVES)
 
 
 def get_layer(name: str) -> type[LayerKind] | None:
-    load_kinds()
     return _LAYERS.get(name)
 
 
 def get_prior(name: str) -> type[PriorKind] | None:
-    load_kinds()
     return _PRIORS.get(name)
 
 
 def get_objective(name: str) -> type[ObjectiveKind] | None:
-    load_kinds()
     return _OBJECTIVES.get(name)

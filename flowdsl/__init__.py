@@ -7,6 +7,6 @@
 from flowdsl.api import check_graph, compile, export_onnx, load, parse
 from flowdsl.errors import CheckError, FlowDSLError, ParseError
 
-__version__ = "0.1.0"
+from flowdsl.version import __version__
 
 __all__ = ["parse", "load", "compile", "export_onnx", "check_graph", "FlowDSLError", "ParseError", "CheckError", "__version__"]

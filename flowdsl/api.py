@@ -55,13 +55,13 @@ def compile(spec: FlowSpec | str, seed: int | None = None) -> Any:  # noqa: A001
     Parameters are initialised from ``seed`` (default: the spec's ``train(seed=...)``), without
     disturbing the global random state.
     """
-    from flowdsl.runtime.emit import build_model
+    from flowdsl.runtime.model import FlowModel
 
     if isinstance(spec, (str, bytes)):
         spec = parse(spec)
-    if not isinstance(spec, FlowSpec):
+    if not isinstance(spec, FlowSpec) or spec.graph is None:
         raise TypeError(f"flowdsl.compile expects a FlowSpec from flowdsl.parse/load, got {type(spec).__name__}")
-    return build_model(spec, spec.graph, seed=seed)
+    return FlowModel.from_graph(spec.graph, seed=seed)
 
 
 def export_onnx(model: Any, out_dir: str | os.PathLike, check: bool = False, exporter: str = "auto") -> tuple[str, str]:

@@ -22,7 +22,12 @@ from flowdsl.errors import FlowDSLError
 
 __all__ = ["main", "build_parser"]
 
-#: modules that add subcommands with a ``register(subparsers)`` function, when present
+#: subcommands defined here; they need neither torch nor the runtime's command modules, so
+#: ``flowdsl check`` starts in the time it takes to import lark, pydantic and networkx
+CORE_COMMANDS = ("check", "graph", "export", "demo")
+
+#: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
+#: unless the command line names a core command)
 PLUGIN_MODULES = (
     "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
@@ -49,18 +54,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, prior {ir.prior.name}, objective {ir.objective.name}")
             for layer in ir.iter_layers():
                 via = f"  (via {' > '.join(layer.via)})" if layer.via else ""
-                print(f"  {layer.id:<28} {layer.kind:<10} line {layer.loc.line:<4} {layer.args}{via}")
+                print(f"  {layer.id:<28} {layer.kind:<10} line {layer.span.line:<4} {layer.args}{via}")
         elif isinstance(ir, FlowGraph):
             print(ir.format(with_shapes=name != "build_graph"))
         print()
 
     spec, graph = run_pipeline(data, args.file, on_pass=show)
-    # -- fusion plan (issue 7; code in flowdsl.compiler.passes.fusion) --------------------
-    if args.explain:
+    if args.explain:  # the fusion plan: the engine is the compiler's, the rules the runtime's
+        import flowdsl.runtime.fusion.rules  # noqa: F401
         from flowdsl.compiler.passes.fusion import explain_fusion
 
         print(explain_fusion(graph))
-    # -- end fusion plan ------------------------------------------------------------------
     if not args.explain:
         print(graph.format())
     print(f"{args.file}: ok ({spec.name}: prior {spec.prior.name}, objective {spec.objective.name})")
@@ -122,7 +126,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, steps=args.steps, sweep=args.sweep, specs_dir=args.specs)
 
 
-def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; ``plugins=False`` leaves out the runtime's subcommands."""
     p = argparse.ArgumentParser(prog="flowdsl", description="A declarative graph compiler for normalizing flows.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -153,7 +163,7 @@ def build_parser(extra: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
 
-    for mod in PLUGIN_MODULES:
+    for mod in PLUGIN_MODULES if plugins else ():
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as err:
@@ -170,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLOWDSL_DEBUG") == "1"
     try:
-        parser = build_parser()
+        parser = build_parser(plugins=_command_of(argv) not in CORE_COMMANDS)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

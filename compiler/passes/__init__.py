@@ -28,23 +28,9 @@ __all__ = [
     "infer_shapes",
     "check",
     "run_pipeline",
-    "build_checked_graph",
 ]
 
 PASSES = ("parse", "expand", "build_graph", "infer_shapes", "check")
-
-
-def _diag_for(spec: Any) -> Diagnostics:
-    return Diagnostics(spec.filename, spec.source)
-
-
-def build_checked_graph(spec: Any) -> FlowGraph:
-    """FlowSpec -> checked FlowGraph (passes build_graph, infer_shapes, check)."""
-    diag = _diag_for(spec)
-    graph = build_graph(spec, diag)
-    infer_shapes(graph, diag)
-    check(graph, diag)
-    return graph
 
 
 def run_pipeline(
@@ -52,7 +38,8 @@ def run_pipeline(
     filename: str = "<string>",
     on_pass: Callable[[str, Any], None] | None = None,
 ) -> tuple[Any, FlowGraph]:
-    """Run every pass on spec text; returns (FlowSpec, checked FlowGraph).
+    """Run every pass on spec text; returns the FlowSpec holding its checked FlowGraph, and
+    that graph (whose ``spec`` is the same FlowSpec).
 
     ``on_pass(name, ir)`` is called after each pass with its result.
     """
@@ -72,5 +59,6 @@ def run_pipeline(
     check(graph, diag)
     if on_pass:
         on_pass("check", graph)
-    spec._graph = graph
+    spec = spec.with_graph(graph)
+    graph.spec = spec
     return spec, graph

@@ -1,31 +1,30 @@
 """Pass ``build_graph``: FlowSpec -> FlowGraph with one node per top-level bijector instance.
 
 Shapes are not known yet (``infer_shapes`` fills them and instantiates the bodies of composite
-kinds, whose shapes depend on the input). Argument dictionaries are turned back into the kinds'
-validated ``Args`` models.
+kinds, whose shapes depend on the input). Nodes hold the layer spec's validated ``Args`` model
+as it is (validated once, by ``expand``).
 """
 from __future__ import annotations
 
 from flowdsl.compiler.ir import FlowGraph, Node
-from flowdsl.compiler.passes.expand import Diagnostics, span_of_loc
-from flowdsl.compiler.registry import get_layer
+from flowdsl.compiler.passes.expand import Diagnostics
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.schema import FlowSpec, LayerSpec
 
 __all__ = ["build_graph", "layer_node"]
 
 
 def layer_node(layer: LayerSpec, node_id: str | None = None, parent: str | None = None, body_label: str | None = None) -> Node:
-    """The IR node for one layer spec (arguments re-validated into the kind's Args model)."""
+    """The IR node for one layer spec."""
     kind = get_layer(layer.kind)
     assert kind is not None, layer.kind
-    args = kind.Args.model_validate(layer.args, strict=False)
     return Node(
         id=node_id or layer.id,
         role="layer",
         kind=layer.kind,
-        args=args,
-        span=span_of_loc(layer.loc),
-        arg_spans={k: span_of_loc(v) for k, v in layer.arg_locs.items()},
+        args=layer.args,
+        span=layer.span,
+        arg_spans=dict(layer.arg_spans),
         parent=parent,
         body_label=body_label,
         via=layer.via,
@@ -35,7 +34,7 @@ def layer_node(layer: LayerSpec, node_id: str | None = None, parent: str | None 
 
 def build_graph(spec: FlowSpec, diag: Diagnostics | None = None) -> FlowGraph:
     graph = FlowGraph(spec)
-    graph.add(Node(id="x", role="input", kind="input", out_shape=tuple(spec.input.shape), span=span_of_loc(spec.input.loc)))
+    graph.add(Node(id="x", role="input", kind="input", out_shape=tuple(spec.input.shape), span=spec.input.span))
     prev = "x"
     n_latents = 0
     for layer in spec.layers:

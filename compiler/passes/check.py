@@ -10,21 +10,20 @@ import math
 
 from flowdsl.compiler.ir import FlowGraph
 from flowdsl.compiler.limits import LIMITS
-from flowdsl.compiler.passes.expand import Diagnostics, span_of_loc
-from flowdsl.compiler.registry import CheckContext, get_layer, get_objective, get_prior
+from flowdsl.compiler.passes.expand import Diagnostics
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.compiler.kinds import get_layer, get_objective, get_prior
 from flowdsl.errors import NotAvailableError, ResourceLimitError
 
 __all__ = ["check", "estimate_activation_bytes"]
 
 
-def _ctx(diag: Diagnostics, what: str, loc, arg_locs) -> CheckContext:
+def _ctx(diag: Diagnostics, what: str, span, arg_spans) -> CheckContext:
     def fail(message: str, arg: str | None = None) -> None:
-        span = span_of_loc(arg_locs[arg]) if arg and arg in arg_locs else span_of_loc(loc)
-        diag.fail(f"{what}: {message}", span)
+        diag.fail(f"{what}: {message}", arg_spans.get(arg, span) if arg else span)
 
     def warn(message: str, arg: str | None = None) -> None:
-        span = span_of_loc(arg_locs[arg]) if arg and arg in arg_locs else span_of_loc(loc)
-        diag.warn(f"{what}: {message}", span)
+        diag.warn(f"{what}: {message}", arg_spans.get(arg, span) if arg else span)
 
     return CheckContext(fail, warn)
 
@@ -33,12 +32,8 @@ def estimate_activation_bytes(graph: FlowGraph, batch: int) -> int:
     """Bytes of float32 activations kept for the backward pass of one training step."""
     total = 0
     for node in graph.layers():
-        kind = get_layer(node.kind)
-        if node.in_shape is None:
-            continue
-        est = getattr(kind, "activation_numel", None)
-        n = est(node.args, node.in_shape) if callable(est) else math.prod(node.in_shape)
-        total += int(n)
+        if node.in_shape is not None:
+            total += int(get_layer(node.kind).activation_numel(node.args, node.in_shape))
     return 4 * batch * total
 
 
@@ -49,17 +44,17 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     pk = get_prior(spec.prior.name)
     if pk is None or not pk.available:
         when = f" (arrives with {pk.available_in})" if pk is not None and pk.available_in else ""
-        diag.fail(f"prior '{spec.prior.name}' is not available yet{when}", spec.prior.loc, NotAvailableError)
-    pk.check(pk.Args.model_validate(spec.prior.args, strict=False), shape, _ctx(diag, f"prior {spec.prior.name}", spec.prior.loc, spec.prior.arg_locs))
+        diag.fail(f"prior '{spec.prior.name}' is not available yet{when}", spec.prior.span, NotAvailableError)
+    pk.check(spec.prior.args, shape, _ctx(diag, f"prior {spec.prior.name}", spec.prior.span, spec.prior.arg_spans))
 
     ok = get_objective(spec.objective.name)
     if ok is None:  # pragma: no cover - expand rejects unknown objectives
-        diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.loc)
-    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.loc, spec.objective.arg_locs)
-    ok.check(ok.Args.model_validate(spec.objective.args, strict=False), spec, octx)
+        diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.span)
+    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans)
+    ok.check(spec.objective.args, spec, octx)
     if not ok.available:
         when = f" (arrives with {ok.available_in})" if ok.available_in else ""
-        diag.fail(f"objective '{spec.objective.name}' is not available yet{when}", spec.objective.loc, NotAvailableError)
+        diag.fail(f"objective '{spec.objective.name}' is not available yet{when}", spec.objective.span, NotAvailableError)
 
     total = graph.total_params()
     if total > LIMITS.max_params:

@@ -14,20 +14,12 @@ from pydantic import ValidationError
 
 from flowdsl import syntax as S
 from flowdsl.compiler.limits import LIMITS
-from flowdsl.compiler.registry import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
+from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
 from flowdsl.errors import ArgumentValueError, CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean, show_value
 from flowdsl.parser import KEYWORDS
-from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, Loc, ObjectiveSpec, PriorSpec, TrainSpec
+from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, ObjectiveSpec, PriorSpec, TrainSpec
 
-__all__ = ["expand", "Diagnostics", "loc_of", "span_of_loc"]
-
-
-def loc_of(span: Span) -> Loc:
-    return Loc(line=span.line, column=span.column, end_line=span.end_line, end_column=span.end_column)
-
-
-def span_of_loc(loc: Loc) -> Span:
-    return Span(loc.line, loc.column, loc.end_line, loc.end_column)
+__all__ = ["expand", "Diagnostics"]
 
 
 class Diagnostics:
@@ -38,14 +30,10 @@ class Diagnostics:
         self.source = source
         self.warnings: list[str] = []
 
-    def fail(self, message: str, span: Span | Loc | None, cls: type[CheckError] = CheckError, notes=()) -> None:
-        if isinstance(span, Loc):
-            span = span_of_loc(span)
+    def fail(self, message: str, span: Span | None, cls: type[CheckError] = CheckError, notes=()) -> None:
         raise cls(message, filename=self.filename, span=span, source=self.source, notes=notes)
 
-    def warn(self, message: str, span: Span | Loc | None) -> None:
-        if isinstance(span, Loc):
-            span = span_of_loc(span)
+    def warn(self, message: str, span: Span | None) -> None:
         line = span.line if span else 0
         col = span.column if span else 0
         self.warnings.append(f"{self.filename}:{line}:{col}: warning: {message}")
@@ -56,7 +44,7 @@ _INPUT_ARGS = {
     "vector": {"dim": True},
 }
 
-_TRAIN_FIELDS = [f for f in TrainSpec.model_fields if f not in ("loc", "arg_locs")]
+_TRAIN_FIELDS = [f for f in TrainSpec.model_fields if f not in ("span", "arg_spans")]
 
 
 class _Origin(NamedTuple):
@@ -330,9 +318,9 @@ class _Expander:
             LayerSpec(
                 id=self._new_id(prefix, st.name),
                 kind=st.name,
-                args=args.model_dump(),
-                loc=loc_of(st.span),
-                arg_locs={k: loc_of(v) for k, v in read.vspans.items()},
+                args=args,
+                span=st.span,
+                arg_spans=dict(read.vspans),
                 via=via,
             )
         ]
@@ -347,20 +335,20 @@ class _Expander:
         args = self.validate_args(kind.Args, read, "'rg'", rg_span)
         lid = self._new_id(prefix, "rg")
         bodies: dict[str, list[LayerSpec]] = {}
-        body_locs = {}
+        body_spans = {}
         for part in st.parts:
             if part.name in bodies:
                 self.d.fail(f"duplicate '{part.name}' in rg", part.span)
             bodies[part.name] = self.stmts(part.body, env, stack, via, top=False, prefix=f"{lid}.{part.name}.")
-            body_locs[part.name] = loc_of(part.span)
+            body_spans[part.name] = part.span
         return LayerSpec(
             id=lid,
             kind="rg",
-            args=args.model_dump(),
-            loc=loc_of(rg_span),
-            arg_locs={k: loc_of(v) for k, v in read.vspans.items()},
+            args=args,
+            span=rg_span,
+            arg_spans=dict(read.vspans),
             bodies=bodies,
-            body_locs=body_locs,
+            body_spans=body_spans,
             via=via,
         )
 
@@ -368,14 +356,15 @@ class _Expander:
     def named_stmt(self, entry, what: str, lookup, known, model):
         """``prior NAME(...)`` / ``objective NAME(...)`` -> its spec model (defaults when absent)."""
         if entry is None:
-            return model()
+            default = model()
+            return model(name=default.name, args=lookup(default.name).Args())
         st, env = entry
         kind = lookup(st.name)
         if kind is None:
             self.d.fail(f"unknown {what} '{st.name}'{did_you_mean(st.name, known())}", st.name_span)
         read = self.named_args(st.args, env, f"{what} {st.name}")
         args = self.validate_args(kind.Args, read, f"{what} {st.name}", st.name_span)
-        return model(name=st.name, args=args.model_dump(), loc=loc_of(st.name_span), arg_locs={k: loc_of(v) for k, v in read.vspans.items()})
+        return model(name=st.name, args=args, span=st.name_span, arg_spans=dict(read.vspans))
 
     def finish(self, flow: S.FlowDef, layers: list[LayerSpec]) -> FlowSpec:
         sing = self.singletons
@@ -402,7 +391,7 @@ class _Expander:
                 self.d.fail(f"'{name}' of input {ist.kind} is {v}, above the limit of {LIMITS.max_dim}", vspans[name], ResourceLimitError)
         if ist.kind == "image":
             vals.setdefault("levels", 256)
-        inp = InputSpec(kind=ist.kind, loc=loc_of(ist.span), **vals)
+        inp = InputSpec(kind=ist.kind, span=ist.span, **vals)
         if inp.numel > LIMITS.max_input_numel:
             self.d.fail(f"input has {inp.numel:,} dimensions, above the limit of {LIMITS.max_input_numel:,}", ist.span, ResourceLimitError)
 
@@ -427,10 +416,10 @@ class _Expander:
                     self.d.fail(f"unknown argument '{name}' for train{did_you_mean(name, _TRAIN_FIELDS)}", spans[name])
             vals = {k: (float(v) if k in ("lr", "weight_decay", "clip") and isinstance(v, int) and not isinstance(v, bool) else v) for k, v in vals.items()}
             tmodel = TrainSpec.model_validate({})  # defaults
-            fields = {k: v for k, v in tmodel.model_dump().items() if k not in ("loc", "arg_locs")}
+            fields = {k: v for k, v in tmodel.model_dump().items() if k not in ("span", "arg_spans")}
             fields.update(vals)
             try:
-                train = TrainSpec.model_validate({**fields, "loc": loc_of(tst.span), "arg_locs": {k: loc_of(v) for k, v in vspans.items()}}, strict=True)
+                train = TrainSpec.model_validate({**fields, "span": tst.span, "arg_spans": dict(vspans)}, strict=True)
             except ValidationError as e:
                 err = e.errors()[0]
                 name = str(err["loc"][0]) if err.get("loc") else None
@@ -447,7 +436,7 @@ class _Expander:
             objective=objective,
             train=train,
             blocks=tuple(self.blocks),
-            loc=loc_of(flow.name_span),
+            span=flow.name_span,
         )
 
 

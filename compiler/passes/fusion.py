@@ -30,7 +30,6 @@ Implementing a rule (checklist):
 from __future__ import annotations
 
 import copy
-import importlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -51,8 +50,6 @@ __all__ = [
     "FusePass",
 ]
 
-#: the package whose import registers the built-in rules
-RULE_PACKAGE = "flowdsl.runtime.fusion.rules"
 
 
 class Refused(Exception):
@@ -158,8 +155,11 @@ def register_rule(cls: type[FusionRule]) -> type[FusionRule]:
 
 
 def fusion_rules() -> list[FusionRule]:
-    """Instances of every registered rule, in application order."""
-    importlib.import_module(RULE_PACKAGE)
+    """Instances of every registered rule, in application order.
+
+    The built-in rules live in the runtime (``flowdsl.runtime.fusion.rules``), which registers
+    them when imported; the compiler only knows the contract.
+    """
     return [cls() for cls in sorted(_RULES.values(), key=lambda c: (c.order, c.name))]
 
 

@@ -3,8 +3,8 @@
 For each layer in forward order: rejects kinds that are not available yet and spatial kinds on
 vector data, runs the kind's shape rule (which raises located errors for divisibility and
 argument ranges), checks that the layer preserves the number of dimensions, counts parameters
-(building the module on the ``meta`` device, so nothing is allocated), and instantiates the
-bodies of composite kinds (e.g. ``rg``: one body chain per level and part).
+(the kind's formula, ``LayerKind.param_count``), and instantiates the bodies of composite kinds
+(e.g. ``rg``: one body chain per level and part).
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from flowdsl.compiler.ir import FlowGraph, Node
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.build import layer_node
 from flowdsl.compiler.passes.expand import Diagnostics
-from flowdsl.compiler.registry import CheckContext, get_layer
-from flowdsl.errors import CheckError, NotAvailableError, ResourceLimitError
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.compiler.kinds import get_layer
+from flowdsl.errors import NotAvailableError, ResourceLimitError
 
-__all__ = ["infer_shapes", "context_for", "count_params"]
+__all__ = ["infer_shapes", "context_for"]
 
 
 def _numel(shape) -> int:
@@ -36,37 +37,6 @@ def context_for(node: Node, diag: Diagnostics) -> CheckContext:
         diag.warn(f"{node.kind}: {message}", span or node.span)
 
     return CheckContext(fail, warn, node.id)
-
-
-def count_params(kind, args, shape, bodies=None) -> int:
-    """Trainable parameters of one layer, built on the meta device (no memory is allocated).
-
-    Counts are cached per (kind, arguments, shape, body labels): repeated layers cost nothing.
-    """
-    key = (kind.__module__, kind.__qualname__, args.model_dump_json(), tuple(shape), tuple(sorted(bodies or ())))
-    hit = _PARAM_CACHE.get(key)
-    if hit is None:
-        hit = _count_params(kind, args, shape, bodies)
-        if len(_PARAM_CACHE) > 4096:
-            _PARAM_CACHE.clear()
-        _PARAM_CACHE[key] = hit
-    return hit
-
-
-_PARAM_CACHE: dict = {}
-
-
-def _count_params(kind, args, shape, bodies=None) -> int:
-    import torch
-
-    from flowdsl.runtime.bijector import Chain
-
-    if kind.bodies:
-        bodies = {k: Chain([]) for k in (bodies or {})}
-    with torch.device("meta"):
-        module = kind.build(args, shape, bodies)
-    own = sum(p.numel() for p in module.parameters())
-    return int(own)
 
 
 def _infer_chain(graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape: tuple[int, ...], in_body: bool) -> tuple[int, ...]:
@@ -112,13 +82,8 @@ def _infer_chain(graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape
                 if end != tuple(inst.shape):
                     last = graph.node(chain_ids[-1])
                     diag.fail(f"the {inst.body} body must keep the shape {_fmt(inst.shape)}, but ends with {_fmt(end)}", last.span)
-        try:
-            node.n_params = count_params(kind, node.args, shape, node.body_chains)
-        except CheckError:
-            raise
-        except Exception:  # a kind whose constructor cannot run on meta: count later
-            node.n_params = None
-        if node.n_params is not None and node.n_params > LIMITS.max_params:
+        node.n_params = int(kind.param_count(node.args, shape))
+        if node.n_params > LIMITS.max_params:
             diag.fail(
                 f"'{node.kind}' alone has {node.n_params:,} parameters, above the limit of {LIMITS.max_params:,} (FLOWDSL_MAX_PARAMS)",
                 node.span,

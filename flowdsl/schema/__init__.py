@@ -1,19 +1,24 @@
 """Validated spec models (pydantic v2): what a spec file means once blocks and repeats are expanded.
 
 ``FlowSpec`` is what :func:`flowdsl.parse` returns. Every model is frozen and forbids unknown
-fields; ``FlowSpec.model_json_schema()`` gives the JSON schema. Source locations (``Loc``) are
-kept on every statement so later passes can point at the line that caused a problem.
+fields. Source locations (:class:`flowdsl.errors.Span`, the one location type) are kept on every
+statement so later passes can point at the line that caused a problem. Arguments are held as the
+kind's validated ``Args`` model (validated once, by the ``expand`` pass).
+
+``flowdsl.parse`` returns the FlowSpec of the checked pipeline with ``graph`` set to its checked
+``FlowGraph``; the pipeline sets it once (``with_graph``) and nothing recomputes it.
 """
 from __future__ import annotations
 
 import hashlib
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowdsl.errors import Span
 
 __all__ = [
     "SpecModel",
-    "Loc",
     "InputSpec",
     "LayerSpec",
     "PriorSpec",
@@ -27,15 +32,6 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Loc(SpecModel):
-    """A source location (1-based line and column; 0 when unknown)."""
-
-    line: int = 0
-    column: int = 0
-    end_line: int = 0
-    end_column: int = 0
-
-
 class InputSpec(SpecModel):
     """``input image(channels, height, width, levels)`` or ``input vector(dim)``."""
 
@@ -45,7 +41,7 @@ class InputSpec(SpecModel):
     width: Optional[int] = Field(default=None, ge=1)
     dim: Optional[int] = Field(default=None, ge=1)
     levels: Optional[int] = Field(default=None, ge=2)
-    loc: Loc = Loc()
+    span: Span = Span()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -65,7 +61,7 @@ class LayerSpec(SpecModel):
     """One bijector instance after expansion.
 
     ``id`` is stable and derived from the spec path (``"repeat0.1.step.coupling"``); ``args``
-    holds the validated arguments with defaults filled in; ``arg_locs`` where each argument was
+    holds the kind's validated Args model (defaults filled in); ``arg_spans`` where each argument was
     written; ``bodies`` the expanded statements of each body instance of composite kinds
     (keyed by the body name as written, e.g. ``"decimator"``; instances are made per level by
     the graph builder).
@@ -73,26 +69,30 @@ class LayerSpec(SpecModel):
 
     id: str
     kind: str
-    args: dict[str, Any] = Field(default_factory=dict)
-    loc: Loc = Loc()
-    arg_locs: dict[str, Loc] = Field(default_factory=dict)
+    args: Any = None
+    span: Span = Span()
+    arg_spans: dict[str, Span] = Field(default_factory=dict)
     bodies: dict[str, list["LayerSpec"]] = Field(default_factory=dict)
-    body_locs: dict[str, Loc] = Field(default_factory=dict)
+    body_spans: dict[str, Span] = Field(default_factory=dict)
     via: tuple[str, ...] = ()  # block calls this layer was inlined through, outermost first
 
 
 class PriorSpec(SpecModel):
+    """``prior NAME(...)``: ``args`` is the prior kind's validated Args model."""
+
     name: str = "gaussian"
-    args: dict[str, Any] = Field(default_factory=dict)
-    loc: Loc = Loc()
-    arg_locs: dict[str, Loc] = Field(default_factory=dict)
+    args: Any = None
+    span: Span = Span()
+    arg_spans: dict[str, Span] = Field(default_factory=dict)
 
 
 class ObjectiveSpec(SpecModel):
+    """``objective NAME(...)``: ``args`` is the objective kind's validated Args model."""
+
     name: str = "mle"
-    args: dict[str, Any] = Field(default_factory=dict)
-    loc: Loc = Loc()
-    arg_locs: dict[str, Loc] = Field(default_factory=dict)
+    args: Any = None
+    span: Span = Span()
+    arg_spans: dict[str, Span] = Field(default_factory=dict)
 
 
 class TrainSpec(SpecModel):
@@ -109,8 +109,8 @@ class TrainSpec(SpecModel):
     eval_every: int = Field(default=200, ge=1)
     checkpoint_every: int = Field(default=200, ge=1)
     test_batch: int = Field(default=256, ge=1)
-    loc: Loc = Loc()
-    arg_locs: dict[str, Loc] = Field(default_factory=dict)
+    span: Span = Span()
+    arg_spans: dict[str, Span] = Field(default_factory=dict)
 
 
 class FlowSpec(SpecModel):
@@ -126,23 +126,18 @@ class FlowSpec(SpecModel):
     objective: ObjectiveSpec = ObjectiveSpec()
     train: TrainSpec = TrainSpec()
     blocks: tuple[str, ...] = ()
-    loc: Loc = Loc()
+    span: Span = Span()
 
-    _graph: Any = PrivateAttr(default=None)
+    graph: Any = Field(default=None, exclude=True, repr=False)
 
     @property
     def sha256(self) -> str:
         """Hash of the spec text: identifies the architecture in checkpoints and ONNX metadata."""
         return hashlib.sha256(self.source.encode("utf-8")).hexdigest()
 
-    @property
-    def graph(self) -> Any:
-        """The checked bijector graph (``FlowGraph``), built on first use."""
-        if self._graph is None:
-            from flowdsl.compiler.passes import build_checked_graph
-
-            self._graph = build_checked_graph(self)
-        return self._graph
+    def with_graph(self, graph: Any) -> "FlowSpec":
+        """This spec holding its checked ``FlowGraph`` (what the pipeline returns)."""
+        return self.model_copy(update={"graph": graph})
 
     def iter_layers(self):
         """All layer specs, depth first (bodies of composite layers included)."""

@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from flowdsl.compiler.registry import get_layer
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.layers.butterfly import Butterfly, max_depth
 from flowdsl.runtime.layers.emerging_conv import EmergingConv
 from flowdsl.runtime.layers.periodic_conv import PeriodicConv
@@ -75,8 +75,6 @@ class _MatmulConv1x1(torch.nn.Module):
     def inverse(self, y):
         return self._apply(self.w_inv, y)
 
-    def frozen(self):
-        return self
 
 
 # --------------------------------------------------------------------------- the naive baseline

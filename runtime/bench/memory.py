@@ -51,10 +51,10 @@ def _status(key: str) -> int:
 def _memory_probe(path: str, mode: str, batch: int, threads: int) -> dict:
     """Run in a fresh process: the peak RSS increase (bytes) and time of one call of ``mode``."""
     torch.set_num_threads(threads)
-    from flowdsl.runtime.bench.suite import _prepared
+    from flowdsl.runtime.bench.timing import prepared_model
     from flowdsl.runtime.training.memory import InvertibleMemory
 
-    _, model, x = _prepared(path, batch)
+    _, model, x = prepared_model(path, batch)
     if not len(model.steps):
         return {"skip": "no layers: nothing to train or fuse"}
     fused = model.fuse() if mode.endswith("fused") else None

@@ -47,7 +47,7 @@ from typing import Callable
 import torch
 
 from flowdsl.runtime.bench.report import fusion_report
-from flowdsl.runtime.bench.timing import SpecResult, alternate, count_flops, matmul_peak
+from flowdsl.runtime.bench.timing import SpecResult, alternate, count_flops, matmul_peak, prepared_model
 
 __all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_glow", "matmul_peak", "SpecResult"]
 
@@ -101,21 +101,6 @@ def normflows_glow(scales: list[dict]):
     return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
 
 
-def _prepared(path: str, batch: int):
-    import flowdsl
-    from flowdsl.runtime.training.demo import randomize_parameters
-
-    spec = flowdsl.load(path)
-    model = flowdsl.compile(spec)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(batch, *model.input_shape, generator=gen)
-    model.train()
-    with torch.no_grad():
-        model(x)  # data-dependent initialisation
-    randomize_parameters(model, scale=0.1, seed=0)
-    return spec, model.eval(), x
-
-
 def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool = True, onnx: bool = True,
                normflows: bool = True, warm: bool = False, floor: bool = False,
                say: Callable[[str], None] = print) -> SpecResult:
@@ -123,7 +108,7 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
     time them again after one training step of the unfused model (glibc's malloc keeps freed
     blocks after such a peak, which removes page faults from later calls); with ``floor``, also
     time the fused model's conditioner convolutions alone (``bench_acceptance.conditioner_floor``)."""
-    spec, model, x = _prepared(path, batch)
+    spec, model, x = prepared_model(path, batch)
     res = SpecResult(spec.name, threads=threads)
     fused = model.fuse()
     prior = fused.prior

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["alternate", "matmul_peak", "count_flops", "SpecResult"]
+__all__ = ["prepared_model", "alternate", "matmul_peak", "count_flops", "SpecResult"]
 
 
 def alternate(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -82,3 +82,19 @@ class SpecResult:
     warm: dict[str, dict[str, list[float]]] | None = None  # the same after one training step
     kernels: dict | None = None  # bench_acceptance.conv_kernels, in the steady state
     threads: int = 0
+
+
+def prepared_model(path: str, batch: int):
+    """A spec file compiled, initialised on a uniform batch and randomised (seed 0): (spec, model, x)."""
+    import flowdsl
+    from flowdsl.runtime.training.demo import randomize_parameters
+
+    spec = flowdsl.load(path)
+    model = flowdsl.compile(spec)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *model.input_shape, generator=gen)
+    model.train()
+    with torch.no_grad():
+        model(x)  # data-dependent initialisation
+    randomize_parameters(model, scale=0.1, seed=0)
+    return spec, model.eval(), x

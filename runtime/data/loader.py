@@ -138,15 +138,13 @@ def load_for_spec(spec: Any, data: str | None = None, split: str = "train", seed
         if data and data != spec_data:  # named on the command line: reported as it is
             raise
         # named in the spec's train(data=...): point at that argument
-        loc = (getattr(spec.train, "arg_locs", None) or {}).get("data")
-        if loc is None or not getattr(loc, "line", 0):
+        span = spec.train.arg_spans.get("data")
+        if span is None or not span.known:
             raise
-        from flowdsl.errors import Span
-
         raise DataError(
             e.message,
             filename=fname or "<string>",
-            span=Span(loc.line, loc.column, loc.end_line, loc.end_column),
+            span=span,
             source=getattr(spec, "source", None),
             notes=(*e.notes, f"data: {e.filename}"),
         ) from None

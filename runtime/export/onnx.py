@@ -116,7 +116,7 @@ def _finalize(raw: Path, path: Path, spec: Any, direction: str) -> None:
     """Add metadata to the exported ``raw`` file, check it, and only then move it to ``path``."""
     import onnx
 
-    from flowdsl import __version__
+    from flowdsl.version import __version__
 
     m = onnx.load(str(raw))
     meta = {

@@ -1,5 +1,6 @@
 """Fusion for ``model.fuse()``: the rules (``rules/``, one file per rule), the modules they emit
-(``ops/``), the fused flow (``flow.FusedFlow``) and the entry point (``fuse.fuse_model``).
+(``ops/``) and the entry point (``fuse.fuse_steps``, called by ``FlowModel.fuse``, which wraps
+the result in ``flowdsl.runtime.model.FusedFlow``).
 
     rules/positions       compose_positions      order 10
     rules/channel_linear  merge_channel_linear   order 20

@@ -10,7 +10,7 @@ together (``flowdsl.compiler.passes.fusion.run_fusion``), in order:
 
 All weight-only quantities (W, W⁻¹, constant log-dets, spectra, block inverses) are computed
 once here, in float64, and stored as buffers in the module's dtype. The result is a
-:class:`~flowdsl.runtime.fusion.flow.FusedFlow`: an independent copy in eval mode (later
+:class:`~flowdsl.runtime.model.FusedFlow`: an independent copy in eval mode (later
 training of the original does not change it), with the same forward/inverse/log_prob.
 """
 from __future__ import annotations
@@ -21,10 +21,8 @@ from typing import Any
 import torch
 
 from flowdsl.runtime.bijector import Chain
-from flowdsl.runtime.fusion.flow import FusedFlow
-from flowdsl.runtime.model import FlowModel
 
-__all__ = ["fuse_model"]
+__all__ = ["fuse_steps"]
 
 
 def _assemble(node: Any, module: Any, bodies: dict[str, list[Any]] | None) -> Any:
@@ -39,43 +37,17 @@ def _assemble(node: Any, module: Any, bodies: dict[str, list[Any]] | None) -> An
     return new.eval()
 
 
-def fuse_model(model: FlowModel, channels_last: bool = False, cuda_graph: bool = False) -> FusedFlow:
-    """The fused inference module of ``model`` (see the module docstring).
+def fuse_steps(model: Any) -> tuple[Any, Any]:
+    """Run the fusion rules over a copy of ``model``'s graph and modules (in eval mode).
 
-    Args:
-        model: a compiled flow (``flowdsl.compile``), trained or not.
-        channels_last: convert 4-D inputs to channels-last memory format on entry (default
-            False: on the CPU the fused coupling convolutions switch to channels-last
-            internally, which measured faster than converting the whole chain).
-        cuda_graph: capture and replay CUDA graphs per input shape (untested on GPU; see
-            ``FusedFlow``).
+    Returns the fusion pass result (``graph``: the fused FlowGraph, ``modules``: the inference
+    modules, one per fused node, and the log of every rewrite and refusal) and the copied prior;
+    ``FlowModel.fuse`` wraps them in a ``FusedFlow``. The original model is not touched.
     """
+    import flowdsl.runtime.fusion.rules  # noqa: F401  (registers the built-in rules)
     from flowdsl.compiler.passes.fusion import run_fusion
 
     src = copy.deepcopy(model).eval()
-    graph = src.spec.graph
-    steps = list(src.steps)
     with torch.no_grad():
-        if list(graph.chain) == list(src.node_ids) and len(steps) == len(graph.chain):
-            result = run_fusion(graph, steps, assemble=_assemble)
-            steps, node_ids, fused_graph = result.modules, list(result.graph.chain), result.graph
-        else:  # a model whose steps do not follow its spec's graph: freeze step by step
-            result, fused_graph, node_ids = None, None, list(src.node_ids)
-            steps = [s.frozen().eval() for s in steps]
-    ref = next(iter(model.buffers()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    fused = FusedFlow(src.spec, steps, src.prior, node_ids, graph=fused_graph, fusion=result,
-                      channels_last=channels_last, cuda_graph=cuda_graph)
-    dtype = _float_dtype(model)
-    fused = fused.to(device)
-    fused._dtype_probe = fused._dtype_probe.to(dtype)
-    for p in fused.parameters():
-        p.requires_grad_(False)
-    return fused.eval()
-
-
-def _float_dtype(model: torch.nn.Module) -> torch.dtype:
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.get_default_dtype()
+        result = run_fusion(src.graph, list(src.steps), assemble=_assemble)
+    return result, src.prior

@@ -1,9 +1,21 @@
-"""Layer kinds: one module per kind; importing this package registers all of them."""
+"""Layer modules: one file per kind, each registering its lowering (``@lowering("name")``).
+
+The modules are listed here explicitly; importing this package registers every built-in
+lowering.
+"""
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from flowdsl.runtime.layers import (  # noqa: F401  (each import registers a lowering)
+    actnorm,
+    butterfly,
+    conv,
+    conv1x1,
+    coupling,
+    permute,
+    rg,
+    split,
+    squeeze,
+)
+from flowdsl.runtime.layers.lowering import layer_lowering, lowered_kinds, lowering
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+__all__ = ["lowering", "layer_lowering", "lowered_kinds"]

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flowdsl.compiler.kinds.rg import auto_levels, is_power_of_two
+
 __all__ = [
     "auto_levels",
     "is_power_of_two",
@@ -51,15 +53,6 @@ __all__ = [
 ]
 
 
-def is_power_of_two(n: int) -> bool:
-    return n >= 1 and (n & (n - 1)) == 0
-
-
-def auto_levels(L: int, K: int) -> int:
-    """H = log2(L/K) + 1 (requires L/K to be a power of two)."""
-    if K <= 0 or L % K or not is_power_of_two(L // K):
-        raise ValueError(f"L/K must be a power of two, got L={L}, K={K}")
-    return (L // K).bit_length()
 
 
 def patch_pixels(L: int, K: int, h: int, shifted: bool) -> Tensor:

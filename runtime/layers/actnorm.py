@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["ActNorm", "ChannelAffine", "ActNormKind"]
+__all__ = ["ActNorm", "ChannelAffine"]
 
 
 class ActNorm(Bijector):
@@ -70,14 +70,13 @@ class ActNorm(Bijector):
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self._view(self.bias)) * torch.exp(-self._view(self.log_scale))
 
-    def frozen(self) -> "ChannelAffine":
+    def _frozen(self) -> "ChannelAffine":
         spatial = 1
         for d in self.shape[1:]:
             spatial *= d
         with torch.no_grad():
             s64 = self.log_scale.detach().double()
             out = ChannelAffine(torch.exp(s64), self.bias.detach().double(), spatial, len(self.shape), self.log_scale.dtype)
-        out.node_id, out.source_line = self.node_id, self.source_line
         return out
 
 
@@ -101,15 +100,6 @@ class ChannelAffine(Bijector):
         return (y - self.bias) * self.inv_scale
 
 
-@register_layer
-class ActNormKind(LayerKind):
-    name = "actnorm"
-    description = "per-channel affine normalisation, data-dependent initialisation"
-    constant_logdet = True
-
-    class Args(ArgsModel):
-        pass
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return ActNorm(shape)
+@lowering("actnorm")
+def lower_actnorm(args, shape, bodies=None):
+    return ActNorm(shape)

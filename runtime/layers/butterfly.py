@@ -52,31 +52,14 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.compiler.kinds.butterfly import ButterflyKind, max_depth, mixed_size
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector, batch_constant
 
-__all__ = ["Butterfly", "FrozenButterfly", "ButterflyKind", "max_depth", "DENSE_MAX"]
+__all__ = ["Butterfly", "FrozenButterfly", "max_depth", "DENSE_MAX"]
 
 #: frozen layers mixing at most this many entries use one dense n×n matrix
 DENSE_MAX = 128
-
-
-def max_depth(n: int) -> int:
-    """The largest d with 2^d dividing n (n ≥ 1)."""
-    d = 0
-    while n % (2 ** (d + 1)) == 0:
-        d += 1
-    return d
-
-
-def mixed_size(shape: tuple[int, ...], over: str) -> int:
-    if over == "all":
-        return math.prod(shape)
-    if over == "channels":
-        return shape[0]
-    if over == "height":
-        return shape[1]
-    return shape[2]
 
 
 class _Layout:
@@ -205,10 +188,9 @@ class Butterfly(Bijector):
             m = self.inverse_matrices(torch.float64) if inverse else self.matrices(torch.float64)
             return _dense(m, self.layout.n, self.depth, inverse)
 
-    def frozen(self) -> "FrozenButterfly":
+    def _frozen(self) -> "FrozenButterfly":
         self.check()
         out = FrozenButterfly(self)
-        out.node_id, out.source_line = self.node_id, self.source_line
         return out
 
 
@@ -249,55 +231,6 @@ class FrozenButterfly(Bijector):
         return self._run(y, True)
 
 
-@register_layer
-class ButterflyKind(LayerKind):
-    name = "butterfly"
-    description = "invertible butterfly layer (ButterflyFlow): per level a free 2×2 matrix per pair"
-    constant_logdet = True
-
-    class Args(ArgsModel):
-        depth: Union[Literal["auto"], int] = "auto"
-        over: Literal["all", "channels", "width", "height"] = "all"
-
-    @classmethod
-    def resolved_depth(cls, args, shape) -> int:
-        n = mixed_size(tuple(shape), args.over)
-        return max_depth(n) if args.depth == "auto" else int(args.depth)
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        shape = tuple(shape)
-        if args.over in ("width", "height") and len(shape) != 3:
-            ctx.fail(
-                f"butterfly over={args.over} needs an image input (C, H, W); this input is a vector of "
-                f"{math.prod(shape)} entries (use over=all or over=channels)",
-                arg="over",
-            )
-        if len(shape) not in (1, 3):
-            ctx.fail(f"butterfly needs a (C, H, W) or (D,) input, got shape {shape}")
-        n = mixed_size(shape, args.over)
-        what = {
-            "all": f"the flattened size {'·'.join(map(str, shape))} = {n}" if len(shape) == 3 else f"the vector size {n}",
-            "channels": f"the channel count {n}",
-            "width": f"the width {n}",
-            "height": f"the height {n}",
-        }[args.over]
-        top = max_depth(n)
-        if args.depth == "auto":
-            if top == 0:
-                ctx.warn(f"butterfly over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over")
-            return shape
-        d = args.depth
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            ctx.fail(f"butterfly depth must be a positive integer or auto, got {d!r}", arg="depth")
-        if d > top:
-            ctx.fail(
-                f"butterfly depth {d} needs 2^{d} = {2 ** d} to divide {what} (over={args.over}); "
-                f"the largest valid depth is {top}",
-                arg="depth",
-            )
-        return shape
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Butterfly(tuple(shape), cls.resolved_depth(args, shape), args.over)
+@lowering("butterfly")
+def lower_butterfly(args, shape, bodies=None):
+    return Butterfly(tuple(shape), ButterflyKind.resolved_depth(args, shape), args.over)

@@ -22,11 +22,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._linear import ChannelLinear, apply_channel_matrix
 
-__all__ = ["Conv1x1", "Conv1x1Kind", "householder_product"]
+__all__ = ["Conv1x1", "householder_product"]
 
 
 def householder_product(v: Tensor) -> Tensor:
@@ -98,7 +98,7 @@ class Conv1x1(Bijector):
         x = torch.linalg.solve(w, flat.t()).t()
         return x.reshape(y.movedim(1, -1).shape).movedim(-1, 1)
 
-    def frozen(self) -> ChannelLinear:
+    def _frozen(self) -> ChannelLinear:
         with torch.no_grad():
             w = self.matrix().detach()
             dtype = w.dtype
@@ -107,7 +107,6 @@ class Conv1x1(Bijector):
             else:
                 w64 = w.to(torch.float64)
         out = ChannelLinear(w64, None, self.spatial, dtype=dtype)
-        out.node_id, out.source_line = self.node_id, self.source_line
         out.warn_if_ill_conditioned(self.node_id, self.source_line)
         return out
 
@@ -124,21 +123,6 @@ class Conv1x1(Bijector):
         return q @ r
 
 
-@register_layer
-class Conv1x1Kind(LayerKind):
-    name = "conv1x1"
-    description = "invertible 1x1 convolution (a C×C linear map per pixel; D×D on vectors)"
-    constant_logdet = True
-
-    class Args(ArgsModel):
-        param: Literal["lu", "qr", "plain"] = "lu"
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        if shape[0] > 4096:
-            ctx.fail(f"a {shape[0]}×{shape[0]} matrix is too large for conv1x1 (at most 4096 channels)")
-        return shape
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Conv1x1(shape, args.param)
+@lowering("conv1x1")
+def lower_conv1x1(args, shape, bodies=None):
+    return Conv1x1(shape, args.param)

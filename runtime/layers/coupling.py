@@ -27,11 +27,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.compiler.kinds.coupling import CouplingKind
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._nets import make_net
 
-__all__ = ["Coupling", "CouplingKind"]
+__all__ = ["Coupling"]
 
 
 def _checkerboard(shape: tuple[int, ...]) -> Tensor:
@@ -116,47 +117,6 @@ class Coupling(Bijector):
         return x
 
 
-@register_layer
-class CouplingKind(LayerKind):
-    name = "coupling"
-    description = "affine or additive coupling with a conv, resnet or mlp conditioner"
-
-    class Args(ArgsModel):
-        kind: Literal["affine", "additive"] = "affine"
-        hidden: int = Field(default=512, ge=1, le=2**31)
-        net: Optional[Literal["conv", "resnet", "mlp"]] = None  # None: conv on images, mlp on vectors
-        depth: int = Field(default=2, ge=1, le=64)
-        mask: Literal["channel", "checkerboard"] = "channel"
-
-    @classmethod
-    def resolved_net(cls, args, shape) -> str:
-        return args.net or ("mlp" if len(shape) == 1 else "conv")
-
-    @classmethod
-    def shown_args(cls, args, shape) -> dict:
-        return {**args.model_dump(), "net": cls.resolved_net(args, shape)}
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        net = cls.resolved_net(args, shape)
-        if len(shape) == 1 and net != "mlp":
-            ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
-        if args.mask == "channel" and shape[0] < 2:
-            if len(shape) == 1:  # a vector: neither squeeze nor a checkerboard mask can help
-                ctx.fail(f"a coupling needs at least 2 entries to split, got {shape[0]}; a vector of 1 entry cannot be coupled (remove this coupling)", arg="mask")
-            ctx.fail(f"a channel coupling needs at least 2 channels to split, got {shape[0]} (use mask=checkerboard or squeeze first)", arg="mask")
-        if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:
-            ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
-        return shape
-
-    @classmethod
-    def activation_numel(cls, args, shape) -> int:
-        nets = 1 if args.mask == "channel" else 2
-        spatial = math.prod(shape[1:]) if len(shape) > 1 else 1
-        if cls.resolved_net(args, shape) == "mlp":
-            spatial = 1
-        return math.prod(shape) * 3 + nets * args.hidden * spatial * (args.depth + 1)
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Coupling(shape, args.kind, args.hidden, cls.resolved_net(args, shape), args.depth, args.mask)
+@lowering("coupling")
+def lower_coupling(args, shape, bodies=None):
+    return Coupling(shape, args.kind, args.hidden, CouplingKind.resolved_net(args, shape), args.depth, args.mask)

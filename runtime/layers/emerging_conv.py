@@ -141,9 +141,8 @@ class EmergingConv(Bijector):
         y = y - self.bias.to(y.dtype).view(1, -1, 1, 1)
         return _emerging_inverse(y, self.sched_tl, self.sched_br, self.link, d2, g2, d1, g1)
 
-    def frozen(self) -> "FrozenEmergingConv":
+    def _frozen(self) -> "FrozenEmergingConv":
         out = FrozenEmergingConv(self)
-        out.node_id, out.source_line = self.node_id, self.source_line
         return out
 
 

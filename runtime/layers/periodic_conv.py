@@ -98,9 +98,8 @@ class PeriodicConv(Bijector):
         xh = torch.einsum("uvoi,biuv->bouv", kinv.to(yh.dtype), yh)
         return torch.fft.irfft2(xh, s=(H, W))
 
-    def frozen(self) -> "FrozenPeriodicConv":
+    def _frozen(self) -> "FrozenPeriodicConv":
         out = FrozenPeriodicConv(self)
-        out.node_id, out.source_line = self.node_id, self.source_line
         return out
 
 

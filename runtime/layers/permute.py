@@ -14,10 +14,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["Permute", "PermuteKind"]
+__all__ = ["Permute"]
 
 
 class Permute(Bijector):
@@ -39,16 +39,6 @@ class Permute(Bijector):
         return y.index_select(1, self.inv_perm)
 
 
-@register_layer
-class PermuteKind(LayerKind):
-    name = "permute"
-    description = "fixed channel permutation (reverse or seeded shuffle)"
-    constant_logdet = True
-
-    class Args(ArgsModel):
-        kind: Literal["reverse", "shuffle"] = "reverse"
-        seed: int = Field(default=0, ge=0, le=2**63 - 1)
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Permute(shape, args.kind, args.seed)
+@lowering("permute")
+def lower_permute(args, shape, bodies=None):
+    return Permute(shape, args.kind, args.seed)

@@ -47,7 +47,8 @@ import torch
 from pydantic import StrictInt
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, BodyInstance, LayerKind, register_layer
+from flowdsl.compiler.kinds.rg import PARTS, RGKind, body_labels
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector, Chain
 from flowdsl.runtime.layers._rg_lattice import (
     RGPlan,
@@ -58,15 +59,7 @@ from flowdsl.runtime.layers._rg_lattice import (
     make_plan,
 )
 
-__all__ = ["RGFlow", "RGKind", "PARTS", "body_labels"]
-
-PARTS = ("disentangler", "decimator")
-
-
-def body_labels(levels: int) -> list[tuple[str, str]]:
-    """(part, label) of every body instance in application order."""
-    return [(part, f"level{h}.{part}") for h in range(levels) for part in PARTS]
-
+__all__ = ["RGFlow", "PARTS", "body_labels"]
 
 class _Identity(Bijector):
     """Stand-in for a missing or empty part."""
@@ -182,10 +175,9 @@ class RGFlow(Bijector):
             v = v.index_select(1, self._buf("restore", j))
         return v.reshape(-1, C, L, W)
 
-    def frozen(self) -> "RGFlow":
+    def _frozen(self) -> "RGFlow":
         bodies = {label: b.frozen() for label, b in zip(self.labels, self.bodies)}
         out = RGFlow(self.shape, self.kernel, self.levels, bodies)
-        out.node_id, out.source_line = self.node_id, self.source_line
         return out.to(self.to_image.device)
 
     def extra_repr(self) -> str:
@@ -194,60 +186,6 @@ class RGFlow(Bijector):
         return f"{base}, {geo}" if base else geo
 
 
-@register_layer
-class RGKind(LayerKind):
-    """``rg(kernel=4, levels=auto) { disentangler { ... } decimator { ... } }``."""
-
-    name = "rg"
-    description = "RG-Flow: patch bijectors on the dilated 2^h-lattices (disentangler + decimator per level)"
-    spatial = True
-    bodies = PARTS
-
-    class Args(ArgsModel):
-        kernel: StrictInt = 4
-        levels: Union[Literal["auto"], StrictInt] = "auto"
-
-    @classmethod
-    def resolve_levels(cls, args, shape, ctx) -> int:
-        """Check the arguments against ``shape`` (located errors) and return the level count."""
-        if len(shape) != 3:
-            ctx.fail(f"needs an image input (C, H, W), got shape {tuple(shape)}")
-        C, Hh, W = shape
-        if Hh != W:
-            ctx.fail(f"needs a square image, got height {Hh} and width {W}")
-        K = args.kernel
-        if K < 2 or K % 2:
-            ctx.fail(f"kernel must be even and at least 2, got {K}", arg="kernel")
-        if K > W or W % K:
-            ctx.fail(f"kernel {K} does not divide the image side {W}", arg="kernel")
-        if not is_power_of_two(W // K):
-            ctx.fail(f"needs L/K to be a power of two, got L={W}, K={K} (L/K = {W // K})", arg="kernel")
-        H = auto_levels(W, K)
-        if args.levels == "auto":
-            return H
-        if not 1 <= args.levels <= H:
-            ctx.fail(
-                f"levels must be between 1 and log2(L/K)+1 = {H} for L={W}, K={K}, got {args.levels}",
-                arg="levels",
-            )
-        return args.levels
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        cls.resolve_levels(args, shape, ctx)
-        return tuple(shape)
-
-    @classmethod
-    def body_instances(cls, args, shape, ctx):
-        levels = cls.resolve_levels(args, shape, ctx)
-        C, K = shape[0], args.kernel
-        return [BodyInstance(part, label, (C, K, K)) for part, label in body_labels(levels)]
-
-    @classmethod
-    def levels_for(cls, args, shape) -> int:
-        """The level count without a check context (the args are assumed checked)."""
-        return auto_levels(shape[-1], args.kernel) if args.levels == "auto" else int(args.levels)
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return RGFlow(tuple(shape), args.kernel, cls.levels_for(args, shape), bodies)
+@lowering("rg")
+def lower_rg(args, shape, bodies=None):
+    return RGFlow(tuple(shape), args.kernel, RGKind.levels_for(args, shape), bodies)

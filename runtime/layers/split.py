@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["Split", "SplitKind"]
+__all__ = ["Split"]
 
 
 class Split(Bijector):
@@ -40,29 +40,6 @@ class Split(Bijector):
         raise TypeError("split is applied by the model through split()/merge()")
 
 
-@register_layer
-class SplitKind(LayerKind):
-    name = "split"
-    description = "factor out half of the channels as latents of this scale"
-    factor_out = True
-    moves_positions = True
-    constant_logdet = True
-
-    class Args(ArgsModel):
-        pass
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        if shape[0] < 2:
-            if len(shape) == 1:  # squeeze is rejected on vectors: do not suggest it
-                ctx.fail(f"cannot split a vector with 1 entry {tuple(shape)}; remove this split")
-            ctx.fail(f"cannot split a tensor with 1 channel {tuple(shape)}; squeeze first or remove this split")
-        return (shape[0] - shape[0] // 2, *shape[1:])
-
-    @classmethod
-    def latent_shape(cls, args, shape, ctx):
-        return (shape[0] // 2, *shape[1:])
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Split(shape)
+@lowering("split")
+def lower_split(args, shape, bodies=None):
+    return Split(shape)

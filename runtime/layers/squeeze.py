@@ -9,10 +9,10 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["Squeeze", "SqueezeKind"]
+__all__ = ["Squeeze"]
 
 
 class Squeeze(Bijector):
@@ -33,27 +33,6 @@ class Squeeze(Bijector):
         return y.reshape(-1, c, f, f, h // f, w // f).permute(0, 1, 4, 2, 5, 3).reshape(-1, c, h, w)
 
 
-@register_layer
-class SqueezeKind(LayerKind):
-    name = "squeeze"
-    description = "space-to-depth (C, H, W) -> (C·f², H/f, W/f)"
-    spatial = True
-    constant_logdet = True
-    moves_positions = True
-
-    class Args(ArgsModel):
-        factor: int = Field(default=2, ge=1, le=4096)
-
-    @classmethod
-    def infer_shape(cls, args, shape, ctx):
-        c, h, w = shape
-        f = args.factor
-        bad = [f"height {h}" if h % f else "", f"width {w}" if w % f else ""]
-        bad = [b for b in bad if b]
-        if bad:
-            ctx.fail(f"factor {f} does not divide the {' and '.join(bad)} of the input {tuple(shape)}", arg="factor")
-        return (c * f * f, h // f, w // f)
-
-    @classmethod
-    def build(cls, args, shape, bodies=None):
-        return Squeeze(shape, args.factor)
+@lowering("squeeze")
+def lower_squeeze(args, shape, bodies=None):
+    return Squeeze(shape, args.factor)

@@ -1,9 +1,10 @@
-"""Priors: one module per base distribution; importing this package registers all of them."""
+"""Prior modules: one file per base distribution, each registering ``@prior_lowering("name")``.
+
+Listed here explicitly; importing this package registers every built-in prior lowering.
+"""
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from flowdsl.runtime.priors import gaussian, laplace, spike_slab  # noqa: F401
+from flowdsl.runtime.priors.lowering import get_prior_lowering, lowered_priors, prior_lowering
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+__all__ = ["prior_lowering", "get_prior_lowering", "lowered_priors"]

@@ -11,9 +11,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, PriorKind, register_prior
+from flowdsl.runtime.priors.lowering import prior_lowering
 
-__all__ = ["GaussianPrior", "GaussianPriorKind"]
+__all__ = ["GaussianPrior"]
 
 
 class GaussianPrior(nn.Module):
@@ -39,13 +39,6 @@ class GaussianPrior(nn.Module):
         return self.loc.to(dtype) + temperature * torch.exp(self.log_scale.to(dtype)) * eps
 
 
-@register_prior
-class GaussianPriorKind(PriorKind):
-    name = "gaussian"
-
-    class Args(ArgsModel):
-        learned: bool = False
-
-    @classmethod
-    def build(cls, args, shape):
-        return GaussianPrior(shape, args.learned)
+@prior_lowering("gaussian")
+def lower_gaussian(args, shape):
+    return GaussianPrior(shape, args.learned)

@@ -13,9 +13,9 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, PriorKind, register_prior
+from flowdsl.runtime.priors.lowering import prior_lowering
 
-__all__ = ["LaplacePrior", "LaplacePriorKind"]
+__all__ = ["LaplacePrior"]
 
 
 class LaplacePrior(nn.Module):
@@ -44,14 +44,6 @@ class LaplacePrior(nn.Module):
         return self.loc.to(dtype) - b * torch.sign(u) * torch.log1p(-2.0 * torch.abs(u))
 
 
-@register_prior
-class LaplacePriorKind(PriorKind):
-    name = "laplace"
-
-    class Args(ArgsModel):
-        scale: float = Field(default=1.0, gt=0, le=1e6)
-        learned: bool = False
-
-    @classmethod
-    def build(cls, args, shape):
-        return LaplacePrior(shape, args.scale, args.learned)
+@prior_lowering("laplace")
+def lower_laplace(args, shape):
+    return LaplacePrior(shape, args.scale, args.learned)

@@ -36,9 +36,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from flowdsl.compiler.registry import ArgsModel, PriorKind, register_prior
+from flowdsl.runtime.priors.lowering import prior_lowering
 
-__all__ = ["SpikeSlabPrior", "SpikeSlabPriorKind"]
+__all__ = ["SpikeSlabPrior"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -168,31 +168,6 @@ class SpikeSlabPrior(nn.Module):
         return f"shape={self.shape}, spike={self.spike:g}, slab={self.slab:g}, weight={self.weight:g}, anneal={self.anneal}"
 
 
-@register_prior
-class SpikeSlabPriorKind(PriorKind):
-    name = "spike_slab"
-    description = "continuous spike-and-slab mixture; spike annealed from the slab's width over `anneal` steps"
-
-    class Args(ArgsModel):
-        spike: float = 0.01
-        slab: float = 1.0
-        weight: float = 0.5
-        anneal: int = 0
-
-    @classmethod
-    def check(cls, args, shape, ctx) -> None:
-        for name in ("spike", "slab", "weight"):
-            if not math.isfinite(getattr(args, name)):
-                ctx.fail(f"spike_slab {name} must be a finite number, got {getattr(args, name)!r}", arg=name)
-        if not args.spike > 0:
-            ctx.fail(f"spike_slab spike must be > 0 (the spike's standard deviation), got {args.spike:g}", arg="spike")
-        if not args.slab > args.spike:
-            ctx.fail(f"spike_slab slab must be wider than the spike: slab={args.slab:g} is not > spike={args.spike:g}", arg="slab")
-        if not 0 < args.weight < 1:
-            ctx.fail(f"spike_slab weight (the slab's share) must be strictly between 0 and 1, got {args.weight:g}", arg="weight")
-        if args.anneal < 0:
-            ctx.fail(f"spike_slab anneal must be ≥ 0 training steps, got {args.anneal}", arg="anneal")
-
-    @classmethod
-    def build(cls, args, shape):
-        return SpikeSlabPrior(shape, spike=args.spike, slab=args.slab, weight=args.weight, anneal=args.anneal)
+@prior_lowering("spike_slab")
+def lower_spike_slab(args, shape):
+    return SpikeSlabPrior(shape, spike=args.spike, slab=args.slab, weight=args.weight, anneal=args.anneal)

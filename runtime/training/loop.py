@@ -177,14 +177,11 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     t_start = time.time()
     obj = getattr(getattr(spec, "objective", None), "name", "mle")
     if obj != "mle":
-        loc = getattr(spec.objective, "loc", None)
-        from flowdsl.errors import Span
-
         raise NotAvailableError(
             f"this trainer optimises objective mle; objective {obj!r} has its own training procedure"
             + (" (flowdsl.runtime.objectives.fdrl.train.train_fdrl; the `flowdsl train` command dispatches there)" if obj == "fdrl" else ""),
             filename=getattr(spec, "filename", "<string>"),
-            span=Span(loc.line, loc.column, loc.end_line, loc.end_column) if loc is not None else None,
+            span=spec.objective.span,
             source=getattr(spec, "source", None),
         )
     out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))

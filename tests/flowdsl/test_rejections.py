@@ -82,7 +82,7 @@ def test_rejection_is_located(name, text, line, col, cls, sub):
 
 def test_not_available_constructs_parse_and_are_reported_with_location():
     # fdrl parses and its arguments are checked; it is reported as not available until it lands.
-    from flowdsl.compiler.registry import get_objective
+    from flowdsl.compiler.kinds import get_objective
 
     text = flow("objective fdrl(loss=lr, divergence=js)\n")
     if get_objective("fdrl").available:

@@ -138,10 +138,10 @@ def test_parse_gives_spec_models_with_json_schema():
     spec = flowdsl.parse(GLOW, filename="glow.flow")
     assert isinstance(spec, FlowSpec)
     assert spec.input.shape == (1, 8, 8) and spec.input.levels == 17 and spec.dequantize == "uniform"
-    assert spec.prior.name == "gaussian" and spec.prior.args == {"learned": True}
+    assert spec.prior.name == "gaussian" and spec.prior.args.learned is True
     assert spec.train.batch == 16 and spec.train.seed == 3
     assert len(spec.layers) == 2 * (1 + 2 * 3 + 1) + 2 * 3
-    assert spec.layers[1].via == ("step",) and spec.layers[1].loc.line == 3
+    assert spec.layers[1].via == ("step",) and spec.layers[1].span.line == 3
     schema = FlowSpec.model_json_schema()
     json.dumps(schema)
     assert "layers" in schema["properties"]

@@ -29,6 +29,7 @@ import torch
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
+from flowdsl.runtime.bijector import Provenance
 from flowdsl.runtime.fusion.ops.channel_map import DENSE_KINDS, ChannelMap, channel_map_of, is_channel_linear, member_cost
 from flowdsl.runtime.fusion.ops.channel_ops import ChannelDense, emit
 
@@ -74,7 +75,7 @@ class MergeChannelLinear(FusionRule):
         cmap.check_invertible("+".join(nd.id for nd in nodes))
         out = emit(cmap, tuple(nodes[0].in_shape), module_dtype(modules))
         for o in out:
-            o.node_id, o.source_line = nodes[0].id, nodes[0].span.line
+            o.provenance = Provenance(nodes[0].id, nodes[0].span.line)
         return out
 
     def fused_nodes(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> list[Node]:

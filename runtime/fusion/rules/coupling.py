@@ -134,7 +134,7 @@ class CouplingInference(FusionRule):
         if not isinstance(src, Coupling):
             raise Refused(f"module is a {type(src).__name__}, not the Coupling this rule knows")
         out = InferenceCoupling(src)
-        out.node_id, out.source_line = src.node_id, src.source_line
+        out.provenance = src.provenance
         return [out]
 
     def fused_nodes(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> list[Node]:

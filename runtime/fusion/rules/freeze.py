@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
-from flowdsl.compiler.registry import get_layer
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, const_logdet
 
 __all__ = ["Freeze", "ConstantLogdet"]
@@ -34,7 +34,7 @@ class ConstantLogdet(InferenceModule):
         self.inner = inner
         dtype = next((t.dtype for t in inner.buffers() if t.is_floating_point()), torch.float32)
         self.register_buffer("logdet", logdet.to(dtype))
-        self.node_id, self.source_line = getattr(inner, "node_id", ""), getattr(inner, "source_line", 0)
+        self.provenance = inner.provenance
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.inner(x)[0], const_logdet(self.logdet, x)

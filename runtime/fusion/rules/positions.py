@@ -24,7 +24,8 @@ from torch import Tensor
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
-from flowdsl.compiler.registry import get_layer
+from flowdsl.runtime.bijector import Provenance
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule
 
 __all__ = ["PositionGather", "ComposePositions", "is_position_move"]
@@ -95,7 +96,7 @@ class ComposePositions(FusionRule):
             return []
         ref = next((b for m in modules for b in m.buffers()), None)
         g = PositionGather(index, tuple(nodes[0].in_shape), out_shape)
-        g.node_id, g.source_line = nodes[0].id, nodes[0].span.line
+        g.provenance = Provenance(nodes[0].id, nodes[0].span.line)
         return [g.to(ref.device) if ref is not None else g]
 
     def fused_nodes(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> list[Node]:

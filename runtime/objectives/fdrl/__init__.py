@@ -8,4 +8,3 @@ from flowdsl.runtime.objectives.fdrl.losses import bregman_loss, f_prime, lr_los
 from flowdsl.runtime.objectives.fdrl.sampler import Guidance, run_flow
 
 __all__ = ["Estimator", "build_estimator", "bregman_loss", "f_prime", "lr_loss", "lsif_loss", "Guidance", "run_flow"]
-from flowdsl.runtime.objectives.fdrl import kind as _kind  # noqa: F401,E402  (registers objective fdrl)

@@ -25,7 +25,7 @@ rest of its batch — the sampler's per-particle gradients rely on that):
     has a piecewise-constant gradient field, and particles move visibly better on a smooth one.
 
 Conv estimators need an image input; the checker rejects them on vectors
-(:mod:`flowdsl.runtime.objectives.fdrl.kind`).
+(:mod:`flowdsl.compiler.kinds.fdrl`).
 """
 from __future__ import annotations
 

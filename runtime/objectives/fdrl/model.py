@@ -29,7 +29,7 @@ from flowdsl.runtime.objectives.fdrl.sources import (
     Source,
     UniformSource,
 )
-from flowdsl.runtime.objectives.fdrl.kind import resolve_args
+from flowdsl.compiler.kinds.fdrl import resolve_args
 
 __all__ = ["FDRLSettings", "resolve_settings", "is_fdrl_spec", "FDRLModel", "build_model", "ema_update"]
 

@@ -13,7 +13,7 @@ Model scale (:class:`DataScale`)
 Sources (``source=...`` in the spec; the data-set source only from the command line)
     ``data_gaussian``  N(μ, Σ + 1e-4·I) fitted to the training set (model scale), full covariance
                        through a Cholesky factor; images are clamped to [−1, 1]. Fitting needs
-                       about 20·D² bytes (:func:`flowdsl.runtime.objectives.fdrl.kind.covariance_bytes`);
+                       about 20·D² bytes (:func:`flowdsl.compiler.kinds.fdrl.covariance_bytes`);
                        above ``max_bytes`` (``FLOWDSL_FDRL_MAX_COVARIANCE_BYTES``, 2 GiB) it is a
                        :class:`~flowdsl.errors.DataError` (the checker rejects such specs first).
     ``uniform``        U[−1, 1]^D on the model scale: the pixel range for images, the training
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from flowdsl.errors import CheckpointError, DataError
-from flowdsl.runtime.objectives.fdrl.kind import covariance_bytes, max_covariance_bytes
+from flowdsl.compiler.kinds.fdrl import covariance_bytes, max_covariance_bytes
 
 __all__ = [
     "DataScale",

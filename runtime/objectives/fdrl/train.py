@@ -55,7 +55,7 @@ from flowdsl.runtime.objectives.fdrl.model import FDRLModel, ema_update, is_fdrl
 from flowdsl.runtime.objectives.fdrl.runs import sample_fdrl, write_fdrl_samples
 from flowdsl.runtime.objectives.fdrl.sampler import run_flow
 from flowdsl.runtime.objectives.fdrl.sources import DataGaussianSource, PriorSource, gen, load_flow_into
-from flowdsl.runtime.objectives.fdrl.kind import resolve_args
+from flowdsl.compiler.kinds.fdrl import resolve_args
 from flowdsl.runtime.training.run_folder import clear_run_files, resume_point
 
 __all__ = ["train_fdrl"]

@@ -281,12 +281,11 @@ def test_dtype_and_device_follow_the_module_and_16bit_logdets_stay_float32():
 
 
 def test_options_channels_last_and_cuda_graph_on_cpu():
-    from flowdsl.runtime.fusion.fuse import fuse_model
 
     m, x = compiled(spec(IMG.format(c=4, h=4, w=4), "actnorm conv1x1 coupling(hidden=8)"))
     m, x = m.float(), x.float()
-    a = fuse_model(m, channels_last=True, cuda_graph=True)  # cuda_graph: no effect on the CPU
-    b = fuse_model(m, channels_last=False)
+    a = m.fuse(channels_last=True, cuda_graph=True)  # cuda_graph: no effect on the CPU
+    b = m.fuse(channels_last=False)
     assert a.channels_last and a.cuda_graph and not b.channels_last
     c = m.fuse(channels_last=True, cuda_graph=True)  # the same options through the public API
     assert c.channels_last and c.cuda_graph and not m.fuse().channels_last

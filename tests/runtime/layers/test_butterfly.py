@@ -12,10 +12,13 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from flowdsl.runtime.bijector import Provenance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdsl.compiler.registry import CheckContext, get_layer
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.layers.butterfly import DENSE_MAX, Butterfly, max_depth
 
 TOL = 1e-10
@@ -161,7 +164,7 @@ def test_singular_pair_is_reported_with_the_layer():
     m = Butterfly((4, 2, 2), 2, "all")
     with torch.no_grad():
         m.weight[1, :, 3] = torch.tensor([0.3, -400.0, 2.0, -400.0])  # AD − BC = e^-800 = 0 in float64
-    m.node_id, m.source_line = "n3", 9
+    m.provenance = Provenance("n3", 9)
     with pytest.raises(ValueError, match=r"n3 \(line 9\).*singular"):
         m.frozen()
     with pytest.raises(ValueError, match="singular"):

@@ -9,10 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from flowdsl.runtime.bijector import Provenance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdsl.compiler.registry import CheckContext, get_layer
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.layers.emerging_conv import ARQuadrantSolver, EmergingConv, quadrant_offsets, tile_levels
 from flowdsl.runtime.layers.periodic_conv import PeriodicConv
 
@@ -258,7 +261,7 @@ def test_periodic_singular_kernel_is_reported_with_the_layer():
     with torch.no_grad():
         m.weight.zero_()
         m.weight[0, 0, 1, 1] = 1.0  # channel 1 is never reached: det K̂ = 0 everywhere
-    m.node_id, m.source_line = "n7", 12
+    m.provenance = Provenance("n7", 12)
     with pytest.raises(ValueError, match=r"n7 \(line 12\).*singular"):
         m.frozen()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowdsl.compiler.registry import layer_kinds
+from flowdsl.compiler.kinds import layer_kinds
 from flowtest import check_invertible, compiled
 
 IMG = "input image(channels={c}, height={h}, width={w})"

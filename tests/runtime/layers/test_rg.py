@@ -18,7 +18,9 @@ from flowdsl.runtime.layers._rg_lattice import (
     patch_pixels,
 )
 from flowdsl.runtime.layers.actnorm import ActNorm
-from flowdsl.runtime.layers.rg import RGFlow, RGKind, body_labels
+from flowdsl.compiler.kinds.rg import RGKind, body_labels
+from flowdsl.runtime.layers import layer_lowering
+from flowdsl.runtime.layers.rg import RGFlow
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def test_kind_body_instances_and_build():
     assert [i.label for i in inst] == [f"level{h}.{p}" for h in range(4) for p in ("disentangler", "decimator")]
     assert {i.shape for i in inst} == {(3, 4, 4)} and [i.body for i in inst[:2]] == ["disentangler", "decimator"]
     assert len(RGKind.body_instances(RGKind.Args(kernel=4, levels=2), (3, 32, 32), _Ctx())) == 4
-    m = RGKind.build(args, (3, 32, 32), {})
+    m = layer_lowering("rg")(args, (3, 32, 32), {})
     assert isinstance(m, RGFlow) and m.levels == 4
 
 

@@ -17,7 +17,7 @@ from flowdsl.runtime.objectives.fdrl.losses import bregman_loss, f_prime, f_prim
 from flowdsl.runtime.objectives.fdrl.sampler import Guidance, energy_grad, flow_step, frozen, run_flow
 from flowdsl.runtime.objectives.fdrl.sources import DataGaussianSource, DataScale, UniformSource
 from flowdsl.runtime.objectives.fdrl.model import FDRLModel, FDRLSettings, ema_update
-from flowdsl.runtime.objectives.fdrl.kind import resolve_args
+from flowdsl.compiler.kinds.fdrl import resolve_args
 
 
 def vec_spec(objective: str, dim: int = 2, layers: str = "") -> str:

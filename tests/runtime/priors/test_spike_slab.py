@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
-from flowdsl.compiler.registry import CheckContext, get_prior
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.compiler.kinds import get_prior
+from flowdsl.runtime.priors import get_prior_lowering
 from flowdsl.runtime.priors.spike_slab import SpikeSlabPrior
 
 
@@ -30,7 +32,7 @@ def test_registered_with_language_defaults():
     assert kind is not None and kind.available
     a = kind.Args()
     assert (a.spike, a.slab, a.weight, a.anneal) == (0.01, 1.0, 0.5, 0)
-    prior = kind.build(a, (2, 4, 4))
+    prior = get_prior_lowering("spike_slab")(a, (2, 4, 4))
     assert isinstance(prior, SpikeSlabPrior) and prior.log_prob(torch.zeros(3, 2, 4, 4)).shape == (3,)
 
 

@@ -1,7 +1,7 @@
-"""``objective fdrl(...)``: Flow-Guided Density Ratio Learning (arguments and static rules).
+"""``objective fdrl(...)``: Flow-Guided Density Ratio Learning, language side (arguments and rules).
 
 The runtime (estimators, losses, sampler, sources, training, evaluation, export) lives in
-:mod:`flowdsl.runtime.objectives.fdrl`; this module only declares the language side.
+``flowdsl.runtime.objectives.fdrl``.
 
 Rules the checker enforces, each at the argument that breaks it:
 
@@ -112,7 +112,7 @@ class FDRLObjectiveKind(ObjectiveKind):
 
     @classmethod
     def check(cls, args, spec, ctx):
-        written = set(getattr(spec.objective, "arg_locs", {}) or {})
+        written = set(spec.objective.arg_spans)
         if args.divergence not in PAIRINGS[args.loss]:
             ok = " or ".join(PAIRINGS[args.loss])
             if "divergence" in written or "loss" not in written:
@@ -153,8 +153,6 @@ def resolve_args(spec: Any) -> "FDRLObjectiveKind.Args":
     obj = spec.objective
     if obj.name != "fdrl":
         raise ValueError(f"spec {getattr(spec, 'name', '?')!r} has objective {obj.name!r}, not fdrl")
-    data = dict(obj.args)
-    written = set(getattr(obj, "arg_locs", {}) or {})
-    if getattr(spec.input, "kind", "image") == "vector" and "estimator" not in written:
-        data["estimator"] = {"call": "mlp", "args": dict(ESTIMATORS["mlp"])}
-    return FDRLObjectiveKind.Args.model_validate(data, strict=False)
+    if spec.input.kind == "vector" and "estimator" not in obj.arg_spans:
+        return obj.args.model_copy(update={"estimator": {"call": "mlp", "args": dict(ESTIMATORS["mlp"])}})
+    return obj.args

@@ -1,0 +1,37 @@
+"""The built-in kinds, imported explicitly (one module per kind; each registers itself).
+
+    layers      actnorm conv1x1 conv butterfly coupling permute squeeze split rg
+    priors      gaussian laplace spike_slab
+    objectives  mle fdrl
+
+Adding a kind: one module here plus its line below, and its runtime module registered with
+``@lowering`` (layers) or ``@prior_lowering`` (priors) in ``flowdsl.runtime``.
+"""
+from __future__ import annotations
+
+from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its kind)
+    actnorm,
+    butterfly,
+    conv,
+    conv1x1,
+    coupling,
+    fdrl,
+    gaussian,
+    laplace,
+    mle,
+    permute,
+    rg,
+    spike_slab,
+    split,
+    squeeze,
+)
+from flowdsl.compiler.registry import (
+    get_layer,
+    get_objective,
+    get_prior,
+    layer_kinds,
+    objective_kinds,
+    prior_kinds,
+)
+
+__all__ = ["get_layer", "get_prior", "get_objective", "layer_kinds", "prior_kinds", "objective_kinds"]
