@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowdsl.errors import FlowDSLError, ParseError
+from flowdsl.errors import ParseError
 from flowdsl.schema import FlowSpec
+
+if TYPE_CHECKING:
+    from flowdsl.runtime.export.onnx import ExportResult
 
 __all__ = ["parse", "load", "compile", "export_onnx", "check_graph"]
 
@@ -64,20 +67,16 @@ def compile(spec: FlowSpec | str, seed: int | None = None) -> Any:  # noqa: A001
     return FlowModel.from_graph(spec.graph, seed=seed)
 
 
-def export_onnx(model: Any, out_dir: str | os.PathLike, check: bool = False, exporter: str = "auto") -> tuple[str, str]:
+def export_onnx(model: Any, out_dir: str | os.PathLike, check: bool = False, exporter: str = "auto", *,
+                check_batch: int = 7, tolerance: float = 1e-4) -> ExportResult:
     """Write ``forward.onnx`` (x → z, logdet, log_prob) and ``inverse.onnx`` (z → x) into out_dir.
 
     ``exporter`` is ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or
-    ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against PyTorch (raises if the
-    error exceeds 1e-4 relative).
+    ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against the
+    same fused module on ``check_batch`` inputs; a relative error above ``tolerance`` or a NaN raises
+    :class:`FlowDSLError`. Returns ``(forward_path, inverse_path)`` as an ``ExportResult`` tuple whose
+    ``parity`` holds the errors when checked (see ``flowdsl.runtime.export.onnx.check_parity``).
     """
-    from flowdsl.runtime.export.onnx import check_parity
     from flowdsl.runtime.export.onnx import export_onnx as _export
 
-    paths = _export(model, out_dir, exporter=exporter)
-    if check:
-        res = check_parity(model.fuse(), *paths)
-        bad = {k: v for k, v in res.items() if k.endswith("_rel") and v > 1e-4}
-        if bad:
-            raise FlowDSLError(f"onnxruntime disagrees with PyTorch: {bad}")
-    return paths
+    return _export(model, out_dir, exporter=exporter, check=check, check_batch=check_batch, tolerance=tolerance)

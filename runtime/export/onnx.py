@@ -4,7 +4,9 @@ The model is first fused (``model.fuse()``), so weight-only quantities (inverse 
 constant log-dets) are computed at export time in float64 and stored as initializers; no linalg
 solver reaches the graph. Both files have a dynamic batch dimension, pass ``onnx.checker`` and
 carry the spec text, its sha256 and the flowdsl version in their metadata. The exporter is
-torch's dynamo exporter at opset 18 (see shared/onnx.md).
+torch's dynamo exporter at opset 18 (see shared/onnx.md). With ``check=True`` the same fused
+module is run against the files in onnxruntime (:func:`check_parity`); a relative error above the
+tolerance, or a NaN, fails the export.
 """
 from __future__ import annotations
 
@@ -19,9 +21,35 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["export_onnx", "check_parity", "OPSET", "ForwardGraph", "InverseGraph"]
+__all__ = ["export_onnx", "check_parity", "parity_failures", "parity_table", "ExportResult", "OPSET", "ForwardGraph",
+           "InverseGraph"]
 
 OPSET = 18
+#: the outputs :func:`check_parity` compares (``{name}_abs`` and ``{name}_rel`` in its result)
+PARITY_OUTPUTS = ("z", "logdet", "log_prob", "inverse")
+
+
+class ExportResult(tuple):
+    """``(forward_path, inverse_path)``, so it unpacks as two paths; ``parity`` holds the errors of
+    :func:`check_parity` on the exported module when the export was checked, else None."""
+
+    parity: dict[str, float] | None
+
+    def __new__(cls, forward: str, inverse: str, parity: dict[str, float] | None = None) -> "ExportResult":
+        self = super().__new__(cls, (forward, inverse))
+        self.parity = parity
+        return self
+
+    def __getnewargs__(self) -> tuple:
+        return (self[0], self[1], self.parity)
+
+    @property
+    def forward(self) -> str:
+        return self[0]
+
+    @property
+    def inverse(self) -> str:
+        return self[1]
 
 
 class ForwardGraph(nn.Module):
@@ -138,12 +166,18 @@ def _finalize(raw: Path, path: Path, spec: Any, direction: str) -> None:
     raw.unlink(missing_ok=True)
 
 
-def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int = 4, exporter: str = "auto") -> tuple[str, str]:
-    """Write ``forward.onnx`` and ``inverse.onnx`` into ``out_dir``; returns their paths.
+def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int = 4, exporter: str = "auto",
+                check: bool = False, check_batch: int = 7, tolerance: float = 1e-4) -> ExportResult:
+    """Write ``forward.onnx`` and ``inverse.onnx`` into ``out_dir``; returns their paths (an
+    :class:`ExportResult`, with the parity errors when checked).
 
-    The export runs in float32 on the CPU on a fused copy of ``model``; ``model`` is unchanged.
+    The export runs in float32 on the CPU on a fused copy of ``model``, fused once, and an unfused
+    ``model`` is unchanged; an already fused ``model`` is used itself (moved to float32 on the CPU).
     ``exporter``: ``"torchscript"`` (fast), ``"dynamo"`` (torch.export based), or ``"auto"``
     (TorchScript, falling back to dynamo for graphs it cannot express). Opset 18 either way.
+    ``check``: run the written files in onnxruntime against that fused module on ``check_batch``
+    inputs; raises :class:`FlowDSLError` (the files stay written) when a relative error is above
+    ``tolerance`` or NaN.
     """
     from flowdsl.errors import FlowDSLError
 
@@ -173,7 +207,33 @@ def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int
     finally:
         raw_fwd.unlink(missing_ok=True)
         raw_inv.unlink(missing_ok=True)
-    return str(fwd_path), str(inv_path)
+    if not check:
+        return ExportResult(str(fwd_path), str(inv_path))
+    parity = check_parity(fused, str(fwd_path), str(inv_path), batch=check_batch)
+    bad = parity_failures(parity, tolerance)
+    if bad:
+        worst = ", ".join(f"{k} {v:.3e}" for k, v in bad.items())
+        raise FlowDSLError(
+            f"onnxruntime disagrees with PyTorch on {model.spec.name!r} (relative error above {tolerance:g} or NaN: "
+            f"{worst}); the files were written to {str(out)!r}",
+            filename=model.spec.filename,
+            notes=[f"float32, batch {check_batch}:", *parity_table(parity)],
+        )
+    return ExportResult(str(fwd_path), str(inv_path), parity)
+
+
+def parity_failures(parity: dict[str, float], tolerance: float) -> dict[str, float]:
+    """The relative errors of a :func:`check_parity` result that are not ≤ ``tolerance``; a NaN
+    error is one of them (``max`` and ``>`` would let it pass)."""
+    return {name: parity[f"{name}_rel"] for name in PARITY_OUTPUTS if not parity[f"{name}_rel"] <= tolerance}
+
+
+def parity_table(parity: dict[str, float]) -> list[str]:
+    """The lines of the abs/rel error table of a :func:`check_parity` result, one per output."""
+    lines = [f"{'output':<10} {'max abs err':>12} {'max rel err':>12}"]
+    for name in PARITY_OUTPUTS:
+        lines.append(f"{name:<10} {parity[f'{name}_abs']:12.3e} {parity[f'{name}_rel']:12.3e}")
+    return lines
 
 
 def check_parity(model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1) -> dict[str, float]:

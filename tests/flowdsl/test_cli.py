@@ -62,3 +62,18 @@ def test_demo_trains_samples_and_exports(tmp_path):
     assert "test bits/dim" in out.stdout and "onnxruntime vs PyTorch" in out.stdout
     assert (tmp_path / "glow_digits" / "grid.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "glow_digits" / "onnx" / "forward.onnx").exists()
+
+
+def test_export_fails_with_exit_1_when_parity_is_nan(tmp_path, monkeypatch, capsys):
+    from flowdsl.cli import main
+    from flowdsl.runtime.export import onnx as export
+
+    check = export.check_parity
+
+    def nan_parity(*args, **kw):
+        return {**check(*args, **kw), "log_prob_rel": float("nan")}
+
+    monkeypatch.setattr(export, "check_parity", nan_parity)
+    assert main(["export", str(SPECS / "realnvp_moons.flow"), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "onnxruntime disagrees with PyTorch" in err and "log_prob nan" in err and "Traceback" not in err

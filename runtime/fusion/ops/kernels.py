@@ -2,10 +2,13 @@
 
 * :func:`conv_path` — how a convolution runs: oneDNN's fused convolution + activation op
   (``torch.ops.mkldnn._convolution_pointwise``) with weights reordered once into oneDNN's
-  blocked layout in eager CPU inference (float32/bfloat16, batch > 1); the same op with plain weights
+  blocked layout in eager CPU inference (float32, and bfloat16/float16 where this CPU has oneDNN's
+  16-bit path, see :func:`onednn_supports`; batch > 1); the same op with plain weights
   under ``torch.compile`` on the CPU; ``F.conv2d`` + activation (1×1: a matmul) during ONNX
   export or TorchScript tracing, on other devices, in float64 (oneDNN has no float64
-  convolution) and when autograd needs the graph. All paths compute the same values.
+  convolution), in a 16-bit dtype this CPU's oneDNN cannot run, and when autograd needs the graph.
+  All paths compute the same values.
+* :func:`onednn_supports` — whether this CPU's oneDNN convolves a dtype (the one capability probe).
 * :class:`PackedWeights` — the reordered weights, a cache rebuilt when a weight changes (its
   version counter, storage or dtype), dropped on copy, pickling and ``.to()``.
 * :class:`InferenceModule` — base of the emitted modules: buffers listed in ``_logdet_buffers``
@@ -22,7 +25,8 @@ from torch import Tensor
 
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["conv_path", "acc_dtype", "const_logdet", "PackedWeights", "InferenceModule", "conv_act", "pointwise_conv", "ACTIVATIONS"]
+__all__ = ["conv_path", "onednn_supports", "acc_dtype", "const_logdet", "PackedWeights", "InferenceModule", "conv_act",
+           "pointwise_conv", "ACTIVATIONS"]
 
 _LOW = (torch.float16, torch.bfloat16)
 _HAS_POINTWISE = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
@@ -41,14 +45,52 @@ def const_logdet(value: Tensor, x: Tensor) -> Tensor:
     return value.to(acc_dtype(x.dtype)).reshape(1).expand(x.shape[0])
 
 
+#: the answers of :func:`onednn_supports` so far (the probe runs once per dtype)
+_SUPPORTED: dict[torch.dtype, bool] = {torch.float32: True}
+
+
+@torch.compiler.assume_constant_result  # under torch.compile: called once while tracing, not traced
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Whether oneDNN convolves ``dtype`` on this CPU: float32 always; bfloat16 and float16 only where
+    oneDNN has their 16-bit path (bfloat16: avx512bw+avx512vl+avx512dq or avx_ne_convert; float16:
+    avx512_fp16 or avx_ne_convert on x86), else its ops raise ``RuntimeError: ... bf16 path needs the
+    cpu support ...``. Any other dtype: False. Tests monkeypatch this function to force either answer.
+    """
+    known = _SUPPORTED.get(dtype)
+    if known is None:
+        known = _SUPPORTED[dtype] = dtype in _LOW and _probe_16bit(dtype)
+    return known
+
+
+def _probe_16bit(dtype: torch.dtype) -> bool:
+    """oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported`` / ``_fp16_``, the one its
+    raising ops and inductor use); if that op is missing or fails, the x86 rule of
+    :func:`onednn_supports` read from the documented ``torch.cpu.get_capabilities()``; if that fails
+    too, False (``F.conv2d`` is always correct)."""
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    try:
+        return bool(getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported")())
+    except Exception:  # the private op is gone or failed: read the CPU flags instead
+        pass
+    try:
+        caps = torch.cpu.get_capabilities()
+    except Exception:
+        return False
+    if caps.get("avx_ne_convert", False):
+        return True
+    if dtype == torch.bfloat16:
+        return all(caps.get(f, False) for f in ("avx512_bw", "avx512_vl", "avx512_dq"))
+    return bool(caps.get("avx512_fp16", False))
+
+
 def _onednn_ok(x: Tensor, weight: Tensor | None = None) -> bool:
     needs_grad = x.requires_grad or (weight is not None and weight.requires_grad)  # the oneDNN op has no backward
     return (
         _HAS_POINTWISE
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
         and x.dim() == 4
         and not (torch.is_grad_enabled() and needs_grad)
+        and onednn_supports(x.dtype)
     )
 
 
@@ -57,8 +99,8 @@ def conv_path(x: Tensor, weight: Tensor | None = None) -> str:
     image: oneDNN, weights reordered once), ``"onednn"`` (under ``torch.compile`` on the CPU: the same oneDNN op with
     plain weights, which inductor lowers to one call with the activation fused, and whose shape
     rule does not guard on the batch size) or ``"plain"`` (``F.conv2d``; ONNX export, TorchScript
-    tracing, float64, other devices, eager batch 1, or when autograd needs the graph through ``x``
-    or ``weight``)."""
+    tracing, float64, a 16-bit dtype without oneDNN support on this CPU (:func:`onednn_supports`),
+    other devices, eager batch 1, or when autograd needs the graph through ``x`` or ``weight``)."""
     if torch.compiler.is_compiling():
         if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
             return "plain"
