@@ -100,7 +100,6 @@ class LayerKind:
         spatial: needs an image-shaped input (C, H, W); rejected on vectors with a location.
         factor_out: the layer emits part of its input as latents (``split``).
         bodies: names of nested statement blocks (``("disentangler", "decimator")`` for ``rg``).
-        available: False while the kind parses but has no implementation yet.
         constant_logdet: log|det J| does not depend on the input (weight-only).
         moves_positions: the layer only rearranges entries (squeeze, split); the latent layout
             in ``z`` follows it.
@@ -111,8 +110,6 @@ class LayerKind:
     spatial: ClassVar[bool] = False
     factor_out: ClassVar[bool] = False
     bodies: ClassVar[tuple[str, ...]] = ()
-    available: ClassVar[bool] = True
-    available_in: ClassVar[str] = ""
     constant_logdet: ClassVar[bool] = False
     moves_positions: ClassVar[bool] = False
     description: ClassVar[str] = ""
@@ -156,8 +153,6 @@ class PriorKind:
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
-    available: ClassVar[bool] = True
-    available_in: ClassVar[str] = ""
 
     @classmethod
     def check(cls, args: Any, shape: Shape, ctx: CheckContext) -> None:
@@ -174,8 +169,6 @@ class ObjectiveKind:
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
-    available: ClassVar[bool] = True
-    available_in: ClassVar[str] = ""
     needs_layers: ClassVar[bool] = True
 
     @classmethod

@@ -1,8 +1,8 @@
 """Syntax nodes of a spec file (frozen dataclasses, each with a span) and the lark tree walk.
 
 The walk (:class:`SyntaxBuilder`) only builds nodes; it validates nothing, so no exception is
-ever wrapped in lark's ``VisitError``. Validation happens later, in :mod:`flowdsl.validate` and
-in the compiler passes.
+ever wrapped in lark's ``VisitError``. Validation happens later, in the compiler passes
+(``flowdsl.compiler.passes.expand`` first).
 """
 from __future__ import annotations
 

@@ -73,8 +73,6 @@ def covariance_bytes(dims: int) -> int:
 @register_objective
 class FDRLObjectiveKind(ObjectiveKind):
     name = "fdrl"
-    available = True
-    available_in = "the FDRL issue"
     needs_layers = False
 
     class Args(ArgsModel):

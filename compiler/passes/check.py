@@ -1,6 +1,6 @@
 """Pass ``check``: graph-level rules once every node has its shapes.
 
-* the prior and the objective exist, are available, and accept this flow (their ``check``);
+* the prior and the objective accept this flow (their ``check``);
 * the whole model fits the resource limits: total parameters, and the activation memory of
   one training step at the spec's batch size (estimated from the shapes, before allocation).
 """
@@ -13,7 +13,7 @@ from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.compiler.registry import CheckContext
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior
-from flowdsl.errors import NotAvailableError, ResourceLimitError
+from flowdsl.errors import ResourceLimitError
 
 __all__ = ["check", "estimate_activation_bytes"]
 
@@ -42,9 +42,6 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     shape = tuple(spec.input.shape)
 
     pk = get_prior(spec.prior.name)
-    if pk is None or not pk.available:
-        when = f" (arrives with {pk.available_in})" if pk is not None and pk.available_in else ""
-        diag.fail(f"prior '{spec.prior.name}' is not available yet{when}", spec.prior.span, NotAvailableError)
     pk.check(spec.prior.args, shape, _ctx(diag, f"prior {spec.prior.name}", spec.prior.span, spec.prior.arg_spans))
 
     ok = get_objective(spec.objective.name)
@@ -52,9 +49,6 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
         diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.span)
     octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans)
     ok.check(spec.objective.args, spec, octx)
-    if not ok.available:
-        when = f" (arrives with {ok.available_in})" if ok.available_in else ""
-        diag.fail(f"objective '{spec.objective.name}' is not available yet{when}", spec.objective.span, NotAvailableError)
 
     total = graph.total_params()
     if total > LIMITS.max_params:

@@ -1,6 +1,6 @@
 """Pass ``infer_shapes``: input/output/latent shapes of every node, and the per-node checks.
 
-For each layer in forward order: rejects kinds that are not available yet and spatial kinds on
+For each layer in forward order: rejects spatial kinds on
 vector data, runs the kind's shape rule (which raises located errors for divisibility and
 argument ranges), checks that the layer preserves the number of dimensions, counts parameters
 (the kind's formula, ``LayerKind.param_count``), and instantiates the bodies of composite kinds
@@ -16,7 +16,7 @@ from flowdsl.compiler.passes.build import layer_node
 from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.compiler.registry import CheckContext
 from flowdsl.compiler.kinds import get_layer
-from flowdsl.errors import NotAvailableError, ResourceLimitError
+from flowdsl.errors import ResourceLimitError
 
 __all__ = ["infer_shapes", "context_for"]
 
@@ -45,9 +45,6 @@ def _infer_chain(graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape
         kind = get_layer(node.kind)
         ctx = context_for(node, diag)
         node.in_shape = shape
-        if not kind.available:
-            when = f" (arrives with {kind.available_in})" if kind.available_in else ""
-            diag.fail(f"layer '{node.kind}' is not available yet{when}", node.span, NotAvailableError)
         if kind.spatial and len(shape) != 3:
             diag.fail(
                 f"'{node.kind}' needs image data (C, H, W), but the data here are vectors of shape {_fmt(shape)}",

@@ -1,4 +1,4 @@
-"""Acceptance section of ``flowdsl bench``: the issue-7 targets on ``glow_cifar``, with their floor.
+"""Acceptance section of ``flowdsl bench``: the fusion speed targets on ``glow_cifar``, with their floor.
 
 Targets (batch 64, float32, CPU): fused eager log_prob ≥ 1.5× faster than unfused eager, and
 fused + ``torch.compile`` ≥ 1.5× faster than normflows on the same architecture, for log_prob

@@ -1,4 +1,4 @@
-"""Benchmarks of the invertible convolutions and butterflies (issue 3), measured side by side.
+"""Benchmarks of the invertible convolutions and butterflies, measured side by side.
 
     python -m flowdsl.runtime.bench.convs [--batch 64] [--shape 3,32,32] [--repeats 15] [--threads N]
                                           [--onnx] [--spec FILE] [-o FILE]

@@ -4,7 +4,7 @@ The model is first fused (``model.fuse()``), so weight-only quantities (inverse 
 constant log-dets) are computed at export time in float64 and stored as initializers; no linalg
 solver reaches the graph. Both files have a dynamic batch dimension, pass ``onnx.checker`` and
 carry the spec text, its sha256 and the flowdsl version in their metadata. The exporter is
-torch's dynamo exporter at opset 18 (see shared/onnx.md). With ``check=True`` the same fused
+torch's dynamo exporter at opset 18 (below 18 dynamo writes invalid models). With ``check=True`` the same fused
 module is run against the files in onnxruntime (:func:`check_parity`); a relative error above the
 tolerance, or a NaN, fails the export.
 """

@@ -4,7 +4,7 @@ Pure geometry, no parameters: everything here is computed once (on the CPU, int6
 ``rg`` module is built and stored as buffers; :mod:`flowdsl.runtime.layers.rg` only calls
 ``index_select`` / ``reshape`` with them.
 
-Notation (papers.md §1.1). Image C×L×L, patch edge K (even), ``levels`` = number of RG levels
+Notation (RG-Flow, Hu et al., arXiv 2010.00029). Image C×L×L, patch edge K (even), ``levels`` = number of RG levels
 (``auto`` = log2(L/K) + 1). At level h the *current lattice* is the 2^h-lattice
 Λ_h = {(y, x) : 2^h | y and 2^h | x}, n_h = L/2^h points per axis. A layer at level h cuts Λ_h
 into P_h² = (L/(K·2^h))² non-overlapping K×K patches with dilation s = 2^h and stride K·s:

@@ -1,7 +1,7 @@
 """``prior spike_slab(spike=0.01, slab=1.0, weight=0.5, anneal=0)``: continuous spike-and-slab.
 
 A factorised two-component Gaussian mixture over every latent entry (Li & Han, "gradually
-sparsified" spike-and-slab, https://arxiv.org/abs/2209.09949; see papers.md §5):
+sparsified" spike-and-slab, https://arxiv.org/abs/2209.09949):
 
     p(z_i) = (1 − w)·N(z_i; 0, σ₀(t)²) + w·N(z_i; 0, σ₁²)
     log p(z) = Σ_i logsumexp( log(1−w) + log N(z_i; 0, σ₀²),  log w + log N(z_i; 0, σ₁²) )

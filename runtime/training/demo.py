@@ -58,7 +58,6 @@ def jacobian_logdet_error(model, x: torch.Tensor) -> float:
 def sweep_specs(outdir: Path, specs_dir: str | None = None) -> float:
     """Check every bundled spec end to end; returns the worst onnxruntime relative error."""
     import flowdsl
-    from flowdsl.runtime.export.onnx import check_parity
 
     print(f"{'spec':<34} {'params':>10} {'rt f64':>9} {'rt f32':>9} {'logdet':>9} {'onnx rel':>9} {'time':>7}")
     worst = 0.0
@@ -81,8 +80,7 @@ def sweep_specs(outdir: Path, specs_dir: str | None = None) -> float:
         with torch.no_grad():
             x32 = x.float()
             rt32 = float((m32.inverse(m32(x32)[0]) - x32).abs().max())
-        fwd, inv = flowdsl.export_onnx(m32, outdir / "onnx" / spec.name)
-        res = check_parity(m32.fuse(), fwd, inv)
+        res = flowdsl.export_onnx(m32, outdir / "onnx" / spec.name, check=True).parity  # raises on a failed check
         rel = max(v for k, v in res.items() if k.endswith("_rel"))
         worst = max(worst, rel)
         params = sum(p.numel() for p in model.parameters())
@@ -92,7 +90,6 @@ def sweep_specs(outdir: Path, specs_dir: str | None = None) -> float:
 
 def run_demo(out: str, steps: int | None = None, sweep: bool = False, specs_dir: str | None = None) -> int:
     import flowdsl
-    from flowdsl.runtime.export.onnx import check_parity
     from flowdsl.runtime.training import load_model, sample_grid, train
 
     outdir = Path(out)
@@ -108,9 +105,8 @@ def run_demo(out: str, steps: int | None = None, sweep: bool = False, specs_dir:
     grid = sample_grid(run, n=64, temperature=0.7, out_png=run / "grid.png")
     print(f"== wrote {grid['path']} (64 samples at temperature 0.7)")
     _, model, _ = load_model(run)
-    fwd, inv = flowdsl.export_onnx(model, run / "onnx")
-    res = check_parity(model.fuse(), fwd, inv)
-    worst = max(v for k, v in res.items() if k.endswith("_rel"))
+    fwd, inv = exported = flowdsl.export_onnx(model, run / "onnx", check=True)  # raises on a failed check
+    worst = max(v for k, v in exported.parity.items() if k.endswith("_rel"))
     print(f"== exported {fwd} and {inv}; onnxruntime vs PyTorch: max relative error {worst:.1e}")
     if sweep:
         print("== every bundled spec: check, compile, round trip, Jacobian log-det, ONNX parity")

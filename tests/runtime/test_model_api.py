@@ -1,4 +1,4 @@
-"""The API contract of the foundation issue, on image and vector flows."""
+"""The public API contract (parse, compile, forward, inverse, log_prob, sample), on image and vector flows."""
 from __future__ import annotations
 
 import json

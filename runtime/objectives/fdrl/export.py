@@ -7,7 +7,7 @@ the loss/divergence and sampler settings, and how data maps to the model scale (
 v = 2k/(L−1) − 1 for level k; vectors: v = (x − center)/radius with the stored values).
 
 The **sampler is not exported**: each of its steps needs ∇ₓ f′(r(x)), and
-``torch.autograd.grad`` inside a module has no ONNX export (papers.md §6). It is a PyTorch-only
+``torch.autograd.grad`` inside a module has no ONNX export. It is a PyTorch-only
 loop (:func:`flowdsl.runtime.objectives.fdrl.sampler.run_flow`); a deployment that has only the ONNX file
 can score examples with r(x) but not generate.
 """

@@ -1,6 +1,6 @@
 """Bregman losses for density-ratio estimation and the f′ table of the gradient flow.
 
-Notation (papers.md §4.1): p = data, q = the particles (source or flowed), target ratio
+Notation (FDRL, arXiv 2303.03714): p = data, q = the particles (source or flowed), target ratio
 r*(x) = q(x)/p(x). With ``out_p`` / ``out_q`` the estimator's outputs on a data batch and a
 particle batch:
 

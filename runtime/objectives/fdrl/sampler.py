@@ -1,6 +1,6 @@
 """The FDRL sampler: particles follow the gradient flow of the entropy-regularised f-divergence.
 
-One Euler–Maruyama step (papers.md §4.2; DGflow Eq. 5), with the estimator r frozen:
+One Euler–Maruyama step (DGflow, Ansari et al. 2021, arXiv 2012.00780, Eq. 5), with the estimator r frozen:
 
     x ← x − η·∇ₓ E(x) + ν·ξ,   ξ ~ N(0, I),   E(x) = f′(r(x))   [− φ·log p(y|x)]
 
@@ -15,7 +15,7 @@ generation (r(x|y) ∝ r(x)/p(y|x), so the energy gains −φ·log p(y|x) for th
   the noise comes from a ``torch.Generator`` if one is given.
 
 The sampler is a PyTorch-only loop: it needs ∇ₓ of a network at every step, and
-``torch.autograd.grad`` inside a module is not exportable to ONNX (papers.md §6). The
+``torch.autograd.grad`` inside a module is not exportable to ONNX. The
 estimator r(x) alone exports (:mod:`flowdsl.runtime.objectives.fdrl.export`).
 """
 from __future__ import annotations

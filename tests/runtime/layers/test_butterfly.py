@@ -1,7 +1,7 @@
 """butterfly(depth, over): dense matrix, closed-form inverse, log-det, frozen forms, checker, ONNX.
 
 float64, parameters randomised away from the initialisation. The reference matrix is built here
-from the definition (dsl.md / papers.md §3): level ℓ mixes j and j + n/2^(ℓ+1) inside blocks of
+from the definition (ButterflyFlow, Meng et al., arXiv 2209.13774): level ℓ mixes j and j + n/2^(ℓ+1) inside blocks of
 n/2^ℓ with its own 2×2 matrix, levels applied in the order 0, 1, …; the layer's Jacobian is that
 n×n matrix placed on the mixed axis (a Kronecker product with identities).
 """
