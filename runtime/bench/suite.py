@@ -242,10 +242,14 @@ def _spec_probe(cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------------- the report
-def _other_sections(sections: list[str], batch: int, threads: int, say: Callable[[str], None]) -> list[str]:
+def _other_sections(sections: list[str], batch: int, threads: int, say: Callable[[str], None], specs: list[str]) -> list[str]:
     import importlib
 
     out: list[str] = []
+    if "frontend" in sections:
+        from flowdsl.runtime.bench.frontend import frontend_section
+
+        out.append(frontend_section(specs[0], say))  # the cold check runs on the first spec given
     if "convs" in sections:
         try:
             mod = importlib.import_module("flowdsl.runtime.bench.convs")
@@ -344,7 +348,7 @@ def _cmd(args: argparse.Namespace) -> int:
                          "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves (`saved_tensors_hooks`). Invertible memory "
                          "= `flowdsl.runtime.training.memory.InvertibleMemory` (activations recomputed from the outputs in backward). "
                          f"Batch {args.batch}, {args.threads} thread(s).\n\n" + memory_table(mem_specs, args.batch, args.threads, say))
-    parts += _other_sections(sections, args.batch, args.threads, say)
+    parts += _other_sections(sections, args.batch, args.threads, say, args.specs)
     head = [
         "# flowdsl benchmarks", "", "Produced by", "", f"    {command}", "",
         f"({time.strftime('%Y-%m-%d %H:%M')}, {', '.join(versions)}; {_cpu()}, {args.threads} thread(s); "
@@ -401,7 +405,7 @@ def register(subparsers) -> None:
     b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
     b.add_argument("--sections", default="fusion,convs,rg",
                    help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
-                        "the glow_cifar targets), convs, rg")
+                        "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times)")
     b.add_argument("--no-compile", action="store_true")
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--no-normflows", action="store_true")
