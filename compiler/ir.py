@@ -75,8 +75,10 @@ def _fmt(v: Any) -> str:
 class FlowGraph:
     """The IR shared by every pass: graph + top-level chain order + graph-level specs."""
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: Any, warnings: list | None = None) -> None:
         self.spec = spec
+        #: located warnings of the checker (``flowdsl.errors.CheckWarning``), in the order found
+        self.warnings: list = warnings if warnings is not None else []
         self.g = nx.DiGraph()
         self.chain: list[str] = []
         self.latents: list[str] = []

@@ -67,6 +67,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(explain_fusion(graph))
     if not args.explain:
         print(graph.format())
+    for w in graph.warnings:
+        print(w.render(), file=sys.stderr)
+    if graph.warnings and args.werror:
+        print(f"{args.file}: {len(graph.warnings)} warning(s) treated as errors (--werror)", file=sys.stderr)
+        return 1
     print(f"{args.file}: ok ({spec.name}: prior {spec.prior.name}, objective {spec.objective.name})")
     return 0
 
@@ -136,6 +141,7 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     c = sub.add_parser("check", help="check a spec file and print its bijector graph")
     c.add_argument("file")
     c.add_argument("--explain", action="store_true", help="print the IR after each pass")
+    c.add_argument("--werror", action="store_true", help="exit 1 when the checker has warnings")
     c.set_defaults(func=_cmd_check)
 
     g = sub.add_parser("graph", help="draw the bijector graph (.svg, .png or .dot)")

@@ -23,6 +23,7 @@ __all__ = [
     "ParseError",
     "CheckError",
     "NotAvailableError",
+    "CheckWarning",
     "ResourceLimitError",
     "DataError",
     "CheckpointError",
@@ -126,7 +127,15 @@ class CheckError(FlowDSLError):
 
 
 class NotAvailableError(CheckError):
-    """A construct of the language whose implementation has not landed."""
+    """A construct the runtime cannot carry out here (e.g. an objective without a trainer)."""
+
+
+class CheckWarning(CheckError):
+    """A located warning: the spec is accepted, but something in it is likely a mistake. It is a
+    value (collected by the checker on ``FlowGraph.warnings``, never raised) rendered like errors:
+    ``file:line:col: warning: ...`` with the source line and caret."""
+
+    kind = "warning"
 
 
 class ResourceLimitError(CheckError):

@@ -70,7 +70,7 @@ class ButterflyKind(LayerKind):
         top = max_depth(n)
         if args.depth == "auto":
             if top == 0:
-                ctx.warn(f"butterfly over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over")
+                ctx.warn(f"over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over")
             return shape
         d = args.depth
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:

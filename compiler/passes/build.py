@@ -33,7 +33,7 @@ def layer_node(layer: LayerSpec, node_id: str | None = None, parent: str | None 
 
 
 def build_graph(spec: FlowSpec, diag: Diagnostics | None = None) -> FlowGraph:
-    graph = FlowGraph(spec)
+    graph = FlowGraph(spec, warnings=diag.warnings if diag is not None else None)
     graph.add(Node(id="x", role="input", kind="input", out_shape=tuple(spec.input.shape), span=spec.input.span))
     prev = "x"
     n_latents = 0

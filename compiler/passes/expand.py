@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flowdsl import syntax as S
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
-from flowdsl.errors import ArgumentValueError, CheckError, NotAvailableError, ResourceLimitError, Span, did_you_mean, show_value
+from flowdsl.errors import ArgumentValueError, CheckError, CheckWarning, NotAvailableError, ResourceLimitError, Span, did_you_mean, show_value
 from flowdsl.parser import KEYWORDS
 from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, ObjectiveSpec, PriorSpec, TrainSpec
 
@@ -28,15 +28,13 @@ class Diagnostics:
     def __init__(self, filename: str, source: str) -> None:
         self.filename = filename
         self.source = source
-        self.warnings: list[str] = []
+        self.warnings: list[CheckWarning] = []
 
     def fail(self, message: str, span: Span | None, cls: type[CheckError] = CheckError, notes=()) -> None:
         raise cls(message, filename=self.filename, span=span, source=self.source, notes=notes)
 
     def warn(self, message: str, span: Span | None) -> None:
-        line = span.line if span else 0
-        col = span.column if span else 0
-        self.warnings.append(f"{self.filename}:{line}:{col}: warning: {message}")
+        self.warnings.append(CheckWarning(message, filename=self.filename, span=span, source=self.source))
 
 
 _INPUT_ARGS = {
