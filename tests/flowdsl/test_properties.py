@@ -93,4 +93,7 @@ def test_arbitrary_text_never_raises_anything_but_flowdsl_errors(text):
     try:
         flowdsl.parse(text)
     except flowdsl.FlowDSLError as e:
-        assert e.line >= 0
+        # every error about the text is located on a real line and column of it
+        assert 1 <= e.line <= text.count("\n") + 1, (e.line, str(e))
+        assert e.column >= 1, (e.column, str(e))
+        assert str(e).startswith(f"<string>:{e.line}:{e.column}: "), str(e)

@@ -80,13 +80,17 @@ def test_rejection_is_located(name, text, line, col, cls, sub):
     assert e.filename == "bad.flow"
 
 
-def test_not_available_constructs_parse_and_are_reported_with_location():
-    # fdrl parses and its arguments are checked; it is reported as not available until it lands.
+def test_fdrl_parses_and_its_arguments_are_checked():
     from flowdsl.compiler.kinds import get_objective
 
-    text = flow("objective fdrl(loss=lr, divergence=js)\n")
     assert get_objective("fdrl") is not None
-    flowdsl.parse(text)
+    spec = flowdsl.parse(flow("objective fdrl(loss=lr, divergence=js)\n"), filename="ok.flow")
+    args = spec.objective.args
+    assert spec.objective.name == "fdrl" and (args.loss, args.divergence) == ("lr", "js")
+    stmt = "objective fdrl(loss=lr, divergence=jss)"
+    e = err(flow(stmt + "\n"))
+    assert isinstance(e, CheckError) and not isinstance(e, NotAvailableError), str(e)
+    assert (e.line, e.column) == (3, stmt.index("jss") + 1) and "did you mean 'js'" in str(e), str(e)
 
 
 def test_dimension_change_is_rejected():

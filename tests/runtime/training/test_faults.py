@@ -51,20 +51,26 @@ def test_sigkill_while_writing_checkpoints_keeps_the_last_one_valid(tmp_path, tr
 
 
 def test_training_into_an_unwritable_place_is_a_clear_error(tmp_path):
-    blocker = tmp_path / "file"
+    blocker = tmp_path / "blocker.txt"  # a file where the run folder's parent should be
     blocker.write_text("not a folder")
     spec = "flow v { input vector(dim=2) actnorm coupling(hidden=8) train(data=moons, batch=16, steps=3) }"
     with pytest.raises(FlowDSLError) as info:
         train(spec, out=blocker / "run", quiet=True, sample_n=0)
-    assert "run" in str(info.value) or "file" in str(info.value)
+    e = info.value
+    # names the place it could not write, says so, and gives the OS's reason
+    assert str(e.filename).startswith(str(blocker / "run")), e.filename
+    assert str(blocker / "run") in e.message and "cannot write" in e.message, str(e)
+    assert "not a directory" in e.message.lower(), str(e)
+    assert blocker.read_text() == "not a folder"
 
 
 def test_cli_train_unwritable_exits_1_without_traceback(tmp_path):
-    blocker = tmp_path / "file"
+    blocker = tmp_path / "blocker.txt"
     blocker.write_text("x")
     spec = tmp_path / "v.flow"
     spec.write_text("flow v { input vector(dim=2) actnorm coupling(hidden=8) train(data=moons, batch=16, steps=3) }")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "flowdsl", "train", str(spec), "--out", str(blocker / "run")], capture_output=True, text=True, env=env)
     assert out.returncode == 1, out.stderr
-    assert "Traceback" not in out.stderr and "error" in out.stderr
+    assert "Traceback" not in out.stderr and "error:" in out.stderr
+    assert str(blocker / "run") in out.stderr and "cannot write" in out.stderr, out.stderr
