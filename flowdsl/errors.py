@@ -33,6 +33,7 @@ __all__ = [
     "nearest",
     "did_you_mean",
     "show_value",
+    "source_lines",
 ]
 
 
@@ -51,6 +52,15 @@ class Span:
     @property
     def known(self) -> bool:
         return self.line > 0
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of a spec text as the lexer counts them: broken at ``\n`` only (``str.splitlines``
+    also breaks at ``\v``, ``\f``, a lone ``\r``, U+2028, ...), without a last empty line."""
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return [] if lines == [""] else lines
 
 
 class FlowDSLError(Exception):
@@ -84,7 +94,7 @@ class FlowDSLError(Exception):
         self.source_line = None
         self._empty_file = False
         if source is not None and self.line > 0:
-            lines = source.splitlines()
+            lines = source_lines(source)
             if self.line <= len(lines):
                 self.source_line = lines[self.line - 1]
             elif not lines and self.line == 1:
@@ -98,7 +108,7 @@ class FlowDSLError(Exception):
         loc = f"{self.filename}:{self.line}:{self.column}" if self.line else self.filename
         out = [f"{loc}: {self.kind}: {self.message}"]
         if self.source_line is not None:
-            raw = self.source_line.rstrip("\n")
+            raw = self.source_line.rstrip("\r\n")
             text = "(empty file)" if self._empty_file else raw.expandtabs(_TAB)
             out.append("    " + text)
             col = max(self.column, 1)

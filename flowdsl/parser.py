@@ -11,7 +11,7 @@ import re
 from lark import Lark
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
-from flowdsl.errors import ParseError, Span
+from flowdsl.errors import ParseError, Span, source_lines
 from flowdsl.grammar import grammar_text
 from flowdsl.syntax import SpecFile, SyntaxBuilder
 
@@ -136,7 +136,7 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
             source=text,
         ) from None
     except UnexpectedEOF as e:
-        lines = text.splitlines() or [""]
+        lines = source_lines(text) or [""]
         line = len(lines)
         col = len(lines[-1]) + 1
         raise ParseError(
@@ -148,7 +148,7 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
     except UnexpectedToken as e:
         tok = e.token
         if tok.type == "$END":
-            lines = text.splitlines() or [""]
+            lines = source_lines(text) or [""]
             line, col = len(lines), len(lines[-1]) + 1
             what = "unexpected end of file"
         else:

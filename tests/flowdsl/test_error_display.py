@@ -100,9 +100,6 @@ def test_leading_utf8_bom_is_accepted_and_line_1_columns_stay_right(as_bytes):
     assert src == bad[1:].rstrip("\n") and src[i : i + width] == "actnrom"
 
 
-@pytest.mark.xfail(strict=True, reason="the shown line comes from str.splitlines(), which also breaks at "
-                   "\\v, \\f, a lone \\r, \\x1c and U+2028; the lexer's line numbers count only \\n "
-                   "(flowdsl/errors.py, flowdsl/parser.py)")
 @pytest.mark.parametrize("sep", ["\x0b", "\x0c", "\r", "\u2028"], ids=["vt", "ff", "cr", "u2028"])
 def test_shown_line_is_the_line_the_location_counts(sep):
     e = err(f"# a{sep}comment\nflow t {{\n  input vector(dim=2)\n  actnrom\n}}\n")
