@@ -22,6 +22,7 @@ import numpy as np
 
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["load_array_file", "arrange", "infer_levels"]
 
@@ -129,3 +130,9 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
     if data_levels is None and not np.all(np.isfinite(x)):
         raise DataError("data holds NaN or infinite values", filename=name)
     return as_dataset(name, x, input_shape=input_shape, levels=levels, data_levels=data_levels, labels=labels, split=split, notes=[note])
+
+
+@register_dataset("arrays", kind="any", suffixes=(".npy", ".npz"),
+                  description="arrays (N, *shape): x_train/x_test keys, or a fixed 90/10 split")
+def _array_file(req: DataRequest) -> Dataset:
+    return load_array_file(req.path, req.shape, req.levels, req.split)

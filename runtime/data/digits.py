@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split
+from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["DIGITS_LEVELS", "DIGITS_SHAPE", "DIGITS_N_TRAIN", "digits_arrays", "load_digits"]
 
@@ -52,3 +53,9 @@ def load_digits(input_shape, levels, split: str = "train") -> Dataset:
         split=split,
         notes=[f"scikit-learn digits, {split} split ({len(images)} of 1797; fixed PCG64(0) permutation, first 1500 train)"],
     )
+
+
+@register_dataset("digits", kind="image",
+                  description="scikit-learn's 8×8 digits, 1×8×8, 17 levels (fixed split: 1,500 train, 297 test)")
+def _digits(req: DataRequest) -> Dataset:
+    return load_digits(req.shape, req.levels, req.split)

@@ -19,6 +19,7 @@ import numpy as np
 
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "is_image_dir", "load_image_dir"]
 
@@ -86,3 +87,9 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
     if labels is not None and (labels < 0).any():
         labels = None
     return as_dataset(str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=[note])
+
+
+@register_dataset("images", kind="image", folder=is_image_dir,
+                  description="PNG/JPEG images (train/ and test/ subfolders, or a fixed 90/10 split; not resized)")
+def _image_folder(req: DataRequest) -> Dataset:
+    return load_image_dir(req.path, req.shape, req.levels, req.split)

@@ -1,18 +1,13 @@
 """One entry point for every data source: :func:`load_dataset` (and :func:`load_for_spec`).
 
-``name_or_path`` is one of
-
-====================  =====================================================================
-``digits``            scikit-learn 8×8 digits, 1×8×8, 17 levels (:mod:`.digits`)
-``mnist``             MNIST IDX files found on this machine (:mod:`.idx`)
-``patches``           crops of scikit-image's bundled photos (alias ``photos``; :mod:`.patches`)
-``moons``, ``8gaussians``, ``checkerboard``, ``pinwheel``   2-D toy densities (:mod:`.toy2d`)
-a directory           MNIST-format IDX files, or PNG/JPEG images (:mod:`.idx`, :mod:`.images`)
-a ``.npy``/``.npz``   user arrays (:mod:`.arrays`)
-====================  =====================================================================
+``name_or_path`` is a name from the data-source table (:mod:`.registry`; the built-in sources
+register in :mod:`.digits`, :mod:`.mnist`, :mod:`.patches` and :mod:`.toy2d`), or a
+path to a file or folder that one of the table's formats reads (IDX folders in :mod:`.mnist`, image
+folders in :mod:`.images`, ``.npy``/``.npz`` in :mod:`.arrays`). ``python -c "import
+flowdsl.runtime.data as d; print(d.describe_sources())"`` prints the table.
 
 Relative paths are tried from the current directory, then from ``base_dir`` (the spec file's
-folder). Built-in names win over files of the same name: write ``./digits`` for a folder
+folder). Registered names win over files of the same name: write ``./digits`` for a folder
 called ``digits``. Every problem — unknown name, missing file, shape or levels that do not fit the spec —
 is a :class:`flowdsl.errors.DataError` whose message names what was found and what the spec's
 ``input`` asks for.
@@ -25,11 +20,9 @@ from typing import Any
 
 from flowdsl.errors import DataError, did_you_mean
 from flowdsl.runtime.data.base import Dataset
-from flowdsl.runtime.data.toy2d import TOY_ALIASES, TOY_SAMPLERS
+from flowdsl.runtime.data.registry import DataRequest, data_formats, dataset_names, find_dataset
 
-__all__ = ["DATASET_NAMES", "load_dataset", "load_for_spec", "resolve_data_path"]
-
-DATASET_NAMES = ("digits", "mnist", "patches", "photos") + tuple(TOY_SAMPLERS) + tuple(TOY_ALIASES)
+__all__ = ["load_dataset", "load_for_spec", "resolve_data_path"]
 
 
 def resolve_data_path(name: str, base_dir: str | os.PathLike | None = None) -> Path | None:
@@ -42,6 +35,14 @@ def resolve_data_path(name: str, base_dir: str | os.PathLike | None = None) -> P
         if q.exists():
             return q
     return None
+
+
+def _neither(items: list[str]) -> str:
+    if len(items) <= 1:
+        return f"no {items[0] if items else 'data a format reads'}"
+    if len(items) == 2:
+        return f"neither {items[0]} nor {items[1]}"
+    return f"none of {', '.join(items[:-1])} or {items[-1]}"
 
 
 def load_dataset(
@@ -77,47 +78,30 @@ def load_dataset(
     name = os.fspath(name_or_path)
     key = name.lower()
     explicit_path = isinstance(name_or_path, os.PathLike) or any(c in name for c in "/\\") or name.startswith(".")
-    builtin = not explicit_path and (key in ("digits", "mnist", "patches", "photos") or key in TOY_SAMPLERS or key in TOY_ALIASES)
-    path = None if builtin else resolve_data_path(name, base_dir)
-    if key == "digits" and path is None:
-        from flowdsl.runtime.data.digits import load_digits
-
-        return load_digits(shape, levels, split)
-    if key == "mnist" and path is None:
-        from flowdsl.runtime.data.idx import find_mnist_dir, load_idx_dir
-
-        return load_idx_dir(find_mnist_dir(), shape, levels, split, name="mnist")
-    if key in ("patches", "photos") and path is None:
-        from flowdsl.runtime.data.patches import load_patches
-
-        return load_patches(shape, levels, split, n=n)
-    if (key in TOY_SAMPLERS or key in TOY_ALIASES) and path is None:
-        from flowdsl.runtime.data.toy2d import load_toy
-
-        return load_toy(key, shape, levels, split, seed=seed, n=n)
+    source = None if explicit_path else find_dataset(key)
+    if source is not None:
+        return source.load(DataRequest(key, shape, levels, split, seed, n))
+    path = resolve_data_path(name, base_dir)
+    formats = data_formats()
+    suffixes = [s for f in formats for s in f.suffixes]
     if path is None:
-        looks_like_path = any(c in name for c in "/\\.") or name.endswith((".npy", ".npz"))
+        looks_like_path = any(c in name for c in "/\\.") or name.lower().endswith(tuple(suffixes))
         if looks_like_path:
             raise DataError("no such data file or folder", filename=name)
+        names = dataset_names()
         raise DataError(
-            f"unknown data set {name!r}{did_you_mean(key, DATASET_NAMES)}; known: digits, mnist, patches, "
-            "moons, 8gaussians, checkerboard, pinwheel, or a path to .npy/.npz or a folder",
+            f"unknown data set {name!r}{did_you_mean(key, names)}; known: {', '.join(dataset_names(aliases=False))}, "
+            f"or a path to {'/'.join(suffixes) or 'a file'} or a folder",
             filename=name,
         )
+    for fmt in formats:
+        if fmt.reads(path):
+            return fmt.load(DataRequest(name, shape, levels, split, seed, n, path))
     if path.is_dir():
-        from flowdsl.runtime.data.idx import is_idx_dir, load_idx_dir
-        from flowdsl.runtime.data.images import is_image_dir, load_image_dir
-
-        if is_idx_dir(path):
-            return load_idx_dir(path, shape, levels, split)
-        if is_image_dir(path):
-            return load_image_dir(path, shape, levels, split)
-        raise DataError("folder holds neither MNIST-format IDX files nor PNG/JPEG images", filename=str(path))
-    if path.suffix.lower() in (".npy", ".npz"):
-        from flowdsl.runtime.data.arrays import load_array_file
-
-        return load_array_file(path, shape, levels, split)
-    raise DataError("unsupported data file (expected .npy, .npz or a folder)", filename=str(path))
+        folders = [f.description.split(" (")[0] for f in formats if f.folder is not None]
+        raise DataError(f"folder holds {_neither(folders)}", filename=str(path))
+    expected = ", ".join(suffixes) or "no file"
+    raise DataError(f"unsupported data file (expected {expected} or a folder)", filename=str(path))
 
 
 def load_for_spec(spec: Any, data: str | None = None, split: str = "train", seed: int | None = None, n: int | None = None) -> Dataset:

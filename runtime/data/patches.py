@@ -22,6 +22,7 @@ import numpy as np
 
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset
+from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["RGB_PHOTOS", "GREY_PHOTOS", "photo_dir", "load_photos", "patch_arrays", "load_patches"]
 
@@ -104,3 +105,9 @@ def load_patches(input_shape, levels, split: str = "train", n: int | None = None
         split=split,
         notes=[f"{len(arr)} natural-image crops {shape[0]}×{shape[1]}×{shape[2]} from scikit-image photos ({split} region)"],
     )
+
+
+@register_dataset("patches", kind="image", aliases=("photos",),
+                  description="crops of scikit-image's bundled photos, C×H×W of the spec (C = 1 or 3), 256 levels")
+def _patches(req: DataRequest) -> Dataset:
+    return load_patches(req.shape, req.levels, req.split, n=req.n)

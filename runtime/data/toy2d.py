@@ -15,6 +15,7 @@ import numpy as np
 
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset
+from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["TOY_SAMPLERS", "TOY_ALIASES", "sample_toy", "two_moons", "eight_gaussians", "checkerboard", "pinwheel", "load_toy"]
 
@@ -88,3 +89,34 @@ def load_toy(name: str, input_shape, levels, split: str = "train", seed: int = 0
         name, x, input_shape=input_shape, levels=levels, data_levels=None, split=split,
         notes=[f"{n} points of the 2-D toy density {TOY_ALIASES.get(name, name)!r} (seed {s})"],
     )
+
+
+def _aliases(key: str) -> tuple[str, ...]:
+    return tuple(a for a, k in TOY_ALIASES.items() if k == key)
+
+
+def _toy(req: DataRequest) -> Dataset:
+    return load_toy(req.name, req.shape, req.levels, req.split, seed=req.seed, n=req.n)
+
+
+@register_dataset("moons", kind="vector", aliases=_aliases("moons"),
+                  description="2-D toy density: two interleaved half circles")
+def _moons(req: DataRequest) -> Dataset:
+    return _toy(req)
+
+
+@register_dataset("8gaussians", kind="vector", aliases=_aliases("8gaussians"),
+                  description="2-D toy density: eight Gaussians on a circle")
+def _eight_gaussians(req: DataRequest) -> Dataset:
+    return _toy(req)
+
+
+@register_dataset("checkerboard", kind="vector",
+                  description="2-D toy density: uniform on the dark squares of a 4×4 board")
+def _checkerboard(req: DataRequest) -> Dataset:
+    return _toy(req)
+
+
+@register_dataset("pinwheel", kind="vector", description="2-D toy density: five spiral arms")
+def _pinwheel(req: DataRequest) -> Dataset:
+    return _toy(req)

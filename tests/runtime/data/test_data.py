@@ -203,3 +203,37 @@ def test_dequantize_and_bits_per_dim():
     assert torch.allclose(bits_per_dim(lp, 64, 17), torch.full((5,), math.log2(17)))
     assert abs(nats_to_bits_per_dim(0.0, 256) - 8.0) < 1e-12
     assert abs(nats_to_bits_per_dim(math.log(2), None) - 1.0) < 1e-12
+
+
+def test_the_readme_table_is_the_registry():
+    """runtime/data/README.md holds the registry's table verbatim (regenerate with markdown_table())."""
+    from pathlib import Path
+
+    from flowdsl.runtime.data.registry import markdown_table
+
+    text = (Path(__file__).resolve().parents[3] / "runtime" / "data" / "README.md").read_text(encoding="utf-8")
+    table = text.split("<!-- data-sources: begin -->\n", 1)[1].split("\n<!-- data-sources: end -->", 1)[0]
+    assert table == markdown_table()
+
+
+def test_a_registered_source_is_loaded_listed_and_suggested():
+    from flowdsl.runtime.data import describe_sources, register_dataset, unregister_dataset
+    from flowdsl.runtime.data.base import as_dataset
+
+    @register_dataset("zigzag_test", kind="vector", aliases=("zz_test",), description="a test line")
+    def load(req):
+        x = np.stack([np.arange(8.0), np.arange(8.0) % 2], 1)
+        return as_dataset(req.name, x, input_shape=req.shape, levels=req.levels, data_levels=None, split=req.split)
+
+    try:
+        register_dataset("zigzag_test", kind="vector", aliases=("zz_test",), description="a test line")(load)  # a no-op
+        with pytest.raises(ValueError, match="registered twice"):
+            register_dataset("zz_test", kind="vector", description="another")(lambda req: None)
+        assert load_dataset("ZZ_test", (2,), None).x.shape == (8, 2)
+        assert "zigzag_test" in describe_sources() and "also zz_test" in describe_sources()
+        with pytest.raises(DataError, match=r"did you mean 'zigzag_test'.*known: digits.*zigzag_test"):
+            load_dataset("zigzag_tset", (2,), None)
+    finally:
+        unregister_dataset("zigzag_test")
+    with pytest.raises(DataError, match="unknown data set 'zigzag_test'"):
+        load_dataset("zigzag_test", (2,), None)
