@@ -27,14 +27,14 @@ __all__ = ["main", "build_parser"]
 CORE_COMMANDS = ("check", "graph", "export", "demo")
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
-#: unless the command line names a core command)
+#: unless the command line names a core command); the training module also adds the subcommands
+#: of the registered objectives (``fdrl-*``)
 PLUGIN_MODULES = (
     "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
     "flowdsl.runtime.explain.cli",
     "flowdsl.runtime.bench.suite",
     "flowdsl.runtime.bench.training",
-    "flowdsl.runtime.objectives.fdrl.cli",
 )
 
 

@@ -2,13 +2,18 @@
 
 ``register(subparsers)`` adds both subcommands to an ``argparse`` subparsers object; each sets
 ``func`` to a handler ``(args) -> int`` that raises :class:`flowdsl.errors.FlowDSLError` for user
-errors (the caller renders them). ``main(argv)`` runs the same parser standalone:
+errors (the caller renders them). Both dispatch through the objective registry
+(:mod:`flowdsl.runtime.objectives`) by the objective of the spec (``train``) or of the spec stored
+in the run (``sample``): the flags here are common to every objective, each objective adds its
+own in a group of its own (a flag of another objective is an error), and the objectives'
+own subcommands are added too. ``main(argv)`` runs the same parser standalone:
 ``python -m flowdsl.runtime.training train SPEC ...`` (also under ``torchrun ... -m``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import Optional, Sequence
 
 __all__ = ["register", "add_train_arguments", "add_sample_arguments", "cmd_train", "cmd_sample", "main"]
@@ -35,15 +40,13 @@ _TRAIN_FLAGS = (
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec file (.flow)")
-    p.add_argument("--data", default=None, metavar="NAME|PATH", help="data set name or path (default: the spec's train(data=...))")
+    p.add_argument("--data", default=None, metavar="NAME|PATH",
+                   help="data set name or path (default: the spec's train(data=...); the list is below)")
     p.add_argument("--steps", type=int, default=None, metavar="N", help="number of updates (default: the spec's train(steps=...))")
     p.add_argument("--out", "-o", default=None, metavar="RUN", help="run folder (default: runs/<flow name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    p.add_argument("--invertible-memory", dest="invertible_memory", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute activations from outputs in the backward pass: far less memory, ~1.4x the time per step "
-                        "(one process only; a resumed run keeps the setting unless told --no-invertible-memory)")
     for flag, dest, typ, text in _TRAIN_FLAGS:
         extra = {"choices": ("cosine", "constant")} if dest == "schedule" else {"metavar": "N" if typ is int else ("X" if typ is float else None)}
         p.add_argument(flag, dest=dest, type=typ, default=None, help=text, **{k: v for k, v in extra.items() if v is not None})
@@ -52,44 +55,63 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN|CKPT", help="run folder (uses best.pt) or checkpoint file (.pt, .safetensors)")
     p.add_argument("--n", "-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--temperature", "-t", type=float, default=0.7, help="prior temperature (default 0.7)")
     p.add_argument("-o", "--out", default="grid.png", help="output PNG (default grid.png)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--data", default=None, metavar="NAME|PATH", help="vector flows: data drawn under the samples (default: the run's; 'none': no data)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.training.loop import train
+    from flowdsl.runtime.objectives.registry import objective_options, train
+    from flowdsl.runtime.training.models import ModelFactory, as_spec
 
+    spec = as_spec(args.spec, ModelFactory())
+    name = getattr(getattr(spec, "objective", None), "name", None) or "mle"
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _TRAIN_FLAGS}
-    overrides["invertible_memory"] = getattr(args, "invertible_memory", None)
-    train(args.spec, data=args.data, steps=args.steps, out=args.out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, **overrides)
+    overrides.update(objective_options(args, name, "train", args.spec))
+    train(spec, data=args.data, steps=args.steps, out=args.out, resume=args.resume, overwrite=args.overwrite,
+          quiet=args.quiet, **overrides)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.training.sampling import sample_grid
+    import os
+
+    from flowdsl.runtime.objectives.registry import get_objective_runtime, objective_options, run_objective
 
     if args.n < 1:
         from flowdsl.errors import FlowDSLError
 
         raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
-    res = sample_grid(args.run, n=args.n, temperature=args.temperature, out_png=args.out, seed=args.seed, data=args.data)
-    import os
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"wrote {res['n']} samples of {res['spec']} (step {res['step']}, temperature {res['temperature']:g}) to {res['path']}")
+    name, spec = run_objective(args.run)
+    options = objective_options(args, name, "sample", str(args.run))
+    res = get_objective_runtime(name, spec).sample(args.run, args.n, out=args.out, seed=args.seed, data=args.data,
+                                                   **options)
+    if int(os.environ.get("RANK", "0")) == 0 and res.get("message"):
+        print(res["message"])
     return 0
 
 
 def register(subparsers) -> None:
-    """Add ``train`` and ``sample`` to an ``argparse`` subparsers object."""
-    p = subparsers.add_parser("train", help="train a spec by maximum likelihood", description="Train the flow of a spec file.")
+    """Add ``train`` and ``sample`` (with every objective's flags) and the objectives' own
+    subcommands to an ``argparse`` subparsers object."""
+    from flowdsl.runtime.data import describe_sources
+    from flowdsl.runtime.objectives.registry import add_objective_arguments, objective_runtimes
+
+    runtimes = objective_runtimes()
+    how = "; ".join(f"{name}: {rt.summary}" for name, rt in runtimes.items() if rt.summary)
+    p = subparsers.add_parser("train", help="train a spec by its objective (maximum likelihood for mle)",
+                              description=textwrap.fill(f"Train the flow of a spec file by its objective ({how}).", 79),
+                              epilog=describe_sources(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
+    add_objective_arguments(p, "train")
     p.set_defaults(func=cmd_train)
-    s = subparsers.add_parser("sample", help="draw samples from a trained run", description="Write samples of a trained flow as a PNG.")
+    s = subparsers.add_parser("sample", help="draw samples from a trained run",
+                              description="Write samples of a trained run as a PNG (by the objective of its spec).")
     add_sample_arguments(s)
+    add_objective_arguments(s, "sample")
     s.set_defaults(func=cmd_sample)
+    for rt in runtimes.values():
+        rt.add_commands(subparsers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,4 +1,7 @@
-"""The training loop behind ``flowdsl train`` (maximum likelihood).
+"""The training loop of ``objective mle`` (maximum likelihood): :func:`train_mle`.
+
+``flowdsl train`` and :func:`flowdsl.runtime.training.train` reach it through the objective
+registry (:mod:`flowdsl.runtime.objectives`), whose ``mle`` runtime calls it.
 
 One update (step t, global batch B, D dimensions per example):
 
@@ -60,7 +63,7 @@ from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at
 
 # ModelFactory, as_spec, load_model, evaluate_bpd, lr_at and BatchStream live in models,
 # evaluation and schedule; they stay importable from here, where they used to be defined.
-__all__ = ["ModelFactory", "train", "load_model", "evaluate_bpd", "lr_at", "BatchStream", "as_spec"]
+__all__ = ["ModelFactory", "train_mle", "load_model", "evaluate_bpd", "lr_at", "BatchStream", "as_spec"]
 
 
 class _LogProb(nn.Module):
@@ -113,7 +116,7 @@ def _prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> Op
     return None
 
 
-def train(
+def train_mle(
     spec: Any,
     data: Optional[str] = None,
     steps: Optional[int] = None,
@@ -125,7 +128,7 @@ def train(
     factory: Optional[ModelFactory] = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Train the flow of ``spec`` by maximum likelihood; returns the run's summary.
+    """Train the flow of an ``objective mle`` spec by maximum likelihood; returns the run's summary.
 
     Args:
         spec: a parsed spec (``flowdsl.load``), a path to a spec file, or spec text.
@@ -147,6 +150,8 @@ def train(
         "final_val_bpd", "train_bpd", "seconds", "out", "sparsity" (spike_slab), ...}``.
 
     Raises:
+        NotAvailableError: the spec has another objective (:func:`flowdsl.runtime.training.train`
+            dispatches to the runtime of each objective).
         DataError: missing data or data that does not fit the spec's input.
         CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec.
         NumericalError: the loss became NaN/Inf; names the step and the first non-finite layer.
@@ -178,8 +183,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     obj = getattr(getattr(spec, "objective", None), "name", "mle")
     if obj != "mle":
         raise NotAvailableError(
-            f"this trainer optimises objective mle; objective {obj!r} has its own training procedure"
-            + (" (flowdsl.runtime.objectives.fdrl.train.train_fdrl; the `flowdsl train` command dispatches there)" if obj == "fdrl" else ""),
+            f"train_mle trains objective mle; objective {obj!r} is trained by its own runtime "
+            "(flowdsl.runtime.training.train and `flowdsl train` dispatch on the objective)",
             filename=getattr(spec, "filename", "<string>"),
             span=spec.objective.span,
             source=getattr(spec, "source", None),

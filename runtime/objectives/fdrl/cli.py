@@ -1,17 +1,5 @@
-"""FDRL on the command line.
-
-``flowdsl train SPEC`` and ``flowdsl sample RUN`` dispatch on the objective: for
-``objective fdrl`` they run :func:`flowdsl.runtime.objectives.fdrl.train.train_fdrl` and
-:func:`flowdsl.runtime.objectives.fdrl.runs.sample_fdrl`; MLE specs go to the training package as before.
-The dispatch wraps the ``train``/``sample`` subcommands that the training package registered
-(this module is registered after it) and adds an "FDRL" group of flags to each:
-
-    flowdsl train specs/fdrl_moons.flow --out runs/fdrl_moons
-    flowdsl train specs/fdrl_glow_digits.flow --source-checkpoint runs/glow_digits --out runs/fdrl_glow
-    flowdsl train specs/fdrl_digits.flow --data-classes 7 --source-data digits --source-classes 1 --out runs/one2seven
-    flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 0.3 -o cond.png
-
-and three commands of its own:
+"""FDRL's own commands (added by the objective's runtime, :mod:`flowdsl.runtime.objectives.fdrl.objective`,
+which also handles ``flowdsl train`` / ``flowdsl sample`` for ``objective fdrl``):
 
     flowdsl fdrl-classifier --out clf.safetensors [--adversarial EPS] [--seed S]
     flowdsl fdrl-eval RUN [--n N] [--classifier CLF] [--guidance-classifier G --guidance PHI]
@@ -20,15 +8,14 @@ and three commands of its own:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from flowdsl.errors import FlowDSLError
 
-__all__ = ["register", "cmd_train_fdrl", "cmd_sample_fdrl", "cmd_classifier", "cmd_eval", "cmd_export", "parse_classes"]
+__all__ = ["register", "cmd_classifier", "cmd_eval", "cmd_export", "parse_classes"]
 
 
 def parse_classes(text: Optional[str]) -> Optional[list[int]]:
@@ -39,142 +26,6 @@ def parse_classes(text: Optional[str]) -> Optional[list[int]]:
         return [int(t) for t in str(text).split(",") if t.strip() != ""]
     except ValueError:
         raise FlowDSLError(f"classes must be comma-separated integers, got {text!r}", filename="fdrl") from None
-
-
-# -- train / sample dispatch -------------------------------------------------------------------
-
-
-def _spec_is_fdrl(path: str) -> bool:
-    import flowdsl
-
-    try:
-        spec = flowdsl.load(path)
-    except FlowDSLError:
-        return False  # the training package reports the error
-    return spec.objective.name == "fdrl"
-
-
-def _ckpt_is_fdrl(run: str) -> bool:
-    import flowdsl
-    from flowdsl.runtime.training.checkpoint import read_checkpoint
-
-    try:
-        ckpt = read_checkpoint(run)
-        spec = flowdsl.parse(ckpt["spec_text"])
-    except FlowDSLError:
-        return False
-    return spec.objective.name == "fdrl"
-
-
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("FDRL (objective fdrl)")
-    g.add_argument("--source-checkpoint", default=None, metavar="RUN|CKPT", help="source=prior: the trained flow of this spec's layers")
-    g.add_argument("--source-temperature", type=float, default=None, help="source=prior: sampling temperature of the flow (default 1)")
-    g.add_argument("--source-data", default=None, help="use a second data set as the source (unpaired translation)")
-    g.add_argument("--source-classes", default=None, metavar="C,C", help="keep only these labels of the source data")
-    g.add_argument("--data-classes", default=None, metavar="C,C", help="keep only these labels of the training data")
-    g.add_argument("--ema", type=float, default=None, help="EMA decay of the estimator weights (default 0.998)")
-    g.add_argument("--kappa", type=int, default=None, help="extra sampler steps after K at evaluation/sampling (default: images 20, 10 for uniform; vectors 0)")
-    g.add_argument("--eval-n", type=int, default=None, help="particles per evaluation (default 1000)")
-
-
-def _add_sample_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("FDRL (objective fdrl)")
-    g.add_argument("--flow-steps", type=int, default=None, help="sampler steps (default K + kappa of the run)")
-    g.add_argument("--classifier", default=None, help="classifier for guidance (flowdsl fdrl-classifier)")
-    g.add_argument("--label", default="all", help="class to generate with --classifier, or 'all' (sample i gets class i mod classes)")
-    g.add_argument("--guidance", type=float, default=0.3, help="guidance weight phi (energy f'(r) - phi log p(y|x); default 0.3)")
-    g.add_argument("--raw", action="store_true", help="sample with the raw estimator weights instead of their EMA")
-    g.add_argument("--show-source", default=None, metavar="PNG", help="also write the source samples (the particles' start)")
-    g.add_argument("--source-temperature", type=float, default=None,
-                   help="source=prior runs: the flow's sampling temperature (default: the run's; --temperature is for MLE runs)")
-
-
-def _wrap(parser: argparse.ArgumentParser, is_fdrl: Callable[[argparse.Namespace], bool], ours: Callable[[argparse.Namespace], int]) -> None:
-    theirs = parser.get_default("func")
-
-    def dispatch(args: argparse.Namespace) -> int:
-        if is_fdrl(args):
-            return ours(args)
-        if theirs is None:  # pragma: no cover - the training package always sets it
-            raise FlowDSLError("no handler for this command", filename="flowdsl")
-        return theirs(args)
-
-    parser.set_defaults(func=dispatch)
-
-
-def cmd_train_fdrl(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.objectives.fdrl.train import train_fdrl
-    from flowdsl.runtime.training.config import TrainConfig
-
-    overrides = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig) if f.name not in ("data", "steps")}
-    fdrl = {
-        "source_checkpoint": getattr(args, "source_checkpoint", None),
-        "source_temperature": getattr(args, "source_temperature", None),
-        "source_data": getattr(args, "source_data", None),
-        "source_classes": parse_classes(getattr(args, "source_classes", None)),
-        "data_classes": parse_classes(getattr(args, "data_classes", None)),
-        "ema": getattr(args, "ema", None),
-        "kappa": getattr(args, "kappa", None),
-        "eval_n": getattr(args, "eval_n", None),
-    }
-    train_fdrl(args.spec, data=args.data, steps=args.steps, out=args.out, resume=args.resume, overwrite=args.overwrite,
-               quiet=args.quiet, fdrl=fdrl, **overrides)
-    return 0
-
-
-def _guidance(model: Any, classifier_path: str, label: str, n: int, weight: float):
-    import torch
-
-    from flowdsl.runtime.objectives.fdrl.classifier import load_classifier
-    from flowdsl.runtime.objectives.fdrl.sampler import Guidance
-
-    clf, _ = load_classifier(classifier_path)
-    if tuple(clf.input_shape) != tuple(model.input_shape):
-        raise FlowDSLError(f"classifier input {clf.input_shape} does not match the run's input {model.input_shape}", filename=classifier_path)
-    if str(label).lower() == "all":
-        labels = torch.arange(n) % clf.classes
-    else:
-        try:
-            y = int(label)
-        except ValueError:
-            raise FlowDSLError(f"--label must be a class number or 'all', got {label!r}", filename="sample") from None
-        if not 0 <= y < clf.classes:
-            raise FlowDSLError(f"--label {y} is not a class of the classifier (0..{clf.classes - 1})", filename="sample")
-        labels = torch.full((n,), y, dtype=torch.long)
-    return Guidance(clf, labels, weight), labels
-
-
-def cmd_sample_fdrl(args: argparse.Namespace) -> int:
-    from flowdsl.runtime.objectives.fdrl.datasets import load_data
-    from flowdsl.runtime.objectives.fdrl.runs import load_fdrl, sample_fdrl, write_fdrl_samples
-
-    if args.n < 1:
-        raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
-    spec, model, ckpt = load_fdrl(args.run)
-    if getattr(args, "source_temperature", None) is not None:
-        if model.source_kind != "prior":
-            raise FlowDSLError("--source-temperature applies to runs with source=prior", filename="sample")
-        model.source.temperature = float(args.source_temperature)
-    guidance = None
-    if getattr(args, "classifier", None):
-        guidance, _ = _guidance(model, args.classifier, args.label, args.n, args.guidance)
-    steps = getattr(args, "flow_steps", None)
-    x, x0 = sample_fdrl(model, args.n, seed=args.seed, steps=steps, use_ema=not getattr(args, "raw", False), guidance=guidance, return_start=True)
-    data_x = None
-    if not model.scale.image and args.data != "none":
-        config = ckpt.get("config") or {}
-        name = args.data or config.get("data") or spec.train.data
-        if name:
-            data_x = load_data(spec, name, "test", int(config.get("seed", 0)), (config.get("fdrl") or {}).get("data_classes")).x
-    k = steps if steps is not None else model.args.steps + model.kappa
-    on = (ckpt.get("config") or {}).get("data") or spec.train.data
-    write_fdrl_samples(model, x, args.out, data=data_x, title=f"{spec.name} on {on}: {k} FDRL steps")
-    if getattr(args, "show_source", None):
-        write_fdrl_samples(model, x0, args.show_source, data=data_x, title=f"{spec.name}: source {model.source_kind}")
-    what = f", guided by {args.classifier} (label {args.label}, phi {args.guidance:g})" if guidance is not None else ""
-    print(f"wrote {args.n} FDRL samples of {spec.name} (step {ckpt['step']}, {k} sampler steps from {model.source_kind}{what}) to {args.out}")
-    return 0
 
 
 # -- own commands ------------------------------------------------------------------------------
@@ -207,7 +58,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from flowdsl.runtime.objectives.fdrl.datasets import load_data
     from flowdsl.runtime.objectives.fdrl.evaluate import energy_distance, evaluate_images
-    from flowdsl.runtime.objectives.fdrl.runs import load_fdrl, sample_fdrl
+    from flowdsl.runtime.objectives.fdrl.runs import classifier_guidance, load_fdrl, sample_fdrl
 
     spec, model, ckpt = load_fdrl(args.run, prefer=args.prefer)
     if args.source_temperature is not None:
@@ -246,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sets = {"test split (data)": model.scale.from_raw(test.x), f"source ({model.source_kind})": x0, "FDRL": x}
         labels: dict[str, torch.Tensor] = {}
         if args.guidance_classifier:
-            guidance, y = _guidance(model, args.guidance_classifier, "all", n, args.guidance)
+            guidance, y = classifier_guidance(model, args.guidance_classifier, "all", n, args.guidance)
             xc, x0c = sample_fdrl(model, n, seed=args.seed, steps=args.flow_steps, guidance=guidance, x0=x0, return_start=True, batch=args.batch)
             name = f"FDRL + guidance (phi {args.guidance:g})"
             sets[name] = xc
@@ -294,17 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    """Add the FDRL flags and dispatch to ``train``/``sample``, and the ``fdrl-*`` commands."""
-    choices = getattr(subparsers, "choices", {}) or {}
-    tp = choices.get("train")
-    if tp is not None:
-        _add_train_flags(tp)
-        _wrap(tp, lambda a: _spec_is_fdrl(a.spec), cmd_train_fdrl)
-    sp = choices.get("sample")
-    if sp is not None:
-        _add_sample_flags(sp)
-        _wrap(sp, lambda a: _ckpt_is_fdrl(a.run), cmd_sample_fdrl)
-
+    """Add the ``fdrl-*`` commands to an ``argparse`` subparsers object."""
     c = subparsers.add_parser("fdrl-classifier", help="train the small image classifier used for FDRL guidance and evaluation",
                               description="Train a small CNN classifier on a labelled image data set (default: the 8x8 digits).")
     c.add_argument("--out", "-o", required=True, help="output .safetensors file")

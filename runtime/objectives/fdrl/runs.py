@@ -3,9 +3,10 @@
     sample_fdrl(model, n)              K + κ flow steps from the source with the EMA estimator
     load_fdrl(run)                     (spec, model, checkpoint) of a run folder or checkpoint
     write_fdrl_samples(model, x, path) an image grid, or a scatter over the data for vectors
+    classifier_guidance(model, clf, …) class-conditional guidance from a saved classifier
 
-``flowdsl sample`` and ``flowdsl fdrl-eval`` (:mod:`flowdsl.runtime.objectives.fdrl.cli`) and the training
-loop's evaluation use these.
+``flowdsl sample`` (:mod:`flowdsl.runtime.objectives.fdrl.objective`), ``flowdsl fdrl-eval``
+(:mod:`flowdsl.runtime.objectives.fdrl.cli`) and the training loop's evaluation use these.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from flowdsl.runtime.objectives.fdrl.model import FDRLModel, is_fdrl_spec, resol
 from flowdsl.runtime.objectives.fdrl.sampler import Guidance, run_flow
 from flowdsl.runtime.objectives.fdrl.sources import gen
 
-__all__ = ["sample_fdrl", "load_fdrl", "write_fdrl_samples"]
+__all__ = ["sample_fdrl", "load_fdrl", "write_fdrl_samples", "classifier_guidance"]
 
 
 def sample_fdrl(
@@ -89,3 +90,27 @@ def write_fdrl_samples(model: FDRLModel, x: Tensor, path: str | os.PathLike, dat
         write_samples(model.scale.to_unit(x), path, model.scale.levels, True)
     else:
         write_samples(model.scale.to_data(x), path, None, False, data=data, title=title)
+
+
+def classifier_guidance(model: FDRLModel, classifier_path: str, label: str, n: int, weight: float) -> tuple[Guidance, Any]:
+    """Guidance towards class ``label`` (a number, or ``"all"``: particle i gets class i mod
+    classes) by the classifier saved at ``classifier_path``; returns ``(guidance, labels)``."""
+    import torch
+
+    from flowdsl.runtime.objectives.fdrl.classifier import load_classifier
+
+    clf, _ = load_classifier(classifier_path)
+    if tuple(clf.input_shape) != tuple(model.input_shape):
+        raise FlowDSLError(f"classifier input {clf.input_shape} does not match the run's input {model.input_shape}",
+                           filename=classifier_path)
+    if str(label).lower() == "all":
+        labels = torch.arange(n) % clf.classes
+    else:
+        try:
+            y = int(label)
+        except ValueError:
+            raise FlowDSLError(f"--label must be a class number or 'all', got {label!r}", filename="sample") from None
+        if not 0 <= y < clf.classes:
+            raise FlowDSLError(f"--label {y} is not a class of the classifier (0..{clf.classes - 1})", filename="sample")
+        labels = torch.full((n,), y, dtype=torch.long)
+    return Guidance(clf, labels, weight), labels

@@ -189,3 +189,11 @@ def test_overwrite_starts_clean_and_invertible_memory_is_refused(tmp_path):
     assert s["step"] == 2 and (not stale.exists() or stale.read_bytes() != b"an earlier run's best checkpoint")
     with pytest.raises(DataError, match="invertible-memory"):
         train_fdrl(spec, steps=1, out=tmp_path / "m", invertible_memory=True, **kw)
+
+
+def test_the_training_api_dispatches_on_the_objective(tmp_path):
+    from flowdsl.runtime.training import train
+
+    s = train(TOY, steps=2, out=tmp_path / "r", quiet=True, ema=0.5, eval_n=20, **TINY)  # FDRL settings as keywords
+    assert s["objective"] == "fdrl" and s["step"] == 2
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["fdrl"]["ema"] == 0.5
