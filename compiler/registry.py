@@ -18,7 +18,13 @@ Implementing a layer kind (checklist):
       its input for the backward pass, :meth:`LayerKind.activation_numel`;
     * decorate the class with ``@register_layer`` and import its module in
       ``flowdsl/compiler/kinds/__init__.py``; register the runtime module with
-      ``@lowering("name")`` in ``flowdsl/runtime/layers/``.
+      ``@lowering("name")`` in ``flowdsl/runtime/layers/`` and import it in that package's
+      ``__init__.py``.
+
+Priors pair a :class:`PriorKind` with ``@prior_lowering`` (``flowdsl.runtime.priors``), objectives
+an :class:`ObjectiveKind` with ``@objective_runtime`` (``flowdsl.runtime.objectives``). Kinds
+registered at run time (tests, plugins) are removed with ``unregister_layer`` /
+``unregister_prior`` / ``unregister_objective``.
 """
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ __all__ = [
     "register_layer",
     "register_prior",
     "register_objective",
+    "unregister_layer",
+    "unregister_prior",
+    "unregister_objective",
     "layer_kinds",
     "prior_kinds",
     "objective_kinds",
@@ -204,6 +213,19 @@ def register_prior(cls: type[PriorKind]) -> type[PriorKind]:
 
 def register_objective(cls: type[ObjectiveKind]) -> type[ObjectiveKind]:
     return _register(_OBJECTIVES, cls)
+
+
+def unregister_layer(name: str) -> None:
+    """Remove layer kind ``name`` (no error when there is none): for kinds registered at run time."""
+    _LAYERS.pop(name, None)
+
+
+def unregister_prior(name: str) -> None:
+    _PRIORS.pop(name, None)
+
+
+def unregister_objective(name: str) -> None:
+    _OBJECTIVES.pop(name, None)
 
 
 def layer_kinds() -> dict[str, type[LayerKind]]:

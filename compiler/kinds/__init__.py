@@ -5,7 +5,8 @@
     objectives  mle fdrl
 
 Adding a kind: one module here plus its line below, and its runtime module registered with
-``@lowering`` (layers) or ``@prior_lowering`` (priors) in ``flowdsl.runtime``.
+``@lowering`` (layers), ``@prior_lowering`` (priors) or ``@objective_runtime`` (objectives) in
+``flowdsl.runtime`` (see the README's "Extending flowdsl").
 """
 from __future__ import annotations
 

@@ -16,6 +16,6 @@ from flowdsl.runtime.layers import (  # noqa: F401  (each import registers a low
     split,
     squeeze,
 )
-from flowdsl.runtime.layers.lowering import layer_lowering, lowered_kinds, lowering
+from flowdsl.runtime.layers.lowering import layer_lowering, lowered_kinds, lowering, unregister_lowering
 
-__all__ = ["lowering", "layer_lowering", "lowered_kinds"]
+__all__ = ["lowering", "unregister_lowering", "layer_lowering", "lowered_kinds"]

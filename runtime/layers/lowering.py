@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["lowering", "layer_lowering", "lowered_kinds"]
+__all__ = ["lowering", "unregister_lowering", "layer_lowering", "lowered_kinds"]
 
 _LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -28,6 +28,11 @@ def lowering(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return fn
 
     return register
+
+
+def unregister_lowering(kind: str) -> None:
+    """Remove the lowering of ``kind`` (no error when there is none)."""
+    _LOWERINGS.pop(kind, None)
 
 
 def layer_lowering(kind: str) -> Callable[..., Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["prior_lowering", "get_prior_lowering", "lowered_priors"]
+__all__ = ["prior_lowering", "unregister_prior_lowering", "get_prior_lowering", "lowered_priors"]
 
 _LOWERINGS: dict[str, Callable[..., Any]] = {}
 
@@ -23,6 +23,11 @@ def prior_lowering(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         return fn
 
     return register
+
+
+def unregister_prior_lowering(name: str) -> None:
+    """Remove the lowering of prior ``name`` (no error when there is none)."""
+    _LOWERINGS.pop(name, None)
 
 
 def get_prior_lowering(name: str) -> Callable[..., Any]:
