@@ -47,16 +47,21 @@ _TRAIN_FIELDS = [f for f in TrainSpec.model_fields if f not in ("span", "arg_spa
 
 class _Origin(NamedTuple):
     """Where a block-parameter value was written: ``span`` of the value token (at the outermost
-    call, or the default), the (block, parameter) hops it went through (innermost first),
-    whether it is a default, and ``use``, the ``$param`` it was read from."""
+    call, or the default), the (block, parameter) hops it went through (innermost first, as
+    nested pairs ``((block, parameter), outer hops or ())``, so passing a value one block deeper
+    costs the same however deep the chain), whether it is a default, and ``use``, the ``$param``
+    it was read from."""
 
     span: Span
-    hops: tuple[tuple[str, str], ...]
+    hops: tuple
     default: bool = False
     use: Span = Span()
 
     def describe(self) -> str:
-        parts = [f"block {b}'s parameter {p}" for b, p in self.hops]
+        parts, hops = [], self.hops
+        while hops:
+            (b, p), hops = hops
+            parts.append(f"block {b}'s parameter {p}")
         if self.default:
             parts[-1] = "the default of " + parts[-1]
         return ", from ".join(parts)
@@ -82,6 +87,11 @@ class _Expander:
         self.n_layers = 0
         self.steps_done = 0
         self.max_layers = LIMITS.max_layers
+        # the block calls being expanded, outermost first (calls run depth first, see _drive),
+        # each name's place in it, and the tuple of it given to layers as ``via`` (built once)
+        self.path: list[str] = []
+        self.on_path: dict[str, int] = {}
+        self.via: tuple[str, ...] | None = ()
 
     # -- values -------------------------------------------------------------------------
     def value(self, v: S.Value, env: dict[str, tuple[Any, Span]]) -> Any:
@@ -208,7 +218,7 @@ class _Expander:
         if flow.name in KEYWORDS:
             self.d.fail(f"'{flow.name}' is a keyword and cannot name a flow", flow.name_span)
         self.singletons: dict[str, Any] = {}
-        layers = self.stmts(flow.body, {}, (), (), top=True, prefix="")
+        layers = _drive(self.stmts(flow.body, {}, top=True, prefix=""))
         return self.finish(flow, layers)
 
     def _work(self, span: Span) -> None:
@@ -222,7 +232,9 @@ class _Expander:
                 ResourceLimitError,
             )
 
-    def stmts(self, body, env, stack: tuple[str, ...], via: tuple[str, ...], top: bool, prefix: str) -> list[LayerSpec]:
+    def stmts(self, body, env, top: bool, prefix: str):
+        """The layers of ``body`` (a generator run by :func:`_drive`: a nested body is yielded and
+        its layers are sent back, so deep block chains do not recurse on the Python stack)."""
         out: list[LayerSpec] = []
         for st in body:
             self._work(st.span)
@@ -250,13 +262,13 @@ class _Expander:
                     )
                 for _ in range(n):
                     self._work(st.span)
-                    out.extend(self.stmts(st.body, env, stack, via, top=False, prefix=prefix))
+                    out.extend((yield self.stmts(st.body, env, top=False, prefix=prefix)))
                 continue
             if isinstance(st, S.Rg):
-                out.append(self.rg(st, env, stack, via, prefix))
+                out.append((yield self.rg(st, env, prefix)))
                 continue
             if isinstance(st, S.Call):
-                out.extend(self.call(st, env, stack, via, prefix))
+                out.extend((yield self.call(st, env, prefix)))
                 continue
             raise AssertionError(st)  # pragma: no cover
         return out
@@ -270,17 +282,24 @@ class _Expander:
                 ResourceLimitError,
             )
 
+    def _via(self) -> tuple[str, ...]:
+        """The block calls the current statement was inlined through, outermost first."""
+        if self.via is None:
+            self.via = tuple(self.path)
+        return self.via
+
     def _new_id(self, prefix: str, kind: str) -> str:
         key = prefix + kind
         i = self.counters.get(key, 0)
         self.counters[key] = i + 1
         return f"{prefix}{kind}{i}"
 
-    def call(self, st: S.Call, env, stack, via, prefix) -> list[LayerSpec]:
+    def call(self, st: S.Call, env, prefix):
+        """The layers of a layer statement or a block call (a generator, see :meth:`stmts`)."""
         if st.name in self.blocks:
             block = self.blocks[st.name]
-            if st.name in stack:
-                cycle = " -> ".join(stack[stack.index(st.name):] + (st.name,))
+            if st.name in self.on_path:
+                cycle = " -> ".join(self.path[self.on_path[st.name]:] + [st.name])
                 self.d.fail(f"recursion among blocks: {cycle}", st.span)
             read = self.named_args(st.args, env, f"block '{st.name}'")
             vals, spans, vspans, passed = read.vals, read.spans, read.vspans, read.origins
@@ -292,15 +311,23 @@ class _Expander:
             for p in block.params:
                 if p.name in vals:
                     up = passed.get(p.name)
-                    hops = ((st.name, p.name),) + (up.hops if up else ())
+                    hops = ((st.name, p.name), up.hops if up else ())
                     o = _Origin(up.span if up else vspans[p.name], hops, False if up is None else up.default)
                     benv[p.name] = (vals[p.name], spans[p.name], o)
                 elif p.default is not None:
                     dspan = getattr(p.default, "span", p.span)
-                    benv[p.name] = (self.value(p.default, {"__default__": (st.name, p.name)}), p.span, _Origin(dspan, ((st.name, p.name),), True))
+                    benv[p.name] = (self.value(p.default, {"__default__": (st.name, p.name)}), p.span, _Origin(dspan, ((st.name, p.name), ()), True))
                 else:
                     self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
-            return self.stmts(block.body, benv, stack + (st.name,), via + (st.name,), top=False, prefix=prefix)
+            via = self.via
+            self.on_path[st.name] = len(self.path)
+            self.path.append(st.name)
+            self.via = None
+            layers = yield self.stmts(block.body, benv, top=False, prefix=prefix)
+            self.path.pop()
+            del self.on_path[st.name]
+            self.via = via
+            return layers
         kind = get_layer(st.name)
         if kind is None:
             names = list(layer_kinds()) + list(self.blocks)
@@ -319,11 +346,12 @@ class _Expander:
                 args=args,
                 span=st.span,
                 arg_spans=dict(read.vspans),
-                via=via,
+                via=self._via(),
             )
         ]
 
-    def rg(self, st: S.Rg, env, stack, via, prefix) -> LayerSpec:
+    def rg(self, st: S.Rg, env, prefix):
+        """The layer of an ``rg`` statement (a generator, see :meth:`stmts`)."""
         kind = get_layer("rg")
         if kind is None:  # pragma: no cover - rg registers itself
             self.d.fail("the 'rg' layer is not available", st.span, NotAvailableError)
@@ -337,7 +365,7 @@ class _Expander:
         for part in st.parts:
             if part.name in bodies:
                 self.d.fail(f"duplicate '{part.name}' in rg", part.span)
-            bodies[part.name] = self.stmts(part.body, env, stack, via, top=False, prefix=f"{lid}.{part.name}.")
+            bodies[part.name] = yield self.stmts(part.body, env, top=False, prefix=f"{lid}.{part.name}.")
             body_spans[part.name] = part.span
         return LayerSpec(
             id=lid,
@@ -347,7 +375,7 @@ class _Expander:
             arg_spans=dict(read.vspans),
             bodies=bodies,
             body_spans=body_spans,
-            via=via,
+            via=self._via(),
         )
 
     # -- graph-level statements ---------------------------------------------------------
@@ -467,6 +495,24 @@ def _sub_span(v: S.Value | None, path: tuple[str, ...]) -> Span | None:
     return None
 
 
+
+
+def _drive(gen):
+    """Run a generator of :class:`_Expander` to its return value with an explicit stack: each
+    generator it yields is run in turn and its return value sent back."""
+    todo = [gen]
+    value = None
+    while True:
+        try:
+            sub = todo[-1].send(value)
+        except StopIteration as done:
+            todo.pop()
+            if not todo:
+                return done.value
+            value = done.value
+        else:
+            todo.append(sub)
+            value = None
 
 
 def expand(tree: S.SpecFile, diag: Diagnostics) -> FlowSpec:
