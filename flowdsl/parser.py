@@ -25,6 +25,7 @@ MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
 MAX_IDENTIFIER = 256
 _LONG_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{%d,}" % MAX_IDENTIFIER)
+_BRACKET = re.compile(r"[{}()\[\]]")
 
 _TOKEN_WORDS = {
     "LBRACE": "'{'",
@@ -71,18 +72,17 @@ def _describe(expected: set[str]) -> str:
 def _check_nesting(text: str, filename: str) -> None:
     """Reject absurdly deep bracket nesting before the parser recurses over it."""
     depth = 0
-    line, col = 1, 0
-    for ch in text:
-        col += 1
-        if ch == "\n":
-            line, col = line + 1, 0
-        elif ch in "{([":
+    for m in _BRACKET.finditer(text):  # only the brackets: a Python step per character is slow
+        if m.group() in "{([":
             depth += 1
             if depth > MAX_NESTING:
+                i = m.start()
+                line = text.count("\n", 0, i) + 1
+                col = i - (text.rfind("\n", 0, i) + 1) + 1
                 raise ParseError(
                     f"nesting deeper than {MAX_NESTING} levels", filename=filename, span=Span(line, col, line, col + 1), source=text
                 )
-        elif ch in "})]":
+        else:
             depth = max(0, depth - 1)
 
 

@@ -222,6 +222,14 @@ def _parse_number(text: str) -> int | float | BigNumber:
 class SyntaxBuilder(Transformer):
     """lark tree -> syntax dataclasses. Builds only; never validates."""
 
+    def __init__(self) -> None:
+        # no method takes a token: skip lark's failed lookup (an AttributeError) for every token
+        super().__init__(visit_tokens=False)
+        # lark makes a new v_args wrapper (functools.update_wrapper) on every lookup of a method,
+        # once per tree node; look each one up once per parse instead
+        for name in _RULE_METHODS:
+            setattr(self, name, getattr(self, name))
+
     def start(self, meta, children):
         *blocks, flow = children
         return SpecFile(tuple(blocks), flow)
@@ -329,3 +337,6 @@ class SyntaxBuilder(Transformer):
         tok: Token = children[0]
         sp = span_of(meta)
         return Ref(str(tok), sp)
+
+
+_RULE_METHODS = tuple(name for name, v in vars(SyntaxBuilder).items() if hasattr(v, "visit_wrapper"))
