@@ -268,7 +268,8 @@ class _Expander:
                 out.append((yield self.rg(st, env, prefix)))
                 continue
             if isinstance(st, S.Call):
-                out.extend((yield self.call(st, env, prefix)))
+                layers = self.call(st, env, prefix)
+                out.extend(layers if isinstance(layers, list) else (yield layers))
                 continue
             raise AssertionError(st)  # pragma: no cover
         return out
@@ -295,7 +296,7 @@ class _Expander:
         return f"{prefix}{kind}{i}"
 
     def call(self, st: S.Call, env, prefix):
-        """The layers of a layer statement or a block call (a generator, see :meth:`stmts`)."""
+        """The layers of a layer statement (a list) or of a block call (a generator, see :meth:`stmts`)."""
         if st.name in self.blocks:
             block = self.blocks[st.name]
             if st.name in self.on_path:
@@ -319,15 +320,7 @@ class _Expander:
                     benv[p.name] = (self.value(p.default, {"__default__": (st.name, p.name)}), p.span, _Origin(dspan, ((st.name, p.name), ()), True))
                 else:
                     self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
-            via = self.via
-            self.on_path[st.name] = len(self.path)
-            self.path.append(st.name)
-            self.via = None
-            layers = yield self.stmts(block.body, benv, top=False, prefix=prefix)
-            self.path.pop()
-            del self.on_path[st.name]
-            self.via = via
-            return layers
+            return self._inline(st.name, block.body, benv, prefix)
         kind = get_layer(st.name)
         if kind is None:
             names = list(layer_kinds()) + list(self.blocks)
@@ -349,6 +342,19 @@ class _Expander:
                 via=self._via(),
             )
         ]
+
+    def _inline(self, name: str, body, benv, prefix: str):
+        """The layers of the body of block ``name`` (a generator, see :meth:`stmts`), expanded with
+        ``name`` on the call path."""
+        via = self.via
+        self.on_path[name] = len(self.path)
+        self.path.append(name)
+        self.via = None
+        layers = yield self.stmts(body, benv, top=False, prefix=prefix)
+        self.path.pop()
+        del self.on_path[name]
+        self.via = via
+        return layers
 
     def rg(self, st: S.Rg, env, prefix):
         """The layer of an ``rg`` statement (a generator, see :meth:`stmts`)."""
