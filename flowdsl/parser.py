@@ -40,7 +40,6 @@ _TOKEN_WORDS = {
     "NAME": "a name",
     "SIGNED_NUMBER_LIT": "a number",
     "ESCAPED_STRING": "a string",
-    "RG_PART": "'disentangler' or 'decimator'",
     "$END": "end of file",
 }
 

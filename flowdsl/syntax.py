@@ -24,8 +24,7 @@ __all__ = [
     "Param",
     "Call",
     "Repeat",
-    "RgPart",
-    "Rg",
+    "BodyPart",
     "Input",
     "Dequantize",
     "PriorStmt",
@@ -114,12 +113,15 @@ class Param:
 
 @dataclass(frozen=True)
 class Call:
-    """A layer statement or a block call: ``coupling(hidden=64)``, ``actnorm``, ``step()``."""
+    """A layer statement or a block call: ``coupling(hidden=64)``, ``actnorm``, ``step()``; a
+    composite layer also has ``parts`` (its body: ``rg(kernel=4) { decimator { ... } }``), None when
+    no body is written. ``span`` is the name's."""
 
     name: str
     args: tuple[Arg, ...]
     span: Span = field(default_factory=Span, compare=False)
     has_parens: bool = False
+    parts: tuple[BodyPart, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,17 +132,14 @@ class Repeat:
 
 
 @dataclass(frozen=True)
-class RgPart:
-    name: str  # "disentangler" | "decimator"
+class BodyPart:
+    """One named part of a composite layer's body: ``decimator { ... }``; ``name_span`` is the
+    part's name, ``span`` the whole part."""
+
+    name: str
     body: tuple["Stmt", ...]
     span: Span = field(default_factory=Span, compare=False)
-
-
-@dataclass(frozen=True)
-class Rg:
-    args: tuple[Arg, ...]
-    parts: tuple[RgPart, ...]
-    span: Span = field(default_factory=Span, compare=False)
+    name_span: Span = field(default_factory=Span, compare=False)
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ class TrainStmt:
     span: Span = field(default_factory=Span, compare=False)
 
 
-Stmt = Union[Call, Repeat, Rg, Input, Dequantize, PriorStmt, ObjectiveStmt, TrainStmt]
+Stmt = Union[Call, Repeat, Input, Dequantize, PriorStmt, ObjectiveStmt, TrainStmt]
 
 
 @dataclass(frozen=True)
@@ -280,21 +279,19 @@ class SyntaxBuilder(Transformer):
     def repeat_stmt(self, meta, children):
         return Repeat(children[0], tuple(children[1:]), span_of(meta))
 
-    def rg_stmt(self, meta, children):
-        args: tuple[Arg, ...] = ()
-        rest = list(children)
-        if rest and isinstance(rest[0], tuple):
-            args = rest.pop(0)
-        return Rg(args, tuple(rest), span_of(meta))
-
-    def rg_part(self, meta, children):
-        return RgPart(str(children[0]), tuple(children[1:]), span_of(meta))
-
     def call_stmt(self, meta, children):
         name = children[0]
-        has_parens = len(children) > 1
-        args = children[1] if has_parens else ()
-        return Call(str(name), args, span_of(name), has_parens)
+        rest = children[1:]
+        parts = rest.pop() if rest and isinstance(rest[-1], list) else None
+        has_parens = bool(rest)
+        args = rest[0] if has_parens else ()
+        return Call(str(name), args, span_of(name), has_parens, None if parts is None else tuple(parts))
+
+    def layer_body(self, meta, children):
+        return list(children)
+
+    def body_part(self, meta, children):
+        return BodyPart(str(children[0]), tuple(children[1:]), span_of(meta), span_of(children[0]))
 
     def arg_list(self, meta, children):
         return tuple(c for c in children if c is not None)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from flowdsl import syntax as S
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
-from flowdsl.errors import ArgumentValueError, CheckError, CheckWarning, NotAvailableError, ResourceLimitError, Span, did_you_mean, show_value
+from flowdsl.errors import ArgumentValueError, CheckError, CheckWarning, ResourceLimitError, Span, did_you_mean, show_value
 from flowdsl.parser import KEYWORDS
 from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, ObjectiveSpec, PriorSpec, TrainSpec
 
@@ -241,7 +241,7 @@ class _Expander:
             if isinstance(st, (S.Input, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
                 kw = {S.Input: "input", S.Dequantize: "dequantize", S.PriorStmt: "prior", S.ObjectiveStmt: "objective", S.TrainStmt: "train"}[type(st)]
                 if not top:
-                    self.d.fail(f"'{kw}' belongs in the flow body, not inside a block, repeat or rg", st.span)
+                    self.d.fail(f"'{kw}' belongs in the flow body, not inside a block, a repeat or a layer's body", st.span)
                 if kw in self.singletons:
                     first = self.singletons[kw][0].span.line
                     self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
@@ -263,9 +263,6 @@ class _Expander:
                 for _ in range(n):
                     self._work(st.span)
                     out.extend((yield self.stmts(st.body, env, top=False, prefix=prefix)))
-                continue
-            if isinstance(st, S.Rg):
-                out.append((yield self.rg(st, env, prefix)))
                 continue
             if isinstance(st, S.Call):
                 layers = self.call(st, env, prefix)
@@ -299,6 +296,8 @@ class _Expander:
         """The layers of a layer statement (a list) or of a block call (a generator, see :meth:`stmts`)."""
         if st.name in self.blocks:
             block = self.blocks[st.name]
+            if st.parts is not None:
+                self.d.fail(f"block '{st.name}' is called without a body (only composite layers such as rg take one)", st.span)
             if st.name in self.on_path:
                 cycle = " -> ".join(self.path[self.on_path[st.name]:] + [st.name])
                 self.d.fail(f"recursion among blocks: {cycle}", st.span)
@@ -328,7 +327,12 @@ class _Expander:
                 self.d.fail(f"unexpected keyword '{st.name}' here", st.span)
             self.d.fail(f"unknown layer or block '{st.name}'{did_you_mean(st.name, names)}", st.span)
         if kind.bodies:
-            self.d.fail(f"'{st.name}' needs a body: {st.name}(...) {{ ... }}", st.span)
+            if st.parts is None:
+                parts = " ".join(f"{p} {{ ... }}" for p in kind.bodies)
+                self.d.fail(f"'{st.name}' needs a body: {st.name}(...) {{ {parts} }}", st.span)
+            return self.composite(st, kind, env, prefix)
+        if st.parts is not None:
+            self.d.fail(f"'{st.name}' takes no body (only composite layers such as rg do)", st.span)
         self._bump(st.span)
         read = self.named_args(st.args, env, f"'{st.name}'")
         args = self.validate_args(kind.Args, read, f"'{st.name}'", st.span)
@@ -356,33 +360,37 @@ class _Expander:
         self.via = via
         return layers
 
-    def rg(self, st: S.Rg, env, prefix):
-        """The layer of an ``rg`` statement (a generator, see :meth:`stmts`)."""
-        kind = get_layer("rg")
-        if kind is None:  # pragma: no cover - rg registers itself
-            self.d.fail("the 'rg' layer is not available", st.span, NotAvailableError)
+    def composite(self, st: S.Call, kind, env, prefix):
+        """The layer (a one-item list) of a composite kind's statement with its body parts (a
+        generator, see :meth:`stmts`); the part names are the kind's ``bodies``."""
         self._bump(st.span)
-        read = self.named_args(st.args, env, "'rg'")
-        rg_span = Span(st.span.line, st.span.column, st.span.line, st.span.column + 2)
-        args = self.validate_args(kind.Args, read, "'rg'", rg_span)
-        lid = self._new_id(prefix, "rg")
+        what = f"'{st.name}'"
+        read = self.named_args(st.args, env, what)
+        args = self.validate_args(kind.Args, read, what, st.span)
+        lid = self._new_id(prefix, st.name)
         bodies: dict[str, list[LayerSpec]] = {}
         body_spans = {}
         for part in st.parts:
+            if part.name not in kind.bodies:
+                known = ", ".join(kind.bodies)
+                hint = did_you_mean(part.name, kind.bodies) or f"; {st.name} takes {known}"
+                self.d.fail(f"unknown part '{part.name}' of {st.name}{hint}", part.name_span)
             if part.name in bodies:
-                self.d.fail(f"duplicate '{part.name}' in rg", part.span)
+                self.d.fail(f"duplicate '{part.name}' in {st.name}", part.span)
             bodies[part.name] = yield self.stmts(part.body, env, top=False, prefix=f"{lid}.{part.name}.")
             body_spans[part.name] = part.span
-        return LayerSpec(
-            id=lid,
-            kind="rg",
-            args=args,
-            span=rg_span,
-            arg_spans=dict(read.vspans),
-            bodies=bodies,
-            body_spans=body_spans,
-            via=self._via(),
-        )
+        return [
+            LayerSpec(
+                id=lid,
+                kind=st.name,
+                args=args,
+                span=st.span,
+                arg_spans=dict(read.vspans),
+                bodies=bodies,
+                body_spans=body_spans,
+                via=self._via(),
+            )
+        ]
 
     # -- graph-level statements ---------------------------------------------------------
     def named_stmt(self, entry, what: str, lookup, known, model):
