@@ -18,6 +18,7 @@ each body instance's layer ids for composite kinds.
     ``"fused_from"``     ids of the nodes a fused node replaces (fusion passes);
     ``"logdet_constant"``  True when log|det J| does not depend on the input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -153,7 +154,16 @@ class FlowGraph:
                 if n.latent_shape is not None:
                     shape += f" + latent {_shape(n.latent_shape)}"
             label = "  " * depth + n.id
-            rows.append((label, n.kind, shape, "" if n.n_params is None else f"{n.n_params:,}", str(n.span.line or ""), n.args_text()))
+            rows.append(
+                (
+                    label,
+                    n.kind,
+                    shape,
+                    "" if n.n_params is None else f"{n.n_params:,}",
+                    str(n.span.line or ""),
+                    n.args_text(),
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         out = []
         for i, r in enumerate(rows):
@@ -163,7 +173,9 @@ class FlowGraph:
         n_layers = sum(1 for _ in self.layers())
         total = self.total_params()
         out.append("")
-        out.append(f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; {total:,} parameters")
+        out.append(
+            f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; {total:,} parameters"
+        )
         return "\n".join(out)
 
 

@@ -3,6 +3,7 @@
 Each limit can be raised with an environment variable (read when flowdsl is imported) or by
 assigning to ``LIMITS`` in Python.
 """
+
 from __future__ import annotations
 
 import os

@@ -26,11 +26,12 @@ an :class:`ObjectiveKind` with ``@objective_runtime`` (``flowdsl.runtime.objecti
 registered at run time (tests, plugins) are removed with ``unregister_layer`` /
 ``unregister_prior`` / ``unregister_objective``.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 

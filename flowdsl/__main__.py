@@ -1,4 +1,5 @@
 """``python -m flowdsl`` runs the command line (also under torchrun)."""
+
 import sys
 
 from flowdsl.cli import main

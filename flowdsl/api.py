@@ -7,6 +7,7 @@
 ``parse`` runs every static pass (expansion, graph, shape inference, checks), so a spec it
 returns is known to compile; every rejection is a located :class:`flowdsl.FlowDSLError`.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,15 @@ def compile(spec: FlowSpec | str, seed: int | None = None) -> Any:  # noqa: A001
     return FlowModel.from_graph(spec.graph, seed=seed)
 
 
-def export_onnx(model: Any, out_dir: str | os.PathLike, check: bool = False, exporter: str = "auto", *,
-                check_batch: int = 7, tolerance: float = 1e-4) -> ExportResult:
+def export_onnx(
+    model: Any,
+    out_dir: str | os.PathLike,
+    check: bool = False,
+    exporter: str = "auto",
+    *,
+    check_batch: int = 7,
+    tolerance: float = 1e-4,
+) -> ExportResult:
     """Write ``forward.onnx`` (x → z, logdet, log_prob) and ``inverse.onnx`` (z → x) into out_dir.
 
     ``exporter`` is ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or

@@ -9,6 +9,7 @@
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
 User errors print without a traceback; ``--debug`` shows it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
             return
         print(f"==== after pass: {name} " + "=" * max(0, 60 - len(name)))
         if name == "parse":
-            print(f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)")
+            print(
+                f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)"
+            )
         elif name == "expand":
-            print(f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, prior {ir.prior.name}, objective {ir.objective.name}")
+            print(
+                f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, prior {ir.prior.name}, objective {ir.objective.name}"
+            )
             for layer in ir.iter_layers():
                 via = f"  (via {' > '.join(layer.via)})" if layer.via else ""
                 print(f"  {layer.id:<28} {layer.kind:<10} line {layer.span.line:<4} {layer.args}{via}")
@@ -112,8 +117,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from flowdsl.runtime.export.onnx import parity_table
 
     model = _load_model(args.file, args.checkpoint).eval()
-    res = flowdsl.export_onnx(model, args.out, check=True, exporter=args.exporter, check_batch=args.batch,
-                              tolerance=args.tolerance)
+    res = flowdsl.export_onnx(
+        model, args.out, check=True, exporter=args.exporter, check_batch=args.batch, tolerance=args.tolerance
+    )
     print(f"wrote {res.forward}\nwrote {res.inverse}")
     print(f"onnxruntime vs PyTorch (float32, batch {args.batch}):")
     for line in parity_table(res.parity):

@@ -11,6 +11,7 @@ parses but is rejected by the checker (unknown names, bad values, shapes, ...). 
 them through ``Diagnostics.fail`` (``compiler/passes/expand.py``), the one place in the front end
 that turns a location into an error; :meth:`FlowDSLError.render` draws the source line and caret.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -8,6 +8,7 @@ known. Anything else is a bug, reported with the input that caused it.
 
 ``flowdsl fuzz --n 100000`` runs a long campaign; the test suite runs a fixed 5,000-input one.
 """
+
 from __future__ import annotations
 
 import random
@@ -21,15 +22,80 @@ from flowdsl.errors import FlowDSLError
 
 __all__ = ["seed_specs", "mutate", "check_input", "run_fuzz", "FuzzReport", "register"]
 
-_TOKEN = re.compile(r"\s+|#[^\n]*|\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*|[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\$|.", re.S)
+_TOKEN = re.compile(
+    r"\s+|#[^\n]*|\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*|[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\$|.", re.S
+)
 
 _VOCAB = [
-    "flow", "block", "input", "dequantize", "prior", "objective", "train", "repeat", "rg", "disentangler", "decimator",
-    "true", "false", "image", "vector", "actnorm", "conv1x1", "coupling", "permute", "squeeze", "split", "conv",
-    "butterfly", "gaussian", "laplace", "spike_slab", "mle", "fdrl", "{", "}", "(", ")", "[", "]", ",", "=", "$",
-    "$hidden", "0", "1", "-1", "2", "3", "1e-3", "1e308", "99999999999999999999", "\"s\"", "\"\\u00ff\"", "kind",
-    "hidden", "param", "qr", "lu", "mask", "checkerboard", "channels", "height", "width", "dim", "levels", "factor",
-    "kernel", "depth", "over", "auto", "step", "#c\n", "\n", " ",
+    "flow",
+    "block",
+    "input",
+    "dequantize",
+    "prior",
+    "objective",
+    "train",
+    "repeat",
+    "rg",
+    "disentangler",
+    "decimator",
+    "true",
+    "false",
+    "image",
+    "vector",
+    "actnorm",
+    "conv1x1",
+    "coupling",
+    "permute",
+    "squeeze",
+    "split",
+    "conv",
+    "butterfly",
+    "gaussian",
+    "laplace",
+    "spike_slab",
+    "mle",
+    "fdrl",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "=",
+    "$",
+    "$hidden",
+    "0",
+    "1",
+    "-1",
+    "2",
+    "3",
+    "1e-3",
+    "1e308",
+    "99999999999999999999",
+    '"s"',
+    '"\\u00ff"',
+    "kind",
+    "hidden",
+    "param",
+    "qr",
+    "lu",
+    "mask",
+    "checkerboard",
+    "channels",
+    "height",
+    "width",
+    "dim",
+    "levels",
+    "factor",
+    "kernel",
+    "depth",
+    "over",
+    "auto",
+    "step",
+    "#c\n",
+    "\n",
+    " ",
 ]
 
 _EXTRA_SEEDS = [
@@ -78,7 +144,9 @@ def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str | by
         elif op == 4:  # huge or odd numbers
             nums = [i for i, t in enumerate(toks) if re.fullmatch(r"[+-]?\d.*", t)]
             if nums:
-                toks[rng.choice(nums)] = rng.choice(["10" * rng.randint(5, 200), "-7", "0", "1e400", "4294967297", "2.5", "65536", "1000000"])
+                toks[rng.choice(nums)] = rng.choice(
+                    ["10" * rng.randint(5, 200), "-7", "0", "1e400", "4294967297", "2.5", "65536", "1000000"]
+                )
         elif op == 5:  # very long identifier
             toks.insert(rng.randrange(n + 1), "x" * rng.randint(100, 20_000))
         elif op == 6:  # deep nesting
@@ -94,7 +162,10 @@ def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str | by
         elif op == 9:  # random unicode
             toks.insert(rng.randrange(n + 1), "".join(chr(rng.randint(0xA0, 0x2FFF)) for _ in range(rng.randint(1, 6))))
         else:  # repeat counts that explode
-            toks.insert(rng.randrange(n + 1), f"repeat {rng.choice([1000, 99999, 3])} {{ repeat {rng.choice([1000, 7])} {{ actnorm }} }}")
+            toks.insert(
+                rng.randrange(n + 1),
+                f"repeat {rng.choice([1000, 99999, 3])} {{ repeat {rng.choice([1000, 7])} {{ actnorm }} }}",
+            )
     out = "".join(toks)
     r = rng.random()
     if r < 0.05:  # raw random bytes spliced in (often non-UTF-8)

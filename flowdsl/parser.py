@@ -3,6 +3,7 @@
 lark's ``UnexpectedInput`` errors become :class:`flowdsl.errors.ParseError` with the file, line,
 column and a message that names what was expected in words a user knows.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,9 +18,7 @@ from flowdsl.syntax import SpecFile, SyntaxBuilder
 
 __all__ = ["parse_syntax", "KEYWORDS"]
 
-KEYWORDS = (
-    "flow block input dequantize prior objective train repeat rg disentangler decimator true false"
-).split()
+KEYWORDS = ("flow block input dequantize prior objective train repeat rg disentangler decimator true false").split()
 
 MAX_SOURCE_BYTES = 1_000_000
 MAX_NESTING = 64
@@ -79,7 +78,10 @@ def _check_nesting(text: str, filename: str) -> None:
                 line = text.count("\n", 0, i) + 1
                 col = i - (text.rfind("\n", 0, i) + 1) + 1
                 raise ParseError(
-                    f"nesting deeper than {MAX_NESTING} levels", filename=filename, span=Span(line, col, line, col + 1), source=text
+                    f"nesting deeper than {MAX_NESTING} levels",
+                    filename=filename,
+                    span=Span(line, col, line, col + 1),
+                    source=text,
                 )
         else:
             depth = max(0, depth - 1)
@@ -122,7 +124,10 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         line = text.count("\n", 0, i) + 1
         col = i - (text.rfind("\n", 0, i) + 1) + 1
         raise ParseError(
-            f"identifier longer than {MAX_IDENTIFIER} characters", filename=filename, span=Span(line, col, line, col + 1), source=text
+            f"identifier longer than {MAX_IDENTIFIER} characters",
+            filename=filename,
+            span=Span(line, col, line, col + 1),
+            source=text,
         )
     try:
         tree = _parser().parse(text)
@@ -152,7 +157,11 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
             what = "unexpected end of file"
         else:
             line, col = tok.line, tok.column
-            what = f"unexpected {tok!s}" if tok.type in ("NAME", "SIGNED_NUMBER_LIT", "ESCAPED_STRING") else f"unexpected '{tok!s}'"
+            what = (
+                f"unexpected {tok!s}"
+                if tok.type in ("NAME", "SIGNED_NUMBER_LIT", "ESCAPED_STRING")
+                else f"unexpected '{tok!s}'"
+            )
             if str(tok) in KEYWORDS:
                 what = f"unexpected keyword '{tok!s}'"
         end = col + max(1, len(str(tok))) if tok.type != "$END" else col + 1
@@ -163,13 +172,20 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
             source=text,
         ) from None
     except UnexpectedInput as e:  # pragma: no cover - other lark errors
-        raise ParseError(f"syntax error: {e}", filename=filename, span=Span(getattr(e, "line", 0), getattr(e, "column", 0)), source=text) from None
+        raise ParseError(
+            f"syntax error: {e}",
+            filename=filename,
+            span=Span(getattr(e, "line", 0), getattr(e, "column", 0)),
+            source=text,
+        ) from None
     except RecursionError:
         raise ParseError("spec text is nested too deeply", filename=filename, span=Span(1, 1), source=text) from None
     try:
         spec = SyntaxBuilder().transform(tree)
     except VisitError as e:  # pragma: no cover - the builder does not validate; kept as a guard
-        raise ParseError(f"cannot read the spec: {e.orig_exc}", filename=filename, span=Span(1, 1), source=text) from None
+        raise ParseError(
+            f"cannot read the spec: {e.orig_exc}", filename=filename, span=Span(1, 1), source=text
+        ) from None
     except RecursionError:
         raise ParseError("spec text is nested too deeply", filename=filename, span=Span(1, 1), source=text) from None
     return spec, text

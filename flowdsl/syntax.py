@@ -4,6 +4,7 @@ The walk (:class:`SyntaxBuilder`) only builds nodes; it validates nothing, so no
 ever wrapped in lark's ``VisitError``. Validation happens later, in the compiler passes
 (``flowdsl.compiler.passes.expand`` first).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

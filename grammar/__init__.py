@@ -1,4 +1,5 @@
 """The flowdsl grammar, shipped as package data (``flowdsl.grammar``)."""
+
 from __future__ import annotations
 
 from importlib import resources

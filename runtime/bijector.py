@@ -20,6 +20,7 @@ Declared protocols (class attributes and methods with defaults here, overridden 
 Provenance: ``provenance`` (node id and source line of the graph node the module lowers) is set
 once by the lowering (``flowdsl.runtime.model``) and used in runtime error messages.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

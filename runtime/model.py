@@ -17,6 +17,7 @@ flattened, concatenated in forward order, and scattered to the positions of x th
 ``split``, once at build time). The scatter is one ``index_select`` with a precomputed index, so
 the model has static shapes, exports to ONNX and compiles without graph breaks.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,9 @@ def lower_node(graph: Any, node: Any) -> Bijector:
 
     bodies = None
     if node.body_chains:
-        bodies = {label: Chain([lower_node(graph, graph.node(c)) for c in chain]) for label, chain in node.body_chains.items()}
+        bodies = {
+            label: Chain([lower_node(graph, graph.node(c)) for c in chain]) for label, chain in node.body_chains.items()
+        }
     module = layer_lowering(node.kind)(node.args, node.in_shape, bodies)
     module.provenance = Provenance(node.id, node.span.line)
     return module
@@ -227,7 +230,9 @@ class FlowModel(nn.Module):
         from flowdsl.runtime.fusion.fuse import fuse_steps
 
         result, prior = fuse_steps(self)
-        fused = FusedFlow(result.graph, result.modules, prior, fusion=result, channels_last=channels_last, cuda_graph=cuda_graph)
+        fused = FusedFlow(
+            result.graph, result.modules, prior, fusion=result, channels_last=channels_last, cuda_graph=cuda_graph
+        )
         ref = next(iter(self.buffers()), None)
         fused = fused.to(ref.device if ref is not None else torch.device("cpu"))
         fused._dtype_probe = fused._dtype_probe.to(_float_dtype(self))
@@ -276,8 +281,15 @@ class FusedFlow(FlowModel):
       mode="reduce-overhead")`` is the tested alternative that also uses CUDA graphs.
     """
 
-    def __init__(self, graph: Any, steps: list, prior: torch.nn.Module, fusion: Any = None,
-                 channels_last: bool = False, cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        graph: Any,
+        steps: list,
+        prior: torch.nn.Module,
+        fusion: Any = None,
+        channels_last: bool = False,
+        cuda_graph: bool = False,
+    ) -> None:
         super().__init__(graph, steps, prior, fused=True)
         self.fusion = fusion
         self.channels_last = bool(channels_last)

@@ -25,6 +25,7 @@ be updated, never silently skipped.
 The tests run with the project's default options (``-m 'not slow'`` from pyproject.toml), so
 a caught mutant is caught by the default test run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,16 +63,22 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "gaussian-log-sigma-sign",
         "gaussian prior: + log σ instead of − log σ in the log-density",
-        (Edit("runtime/priors/gaussian.py",
-              "lp = -0.5 * u * u - self.log_scale - 0.5 * math.log(2 * math.pi)",
-              "lp = -0.5 * u * u + self.log_scale - 0.5 * math.log(2 * math.pi)"),),
+        (
+            Edit(
+                "runtime/priors/gaussian.py",
+                "lp = -0.5 * u * u - self.log_scale - 0.5 * math.log(2 * math.pi)",
+                "lp = -0.5 * u * u + self.log_scale - 0.5 * math.log(2 * math.pi)",
+            ),
+        ),
         ("tests/runtime/priors/test_priors_reference.py",),
     ),
     Mutant(
         "squeeze-subpixel-swap",
         "squeeze: sub-pixel order (a, b) swapped to (b, a), consistently in forward and inverse",
-        (Edit("runtime/layers/squeeze.py", ".permute(0, 1, 3, 5, 2, 4)", ".permute(0, 1, 5, 3, 2, 4)"),
-         Edit("runtime/layers/squeeze.py", ".permute(0, 1, 4, 2, 5, 3)", ".permute(0, 1, 4, 3, 5, 2)")),
+        (
+            Edit("runtime/layers/squeeze.py", ".permute(0, 1, 3, 5, 2, 4)", ".permute(0, 1, 5, 3, 2, 4)"),
+            Edit("runtime/layers/squeeze.py", ".permute(0, 1, 4, 2, 5, 3)", ".permute(0, 1, 4, 3, 5, 2)"),
+        ),
         ("tests/runtime/layers/test_squeeze_layout.py",),
     ),
     Mutant(
@@ -83,68 +90,102 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "coupling-logdet-sign",
         "affine coupling (channel mask): log-det with the wrong sign",
-        (Edit("runtime/layers/coupling.py",
-              "return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)",
-              "return torch.cat([x1, y2], dim=1), -logs.reshape(-1, logs[0].numel()).sum(1)"),),
+        (
+            Edit(
+                "runtime/layers/coupling.py",
+                "return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)",
+                "return torch.cat([x1, y2], dim=1), -logs.reshape(-1, logs[0].numel()).sum(1)",
+            ),
+        ),
         ("tests/runtime/layers/test_every_kind.py",),
     ),
     Mutant(
         "actnorm-logdet-no-hw",
         "actnorm: log-det Σ s without the H·W factor",
-        (Edit("runtime/layers/actnorm.py",
-              "logdet = (self.log_scale.sum() * spatial).to(x.dtype)",
-              "logdet = (self.log_scale.sum()).to(x.dtype)"),),
+        (
+            Edit(
+                "runtime/layers/actnorm.py",
+                "logdet = (self.log_scale.sum() * spatial).to(x.dtype)",
+                "logdet = (self.log_scale.sum()).to(x.dtype)",
+            ),
+        ),
         ("tests/runtime/layers/test_every_kind.py",),
     ),
     Mutant(
         "conv1x1-lu-logdet-drops-a-term",
         "conv1x1 (lu/qr): log|det W| misses the first diagonal entry",
-        (Edit("runtime/layers/conv1x1.py",
-              "        return self.log_s.sum()\n",
-              "        return self.log_s[1:].sum()\n"),),
+        (
+            Edit(
+                "runtime/layers/conv1x1.py",
+                "        return self.log_s.sum()\n",
+                "        return self.log_s[1:].sum()\n",
+            ),
+        ),
         ("tests/runtime/layers/test_every_kind.py",),
     ),
     Mutant(
         "laplace-normaliser-drops-scale",
         "laplace prior: normaliser log 2 instead of log 2b",
-        (Edit("runtime/priors/laplace.py",
-              "* torch.exp(-self.log_b) - self.log_b - math.log(2.0)",
-              "* torch.exp(-self.log_b) - math.log(2.0)"),),
+        (
+            Edit(
+                "runtime/priors/laplace.py",
+                "* torch.exp(-self.log_b) - self.log_b - math.log(2.0)",
+                "* torch.exp(-self.log_b) - math.log(2.0)",
+            ),
+        ),
         ("tests/runtime/priors/test_priors_reference.py",),
     ),
     Mutant(
         "laplace-sample-scale",
         "laplace prior: samples drawn with the standard deviation b·√2 read as the scale b",
-        (Edit("runtime/priors/laplace.py",
-              "b = temperature * torch.exp(self.log_b.to(dtype))",
-              "b = temperature * torch.exp(self.log_b.to(dtype)) * math.sqrt(2.0)"),),
+        (
+            Edit(
+                "runtime/priors/laplace.py",
+                "b = temperature * torch.exp(self.log_b.to(dtype))",
+                "b = temperature * torch.exp(self.log_b.to(dtype)) * math.sqrt(2.0)",
+            ),
+        ),
         ("tests/runtime/priors/test_priors_reference.py",),
     ),
     Mutant(
         "spike-slab-linear-annealing",
         "spike_slab: the spike width interpolated linearly instead of geometrically",
-        (Edit("runtime/priors/spike_slab.py",
-              "return self._log_slab + r * (self._log_spike - self._log_slab)",
-              "return torch.log(self.slab + r * (self.spike - self.slab))"),),
+        (
+            Edit(
+                "runtime/priors/spike_slab.py",
+                "return self._log_slab + r * (self._log_spike - self._log_slab)",
+                "return torch.log(self.slab + r * (self.spike - self.slab))",
+            ),
+        ),
         ("tests/runtime/priors/test_priors_reference.py",),
     ),
     Mutant(
         "lr-loss-ratio-inverted",
         "fdrl lr_loss: data and particle terms swapped (estimates p/q instead of q/p)",
-        (Edit("runtime/objectives/fdrl/losses.py",
-              "return -(F.logsigmoid(-s_p).mean() + F.logsigmoid(s_q).mean())",
-              "return -(F.logsigmoid(s_p).mean() + F.logsigmoid(-s_q).mean())"),),
+        (
+            Edit(
+                "runtime/objectives/fdrl/losses.py",
+                "return -(F.logsigmoid(-s_p).mean() + F.logsigmoid(s_q).mean())",
+                "return -(F.logsigmoid(s_p).mean() + F.logsigmoid(-s_q).mean())",
+            ),
+        ),
         ("tests/runtime/objectives/test_fdrl.py",),
     ),
     Mutant(
         "split-latent-order",
         "split: the first channels leave as latents instead of the last ones (consistently in merge)",
-        (Edit("runtime/layers/split.py",
-              "return x[:, : self.keep], x[:, self.keep :]",
-              "return x[:, x.shape[1] - self.keep :], x[:, : x.shape[1] - self.keep]"),
-         Edit("runtime/layers/split.py",
-              "return torch.cat([kept, latent], dim=1)",
-              "return torch.cat([latent, kept], dim=1)")),
+        (
+            Edit(
+                "runtime/layers/split.py",
+                "return x[:, : self.keep], x[:, self.keep :]",
+                "return x[:, x.shape[1] - self.keep :], x[:, : x.shape[1] - self.keep]",
+            ),
+            Edit(
+                "runtime/layers/split.py",
+                "return torch.cat([kept, latent], dim=1)",
+                "return torch.cat([latent, kept], dim=1)",
+            ),
+        ),
         ("tests/runtime/layers/test_split_layout.py",),
     ),
     Mutant(
@@ -153,8 +194,8 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/model.py",
-                "plus the log-determinant.\"\"\"\n        z, logdet = self(x)\n        return self.prior.log_prob(z) + logdet",
-                "plus the log-determinant.\"\"\"\n        z, logdet = self(x)\n        return self.prior.log_prob(z) - logdet",
+                'plus the log-determinant."""\n        z, logdet = self(x)\n        return self.prior.log_prob(z) + logdet',
+                'plus the log-determinant."""\n        z, logdet = self(x)\n        return self.prior.log_prob(z) - logdet',
             ),
         ),
         ("tests/runtime/test_model_api.py",),
@@ -164,8 +205,11 @@ MUTANTS: list[Mutant] = [
 
 # -- copies --------------------------------------------------------------------------------
 def tracked_files(root: Path) -> list[str]:
-    out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return sorted({f for f in out.split("\0") if f and (root / f).is_file()})
 
 
@@ -236,7 +280,7 @@ def module_name(rel: str, mapping_rel: dict[str, str]) -> str | None:
             best = pkg
     if best is None:
         return None
-    rest = p.with_suffix("").parts[len(Path(mapping_rel[best]).parts):]
+    rest = p.with_suffix("").parts[len(Path(mapping_rel[best]).parts) :]
     if rest and rest[-1] == "__init__":
         rest = rest[:-1]
     return ".".join((best, *rest))
@@ -247,18 +291,18 @@ def check_imports_from_copy(dest: Path, files: list[str]) -> None:
     mapping_rel = package_dirs(dest / "pyproject.toml")
     mods = [m for m in (module_name(f, mapping_rel) for f in files) if m]
     mods = mods or ["flowdsl"]
-    code = ("import importlib, sys\n"
-            f"for name in {mods!r}:\n"
-            "    print(name, importlib.import_module(name).__file__)\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=dest, env=copy_env(dest),
-                       capture_output=True, text=True, timeout=300)
+    code = f"import importlib, sys\nfor name in {mods!r}:\n    print(name, importlib.import_module(name).__file__)\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=dest, env=copy_env(dest), capture_output=True, text=True, timeout=300
+    )
     if r.returncode != 0:
         raise SystemExit(f"importing the copy's modules failed:\n{r.stdout}\n{r.stderr}")
     for line in r.stdout.splitlines():
         name, origin = line.split(" ", 1)
         if not Path(origin).resolve().is_relative_to(dest.resolve()):
-            raise SystemExit(f"{name} was imported from {origin}, not from the copy {dest}: "
-                             "the redirection does not work")
+            raise SystemExit(
+                f"{name} was imported from {origin}, not from the copy {dest}: the redirection does not work"
+            )
 
 
 # -- mutations -----------------------------------------------------------------------------
@@ -272,18 +316,26 @@ def locate(m: Mutant, e: Edit, root: Path, files: list[str]) -> str:
     target = e.path
     text = (root / target).read_text(encoding="utf-8") if (root / target).is_file() else None
     if text is None or e.old not in text:
-        hits = [f for f in files if f.endswith(".py") and not f.startswith(("tests/", "scripts/"))
-                and (root / f).is_file() and e.old in (root / f).read_text(encoding="utf-8")]
+        hits = [
+            f
+            for f in files
+            if f.endswith(".py")
+            and not f.startswith(("tests/", "scripts/"))
+            and (root / f).is_file()
+            and e.old in (root / f).read_text(encoding="utf-8")
+        ]
         if len(hits) != 1:
             where = "nowhere" if not hits else ", ".join(hits)
-            raise MutationError(f"{m.name}: the text to replace is not in {e.path} and is found {where} "
-                                f"in the tree:\n    {e.old!r}")
+            raise MutationError(
+                f"{m.name}: the text to replace is not in {e.path} and is found {where} in the tree:\n    {e.old!r}"
+            )
         target = hits[0]
         text = (root / target).read_text(encoding="utf-8")
     n = text.count(e.old)
     if n != 1:
-        raise MutationError(f"{m.name}: the text to replace occurs {n} times in {target} "
-                            f"(must be once):\n    {e.old!r}")
+        raise MutationError(
+            f"{m.name}: the text to replace occurs {n} times in {target} (must be once):\n    {e.old!r}"
+        )
     return target
 
 
@@ -304,13 +356,24 @@ def apply(m: Mutant, dest: Path, files: list[str]) -> list[str]:
 FAILED_RE = re.compile(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", re.M)
 
 
-def run_tests(dest: Path, tests: tuple[str, ...], extra: tuple[str, ...],
-              first_failure: bool) -> tuple[int, str, float]:
+def run_tests(
+    dest: Path, tests: tuple[str, ...], extra: tuple[str, ...], first_failure: bool
+) -> tuple[int, str, float]:
     for t in tests:
         if not (dest / t.split("::")[0]).is_file():
             raise MutationError(f"test file {t.split('::')[0]} does not exist")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:randomly",
-           *(["-x"] if first_failure else []), *extra, *tests]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:randomly",
+        *(["-x"] if first_failure else []),
+        *extra,
+        *tests,
+    ]
     t0 = time.time()
     r = subprocess.run(cmd, cwd=dest, env=copy_env(dest), capture_output=True, text=True, timeout=3600)
     return r.returncode, r.stdout + r.stderr, time.time() - t0
@@ -368,8 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         extra = tuple(dict.fromkeys(x for m in chosen for x in m.extra))
         print(f"baseline: the unmutated copy must pass {len(tests)} test selections ...", flush=True)
         with with_copy(files, args.keep) as dest:
-            check_imports_from_copy(dest, sorted({e.path for m in chosen for e in m.edits
-                                                  if (dest / e.path).is_file()}))
+            check_imports_from_copy(
+                dest, sorted({e.path for m in chosen for e in m.edits if (dest / e.path).is_file()})
+            )
             code, out, secs = run_tests(dest, tests, extra, first_failure=False)
         if code != 0:
             print(out[-6000:])

@@ -17,6 +17,7 @@ the front end (parameter counting by per-kind formulas has no such function and 
 entry is the median of several warm parses (the grammar and the kinds are loaded by a first
 parse).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,16 @@ def spec_chain(n: int, depth: int | None = None) -> str:
     """``depth`` blocks b0 -> b1 -> ... -> b{depth-1} (the last holds one actnorm), called once."""
     depth = min(n, 1000) if depth is None else depth
     blocks = [f"block b{i} {{ b{i + 1} }}" for i in range(depth - 1)] + [f"block b{depth - 1} {{ actnorm }}"]
-    return "\n".join(blocks) + "\nflow chain {\n    " + HEADER + "    b0\n" + "\n".join(_fill(n - 1)) + "\n" + FOOTER + "}\n"
+    return (
+        "\n".join(blocks)
+        + "\nflow chain {\n    "
+        + HEADER
+        + "    b0\n"
+        + "\n".join(_fill(n - 1))
+        + "\n"
+        + FOOTER
+        + "}\n"
+    )
 
 
 SHAPES = {"glow": spec_glow, "flat": spec_flat, "blocks": spec_blocks, "chain": spec_chain}
@@ -90,12 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 5000])
     ap.add_argument("--shapes", nargs="+", default=["glow", "flat", "blocks", "chain"], choices=sorted(SHAPES))
-    ap.add_argument("--profile", metavar="SHAPE:N", help="run cProfile over warm parses of one spec instead of the table")
+    ap.add_argument(
+        "--profile", metavar="SHAPE:N", help="run cProfile over warm parses of one spec instead of the table"
+    )
     ap.add_argument("--sort", default="cumulative", help="pstats sort key (cumulative, tottime, ...)")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--runs", type=int, default=3, help="parses under --profile")
     ap.add_argument("--count-params", action="store_true", help="keep the real count_params (meta-device modules)")
-    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall time, or this process's CPU time (steadier on a busy machine)")
+    ap.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time, or this process's CPU time (steadier on a busy machine)",
+    )
     args = ap.parse_args(argv)
 
     import flowdsl
@@ -133,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             t, n_layers = time_parse(text, clock=clock)
             assert n_layers == n, (shape, n, n_layers)
             row[n] = t * 1000
-        line = f"{shape:8}" + "".join(f"{row[n]:10.1f}" if isinstance(row[n], float) else f"{row[n]:>10}" for n in sizes)
+        line = f"{shape:8}" + "".join(
+            f"{row[n]:10.1f}" if isinstance(row[n], float) else f"{row[n]:>10}" for n in sizes
+        )
         if ratio and all(isinstance(row[n], float) for n in (1000, 5000)):
             line += f"  {row[5000] / row[1000]:9.2f}"
         print(line, flush=True)

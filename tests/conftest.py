@@ -1,4 +1,5 @@
 """Test configuration: always exercise the *installed* flowdsl, seeded and on few threads."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Shared helpers for the tests: float64 invariants of a compiled flow."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,10 @@ __all__ = ["compiled", "jacobian", "check_invertible", "randomize_parameters"]
 def compiled(text: str, seed: int = 0, batch: int = 4):
     """Compile spec text in float64, run the data-dependent init, randomise the parameters."""
     model = flowdsl.compile(flowdsl.parse(text), seed=seed).double()
-    x = torch.rand(batch, *model.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2 - 0.5
+    x = (
+        torch.rand(batch, *model.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 2
+        - 0.5
+    )
     model.train()
     with torch.no_grad():
         model(x)

@@ -13,6 +13,7 @@ A spec using them parses, checks and compiles; in float64 it round-trips and its
 autograd; it trains a few steps on the toy data through :func:`flowdsl.runtime.training.train`
 and samples through ``flowdsl sample``. Every registration is undone after its test.
 """
+
 from __future__ import annotations
 
 import math

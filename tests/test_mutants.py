@@ -1,5 +1,6 @@
 """The mutation check (scripts/mutants.py): known small bugs, each applied to a copy of the tree,
 must be caught by the default test run."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -8,6 +8,7 @@ Adding a kind: one module here plus its line below, and its runtime module regis
 ``@lowering`` (layers), ``@prior_lowering`` (priors) or ``@objective_runtime`` (objectives) in
 ``flowdsl.runtime`` (see the README's "Extending flowdsl").
 """
+
 from __future__ import annotations
 
 from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its kind)

@@ -2,6 +2,7 @@
 
 Shapes: (C, H, W) or (D,) -> unchanged. Parameters: a log-scale and a bias per channel (2·C).
 """
+
 from __future__ import annotations
 
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer

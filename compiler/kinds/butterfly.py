@@ -5,6 +5,7 @@ Shapes: (C, H, W) or (D,) -> unchanged. The layer mixes vectors of n entries (``
 level ℓ needs 2^(ℓ+1) | n, so the largest depth is the 2-adic valuation of n (``max_depth``).
 Parameters: four per pair and level, depth·4·n/2.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,9 @@ class ButterflyKind(LayerKind):
             ctx.fail(f"butterfly needs a (C, H, W) or (D,) input, got shape {shape}")
         n = mixed_size(shape, args.over)
         what = {
-            "all": f"the flattened size {'·'.join(map(str, shape))} = {n}" if len(shape) == 3 else f"the vector size {n}",
+            "all": f"the flattened size {'·'.join(map(str, shape))} = {n}"
+            if len(shape) == 3
+            else f"the vector size {n}",
             "channels": f"the channel count {n}",
             "width": f"the width {n}",
             "height": f"the height {n}",
@@ -70,14 +73,16 @@ class ButterflyKind(LayerKind):
         top = max_depth(n)
         if args.depth == "auto":
             if top == 0:
-                ctx.warn(f"over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over")
+                ctx.warn(
+                    f"over={args.over}: {what} is odd, so depth=auto is 0 and the layer is the identity", arg="over"
+                )
             return shape
         d = args.depth
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
             ctx.fail(f"butterfly depth must be a positive integer or auto, got {d!r}", arg="depth")
         if d > top:
             ctx.fail(
-                f"butterfly depth {d} needs 2^{d} = {2 ** d} to divide {what} (over={args.over}); "
+                f"butterfly depth {d} needs 2^{d} = {2**d} to divide {what} (over={args.over}); "
                 f"the largest valid depth is {top}",
                 arg="depth",
             )

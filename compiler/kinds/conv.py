@@ -4,6 +4,7 @@ Shapes: (C, H, W) -> unchanged (images only). Parameters: ``emerging`` two maske
 convolutions of ((k+1)/2)² taps (2·C²·((k+1)/2)²), their log-diagonals (2·C) and a bias (C);
 ``periodic`` one C×C×k×k kernel.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -18,7 +19,9 @@ __all__ = ["ConvKind"]
 @register_layer
 class ConvKind(LayerKind):
     name = "conv"
-    description = "invertible k×k convolution: emerging (two masked AR convs) or periodic (circular, Fourier-invertible)"
+    description = (
+        "invertible k×k convolution: emerging (two masked AR convs) or periodic (circular, Fourier-invertible)"
+    )
     spatial = True
     constant_logdet = True
 
@@ -30,7 +33,9 @@ class ConvKind(LayerKind):
     def infer_shape(cls, args, shape, ctx):
         shape = tuple(shape)
         if len(shape) != 3:
-            ctx.fail(f"conv(kind={args.kind}) needs an image input (C, H, W); this input is a vector of {shape[0]} entries")
+            ctx.fail(
+                f"conv(kind={args.kind}) needs an image input (C, H, W); this input is a vector of {shape[0]} entries"
+            )
         c, h, w = shape
         k = args.kernel
         if k < 1:

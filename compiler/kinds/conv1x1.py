@@ -4,6 +4,7 @@ Shapes: (C, H, W) or (D,) -> unchanged; a C×C matrix per pixel. Parameters: ``l
 (2·C², masked) and log|s| (C); ``qr`` stores Householder vectors and R (2·C²) and log|s| (C);
 ``plain`` the C² weight.
 """
+
 from __future__ import annotations
 
 from typing import Literal

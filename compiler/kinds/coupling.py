@@ -9,6 +9,7 @@ affine (shift and scale) and 1 for additive:
     resnet  3×3 (n_in→h) + depth·(3×3 (h→h) + 1×1 (h→h)) + 3×3 (h→n_out), with biases
     mlp     Linear (n_in→h) + (depth−1)·Linear (h→h) + Linear (h→n_out), on flattened entries
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,14 @@ class CouplingKind(LayerKind):
             ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
         if args.mask == "channel" and shape[0] < 2:
             if len(shape) == 1:  # a vector: neither squeeze nor a checkerboard mask can help
-                ctx.fail(f"a coupling needs at least 2 entries to split, got {shape[0]}; a vector of 1 entry cannot be coupled (remove this coupling)", arg="mask")
-            ctx.fail(f"a channel coupling needs at least 2 channels to split, got {shape[0]} (use mask=checkerboard or squeeze first)", arg="mask")
+                ctx.fail(
+                    f"a coupling needs at least 2 entries to split, got {shape[0]}; a vector of 1 entry cannot be coupled (remove this coupling)",
+                    arg="mask",
+                )
+            ctx.fail(
+                f"a channel coupling needs at least 2 channels to split, got {shape[0]} (use mask=checkerboard or squeeze first)",
+                arg="mask",
+            )
         if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:
             ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
         return shape

@@ -18,6 +18,7 @@ Rules the checker enforces, each at the argument that breaks it:
   (:func:`covariance_bytes`) must fit ``FLOWDSL_FDRL_MAX_COVARIANCE_BYTES`` (default 2 GiB), else
   the source argument is rejected with the estimate and the alternatives.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,7 +105,8 @@ class FDRLObjectiveKind(ObjectiveKind):
                     raise ArgumentValueError(f"unknown argument '{k}' for estimator {name}{hint}{known}", ("arg", k))
                 if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                     raise ArgumentValueError(
-                        f"estimator argument '{k}' of {name} must be a positive integer, got {show_value(val)}", ("value", k)
+                        f"estimator argument '{k}' of {name} must be a positive integer, got {show_value(val)}",
+                        ("value", k),
                     )
             return {"call": name, "args": {**allowed, **v.get("args", {})}}
 

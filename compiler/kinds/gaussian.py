@@ -1,5 +1,6 @@
 """``prior gaussian(learned=false|true)``: the standard normal base, or a diagonal Gaussian with a
 learned mean and log-scale per latent entry (2·numel parameters), language side."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """``prior laplace(scale=b, learned=false|true)``: a factorised Laplace base (RG-Flow's sparse prior),
 with a learned location and log-scale per latent entry when ``learned`` (2·numel), language side."""
+
 from __future__ import annotations
 
 import math

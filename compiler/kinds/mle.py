@@ -1,4 +1,5 @@
 """``objective mle``: maximum likelihood; the loss is −log p(x) reported in bits per dimension."""
+
 from __future__ import annotations
 
 from flowdsl.compiler.registry import ArgsModel, ObjectiveKind, register_objective

@@ -2,6 +2,7 @@
 
 Shapes: (C, H, W) or (D,) -> unchanged; no parameters; log-det 0.
 """
+
 from __future__ import annotations
 
 from typing import Literal

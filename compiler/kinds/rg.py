@@ -6,6 +6,7 @@ levels H = log2(L/K) + 1. Each level has a disentangler and a decimator body ins
 (C, K, K) patches (labels ``level{h}.disentangler`` / ``level{h}.decimator``); the bodies are
 nodes of their own, so the layer itself has no parameters.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Union

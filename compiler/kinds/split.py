@@ -2,6 +2,7 @@
 
 Shapes: (C, ...) -> kept (C − ⌊C/2⌋, ...) and latent (⌊C/2⌋, ...). No parameters; log-det 0.
 """
+
 from __future__ import annotations
 
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer

@@ -2,6 +2,7 @@
 
 Shapes: (C, H, W) -> (C·f², H/f, W/f); f must divide H and W. No parameters; log-det 0.
 """
+
 from __future__ import annotations
 
 from pydantic import Field

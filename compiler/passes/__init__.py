@@ -9,6 +9,7 @@
 Each pass is a plain function that can be called alone; :func:`run_pipeline` runs them in order
 and can hand the IR after each pass to a callback (``flowdsl check --explain``).
 """
+
 from __future__ import annotations
 
 import functools

@@ -4,17 +4,20 @@ Shapes are not known yet (``infer_shapes`` fills them and instantiates the bodie
 kinds, whose shapes depend on the input). Nodes hold the layer spec's validated ``Args`` model
 as it is (validated once, by ``expand``).
 """
+
 from __future__ import annotations
 
 from flowdsl.compiler.ir import FlowGraph, Node
-from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.compiler.kinds import get_layer
+from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.schema import FlowSpec, LayerSpec
 
 __all__ = ["build_graph", "layer_node"]
 
 
-def layer_node(layer: LayerSpec, node_id: str | None = None, parent: str | None = None, body_label: str | None = None) -> Node:
+def layer_node(
+    layer: LayerSpec, node_id: str | None = None, parent: str | None = None, body_label: str | None = None
+) -> Node:
     """The IR node for one layer spec."""
     kind = get_layer(layer.kind)
     assert kind is not None, layer.kind
@@ -48,7 +51,9 @@ def build_graph(spec: FlowSpec, diag: Diagnostics | None = None) -> FlowGraph:
             graph.link(node.id, lat.id, port="latent")
             graph.latents.append(lat.id)
             n_latents += 1
-    final = graph.add(Node(id=f"z{n_latents}", role="latent", kind="latent", meta={"latent_index": n_latents, "final": True}))
+    final = graph.add(
+        Node(id=f"z{n_latents}", role="latent", kind="latent", meta={"latent_index": n_latents, "final": True})
+    )
     graph.link(prev, final.id)
     graph.latents.append(final.id)
     graph.passes_run.append("build_graph")

@@ -4,15 +4,16 @@
 * the whole model fits the resource limits: total parameters, and the activation memory of
   one training step at the spec's batch size (estimated from the shapes, before allocation).
 """
+
 from __future__ import annotations
 
 import math
 
 from flowdsl.compiler.ir import FlowGraph
+from flowdsl.compiler.kinds import get_layer, get_objective, get_prior
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.compiler.registry import CheckContext
-from flowdsl.compiler.kinds import get_layer, get_objective, get_prior
 from flowdsl.errors import ResourceLimitError
 
 __all__ = ["check", "estimate_activation_bytes"]

@@ -5,6 +5,7 @@ copies, validates every argument against its kind's pydantic model, and checks t
 structure (exactly one ``input``, at most one ``prior``/``objective``/``train``/``dequantize``,
 no recursion among blocks). Every rejection is a located :class:`CheckError`.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,17 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from flowdsl import syntax as S
-from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
-from flowdsl.errors import ArgumentValueError, CheckError, CheckWarning, ResourceLimitError, Span, did_you_mean, show_value
+from flowdsl.compiler.limits import LIMITS
+from flowdsl.errors import (
+    ArgumentValueError,
+    CheckError,
+    CheckWarning,
+    ResourceLimitError,
+    Span,
+    did_you_mean,
+    show_value,
+)
 from flowdsl.parser import KEYWORDS
 from flowdsl.schema import FlowSpec, InputSpec, LayerSpec, ObjectiveSpec, PriorSpec, TrainSpec
 
@@ -100,7 +109,10 @@ class _Expander:
             if isinstance(x, S.BigNumber):
                 self.d.fail(f"the number {x[:24]}... is too large (at most {LIMITS.max_int})", v.span)
             if isinstance(x, int) and not isinstance(x, bool) and abs(x) > LIMITS.max_int:
-                self.d.fail(f"the number {str(x)[:24]}{'...' if len(str(x)) > 24 else ''} is too large (at most {LIMITS.max_int})", v.span)
+                self.d.fail(
+                    f"the number {str(x)[:24]}{'...' if len(str(x)) > 24 else ''} is too large (at most {LIMITS.max_int})",
+                    v.span,
+                )
             if isinstance(x, float) and not math.isfinite(x):
                 self.d.fail("the number is out of range (overflows to infinity)", v.span)
             return x
@@ -239,9 +251,17 @@ class _Expander:
         for st in body:
             self._work(st.span)
             if isinstance(st, (S.Input, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
-                kw = {S.Input: "input", S.Dequantize: "dequantize", S.PriorStmt: "prior", S.ObjectiveStmt: "objective", S.TrainStmt: "train"}[type(st)]
+                kw = {
+                    S.Input: "input",
+                    S.Dequantize: "dequantize",
+                    S.PriorStmt: "prior",
+                    S.ObjectiveStmt: "objective",
+                    S.TrainStmt: "train",
+                }[type(st)]
                 if not top:
-                    self.d.fail(f"'{kw}' belongs in the flow body, not inside a block, a repeat or a layer's body", st.span)
+                    self.d.fail(
+                        f"'{kw}' belongs in the flow body, not inside a block, a repeat or a layer's body", st.span
+                    )
                 if kw in self.singletons:
                     first = self.singletons[kw][0].span.line
                     self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
@@ -297,16 +317,20 @@ class _Expander:
         if st.name in self.blocks:
             block = self.blocks[st.name]
             if st.parts is not None:
-                self.d.fail(f"block '{st.name}' is called without a body (only composite layers such as rg take one)", st.span)
+                self.d.fail(
+                    f"block '{st.name}' is called without a body (only composite layers such as rg take one)", st.span
+                )
             if st.name in self.on_path:
-                cycle = " -> ".join(self.path[self.on_path[st.name]:] + [st.name])
+                cycle = " -> ".join(self.path[self.on_path[st.name] :] + [st.name])
                 self.d.fail(f"recursion among blocks: {cycle}", st.span)
             read = self.named_args(st.args, env, f"block '{st.name}'")
             vals, spans, vspans, passed = read.vals, read.spans, read.vspans, read.origins
             params = {p.name: p for p in block.params}
             for name in vals:
                 if name not in params:
-                    self.d.fail(f"unknown argument '{name}' for block '{st.name}'{did_you_mean(name, params)}", spans[name])
+                    self.d.fail(
+                        f"unknown argument '{name}' for block '{st.name}'{did_you_mean(name, params)}", spans[name]
+                    )
             benv: dict[str, Any] = {"__block__": (st.name, st.span)}
             for p in block.params:
                 if p.name in vals:
@@ -316,7 +340,11 @@ class _Expander:
                     benv[p.name] = (vals[p.name], spans[p.name], o)
                 elif p.default is not None:
                     dspan = getattr(p.default, "span", p.span)
-                    benv[p.name] = (self.value(p.default, {"__default__": (st.name, p.name)}), p.span, _Origin(dspan, ((st.name, p.name), ()), True))
+                    benv[p.name] = (
+                        self.value(p.default, {"__default__": (st.name, p.name)}),
+                        p.span,
+                        _Origin(dspan, ((st.name, p.name), ()), True),
+                    )
                 else:
                     self.d.fail(f"block '{st.name}' needs the argument '{p.name}' (no default)", st.span)
             return self._inline(st.name, block.body, benv, prefix)
@@ -409,10 +437,16 @@ class _Expander:
     def finish(self, flow: S.FlowDef, layers: list[LayerSpec]) -> FlowSpec:
         sing = self.singletons
         if "input" not in sing:
-            self.d.fail(f"flow '{flow.name}' has no 'input' statement (e.g. input image(channels=1, height=8, width=8))", flow.name_span)
+            self.d.fail(
+                f"flow '{flow.name}' has no 'input' statement (e.g. input image(channels=1, height=8, width=8))",
+                flow.name_span,
+            )
         ist, ienv = sing["input"]
         if ist.kind not in _INPUT_ARGS:
-            self.d.fail(f"unknown input kind '{ist.kind}'{did_you_mean(ist.kind, _INPUT_ARGS)}; use image or vector", ist.kind_span)
+            self.d.fail(
+                f"unknown input kind '{ist.kind}'{did_you_mean(ist.kind, _INPUT_ARGS)}; use image or vector",
+                ist.kind_span,
+            )
         vals, spans, vspans = self.named_args(ist.args, ienv, f"input {ist.kind}")[:3]
         allowed = _INPUT_ARGS[ist.kind]
         for name in vals:
@@ -423,23 +457,35 @@ class _Expander:
                 self.d.fail(f"input {ist.kind} needs the argument '{name}'", ist.kind_span)
         for name, v in vals.items():
             if isinstance(v, bool) or not isinstance(v, int):
-                self.d.fail(f"invalid value {show_value(v)} for '{name}' of input {ist.kind}: expected an integer", vspans[name])
+                self.d.fail(
+                    f"invalid value {show_value(v)} for '{name}' of input {ist.kind}: expected an integer", vspans[name]
+                )
             low = 2 if name == "levels" else 1
             if v < low:
                 self.d.fail(f"'{name}' of input {ist.kind} must be at least {low}, got {v}", vspans[name])
             if v > LIMITS.max_dim:
-                self.d.fail(f"'{name}' of input {ist.kind} is {v}, above the limit of {LIMITS.max_dim}", vspans[name], ResourceLimitError)
+                self.d.fail(
+                    f"'{name}' of input {ist.kind} is {v}, above the limit of {LIMITS.max_dim}",
+                    vspans[name],
+                    ResourceLimitError,
+                )
         if ist.kind == "image":
             vals.setdefault("levels", 256)
         inp = InputSpec(kind=ist.kind, span=ist.span, **vals)
         if inp.numel > LIMITS.max_input_numel:
-            self.d.fail(f"input has {inp.numel:,} dimensions, above the limit of {LIMITS.max_input_numel:,}", ist.span, ResourceLimitError)
+            self.d.fail(
+                f"input has {inp.numel:,} dimensions, above the limit of {LIMITS.max_input_numel:,}",
+                ist.span,
+                ResourceLimitError,
+            )
 
         deq = "uniform" if inp.kind == "image" else "none"
         if "dequantize" in sing:
             dst, _ = sing["dequantize"]
             if dst.mode not in ("uniform", "none"):
-                self.d.fail(f"unknown dequantization '{dst.mode}'{did_you_mean(dst.mode, ['uniform', 'none'])}", dst.mode_span)
+                self.d.fail(
+                    f"unknown dequantization '{dst.mode}'{did_you_mean(dst.mode, ['uniform', 'none'])}", dst.mode_span
+                )
             if dst.mode == "uniform" and inp.levels is None:
                 self.d.fail("dequantize uniform needs discrete data: an image input with levels", dst.mode_span)
             deq = dst.mode
@@ -454,7 +500,14 @@ class _Expander:
             for name in vals:
                 if name not in _TRAIN_FIELDS:
                     self.d.fail(f"unknown argument '{name}' for train{did_you_mean(name, _TRAIN_FIELDS)}", spans[name])
-            vals = {k: (float(v) if k in ("lr", "weight_decay", "clip") and isinstance(v, int) and not isinstance(v, bool) else v) for k, v in vals.items()}
+            vals = {
+                k: (
+                    float(v)
+                    if k in ("lr", "weight_decay", "clip") and isinstance(v, int) and not isinstance(v, bool)
+                    else v
+                )
+                for k, v in vals.items()
+            }
             tmodel = TrainSpec.model_validate({})  # defaults
             fields = {k: v for k, v in tmodel.model_dump().items() if k not in ("span", "arg_spans")}
             fields.update(vals)
@@ -463,7 +516,10 @@ class _Expander:
             except ValidationError as e:
                 err = e.errors()[0]
                 name = str(err["loc"][0]) if err.get("loc") else None
-                self.d.fail(f"invalid value {show_value(vals.get(name))} for argument '{name}' of train: {_pydantic_msg(err)}", vspans.get(name, tst.span))
+                self.d.fail(
+                    f"invalid value {show_value(vals.get(name))} for argument '{name}' of train: {_pydantic_msg(err)}",
+                    vspans.get(name, tst.span),
+                )
 
         return FlowSpec(
             name=flow.name,
@@ -488,7 +544,7 @@ def _pydantic_msg(err: dict) -> str:
     msg = str(err.get("msg", "invalid value"))
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
-            msg = msg[len(prefix):]
+            msg = msg[len(prefix) :]
     return msg
 
 
@@ -507,8 +563,6 @@ def _sub_span(v: S.Value | None, path: tuple[str, ...]) -> Span | None:
             if a.name == path[1]:
                 return a.span if path[0] == "arg" else getattr(a.value, "span", a.span)
     return None
-
-
 
 
 def _drive(gen):

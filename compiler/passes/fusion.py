@@ -27,6 +27,7 @@ Implementing a rule (checklist):
       forward/inverse, and MAY return fewer modules (an empty list removes the run);
     * decorate the class with ``@register_rule`` and add a numerics test to tests/runtime/fusion/test_fusion.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,7 +50,6 @@ __all__ = [
     "explain_fusion",
     "FusePass",
 ]
-
 
 
 class Refused(Exception):
@@ -135,7 +135,12 @@ def fused_node(nodes: Sequence[Node], kind: str, rule: str, node_id: str | None 
         n_params=sum(n.n_params or 0 for n in nodes),
         parent=first.parent,
         body_label=first.body_label,
-        meta={"fused_from": origin, "rule": rule, "logdet_constant": all(n.meta.get("logdet_constant", False) for n in nodes), **meta},
+        meta={
+            "fused_from": origin,
+            "rule": rule,
+            "logdet_constant": all(n.meta.get("logdet_constant", False) for n in nodes),
+            **meta,
+        },
     )
 
 
@@ -198,7 +203,9 @@ def _body_modules(module: Any, label: str, n: int) -> list[Any]:
     return layers
 
 
-def _run_rule(rule: FusionRule, items: list[_Item], ctx: ChainContext, log: list[Rewrite], runtime: bool) -> tuple[list[_Item], bool]:
+def _run_rule(
+    rule: FusionRule, items: list[_Item], ctx: ChainContext, log: list[Rewrite], runtime: bool
+) -> tuple[list[_Item], bool]:
     nodes = [it.node for it in items]
     out: list[_Item] = []
     modified = False
@@ -227,7 +234,9 @@ def _run_rule(rule: FusionRule, items: list[_Item], ctx: ChainContext, log: list
         if mods is not None and len(mods) != len(new_nodes):
             raise RuntimeError(f"fusion rule {rule.name!r} returned {len(mods)} modules for {len(new_nodes)} nodes")
         out.extend(_Item(nd, None if mods is None else m) for nd, m in zip(new_nodes, mods or [None] * len(new_nodes)))
-        log.append(Rewrite(rule.name, ctx.label, before, tuple(nd.id for nd in new_nodes), rule.detail(gnodes, ctx, mods)))
+        log.append(
+            Rewrite(rule.name, ctx.label, before, tuple(nd.id for nd in new_nodes), rule.detail(gnodes, ctx, mods))
+        )
         modified = True
         i += n
     return out, modified
@@ -384,11 +393,13 @@ def explain_fusion(graph: FlowGraph) -> str:
     """The ``flowdsl check --explain`` section: the fusion plan and the fused graph's table."""
     result = FusePass()(graph)
     bar = "=" * 44
-    return "\n".join([
-        f"==== fusion plan: what model.fuse() does {bar[:20]}",
-        format_plan(result),
-        "",
-        "==== after pass: fuse " + "=" * 56,
-        result.graph.format(),
-        "",
-    ])
+    return "\n".join(
+        [
+            f"==== fusion plan: what model.fuse() does {bar[:20]}",
+            format_plan(result),
+            "",
+            "==== after pass: fuse " + "=" * 56,
+            result.graph.format(),
+            "",
+        ]
+    )

@@ -6,16 +6,17 @@ argument ranges), checks that the layer preserves the number of dimensions, coun
 (the kind's formula, ``LayerKind.param_count``), and instantiates the bodies of composite kinds
 (e.g. ``rg``: one body chain per level and part).
 """
+
 from __future__ import annotations
 
 import math
 
 from flowdsl.compiler.ir import FlowGraph, Node
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.build import layer_node
 from flowdsl.compiler.passes.expand import Diagnostics
 from flowdsl.compiler.registry import CheckContext
-from flowdsl.compiler.kinds import get_layer
 from flowdsl.errors import ResourceLimitError
 
 __all__ = ["infer_shapes", "context_for"]
@@ -39,7 +40,9 @@ def context_for(node: Node, diag: Diagnostics) -> CheckContext:
     return CheckContext(fail, warn, node.id)
 
 
-def _infer_chain(graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape: tuple[int, ...], in_body: bool) -> tuple[int, ...]:
+def _infer_chain(
+    graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape: tuple[int, ...], in_body: bool
+) -> tuple[int, ...]:
     for nid in node_ids:
         node = graph.node(nid)
         kind = get_layer(node.kind)
@@ -70,15 +73,22 @@ def _infer_chain(graph: FlowGraph, diag: Diagnostics, node_ids: list[str], shape
                 chain_ids = []
                 prefix = f"{spec.id}.{inst.body}."
                 for child in spec.bodies.get(inst.body, []):
-                    suffix = child.id[len(prefix):] if child.id.startswith(prefix) else child.id
-                    cnode = graph.add(layer_node(child, node_id=f"{node.id}.{inst.label}.{suffix}", parent=node.id, body_label=inst.label))
+                    suffix = child.id[len(prefix) :] if child.id.startswith(prefix) else child.id
+                    cnode = graph.add(
+                        layer_node(
+                            child, node_id=f"{node.id}.{inst.label}.{suffix}", parent=node.id, body_label=inst.label
+                        )
+                    )
                     graph.link(chain_ids[-1] if chain_ids else node.id, cnode.id, port="out" if chain_ids else "body")
                     chain_ids.append(cnode.id)
                 node.body_chains[inst.label] = chain_ids
                 end = _infer_chain(graph, diag, chain_ids, tuple(inst.shape), in_body=True)
                 if end != tuple(inst.shape):
                     last = graph.node(chain_ids[-1])
-                    diag.fail(f"the {inst.body} body must keep the shape {_fmt(inst.shape)}, but ends with {_fmt(end)}", last.span)
+                    diag.fail(
+                        f"the {inst.body} body must keep the shape {_fmt(inst.shape)}, but ends with {_fmt(end)}",
+                        last.span,
+                    )
         node.n_params = int(kind.param_count(node.args, shape))
         if node.n_params > LIMITS.max_params:
             diag.fail(

@@ -8,6 +8,7 @@ kind's validated ``Args`` model (validated once, by the ``expand`` pass).
 ``flowdsl.parse`` returns the FlowSpec of the checked pipeline with ``graph`` set to its checked
 ``FlowGraph``; the pipeline sets it once (``with_graph``) and nothing recomputes it.
 """
+
 from __future__ import annotations
 
 import hashlib

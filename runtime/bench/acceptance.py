@@ -24,6 +24,7 @@ convolution has one), next to a matrix-multiply peak measured in the
 same process: it shows how close the floor's convolutions are to the machine, and whether the
 fast-convolution library that ships in PyTorch would lower it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -108,8 +109,15 @@ def conv_kernels(fused: torch.nn.Module, call: Callable[[], Any], threads: int, 
         if nnpack:
             fns["nnpack"] = nnpack_conv
         times = alternate(fns, repeats)
-        rows.append({"shape": f"{c_in}→{c_out}, {k}×{k}, {h}×{w}", "calls": n, "gflop": 2 * b * h * w * c_out * c_in * k * k / 1e9,
-                     "onednn": times["onednn"], "nnpack": times.get("nnpack")})
+        rows.append(
+            {
+                "shape": f"{c_in}→{c_out}, {k}×{k}, {h}×{w}",
+                "calls": n,
+                "gflop": 2 * b * h * w * c_out * c_in * k * k / 1e9,
+                "onednn": times["onednn"],
+                "nnpack": times.get("nnpack"),
+            }
+        )
     batch = next(iter(shapes))[0] if shapes else 0
     return {"peak_gflops": matmul_peak(threads)[0], "threads": threads, "batch": batch, "rows": rows}
 
@@ -121,11 +129,14 @@ def kernel_table(kern: dict) -> list[str]:
     if not kern or not kern.get("rows"):
         return []
     peak = kern["peak_gflops"]
-    out = [f"The floor's convolutions, one kernel at a time (batch {kern['batch']}, steady state, {kern['threads']} thread(s); "
-           f"matrix-multiply peak in the same process: {peak:.0f} GFLOP/s):", "",
-           "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | of the matmul peak | "
-           "NNPACK Winograd/FFT (ms) | NNPACK ÷ oneDNN |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"The floor's convolutions, one kernel at a time (batch {kern['batch']}, steady state, {kern['threads']} thread(s); "
+        f"matrix-multiply peak in the same process: {peak:.0f} GFLOP/s):",
+        "",
+        "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | of the matmul peak | "
+        "NNPACK Winograd/FFT (ms) | NNPACK ÷ oneDNN |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     tot_o = tot_n = 0.0
     for r in kern["rows"]:
         o = st.median(r["onednn"])
@@ -137,10 +148,14 @@ def kernel_table(kern: dict) -> list[str]:
             ncell, rcell = f"{nn * 1e3:.3f}", f"{nn / o:.2f}×"
         else:
             ncell = rcell = "not available"
-        out.append(f"| {r['shape']} | {r['calls']} | {o * 1e3:.3f} | {rate:.0f} | {rate / peak:.0%} | {ncell} | {rcell} |")
+        out.append(
+            f"| {r['shape']} | {r['calls']} | {o * 1e3:.3f} | {rate:.0f} | {rate / peak:.0%} | {ncell} | {rcell} |"
+        )
     ncell = f"{tot_n * 1e3:.1f}" if tot_n else "–"
-    out.append(f"| **all, weighted by calls** | | **{tot_o * 1e3:.1f}** | | | **{ncell}** | "
-               f"{f'{tot_n / tot_o:.2f}×' if tot_n else '–'} |")
+    out.append(
+        f"| **all, weighted by calls** | | **{tot_o * 1e3:.1f}** | | | **{ncell}** | "
+        f"{f'{tot_n / tot_o:.2f}×' if tot_n else '–'} |"
+    )
     return out
 
 
@@ -155,9 +170,11 @@ def _met(oks: list[bool]) -> str:
 
 
 def _floor_rows(states: list[tuple[str, dict]]) -> list[str]:
-    rows = ["| state | direction | unfused eager (ms) | fused eager (ms) | " + FLOOR + " (ms) | "
-            "largest possible fused-eager speed-up: unfused ÷ convolutions | fused eager ÷ convolutions |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| state | direction | unfused eager (ms) | fused eager (ms) | " + FLOOR + " (ms) | "
+        "largest possible fused-eager speed-up: unfused ÷ convolutions | fused eager ÷ convolutions |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for name, times in states:
         for d in ("log_prob", "sample"):
             t = times.get(d, {})
@@ -165,8 +182,10 @@ def _floor_rows(states: list[tuple[str, dict]]) -> list[str]:
                 continue
             _, bound, _ = _ratio(t["unfused eager"], t[FLOOR])
             _, over, _ = _ratio(t["fused eager"], t[FLOOR])
-            rows.append(f"| {name} | {d} | {_ms(t['unfused eager'])} | {_ms(t['fused eager'])} | {_ms(t[FLOOR])} | "
-                        f"{bound:.2f}× | {over:.2f}× |")
+            rows.append(
+                f"| {name} | {d} | {_ms(t['unfused eager'])} | {_ms(t['fused eager'])} | {_ms(t[FLOOR])} | "
+                f"{bound:.2f}× | {over:.2f}× |"
+            )
     return rows if len(rows) > 2 else []
 
 
@@ -174,10 +193,14 @@ def acceptance(r: SpecResult) -> str:
     """The acceptance table of one probe (see the module docstring)."""
     lines = [f"`{r.name}`, batch 64, {r.threads} thread(s), one process; target: each ratio ≥ {TARGET}×.", ""]
     states = [("fresh process", r.times)] + ([("steady state (after one training step)", r.warm)] if r.warm else [])
-    lines += ["| target | direction | " + " | ".join(f"{name}: ratio (median [IQR])" for name, _ in states) + " | met? |",
-              "|---|---|" + "---:|" * len(states) + "---|"]
-    for label, slow, fast in (("fused eager vs unfused eager", "unfused eager", "fused eager"),
-                              ("fused + compile vs normflows", "normflows", "fused + compile")):
+    lines += [
+        "| target | direction | " + " | ".join(f"{name}: ratio (median [IQR])" for name, _ in states) + " | met? |",
+        "|---|---|" + "---:|" * len(states) + "---|",
+    ]
+    for label, slow, fast in (
+        ("fused eager vs unfused eager", "unfused eager", "fused eager"),
+        ("fused + compile vs normflows", "normflows", "fused + compile"),
+    ):
         for d in ("log_prob", "sample"):
             cells, oks = [], []
             for _, times in states:
@@ -191,11 +214,21 @@ def acceptance(r: SpecResult) -> str:
             lines.append(f"| {label} | {d} | " + " | ".join(cells) + f" | {_met(oks)} |")
     floor = _floor_rows(states)
     if floor:
-        lines += ["", "The floor of the eager target: the conditioners' convolutions alone, timed in the same rounds "
-                  "(median of per-round ratios):", "", *floor]
+        lines += [
+            "",
+            "The floor of the eager target: the conditioners' convolutions alone, timed in the same rounds "
+            "(median of per-round ratios):",
+            "",
+            *floor,
+        ]
     kern = kernel_table(r.kernels)
     if kern:
         lines += ["", *kern]
     for name, times in states:
-        lines += ["", f"Times (ms, median [IQR]), {name}:", "", _times_table([SpecResult(r.name, times=times)]).rstrip("\n")]
+        lines += [
+            "",
+            f"Times (ms, median [IQR]), {name}:",
+            "",
+            _times_table([SpecResult(r.name, times=times)]).rstrip("\n"),
+        ]
     return "\n".join(lines) + "\n"

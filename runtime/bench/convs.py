@@ -19,6 +19,7 @@
 Times are the best of ``repeats`` runs after warm-up (CPU time of the process, see :func:`timeit`),
 in milliseconds, under ``torch.no_grad``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,6 @@ class _MatmulConv1x1(torch.nn.Module):
 
     def inverse(self, y):
         return self._apply(self.w_inv, y)
-
 
 
 # --------------------------------------------------------------------------- the naive baseline
@@ -133,8 +133,15 @@ def _layers(shape: tuple[int, int, int]) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
-def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int = 15, naive: bool = True,
-        spec: str | None = None, report: Callable[[str], None] | None = None, onnx: bool = False) -> str:
+def run(
+    batch: int = 64,
+    shape: tuple[int, int, int] = (3, 32, 32),
+    repeats: int = 15,
+    naive: bool = True,
+    spec: str | None = None,
+    report: Callable[[str], None] | None = None,
+    onnx: bool = False,
+) -> str:
     """Measure everything; return (and pass each finished section to ``report``) markdown."""
     say = report or (lambda s: None)
     C, H, W = shape
@@ -171,7 +178,9 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
             steps = f"{s['steps']} (tiles {s['tile'][0]}×{s['tile'][1]})"
         with torch.no_grad():
             err = float((fz.inverse(y) - x).abs().max())
-        rows.append(f"| {name} | {tf:.2f} | {ti:.2f} | {ff:.2f} | {fi:.2f} | {ff / base_f:.1f}× | {fi / base_i:.1f}× | {steps} | {err:.1e} |")
+        rows.append(
+            f"| {name} | {tf:.2f} | {ti:.2f} | {ff:.2f} | {fi:.2f} | {ff / base_f:.1f}× | {fi / base_i:.1f}× | {steps} | {err:.1e} |"
+        )
     t1 = "\n".join(
         [
             "### Forward and inverse vs a 1×1 conv of the same width",
@@ -230,7 +239,9 @@ def run(batch: int = 64, shape: tuple[int, int, int] = (3, 32, 32), repeats: int
         for s in (8, 16, 32, 64):
             e = EmergingConv((c, s, s), 3)
             st = e.steps()
-            srows.append(f"| {c}×{s}×{s} | {st['tile'][0]}×{st['tile'][1]} | {st['levels_per_conv'][0]} | {st['steps']} | {st['pixel_wavefront_steps']} | {2 * s * s} |")
+            srows.append(
+                f"| {c}×{s}×{s} | {st['tile'][0]}×{st['tile'][1]} | {st['levels_per_conv'][0]} | {st['steps']} | {st['pixel_wavefront_steps']} | {2 * s * s} |"
+            )
     t3 = "\n".join(
         [
             "### Sequential steps of the emerging inverse (kernel 3)",
@@ -293,8 +304,16 @@ def onnx_times(shape: tuple[int, int, int], batch: int = 64, repeats: int = 15) 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     t0 = time.perf_counter()
-                    torch.onnx.export(mod, (inp[:4],), path, dynamo=False, opset_version=18, input_names=["x"],
-                                      output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+                    torch.onnx.export(
+                        mod,
+                        (inp[:4],),
+                        path,
+                        dynamo=False,
+                        opset_version=18,
+                        input_names=["x"],
+                        output_names=["y"],
+                        dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                    )
                     t_exp = time.perf_counter() - t0
                 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
                 feed = {"x": inp.numpy()}
@@ -357,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     shape = tuple(int(v) for v in a.shape.split(","))
     assert len(shape) == 3 and math.prod(shape) > 0
-    text = run(a.batch, shape, a.repeats, not a.no_naive, a.spec, report=lambda s: print(s + "\n", flush=True), onnx=a.onnx)
+    text = run(
+        a.batch, shape, a.repeats, not a.no_naive, a.spec, report=lambda s: print(s + "\n", flush=True), onnx=a.onnx
+    )
     if a.out:
         with open(a.out, "w", encoding="utf-8") as fh:
             fh.write(text)

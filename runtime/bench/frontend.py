@@ -8,6 +8,7 @@
   (after one warm-up parse), median of several parses each; the 5,000/1,000 ratio shows whether
   the cost grows linearly with the spec.
 """
+
 from __future__ import annotations
 
 import statistics as st
@@ -33,7 +34,12 @@ def spec_of_layers(n: int, style: str = "repeat") -> str:
     elif style == "flat":
         body = ("    " + step) * k
     else:
-        return "block step(h=16) {\n    actnorm\n    conv1x1(param=lu)\n    coupling(hidden=$h, depth=1)\n}\n" + head + "    step(h=16)\n" * k + "}\n"
+        return (
+            "block step(h=16) {\n    actnorm\n    conv1x1(param=lu)\n    coupling(hidden=$h, depth=1)\n}\n"
+            + head
+            + "    step(h=16)\n" * k
+            + "}\n"
+        )
     return head + body + "}\n"
 
 
@@ -84,7 +90,7 @@ def frontend_section(spec: str, say: Callable[[str], None] = print, rounds: int 
     lines = [
         "## Front end",
         "",
-        f"Cold `python -m flowdsl check {spec}` against `python -c \"import lark, pydantic, networkx\"`, "
+        f'Cold `python -m flowdsl check {spec}` against `python -c "import lark, pydantic, networkx"`, '
         f"{rounds} alternating rounds, medians (fresh interpreters; `check` imports no torch):",
         "",
         "| command | median (s) |",

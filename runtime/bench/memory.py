@@ -15,6 +15,7 @@ glibc is told to map every block of 4 KiB or more on its own and to return freed
 rather than the allocator's caching. A spec without layers (e.g. an FDRL spec: no bijector, no
 parameters) has nothing to train or fuse; its rows say so instead of timing an empty call.
 """
+
 from __future__ import annotations
 
 import gc
@@ -105,12 +106,23 @@ def _memory_probe(path: str, mode: str, batch: int, threads: int) -> dict:
 def memory_table(paths: list[str], batch: int, threads: int, say: Callable[[str], None] = print) -> str:
     """The markdown table of every mode for every spec (one fresh subprocess per cell row)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4096", MALLOC_TRIM_THRESHOLD_="4096")
-    rows = ["| spec | measurement | peak RSS increase (MB) | kept for backward (MB) | time per call (s, median of 3) |",
-            "|---|---|---:|---:|---:|"]
+    rows = [
+        "| spec | measurement | peak RSS increase (MB) | kept for backward (MB) | time per call (s, median of 3) |",
+        "|---|---|---:|---:|---:|",
+    ]
     for path in paths:
         name = Path(path).stem
         for mode, label in MEMORY_MODES.items():
-            cmd = [sys.executable, "-m", "flowdsl.runtime.bench.memory", "--memory-probe", path, mode, str(batch), str(threads)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "flowdsl.runtime.bench.memory",
+                "--memory-probe",
+                path,
+                mode,
+                str(batch),
+                str(threads),
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if out.returncode != 0:
                 err = out.stderr.strip().splitlines()[-1][:80] if out.stderr.strip() else "?"

@@ -7,6 +7,7 @@
 ``flowdsl explain --inpaint-benchmark`` and ``flowdsl bench`` (section ``rg``) run the benchmark;
 ``benchmarks/rg.md`` explains its columns.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,9 @@ from flowdsl.runtime.explain.latents import dtype_device, latent_levels, randomi
 __all__ = ["quick_fit", "rg_spec_text", "inpaint_benchmark"]
 
 
-def quick_fit(model: nn.Module, steps: int, data: str | None = None, seed: int = 0, batch: int | None = None, log=None) -> list[float]:
+def quick_fit(
+    model: nn.Module, steps: int, data: str | None = None, seed: int = 0, batch: int | None = None, log=None
+) -> list[float]:
     """A few Adam steps of maximum likelihood on the spec's data; returns bits/dim per step.
 
     For pictures of an otherwise untrained spec and for the benchmark; ``flowdsl train`` is the
@@ -57,7 +60,9 @@ def quick_fit(model: nn.Module, steps: int, data: str | None = None, seed: int =
     return history
 
 
-def rg_spec_text(L: int, kernel: int = 4, channels: int = 1, hidden: int = 32, depth: int = 1, data: str = "patches") -> str:
+def rg_spec_text(
+    L: int, kernel: int = 4, channels: int = 1, hidden: int = 32, depth: int = 1, data: str = "patches"
+) -> str:
     """A small RG-Flow spec for an L×L image (used by the benchmark and the tests)."""
     body = " ".join(["actnorm coupling(kind=affine, net=mlp, mask=checkerboard, hidden=%d)" % hidden] * depth)
     return (
@@ -124,11 +129,21 @@ def inpaint_benchmark(
         fill = truth[0][:, ~mask].mean()
         row["mean_fill_rmse"] = float(((truth[0][:, mask] - fill) ** 2).mean().sqrt())
         for region in ("cone", "all"):
-            runs = [inpaint(model, truth, mask, steps=steps, lr=0.05, region=region, seed=seed) for _ in range(max(1, repeats))]
+            runs = [
+                inpaint(model, truth, mask, steps=steps, lr=0.05, region=region, seed=seed)
+                for _ in range(max(1, repeats))
+            ]
             res = min(runs, key=lambda r: r.cpu_seconds)
             hole_err = float(((res.x - truth)[0][:, mask] ** 2).mean().sqrt())
             known_err = float(((res.raw - truth)[0][:, ~mask] ** 2).mean().sqrt())
-            row[region] = {"n_free": res.n_free, "seconds": res.cpu_seconds, "wall": res.seconds, "hole_rmse": hole_err, "known_rmse": known_err, "x": res.x}
+            row[region] = {
+                "n_free": res.n_free,
+                "seconds": res.cpu_seconds,
+                "wall": res.seconds,
+                "hole_rmse": hole_err,
+                "known_rmse": known_err,
+                "x": res.x,
+            }
             if region == "cone":
                 row["per_level"] = [int((res.free[0] & (levels == h)).sum()) * channels for h in range(row["levels"])]
         row["cone_vs_all"] = float(((row["cone"]["x"] - row["all"]["x"])[0][:, mask] ** 2).mean().sqrt())
@@ -137,7 +152,10 @@ def inpaint_benchmark(
         rows.append(row)
         if verbose:
             fit = f", fit {row['fit_seconds']:.0f} s to {row['fit_bpd']:.2f} bits/dim" if fit_steps > 0 else ""
-            print(f"L={L}: touched {row['cone']['n_free']} / {row['latents']} ({row['cone']['seconds']:.2f} s vs {row['all']['seconds']:.2f} s{fit})", flush=True)
+            print(
+                f"L={L}: touched {row['cone']['n_free']} / {row['latents']} ({row['cone']['seconds']:.2f} s vs {row['all']['seconds']:.2f} s{fit})",
+                flush=True,
+            )
     fit_cols = fit_steps > 0
     head = (
         f"| L | levels | latents | touched (cone) | per level (fine→coarse) | touched / log2 L | CPU time cone (s, {steps} steps) | CPU time all (s, {steps} steps) "
@@ -154,7 +172,6 @@ def inpaint_benchmark(
             f"| {r['L']} | {r['levels']} | {r['latents']} | {cone['n_free']} | {', '.join(map(str, r['per_level']))} "
             f"| {cone['n_free'] / math.log2(r['L']):.1f} | {cone['seconds']:.2f} | {al['seconds']:.2f} "
             f"| {cone['hole_rmse']:.3f} | {al['hole_rmse']:.3f} | {r['cone_vs_all']:.3f} | {r['mean_fill_rmse']:.3f} "
-            f"| {cone['known_rmse']:.4f} | {al['known_rmse']:.4f} |"
-            + (f" {r['fit_bpd']:.2f} |" if fit_cols else "")
+            f"| {cone['known_rmse']:.4f} | {al['known_rmse']:.4f} |" + (f" {r['fit_bpd']:.2f} |" if fit_cols else "")
         )
     return head + "\n".join(lines) + "\n", rows

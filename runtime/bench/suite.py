@@ -29,6 +29,7 @@ fusion can remove); ``--sections acceptance`` runs only that. The other engineer
 (``flowdsl.runtime.bench.convs``, ``flowdsl.runtime.bench.rg``) are appended when present, so
 one command writes BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,9 +66,15 @@ def glow_structure(graph) -> list[dict] | None:
         shape = nodes[i].out_shape
         i += 1
         k, hidden = 0, None
-        while i + 2 < len(nodes) + 0 and [n.kind for n in nodes[i:i + 3]] == ["actnorm", "conv1x1", "coupling"]:
+        while i + 2 < len(nodes) + 0 and [n.kind for n in nodes[i : i + 3]] == ["actnorm", "conv1x1", "coupling"]:
             a = nodes[i + 2].args
-            if nodes[i + 1].args.param != "lu" or a.kind != "affine" or a.mask != "channel" or (a.net or "conv") != "conv" or a.depth != 2:
+            if (
+                nodes[i + 1].args.param != "lu"
+                or a.kind != "affine"
+                or a.mask != "channel"
+                or (a.net or "conv") != "conv"
+                or a.depth != 2
+            ):
                 return None
             if hidden not in (None, a.hidden):
                 return None
@@ -91,8 +98,10 @@ def normflows_glow(scales: list[dict]):
     q0, flows, merges = [], [], []
     for i, s in enumerate(reversed(scales)):  # normflows level 0 is the deepest scale
         c, h, w = s["shape"]
-        flows.append([nf.flows.GlowBlock(c, s["hidden"], split_mode="channel", scale=True, leaky=0.0) for _ in range(s["steps"])]
-                     + [nf.flows.Squeeze()])
+        flows.append(
+            [nf.flows.GlowBlock(c, s["hidden"], split_mode="channel", scale=True, leaky=0.0) for _ in range(s["steps"])]
+            + [nf.flows.Squeeze()]
+        )
         if i == 0:
             q0.append(nf.distributions.DiagGaussian((c, h, w)))
         else:
@@ -101,9 +110,18 @@ def normflows_glow(scales: list[dict]):
     return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
 
 
-def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool = True, onnx: bool = True,
-               normflows: bool = True, warm: bool = False, floor: bool = False,
-               say: Callable[[str], None] = print) -> SpecResult:
+def bench_spec(
+    path: str,
+    batch: int,
+    repeats: int,
+    threads: int,
+    compile_: bool = True,
+    onnx: bool = True,
+    normflows: bool = True,
+    warm: bool = False,
+    floor: bool = False,
+    say: Callable[[str], None] = print,
+) -> SpecResult:
     """Time every variant of one spec in this process (see the module docstring); with ``warm``,
     time them again after one training step of the unfused model (glibc's malloc keeps freed
     blocks after such a peak, which removes page faults from later calls); with ``floor``, also
@@ -117,7 +135,10 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         return prior.sample(batch)
 
     lp: dict[str, Callable] = {"unfused eager": lambda: model.log_prob(x), "fused eager": lambda: fused.log_prob(x)}
-    sa: dict[str, Callable] = {"unfused eager": lambda: model.inverse(z_batch()), "fused eager": lambda: fused.inverse(z_batch())}
+    sa: dict[str, Callable] = {
+        "unfused eager": lambda: model.inverse(z_batch()),
+        "fused eager": lambda: fused.inverse(z_batch()),
+    }
     ref_lp = model.log_prob(x).detach()
     ref_lp_scale = float(ref_lp.abs().max().clamp_min(1.0))
     if not len(fused.steps):
@@ -154,7 +175,9 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         xn = x.numpy()
         lp["onnxruntime"] = lambda: s_f.run(["log_prob"], {"x": xn})
         sa["onnxruntime"] = lambda: s_i.run(None, {"z": z_batch().numpy()})
-        res.errors["onnxruntime"] = float(abs(torch.from_numpy(s_f.run(["log_prob"], {"x": xn})[0]) - ref_lp).max()) / ref_lp_scale
+        res.errors["onnxruntime"] = (
+            float(abs(torch.from_numpy(s_f.run(["log_prob"], {"x": xn})[0]) - ref_lp).max()) / ref_lp_scale
+        )
     if floor and len(fused.steps):
         from flowdsl.runtime.bench.acceptance import FLOOR, conditioner_floor
 
@@ -198,7 +221,10 @@ def bench_spec(path: str, batch: int, repeats: int, threads: int, compile_: bool
         model.zero_grad(set_to_none=True)
         model.eval()
         times = alternate(fns, repeats)
-        res.warm = {d: {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")} for d in ("log_prob", "sample")}
+        res.warm = {
+            d: {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")}
+            for d in ("log_prob", "sample")
+        }
         if floor and len(fused.steps):
             from flowdsl.runtime.bench.acceptance import conv_kernels
 
@@ -212,8 +238,13 @@ def run_spec_probe(path: str, batch: int, repeats: int, threads: int, flags: dic
     and a cold inductor compile: its on-disk caches are disabled); a ``warm`` probe (the acceptance
     one) also times the convolution floor. Raises RuntimeError on failure."""
     env = dict(os.environ, TORCHINDUCTOR_FORCE_DISABLE_CACHES="1")
-    cmd = [sys.executable, "-m", "flowdsl.runtime.bench.suite", "--spec-probe", json.dumps(
-        {"path": path, "batch": batch, "repeats": repeats, "threads": threads, "warm": warm, **flags})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flowdsl.runtime.bench.suite",
+        "--spec-probe",
+        json.dumps({"path": path, "batch": batch, "repeats": repeats, "threads": threads, "warm": warm, **flags}),
+    ]
     out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
     lines = out.stdout.strip().splitlines()
     if out.returncode != 0 or not lines:
@@ -234,15 +265,27 @@ def _spec_probe(cfg: dict) -> dict:
     torch.set_num_threads(cfg["threads"])
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        res = bench_spec(cfg["path"], cfg["batch"], cfg["repeats"], cfg["threads"], compile_=cfg["compile"], onnx=cfg["onnx"],
-                         normflows=cfg["normflows"], warm=cfg["warm"], floor=cfg["warm"], say=say)
+        res = bench_spec(
+            cfg["path"],
+            cfg["batch"],
+            cfg["repeats"],
+            cfg["threads"],
+            compile_=cfg["compile"],
+            onnx=cfg["onnx"],
+            normflows=cfg["normflows"],
+            warm=cfg["warm"],
+            floor=cfg["warm"],
+            say=say,
+        )
     except FlowDSLError as e:
         return {"error": f"does not check: {str(e).splitlines()[0]}"}
     return dataclasses.asdict(res)
 
 
 # ------------------------------------------------------------------------- the report
-def _other_sections(sections: list[str], batch: int, threads: int, say: Callable[[str], None], specs: list[str]) -> list[str]:
+def _other_sections(
+    sections: list[str], batch: int, threads: int, say: Callable[[str], None], specs: list[str]
+) -> list[str]:
     import importlib
 
     out: list[str] = []
@@ -257,23 +300,31 @@ def _other_sections(sections: list[str], batch: int, threads: int, say: Callable
             mod = None
         if mod is not None:
             say("section convs: flowdsl.runtime.bench.convs.run()")
-            out.append("## Invertible convolutions and butterflies (`flowdsl.runtime.bench.convs.run`)\n\n" + mod.run(batch=batch))
+            out.append(
+                "## Invertible convolutions and butterflies (`flowdsl.runtime.bench.convs.run`)\n\n"
+                + mod.run(batch=batch)
+            )
     if "rg" in sections:
         try:
             mod = importlib.import_module("flowdsl.runtime.bench.rg")
         except ModuleNotFoundError:
             mod = None
         if mod is not None and hasattr(mod, "inpaint_benchmark"):
-            say("section rg: flowdsl.runtime.bench.rg.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)")
+            say(
+                "section rg: flowdsl.runtime.bench.rg.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)"
+            )
             prev = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 table, _ = mod.inpaint_benchmark((8, 16, 32, 64), hole=4, steps=100, fit_steps=800, repeats=3)
             finally:
                 torch.set_num_threads(prev)
-            out.append("## RG-Flow inpainting (`flowdsl.runtime.bench.rg.inpaint_benchmark`)\n\n"
-                       "Sizes 8, 16, 32, 64; a 4×4 hole; 100 MAP steps; models fitted for 800 steps on photo patches; "
-                       "CPU time, fastest of 3; 1 thread (the set-up of `benchmarks/rg.md`, which explains the columns).\n\n" + table)
+            out.append(
+                "## RG-Flow inpainting (`flowdsl.runtime.bench.rg.inpaint_benchmark`)\n\n"
+                "Sizes 8, 16, 32, 64; a 4×4 hole; 100 MAP steps; models fitted for 800 steps on photo patches; "
+                "CPU time, fastest of 3; 1 thread (the set-up of `benchmarks/rg.md`, which explains the columns).\n\n"
+                + table
+            )
     return out
 
 
@@ -303,7 +354,11 @@ def _cmd(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    command = "flowdsl bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1:]) if "bench" in sys.argv else "flowdsl bench"
+    command = (
+        "flowdsl bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1 :])
+        if "bench" in sys.argv
+        else "flowdsl bench"
+    )
     load0 = _loadavg()
     versions = [f"torch {torch.__version__}"]
     for mod in ("onnxruntime", "normflows"):
@@ -316,7 +371,9 @@ def _cmd(args: argparse.Namespace) -> int:
     glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)  # the acceptance spec
     if "acceptance" in sections and "fusion" not in sections:  # only the glow_cifar targets
         if glow is None:
-            raise FlowDSLError("--sections acceptance needs specs/glow_cifar.flow among the specs", filename="flowdsl bench")
+            raise FlowDSLError(
+                "--sections acceptance needs specs/glow_cifar.flow among the specs", filename="flowdsl bench"
+            )
         parts.append(acceptance_section(glow, args, flags, say))
     if "fusion" in sections:
         from flowdsl.runtime.bench.memory import memory_table
@@ -337,23 +394,35 @@ def _cmd(args: argparse.Namespace) -> int:
         peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
         if glow is not None and glow not in bad:
             parts.append(acceptance_section(glow, args, flags, say))
-        parts.append("## Fused inference modules: throughput, compile, FLOPs\n\n" + fusion_report(results, args.batch, args.repeats, peak)
-                     + ("\n" + "\n".join(skipped) + "\n" if skipped else ""))
+        parts.append(
+            "## Fused inference modules: throughput, compile, FLOPs\n\n"
+            + fusion_report(results, args.batch, args.repeats, peak)
+            + ("\n" + "\n".join(skipped) + "\n" if skipped else "")
+        )
         if not args.no_memory:
             mem_specs = [p for p in args.specs if not args.memory_specs or Path(p).stem in args.memory_specs.split(",")]
             say("memory probes (one fresh process each)")
-            parts.append("## Memory\n\n"
-                         "Peak resident-memory increase of one call after a warm-up call, each in a fresh process with "
-                         "`MALLOC_MMAP_THRESHOLD_=4096` (every block of 4 KiB or more is its own mapping, returned to the OS when "
-                         "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves (`saved_tensors_hooks`). Invertible memory "
-                         "= `flowdsl.runtime.training.memory.InvertibleMemory` (activations recomputed from the outputs in backward). "
-                         f"Batch {args.batch}, {args.threads} thread(s).\n\n" + memory_table(mem_specs, args.batch, args.threads, say))
+            parts.append(
+                "## Memory\n\n"
+                "Peak resident-memory increase of one call after a warm-up call, each in a fresh process with "
+                "`MALLOC_MMAP_THRESHOLD_=4096` (every block of 4 KiB or more is its own mapping, returned to the OS when "
+                "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves (`saved_tensors_hooks`). Invertible memory "
+                "= `flowdsl.runtime.training.memory.InvertibleMemory` (activations recomputed from the outputs in backward). "
+                f"Batch {args.batch}, {args.threads} thread(s).\n\n"
+                + memory_table(mem_specs, args.batch, args.threads, say)
+            )
     parts += _other_sections(sections, args.batch, args.threads, say, args.specs)
     head = [
-        "# flowdsl benchmarks", "", "Produced by", "", f"    {command}", "",
+        "# flowdsl benchmarks",
+        "",
+        "Produced by",
+        "",
+        f"    {command}",
+        "",
         f"({time.strftime('%Y-%m-%d %H:%M')}, {', '.join(versions)}; {_cpu()}, {args.threads} thread(s); "
         f"load average {load0} at the start and {_loadavg()} at the end — the machine is shared, so absolute times "
-        "vary between runs; the side-by-side ratios are the comparable numbers.)", "",
+        "vary between runs; the side-by-side ratios are the comparable numbers.)",
+        "",
     ]
     text = "\n".join(head) + "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
     print(text)
@@ -372,21 +441,30 @@ def acceptance_section(glow: str, args: argparse.Namespace, flags: dict[str, boo
     ``--threads`` and every ``--acceptance-threads`` count, each in its own fresh process."""
     from flowdsl.runtime.bench.acceptance import acceptance
 
-    text = ("Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
-            "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
-            "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
-            "gap: the steady state). A target counts as met only when it holds in both states. The issue's "
-            "configuration is 2 threads. `flowdsl.runtime.bench.acceptance` explains the convolution floor.\n\n")
-    threads = [args.threads] + [int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads]
+    text = (
+        "Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
+        "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
+        "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
+        "gap: the steady state). A target counts as met only when it holds in both states. The issue's "
+        "configuration is 2 threads. `flowdsl.runtime.bench.acceptance` explains the convolution floor.\n\n"
+    )
+    threads = [args.threads] + [
+        int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads
+    ]
     for t in threads:
         say(f"acceptance: {glow} on {t} thread(s) (fresh process)")
-        text += f"### {t} thread(s)\n\n" + acceptance(run_spec_probe(glow, args.batch, args.repeats, t, flags, warm=True)) + "\n"
+        text += (
+            f"### {t} thread(s)\n\n"
+            + acceptance(run_spec_probe(glow, args.batch, args.repeats, t, flags, warm=True))
+            + "\n"
+        )
     return "## Acceptance\n\n" + text
 
 
 def _foreign_sections(old: str, new: str) -> list[str]:
     """``## `` sections of an existing report that ``new`` does not contain (e.g. added by hand
     or by another command), so that re-running ``flowdsl bench --out`` keeps them."""
+
     def sections(text: str) -> list[str]:
         parts = ("\n" + text).split("\n## ")[1:]
         return ["## " + p for p in parts]
@@ -396,16 +474,25 @@ def _foreign_sections(old: str, new: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    b = subparsers.add_parser("bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory")
+    b = subparsers.add_parser(
+        "bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory"
+    )
     b.add_argument("specs", nargs="+", metavar="SPEC")
     b.add_argument("--batch", type=int, default=64)
     b.add_argument("--repeats", type=int, default=12, help="alternating rounds per direction")
     b.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads of the main tables")
-    b.add_argument("--acceptance-threads", default="", help="comma list: re-run the glow_cifar acceptance comparison on these thread counts too")
+    b.add_argument(
+        "--acceptance-threads",
+        default="",
+        help="comma list: re-run the glow_cifar acceptance comparison on these thread counts too",
+    )
     b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
-    b.add_argument("--sections", default="fusion,convs,rg",
-                   help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
-                        "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times)")
+    b.add_argument(
+        "--sections",
+        default="fusion,convs,rg",
+        help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
+        "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times)",
+    )
     b.add_argument("--no-compile", action="store_true")
     b.add_argument("--no-onnx", action="store_true")
     b.add_argument("--no-normflows", action="store_true")

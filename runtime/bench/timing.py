@@ -5,6 +5,7 @@ Every round of :func:`alternate` runs each variant once in a shuffled (seeded) o
 variants see the same machine load; spreads are interquartile ranges over rounds, and a speed-up
 is the median of the per-round ratios, never a ratio of medians.
 """
+
 from __future__ import annotations
 
 import statistics as st

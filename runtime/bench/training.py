@@ -9,6 +9,7 @@ IDX files are available offline (see ``runtime/data/README.md``).
 
     flowdsl bench-training --steps 3000 --out benchmarks/training.md [--mnist-steps 6000]
 """
+
 from __future__ import annotations
 
 import time
@@ -52,11 +53,13 @@ def _digits_baselines() -> dict[str, float]:
     return baseline_bpd(tr.reshape(len(tr), -1), te.reshape(len(te), -1), 17)
 
 
-def training_table(steps: int, out_dir: str | Path, specs: tuple[str, ...] = DIGITS_SPECS, mnist_steps: int = 0, quiet: bool = True) -> str:
+def training_table(
+    steps: int, out_dir: str | Path, specs: tuple[str, ...] = DIGITS_SPECS, mnist_steps: int = 0, quiet: bool = True
+) -> str:
     """Train each spec for ``steps`` updates; return a markdown report with the tables."""
     import flowdsl
-    from flowdsl.runtime.training.demo import bundled_specs
     from flowdsl.runtime.training import train
+    from flowdsl.runtime.training.demo import bundled_specs
 
     out_dir = Path(out_dir)
     available = {p.name: p for p in bundled_specs()}
@@ -68,7 +71,15 @@ def training_table(steps: int, out_dir: str | Path, specs: tuple[str, ...] = DIG
         spec = flowdsl.load(available[name])
         t0 = time.time()
         s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
-        rows.append((name, sum(p.numel() for p in flowdsl.compile(spec).parameters()), s["test_bpd"], s["best_step"], time.time() - t0))
+        rows.append(
+            (
+                name,
+                sum(p.numel() for p in flowdsl.compile(spec).parameters()),
+                s["test_bpd"],
+                s["best_step"],
+                time.time() - t0,
+            )
+        )
     lines = [
         f"### Digits (1×8×8, 17 levels): test bits/dim after {steps} steps",
         "",
@@ -80,7 +91,12 @@ def training_table(steps: int, out_dir: str | Path, specs: tuple[str, ...] = DIG
     ]
     for name, params, bpd, best, secs in rows:
         lines.append(f"| `specs/{name}` | {params:,} | **{bpd:.3f}** | {best} | {secs:.0f} s |")
-    labels = {"uniform": "uniform (log2 17)", "gaussian": "full-covariance Gaussian", "gmm5": "5-component full-covariance mixture", "histogram": "independent per-pixel histograms"}
+    labels = {
+        "uniform": "uniform (log2 17)",
+        "gaussian": "full-covariance Gaussian",
+        "gmm5": "5-component full-covariance mixture",
+        "histogram": "independent per-pixel histograms",
+    }
     for key in ("uniform", "gaussian", "gmm5", "histogram"):
         if key in base:
             lines.append(f"| reference: {labels[key]} | — | {base[key]:.3f} | — | — |")
@@ -124,9 +140,16 @@ def _cmd(args) -> int:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench-training", help="test bits/dim of every digits spec after a fixed step budget, with reference densities")
+    p = subparsers.add_parser(
+        "bench-training", help="test bits/dim of every digits spec after a fixed step budget, with reference densities"
+    )
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--mnist-steps", type=int, default=0, help="also train a small MNIST Glow (needs the IDX files, see runtime/data/README.md)")
+    p.add_argument(
+        "--mnist-steps",
+        type=int,
+        default=0,
+        help="also train a small MNIST Glow (needs the IDX files, see runtime/data/README.md)",
+    )
     p.add_argument("--runs", default="runs/bench_training", help="folder for the training runs")
     p.add_argument("--out", default=None, help="write the markdown report here (e.g. benchmarks/training.md)")
     p.add_argument("--verbose", action="store_true")

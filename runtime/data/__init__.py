@@ -5,6 +5,7 @@ register with ``@register_dataset`` (:mod:`flowdsl.runtime.data.registry`) in th
 imported here explicitly; helpers for dequantisation and bits/dim in
 :mod:`flowdsl.runtime.data.dequantize`.
 """
+
 from __future__ import annotations
 
 # each module registers its sources; formats are tried in this order (IDX folders, image folders, arrays)

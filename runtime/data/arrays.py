@@ -12,6 +12,7 @@ Image specs need integer values: values below the spec's ``levels`` are taken as
 ``uint8`` arrays with larger values are 8-bit data and are requantised when the spec asks for
 coarser levels that divide 256 (e.g. ``levels=32``). Vector specs take any real values.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,9 @@ def infer_levels(name: str, a: np.ndarray, levels: int | None) -> int | None:
             )
     lo, hi = float(a.min()), float(a.max())
     if lo < 0:
-        raise DataError(f"data {name!r} holds negative values ({lo:g}); image data must be in 0..levels-1", filename=name)
+        raise DataError(
+            f"data {name!r} holds negative values ({lo:g}); image data must be in 0..levels-1", filename=name
+        )
     if hi < levels:
         return levels
     if a.dtype == np.uint8 or hi < 256:
@@ -100,7 +103,9 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
         sx = ("train", "x_train", "X_train") if split == "train" else ("test", "x_test", "X_test")
         x = _pick(arrays, sx)
         if x is None:
-            raise DataError(f"the file has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name)
+            raise DataError(
+                f"the file has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
+            )
         labels = _pick(arrays, ("y_train",) if split == "train" else ("y_test",))
         note = f"{name}: arrays for the {split} split"
     else:
@@ -122,17 +127,32 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
         x = x[idx]
         note = f"{name}: {split} split of one array (fixed PCG64(0) permutation, 10% test)"
     if x.dtype == object or x.ndim < 2:
-        raise DataError(f"array of shape {getattr(x, 'shape', '?')} and type {x.dtype}: expected numbers (N, ...)", filename=name)
+        raise DataError(
+            f"array of shape {getattr(x, 'shape', '?')} and type {x.dtype}: expected numbers (N, ...)", filename=name
+        )
     x = arrange(name, x, input_shape)
     data_levels = infer_levels(name, x, levels)
     if data_levels is None and not np.issubdtype(x.dtype, np.number):
         raise DataError(f"array of type {x.dtype} is not numeric", filename=name)
     if data_levels is None and not np.all(np.isfinite(x)):
         raise DataError("data holds NaN or infinite values", filename=name)
-    return as_dataset(name, x, input_shape=input_shape, levels=levels, data_levels=data_levels, labels=labels, split=split, notes=[note])
+    return as_dataset(
+        name,
+        x,
+        input_shape=input_shape,
+        levels=levels,
+        data_levels=data_levels,
+        labels=labels,
+        split=split,
+        notes=[note],
+    )
 
 
-@register_dataset("arrays", kind="any", suffixes=(".npy", ".npz"),
-                  description="arrays (N, *shape): x_train/x_test keys, or a fixed 90/10 split")
+@register_dataset(
+    "arrays",
+    kind="any",
+    suffixes=(".npy", ".npz"),
+    description="arrays (N, *shape): x_train/x_test keys, or a fixed 90/10 split",
+)
 def _array_file(req: DataRequest) -> Dataset:
     return load_array_file(req.path, req.shape, req.levels, req.split)

@@ -6,6 +6,7 @@ A dataset is held in memory as one float32 tensor ``x`` of shape (N, *shape):
   (:mod:`flowdsl.runtime.data.dequantize`) turns them into the [0, 1) scale the model sees;
 * vector data (``levels`` is None) holds real values as they are.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ def check_shape(name: str, data_shape: Shape, data_levels: int | None, input_sha
         )
 
 
-def to_levels(x: np.ndarray, data_levels: int, levels: int | None, name: str, notes: list[str]) -> tuple[np.ndarray, int]:
+def to_levels(
+    x: np.ndarray, data_levels: int, levels: int | None, name: str, notes: list[str]
+) -> tuple[np.ndarray, int]:
     """Requantise discrete values from ``data_levels`` to the spec's ``levels``.
 
     Coarser levels are allowed when they divide the data's (``256 → 32`` keeps the top 5 bits,
@@ -123,7 +126,10 @@ def as_dataset(
     notes = list(notes or [])
     array = np.asarray(array)
     if array.ndim < 2:
-        raise DataError(f"data {name!r} must hold at least a batch axis and one data axis, got shape {array.shape}", filename=str(name))
+        raise DataError(
+            f"data {name!r} must hold at least a batch axis and one data axis, got shape {array.shape}",
+            filename=str(name),
+        )
     if array.shape[0] == 0:
         raise DataError(f"data {name!r} ({split} split) is empty", filename=str(name))
     check_shape(name, array.shape[1:], data_levels, input_shape, levels)
@@ -137,10 +143,20 @@ def as_dataset(
         )
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     y = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    return Dataset(name=name, x=x, shape=tuple(int(d) for d in array.shape[1:]), levels=data_levels, labels=y, split=split, notes=notes)
+    return Dataset(
+        name=name,
+        x=x,
+        shape=tuple(int(d) for d in array.shape[1:]),
+        levels=data_levels,
+        labels=y,
+        split=split,
+        notes=notes,
+    )
 
 
-def fixed_split(n: int, n_train: int | None = None, test_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fixed_split(
+    n: int, n_train: int | None = None, test_fraction: float = 0.1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a deterministic train/test split: a PCG64(``seed``) permutation, train first.
 
     ``n_train`` fixes the train size; otherwise the last ``ceil(test_fraction·n)`` go to test.

@@ -16,6 +16,7 @@ x on the [0, 1) scale (the change of variables k → x = (k+u)/levels contribute
 Uniform dequantisation makes this an upper bound on the discrete model's bits/dim (Theis et
 al. 2016). For real vectors it is −log p(x) / (D · ln 2).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,9 @@ from torch import Tensor
 __all__ = ["dequantize", "quantize", "bits_per_dim", "nats_to_bits_per_dim", "uniform_bits_per_dim"]
 
 
-def dequantize(k: Tensor, levels: int | None, mode: str = "uniform", generator: torch.Generator | None = None) -> Tensor:
+def dequantize(
+    k: Tensor, levels: int | None, mode: str = "uniform", generator: torch.Generator | None = None
+) -> Tensor:
     """Raw values ``k`` → x on the [0, 1) scale (see the module docstring)."""
     if levels is None:
         return k

@@ -7,6 +7,7 @@ between runs: the images are permuted with ``numpy.random.Generator(PCG64(0))``,
 1,500 of the permutation are the **train** split and the remaining 297 the **test** split (both
 kept in their original order).
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,11 +52,16 @@ def load_digits(input_shape, levels, split: str = "train") -> Dataset:
         data_levels=DIGITS_LEVELS,
         labels=labels,
         split=split,
-        notes=[f"scikit-learn digits, {split} split ({len(images)} of 1797; fixed PCG64(0) permutation, first 1500 train)"],
+        notes=[
+            f"scikit-learn digits, {split} split ({len(images)} of 1797; fixed PCG64(0) permutation, first 1500 train)"
+        ],
     )
 
 
-@register_dataset("digits", kind="image",
-                  description="scikit-learn's 8×8 digits, 1×8×8, 17 levels (fixed split: 1,500 train, 297 test)")
+@register_dataset(
+    "digits",
+    kind="image",
+    description="scikit-learn's 8×8 digits, 1×8×8, 17 levels (fixed split: 1,500 train, 297 test)",
+)
 def _digits(req: DataRequest) -> Dataset:
     return load_digits(req.shape, req.levels, req.split)

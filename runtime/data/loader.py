@@ -12,6 +12,7 @@ called ``digits``. Every problem — unknown name, missing file, shape or levels
 is a :class:`flowdsl.errors.DataError` whose message names what was found and what the spec's
 ``input`` asks for.
 """
+
 from __future__ import annotations
 
 import os
@@ -104,11 +105,15 @@ def load_dataset(
     raise DataError(f"unsupported data file (expected {expected} or a folder)", filename=str(path))
 
 
-def load_for_spec(spec: Any, data: str | None = None, split: str = "train", seed: int | None = None, n: int | None = None) -> Dataset:
+def load_for_spec(
+    spec: Any, data: str | None = None, split: str = "train", seed: int | None = None, n: int | None = None
+) -> Dataset:
     """:func:`load_dataset` for a parsed spec: its ``input``, its ``train(data=…)`` unless ``data``."""
     name = data or getattr(getattr(spec, "train", None), "data", None)
     if not name:
-        raise DataError("no data: give --data or train(data=...) in the spec", filename=getattr(spec, "filename", "<string>"))
+        raise DataError(
+            "no data: give --data or train(data=...) in the spec", filename=getattr(spec, "filename", "<string>")
+        )
     inp = spec.input
     levels = getattr(inp, "levels", None) if getattr(inp, "kind", "image") == "image" else None
     if seed is None:

@@ -12,6 +12,7 @@ Deterministic split and crops (independent of the run's seed):
     * sizes: 24,000 train and 4,000 test crops by default (``n`` overrides).
 Values are the raw 8-bit values 0…255 (``levels=256``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,16 @@ from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["RGB_PHOTOS", "GREY_PHOTOS", "photo_dir", "load_photos", "patch_arrays", "load_patches"]
 
-RGB_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "ihc.png", "hubble_deep_field.jpg", "retina.jpg", "motorcycle_left.png")
+RGB_PHOTOS = (
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "ihc.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "motorcycle_left.png",
+)
 GREY_PHOTOS = ("camera.png", "coins.png", "moon.png", "grass.png", "gravel.png", "brick.png", "clock_motion.png")
 TRAIN_FRACTION = 0.8
 DEFAULT_N = {"train": 24_000, "test": 4_000}
@@ -78,7 +88,8 @@ def patch_arrays(shape, split: str = "train", n: int | None = None) -> np.ndarra
         lo, hi = (0, cut) if split == "train" else (cut, pw)
         if hi - lo < w or ph < h:
             raise DataError(
-                f"patches of {h}×{w} do not fit the {split} part ({ph}×{hi - lo}) of a bundled photo", filename="patches"
+                f"patches of {h}×{w} do not fit the {split} part ({ph}×{hi - lo}) of a bundled photo",
+                filename="patches",
             )
         rng = np.random.Generator(np.random.PCG64((1234 if split == "train" else 5678) + i))
         ys = rng.integers(0, ph - h + 1, size=per)
@@ -94,7 +105,9 @@ def patch_arrays(shape, split: str = "train", n: int | None = None) -> np.ndarra
 def load_patches(input_shape, levels, split: str = "train", n: int | None = None) -> Dataset:
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3:
-        raise DataError(f"natural-image patches are images; the spec's input is a vector of shape {shape}", filename="patches")
+        raise DataError(
+            f"natural-image patches are images; the spec's input is a vector of shape {shape}", filename="patches"
+        )
     arr = patch_arrays(shape, split, n)
     return as_dataset(
         "patches",
@@ -103,11 +116,17 @@ def load_patches(input_shape, levels, split: str = "train", n: int | None = None
         levels=levels,
         data_levels=256,
         split=split,
-        notes=[f"{len(arr)} natural-image crops {shape[0]}×{shape[1]}×{shape[2]} from scikit-image photos ({split} region)"],
+        notes=[
+            f"{len(arr)} natural-image crops {shape[0]}×{shape[1]}×{shape[2]} from scikit-image photos ({split} region)"
+        ],
     )
 
 
-@register_dataset("patches", kind="image", aliases=("photos",),
-                  description="crops of scikit-image's bundled photos, C×H×W of the spec (C = 1 or 3), 256 levels")
+@register_dataset(
+    "patches",
+    kind="image",
+    aliases=("photos",),
+    description="crops of scikit-image's bundled photos, C×H×W of the spec (C = 1 or 3), 256 levels",
+)
 def _patches(req: DataRequest) -> Dataset:
     return load_patches(req.shape, req.levels, req.split, n=req.n)

@@ -19,6 +19,7 @@ table. The built-in sources register when ``flowdsl.runtime.data`` imports their
 (explicitly, in its ``__init__``); registering the same function again is a no-op, another
 function under a taken name is an error, and :func:`unregister_dataset` removes an entry.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -211,4 +212,3 @@ def markdown_table() -> str:
         module = s.module.rsplit(".", 1)[-1] + ".py" if s.module else ""
         rows.append(f"| {names} | {s.kind} | {s.description} | `{module}` |")
     return "\n".join(rows)
-

@@ -7,6 +7,7 @@ The **train** split of a run with seed ``s`` is drawn with seed ``s``; the **tes
 seed ``s + 1_000_003`` (independent draws of the same density). Sizes: 50,000 train and
 5,000 test points by default. All sets are roughly centred with a spread of about ±4.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -17,7 +18,16 @@ from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
-__all__ = ["TOY_SAMPLERS", "TOY_ALIASES", "sample_toy", "two_moons", "eight_gaussians", "checkerboard", "pinwheel", "load_toy"]
+__all__ = [
+    "TOY_SAMPLERS",
+    "TOY_ALIASES",
+    "sample_toy",
+    "two_moons",
+    "eight_gaussians",
+    "checkerboard",
+    "pinwheel",
+    "load_toy",
+]
 
 TEST_SEED_OFFSET = 1_000_003
 DEFAULT_N = {"train": 50_000, "test": 5_000}
@@ -52,7 +62,14 @@ def checkerboard(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack([x1, x2], 1) * 2
 
 
-def pinwheel(n: int, rng: np.random.Generator, radial_std: float = 0.3, tangential_std: float = 0.1, arms: int = 5, rate: float = 0.25) -> np.ndarray:
+def pinwheel(
+    n: int,
+    rng: np.random.Generator,
+    radial_std: float = 0.3,
+    tangential_std: float = 0.1,
+    arms: int = 5,
+    rate: float = 0.25,
+) -> np.ndarray:
     """Five spiral arms (pinwheel), scaled ×2."""
     rads = np.linspace(0, 2 * np.pi, arms, endpoint=False)
     feats = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
@@ -86,7 +103,12 @@ def load_toy(name: str, input_shape, levels, split: str = "train", seed: int = 0
     s = seed if split == "train" else seed + TEST_SEED_OFFSET
     x = sample_toy(name, n, s)
     return as_dataset(
-        name, x, input_shape=input_shape, levels=levels, data_levels=None, split=split,
+        name,
+        x,
+        input_shape=input_shape,
+        levels=levels,
+        data_levels=None,
+        split=split,
         notes=[f"{n} points of the 2-D toy density {TOY_ALIASES.get(name, name)!r} (seed {s})"],
     )
 
@@ -99,20 +121,26 @@ def _toy(req: DataRequest) -> Dataset:
     return load_toy(req.name, req.shape, req.levels, req.split, seed=req.seed, n=req.n)
 
 
-@register_dataset("moons", kind="vector", aliases=_aliases("moons"),
-                  description="2-D toy density: two interleaved half circles")
+@register_dataset(
+    "moons", kind="vector", aliases=_aliases("moons"), description="2-D toy density: two interleaved half circles"
+)
 def _moons(req: DataRequest) -> Dataset:
     return _toy(req)
 
 
-@register_dataset("8gaussians", kind="vector", aliases=_aliases("8gaussians"),
-                  description="2-D toy density: eight Gaussians on a circle")
+@register_dataset(
+    "8gaussians",
+    kind="vector",
+    aliases=_aliases("8gaussians"),
+    description="2-D toy density: eight Gaussians on a circle",
+)
 def _eight_gaussians(req: DataRequest) -> Dataset:
     return _toy(req)
 
 
-@register_dataset("checkerboard", kind="vector",
-                  description="2-D toy density: uniform on the dark squares of a 4×4 board")
+@register_dataset(
+    "checkerboard", kind="vector", description="2-D toy density: uniform on the dark squares of a 4×4 board"
+)
 def _checkerboard(req: DataRequest) -> Dataset:
     return _toy(req)
 

@@ -10,6 +10,7 @@ SPEC_OR_CKPT is a ``.flow`` file (optionally with ``--checkpoint``) or a checkpo
 fields would be single pixels: without a checkpoint the weights are randomised
 (``--perturb``, default 0.1) unless ``--fit N`` first trains N quick MLE steps on the spec's data.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ def load_model_for_explain(source: str, checkpoint: str | None = None):
     import flowdsl
 
     path = Path(source)
-    if path.suffix == ".flow" or (path.is_file() and path.read_bytes()[:4096].lstrip().startswith((b"flow", b"block", b"#"))):
+    if path.suffix == ".flow" or (
+        path.is_file() and path.read_bytes()[:4096].lstrip().startswith((b"flow", b"block", b"#"))
+    ):
         model = flowdsl.compile(flowdsl.load(path))
         if checkpoint:
             from flowdsl.runtime.training.checkpoint_io import load_weights
@@ -95,7 +98,12 @@ def _cmd_mix(model, args) -> None:
         rows.append([scale_mix(model, xa, xb, lam)[0].clamp(0, 1) for lam in range(H + 1)])
         names.append(f"scale: pair {i}")
     for i in range(args.pairs):
-        rows.append([temperature_mix(model, 1, lam, args.t_high, args.t_low, seed=args.seed + i)[0].clamp(0, 1) for lam in range(H + 1)])
+        rows.append(
+            [
+                temperature_mix(model, 1, lam, args.t_high, args.t_low, seed=args.seed + i)[0].clamp(0, 1)
+                for lam in range(H + 1)
+            ]
+        )
         names.append(f"temp.: seed {args.seed + i}")
     cols = [f"λ={lam}" for lam in range(H + 1)]
     title = (
@@ -121,7 +129,9 @@ def _cmd_inpaint(model, args) -> None:
     mask[c0 : c0 + hole, c1 : c1 + hole] = True
     results = {}
     for region in ("cone", "all"):
-        results[region] = inpaint(model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed)
+        results[region] = inpaint(
+            model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed
+        )
     out = plot_inpainting(x[0], mask, results, levels, args.output or "inpaint.png")
     lv = levels
     cone = results["cone"].free
@@ -142,14 +152,24 @@ def _cmd_benchmark(args) -> None:
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives stable timings
     try:
         table, _ = inpaint_benchmark(
-            sizes, hole=args.hole or 4, kernel=args.kernel, steps=args.steps, fit_steps=args.fit, data=args.data or "patches", seed=args.seed,
-            repeats=args.repeats, verbose=True,
+            sizes,
+            hole=args.hole or 4,
+            kernel=args.kernel,
+            steps=args.steps,
+            fit_steps=args.fit,
+            data=args.data or "patches",
+            seed=args.seed,
+            repeats=args.repeats,
+            verbose=True,
         )
     finally:
         torch.set_num_threads(threads)
-    cmd = "flowdsl explain --inpaint-benchmark " + " ".join(
-        shlex.quote(a) for a in sys.argv[sys.argv.index("--inpaint-benchmark") + 1 :]
-    ) if "--inpaint-benchmark" in sys.argv else "flowdsl explain --inpaint-benchmark"
+    cmd = (
+        "flowdsl explain --inpaint-benchmark "
+        + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("--inpaint-benchmark") + 1 :])
+        if "--inpaint-benchmark" in sys.argv
+        else "flowdsl explain --inpaint-benchmark"
+    )
     text = _benchmark_markdown(table, cmd.strip(), args)
     print(table)
     if args.output:
@@ -176,7 +196,7 @@ Produced by
 
     {cmd}
 
-({time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {platform.machine()}, 1 thread, on a shared 2-core machine.)
+({time.strftime("%Y-%m-%d")}, torch {torch.__version__}, {platform.machine()}, 1 thread, on a shared 2-core machine.)
 
 Set-up: for each L an RG-Flow with kernel K={args.kernel} (levels = log2(L/K)+1; actnorm + one
 checkerboard affine coupling with an MLP subnet, hidden 32, per disentangler and decimator;
@@ -238,7 +258,9 @@ def run_explain(args: argparse.Namespace) -> int:
             trained = True
         perturb = args.perturb if args.perturb is not None else (0.0 if trained else 0.1)
         if perturb > 0:
-            print(f"note: untrained weights randomised with std {perturb:g} (give a checkpoint, --fit N, or --perturb 0)")
+            print(
+                f"note: untrained weights randomised with std {perturb:g} (give a checkpoint, --fit N, or --perturb 0)"
+            )
             randomise_parameters(model, perturb, args.seed)
         model.eval()
         {"receptive_fields": _cmd_receptive_fields, "mix": _cmd_mix, "inpaint": _cmd_inpaint}[modes[0]](model, args)
@@ -259,7 +281,9 @@ def register(subparsers) -> None:
     e.add_argument("--receptive-fields", action="store_true", help="draw E|dx/dz_l| for one latent per level")
     e.add_argument("--mix", action="store_true", help="scale mixing (levels ≥ λ from A) and temperature mixing")
     e.add_argument("--inpaint", action="store_true", help="complete a hole by optimising only the touched latents")
-    e.add_argument("--inpaint-benchmark", action="store_true", help="touched latents and time vs L, as a markdown table")
+    e.add_argument(
+        "--inpaint-benchmark", action="store_true", help="touched latents and time vs L, as a markdown table"
+    )
     e.add_argument("-o", "--output", default=None, help="output file (.png; .md for --inpaint-benchmark)")
     e.add_argument("--samples", type=int, default=32, help="prior samples for the receptive-field expectation")
     e.add_argument("--temperature", type=float, default=1.0)
@@ -271,10 +295,16 @@ def register(subparsers) -> None:
     e.add_argument("--method", choices=["map", "langevin"], default="map")
     e.add_argument("--sizes", default="8,16,32,64", help="benchmark image sizes")
     e.add_argument("--kernel", type=int, default=4, help="benchmark patch edge K")
-    e.add_argument("--repeats", type=int, default=3, help="benchmark: time each inpainting this many times, keep the fastest")
-    e.add_argument("--data", default=None, help="data for mixing/inpainting/--fit (default: the spec's train(data=...))")
+    e.add_argument(
+        "--repeats", type=int, default=3, help="benchmark: time each inpainting this many times, keep the fastest"
+    )
+    e.add_argument(
+        "--data", default=None, help="data for mixing/inpainting/--fit (default: the spec's train(data=...))"
+    )
     e.add_argument("--fit", type=int, default=0, help="first train this many quick MLE steps")
-    e.add_argument("--perturb", type=float, default=None, help="randomise weights with this std (default 0.1 when untrained)")
+    e.add_argument(
+        "--perturb", type=float, default=None, help="randomise weights with this std (default 0.1 when untrained)"
+    )
     e.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machines are shared)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_explain)

@@ -3,6 +3,7 @@
 The chain runs top to bottom (x at the top, the final latent at the bottom); latents that
 ``split`` factors out hang to the right; body layers of composite kinds are indented.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,9 @@ def to_dot(graph: FlowGraph) -> str:
             lab = _label(n).replace('"', "'").replace("\n", "\\n")
             lines.append(f'  "{nid}" [label="{nid}\\n{lab}"];')
     for a, b, data in graph.g.edges(data=True):
-        style = {"latent": ' [style=dashed, label="latent"]', "body": ' [style=dotted, label="body"]'}.get(data.get("port"), "")
+        style = {"latent": ' [style=dashed, label="latent"]', "body": ' [style=dotted, label="body"]'}.get(
+            data.get("port"), ""
+        )
         lines.append(f'  "{a}" -> "{b}"{style};')
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -93,15 +96,22 @@ def _draw_matplotlib(graph: FlowGraph, out: Path) -> None:
             x0 = 6.3 if depth < 0 else 0.3
             face = colors[n.role]
         width = 3.4 if depth < 0 else 9.2 - x0
-        ax.add_patch(plt.Rectangle((x0, y - 0.5 * h + 0.06), width, h - 0.12, facecolor=face, edgecolor="#444444", lw=0.8))
+        ax.add_patch(
+            plt.Rectangle((x0, y - 0.5 * h + 0.06), width, h - 0.12, facecolor=face, edgecolor="#444444", lw=0.8)
+        )
         ax.text(x0 + 0.1, y + (0.08 if sub else 0.0), text[:110], fontsize=7.5, va="center", family="monospace")
         if sub:
             ax.text(x0 + 0.1, y - 0.14, sub, fontsize=6.5, va="center", color="#555555", family="monospace")
         if depth >= 0 and prev_y is not None:
-            ax.annotate("", xy=(0.2, y + 0.25 * h), xytext=(0.2, prev_y - 0.25 * h), arrowprops=dict(arrowstyle="->", lw=0.6))
+            ax.annotate(
+                "", xy=(0.2, y + 0.25 * h), xytext=(0.2, prev_y - 0.25 * h), arrowprops=dict(arrowstyle="->", lw=0.6)
+            )
         if depth >= 0:
             prev_y = y
-    ax.set_title(f"flow {graph.spec.name}: {sum(1 for _ in graph.layers())} bijectors, {graph.total_params():,} parameters", fontsize=10)
+    ax.set_title(
+        f"flow {graph.spec.name}: {sum(1 for _ in graph.layers())} bijectors, {graph.total_params():,} parameters",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out, dpi=110 if out.suffix.lower() == ".png" else None)
     plt.close(fig)

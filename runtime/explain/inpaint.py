@@ -7,6 +7,7 @@ For a fixed hole the touched latents grow as O(log L) with the image side L (aga
 all latents); :func:`flowdsl.runtime.bench.rg.inpaint_benchmark` measures that and
 :func:`flowdsl.runtime.explain.plots.plot_inpainting` draws a completion.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.layers.rg import RGFlow
 from flowdsl.runtime.explain.latents import latent_levels, randomise_parameters
+from flowdsl.runtime.layers.rg import RGFlow
 
 __all__ = ["touched_latents", "InpaintResult", "inpaint"]
 
@@ -158,11 +159,16 @@ def inpaint(
         else:
             eps = lr * noise_sigma**2
             with torch.no_grad():
-                zf.add_(-eps * g + math.sqrt(2 * eps) * torch.randn(zf.shape, generator=gen, device=zf.device, dtype=zf.dtype))
+                zf.add_(
+                    -eps * g
+                    + math.sqrt(2 * eps) * torch.randn(zf.shape, generator=gen, device=zf.device, dtype=zf.dtype)
+                )
         losses.append(float(energy.detach().mean()))
     seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - c0
     with torch.no_grad():
         z = torch.where(free, zf, z0)
         raw = model.inverse(z)
-    return InpaintResult(torch.where(m, raw, x), raw, z.detach(), free.cpu(), int(free.sum()), losses, seconds, cpu_seconds)
+    return InpaintResult(
+        torch.where(m, raw, x), raw, z.detach(), free.cpu(), int(free.sum()), losses, seconds, cpu_seconds
+    )

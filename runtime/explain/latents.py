@@ -16,6 +16,7 @@ The other RG-Flow explainability tools: :mod:`flowdsl.runtime.explain.receptive`
 and the inpainting benchmark) and :mod:`flowdsl.runtime.explain.plots` (pictures);
 ``flowdsl explain`` (:mod:`flowdsl.runtime.explain.cli`) puts them on the command line.
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@
 
 Each writes a PNG (creating its folder) and returns its path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -91,7 +92,10 @@ def plot_receptive_fields(rf: ReceptiveFields, path: str | Path, title: str = ""
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.suptitle(title or f"receptive fields E|∂x/∂z_l| ({rf.n_samples} samples, T={rf.temperature:g}); dashed: causal cone", fontsize=10)
+    fig.suptitle(
+        title or f"receptive fields E|∂x/∂z_l| ({rf.n_samples} samples, T={rf.temperature:g}); dashed: causal cone",
+        fontsize=10,
+    )
     return _save(plt, fig, path)
 
 
@@ -122,7 +126,9 @@ def plot_mix_grid(
     return _save(plt, fig, path)
 
 
-def plot_inpainting(x: Tensor, mask: Tensor, results: dict[str, InpaintResult], levels: Tensor, path: str | Path) -> str:
+def plot_inpainting(
+    x: Tensor, mask: Tensor, results: dict[str, InpaintResult], levels: Tensor, path: str | Path
+) -> str:
     """Original, corrupted, the touched latents (coloured by level) and each completion."""
     plt = _plt()
     n = 3 + len(results)

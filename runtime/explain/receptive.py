@@ -4,6 +4,7 @@ The Jacobian columns come from forward-mode products of ``model.inverse``; the s
 cones come from the lattice of the ``rg`` layer (:mod:`flowdsl.runtime.layers._rg_lattice`).
 :func:`flowdsl.runtime.explain.plots.plot_receptive_fields` draws them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def receptive_fields(
     pos = list(positions) if positions is not None else _level_positions(levels)
     z = sample_latents(model, n_samples, temperature, seed)
     maps = []
-    for (y, x) in pos:
+    for y, x in pos:
         acc = torch.zeros(H, W, dtype=torch.float64)
         for c in range(C):
             v = torch.zeros_like(z)
@@ -122,7 +123,7 @@ def receptive_fields(
         from flowdsl.runtime.layers._rg_lattice import cone_mask
 
         cs = []
-        for (y, x) in pos:
+        for y, x in pos:
             e = torch.zeros(H, W, dtype=torch.bool)
             e[y, x] = True
             cs.append(cone_mask(plan, e).any(dim=0))

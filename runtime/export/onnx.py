@@ -8,6 +8,7 @@ torch's dynamo exporter at opset 18 (below 18 dynamo writes invalid models). Wit
 module is run against the files in onnxruntime (:func:`check_parity`); a relative error above the
 tolerance, or a NaN, fails the export.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["export_onnx", "check_parity", "parity_failures", "parity_table", "ExportResult", "OPSET", "ForwardGraph",
-           "InverseGraph"]
+__all__ = [
+    "export_onnx",
+    "check_parity",
+    "parity_failures",
+    "parity_table",
+    "ExportResult",
+    "OPSET",
+    "ForwardGraph",
+    "InverseGraph",
+]
 
 OPSET = 18
 #: the outputs :func:`check_parity` compares (``{name}_abs`` and ``{name}_rel`` in its result)
@@ -166,8 +175,15 @@ def _finalize(raw: Path, path: Path, spec: Any, direction: str) -> None:
     raw.unlink(missing_ok=True)
 
 
-def export_onnx(model: nn.Module, out_dir: str | os.PathLike, example_batch: int = 4, exporter: str = "auto",
-                check: bool = False, check_batch: int = 7, tolerance: float = 1e-4) -> ExportResult:
+def export_onnx(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    example_batch: int = 4,
+    exporter: str = "auto",
+    check: bool = False,
+    check_batch: int = 7,
+    tolerance: float = 1e-4,
+) -> ExportResult:
     """Write ``forward.onnx`` and ``inverse.onnx`` into ``out_dir``; returns their paths (an
     :class:`ExportResult`, with the parity errors when checked).
 
@@ -236,7 +252,9 @@ def parity_table(parity: dict[str, float]) -> list[str]:
     return lines
 
 
-def check_parity(model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1) -> dict[str, float]:
+def check_parity(
+    model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1
+) -> dict[str, float]:
     """Max abs and relative errors of onnxruntime against PyTorch (float32) at ``batch``."""
     import onnxruntime as ort
 

@@ -7,6 +7,7 @@ the result in ``flowdsl.runtime.model.FusedFlow``).
     rules/coupling        coupling_inference     order 30
     rules/freeze          freeze                 order 90
 """
+
 from __future__ import annotations
 
 __all__: list[str] = []

@@ -13,6 +13,7 @@ once here, in float64, and stored as buffers in the module's dtype. The result i
 :class:`~flowdsl.runtime.model.FusedFlow`: an independent copy in eval mode (later
 training of the original does not change it), with the same forward/inverse/log_prob.
 """
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 The modules are listed here explicitly; importing this package registers every built-in
 lowering.
 """
+
 from __future__ import annotations
 
 from flowdsl.runtime.layers import (  # noqa: F401  (each import registers a lowering)

@@ -38,6 +38,7 @@ Emerging inverse (:func:`_emerging_inverse`): solve conv 2 (``tl``) then conv 1 
     last axis so that every Gather selects rows (onnxruntime's Gather on axis 1 was 6× slower).
     :class:`_Schedule` holds a solver's index tensors as non-persistent module buffers.
 """
+
 from __future__ import annotations
 
 import torch
@@ -110,7 +111,11 @@ class ARQuadrantSolver:
         ptiles = 2 * m + 1
         struct = torch.ones(c, c, q, q, dtype=torch.float64)
         centre = (0, 0) if direction == "br" else (q - 1, q - 1)
-        struct[:, :, centre[0], centre[1]] = torch.tril(torch.ones(c, c, dtype=torch.float64)) if direction == "br" else torch.triu(torch.ones(c, c, dtype=torch.float64))
+        struct[:, :, centre[0], centre[1]] = (
+            torch.tril(torch.ones(c, c, dtype=torch.float64))
+            if direction == "br"
+            else torch.triu(torch.ones(c, c, dtype=torch.float64))
+        )
         self.tile_offsets: list[tuple[int, int]] = []
         self.coupled: list[list[int]] = []
         basis = []
@@ -244,8 +249,13 @@ class ARQuadrantSolver:
 
     def buffers(self) -> dict[str, Tensor]:
         """The index tensors of the schedule (to be registered as non-persistent buffers)."""
-        out = {"tile_gather": self.tile_gather, "out_gather": self.out_gather, "dcode_perm": self.dcode_perm,
-               "inv_perm": self.inv_perm, "bcode": self.bcode}
+        out = {
+            "tile_gather": self.tile_gather,
+            "out_gather": self.out_gather,
+            "dcode_perm": self.dcode_perm,
+            "inv_perm": self.inv_perm,
+            "bcode": self.bcode,
+        }
         for lv in range(self.n_levels):
             if self.level_gather[lv] is not None:
                 out[f"gather{lv}"] = self.level_gather[lv]
@@ -289,7 +299,6 @@ class ARQuadrantSolver:
             outs.append(x.flatten(1))
         return torch.cat([zero] + outs, 1)
 
-
     def solve_tiles_rows(self, tiles: Tensor, dinv: Tensor, g: Tensor, idx: dict[str, Tensor]) -> Tensor:
         """:meth:`solve_tiles` with the batch last: tiles (T, N, B) -> (1 + T·N, B).
 
@@ -327,8 +336,9 @@ def _link(first: ARQuadrantSolver, second: ARQuadrantSolver) -> Tensor:
     return torch.where(outside, torch.zeros_like(src), src)
 
 
-def _emerging_inverse(y: Tensor, tl: "_Schedule", br: "_Schedule", link: Tensor,
-                      d2: Tensor, g2: Tensor, d1: Tensor, g1: Tensor) -> Tensor:
+def _emerging_inverse(
+    y: Tensor, tl: "_Schedule", br: "_Schedule", link: Tensor, d2: Tensor, g2: Tensor, d1: Tensor, g1: Tensor
+) -> Tensor:
     """Solve conv 2 (top-left) then conv 1 (bottom-right): 3 gathers, 2 level schedules."""
     s2, s1 = tl.solver, br.solver
     i2, i1 = tl.index(), br.index()

@@ -33,11 +33,13 @@ Sequential steps (levels per AR conv; the emerging inverse runs two AR solves), 
 ``EmergingConv.steps()`` reports the numbers for a built layer; ``python -m
 flowdsl.runtime.bench.convs`` prints them with the timings (benchmarks/convs.md).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = ["quadrant_offsets", "tile_levels", "choose_tile"]
+
 
 # --------------------------------------------------------------------------- static structure
 def quadrant_offsets(k: int, direction: str) -> list[tuple[int, int]]:

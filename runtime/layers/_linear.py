@@ -9,6 +9,7 @@ Shapes: x (B, C, H, W) or (B, D); W (C, C); b (C,).
     inverse   x = W⁻¹ (y − b)
     log-det   H·W·log|det W|   (a constant, computed once in float64)
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,7 +37,11 @@ class ChannelLinear(Bijector):
         super().__init__()
         w64 = weight.detach().to(torch.float64)
         dtype = dtype or weight.dtype
-        b64 = torch.zeros(w64.shape[0], dtype=torch.float64, device=w64.device) if bias is None else bias.detach().to(torch.float64)
+        b64 = (
+            torch.zeros(w64.shape[0], dtype=torch.float64, device=w64.device)
+            if bias is None
+            else bias.detach().to(torch.float64)
+        )
         self.register_buffer("weight", w64.to(dtype))
         self.register_buffer("weight_inv", torch.linalg.inv(w64).to(dtype))
         self.register_buffer("bias", b64.to(dtype))

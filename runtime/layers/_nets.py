@@ -7,6 +7,7 @@
 
 All map (B, c_in, *spatial) to (B, c_out, *spatial) (mlp: (B, n_in) to (B, n_out)).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -32,7 +33,9 @@ class ConvNet(nn.Sequential):
 class _ResBlock(nn.Module):
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1))
+        self.body = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)

@@ -30,6 +30,7 @@ pairs; the *flat index* of channel c, pixel (y, x) is c·L² + y·L + x (the ord
 then in-patch row and column, so that ``v.reshape(-1, C, K, K)`` is the batch of patches
 (B·P², C, K, K) with no transpose.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,6 @@ __all__ = [
     "dependency_mask",
     "cone_mask",
 ]
-
-
 
 
 def patch_pixels(L: int, K: int, h: int, shifted: bool) -> Tensor:

@@ -10,13 +10,14 @@ On the first forward in training mode (and only then) s and b are set from the b
 has zero mean and unit variance per channel; the flag is a buffer, so a loaded checkpoint is
 never re-initialised.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["ActNorm", "ChannelAffine"]
 
@@ -76,7 +77,9 @@ class ActNorm(Bijector):
             spatial *= d
         with torch.no_grad():
             s64 = self.log_scale.detach().double()
-            out = ChannelAffine(torch.exp(s64), self.bias.detach().double(), spatial, len(self.shape), self.log_scale.dtype)
+            out = ChannelAffine(
+                torch.exp(s64), self.bias.detach().double(), spatial, len(self.shape), self.log_scale.dtype
+            )
         return out
 
 

@@ -44,17 +44,17 @@ closed-form inverses, computed in float64 and stored in the module's dtype, and 
 log-det. ``Butterfly.matrix()`` returns M in float64 (e.g. to fuse over=channels, a C×C 1×1
 convolution, with neighbouring channel-linear layers).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
 
 import torch
 from torch import Tensor, nn
 
 from flowdsl.compiler.kinds.butterfly import ButterflyKind, max_depth, mixed_size
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector, batch_constant
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Butterfly", "FrozenButterfly", "max_depth", "DENSE_MAX"]
 

@@ -22,11 +22,8 @@ weighted 1, 2, …, 2, 1 — the last 1 only for even W); inverse by per-frequen
 Both have input-independent log-dets and ``frozen()`` forms that export to ONNX without linalg
 or DFT operators.
 """
+
 from __future__ import annotations
-
-from typing import Literal
-
-from pydantic import Field
 
 from flowdsl.runtime.layers.emerging_conv import EmergingConv
 from flowdsl.runtime.layers.lowering import lowering

@@ -14,17 +14,17 @@ Parametrisations of W (C×C):
            R = strictly-upper part + diag(exp(log_s)); log|det W| = Σ log_s.
 ``frozen()`` precomputes W, W⁻¹ and the log-det in float64 (see ``_linear.ChannelLinear``).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._linear import ChannelLinear, apply_channel_matrix
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Conv1x1", "householder_product"]
 

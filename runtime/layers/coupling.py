@@ -18,19 +18,18 @@ input; the default and only choice on vectors). The last layer starts at zero, s
 coupling is the identity. The scale is bounded on both sides (unlike sigmoid(r + 2), which can
 approach 0), so neither direction can overflow however far training moves the parameters.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from flowdsl.compiler.kinds.coupling import CouplingKind
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._nets import make_net
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Coupling"]
 

@@ -33,6 +33,7 @@ while the weights do not change and autograd is off). Inference form
 :class:`FrozenEmergingConv`: kernels, D⁻¹, G (float64-exact, cast) and the log-det as buffers;
 exports to ONNX as the static unrolled schedule (Gather/MatMul/Concat/Sub).
 """
+
 from __future__ import annotations
 
 import torch
@@ -180,5 +181,6 @@ class FrozenEmergingConv(Bijector):
         return y, batch_constant(self.logdet, x)
 
     def inverse(self, y: Tensor) -> Tensor:
-        return _emerging_inverse(y - self.bias, self.sched_tl, self.sched_br, self.link,
-                                 self.dinv2, self.g2, self.dinv1, self.g1)
+        return _emerging_inverse(
+            y - self.bias, self.sched_tl, self.sched_br, self.link, self.dinv2, self.g2, self.dinv1, self.g1
+        )

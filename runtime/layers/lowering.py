@@ -8,6 +8,7 @@
 (``flowdsl.compiler.kinds``) know nothing of these functions; the runtime looks them up by kind
 name when it lowers a checked graph.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

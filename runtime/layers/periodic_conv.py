@@ -31,6 +31,7 @@ K̂⁻¹, and the inverse DFT folds the irfft column weights m_v and 1/(H·W) in
 constant matrices are computed in float64 and stored in the module's dtype. Cost per image:
 O(C·H·W·(H+W) + H·W·C²) multiply-adds.
 """
+
 from __future__ import annotations
 
 import math
@@ -142,8 +143,15 @@ class FrozenPeriodicConv(Bijector):
             # inverse rDFT along W (real part): x = Σ_v m_v (re cos θ − im sin θ) / W        (2, Wr, W)
             m = column_weights(W).to(dev)
             iw = torch.stack([(m[:, None] * torch.cos(ang_w).t()), -(m[:, None] * torch.sin(ang_w).t())]) / W
-            for name, t in (("weight", src.weight.detach().double()), ("logdet", ld), ("kinv", kreal),
-                            ("fw", fw), ("fh", fh), ("ih", ih), ("iw", iw)):
+            for name, t in (
+                ("weight", src.weight.detach().double()),
+                ("logdet", ld),
+                ("kinv", kreal),
+                ("fw", fw),
+                ("fh", fh),
+                ("ih", ih),
+                ("iw", iw),
+            ):
                 self.register_buffer(name, t.to(dtype))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,16 +6,14 @@ Shapes: x (B, C, H, W) or (B, D) -> same shape.
     inverse   x[:, c] = y[:, π⁻¹(c)]
     log-det   0
 """
+
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Permute"]
 

@@ -39,27 +39,24 @@ Export: only ``index_select`` (ONNX Gather), ``reshape`` and ``cat``; dynamic ba
 reshape uses −1 for the batch); no in-place writes, no ``.item()``; ``torch.compile`` captures
 it with ``fullgraph=True``.
 """
+
 from __future__ import annotations
 
-from typing import Literal, Union
-
 import torch
-from pydantic import StrictInt
 from torch import Tensor, nn
 
 from flowdsl.compiler.kinds.rg import PARTS, RGKind, body_labels
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector, Chain
 from flowdsl.runtime.layers._rg_lattice import (
     RGPlan,
-    auto_levels,
     dependency_mask,
-    is_power_of_two,
     latent_levels,
     make_plan,
 )
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["RGFlow", "PARTS", "body_labels"]
+
 
 class _Identity(Bijector):
     """Stand-in for a missing or empty part."""
@@ -85,7 +82,9 @@ class RGFlow(Bijector):
     ``drop{j}`` per layer j, ``to_image`` and ``emit_order``.
     """
 
-    def __init__(self, shape: tuple[int, ...], kernel: int, levels: int, bodies: dict[str, nn.Module] | None = None) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], kernel: int, levels: int, bodies: dict[str, nn.Module] | None = None
+    ) -> None:
         super().__init__()
         C, L, W = shape
         if L != W:

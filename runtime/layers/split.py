@@ -9,13 +9,14 @@ vectors (B, D) -> kept (B, D − ⌊D/2⌋) and latent (B, ⌊D/2⌋).
 The latents keep their place in ``z``: the compiled model reassembles every latent into one
 tensor of the input's shape (see ``flowdsl.runtime.model``).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Split"]
 

@@ -1,16 +1,16 @@
 """``squeeze(factor=f)``: space-to-depth, (C, H, W) -> (C·f², H/f, W/f).
 
-    forward   y[c·f² + a·f + b, i, j] = x[c, i·f + a, j·f + b]
-    inverse   the same index map read backwards
-    log-det   0 (a permutation of the entries)
+forward   y[c·f² + a·f + b, i, j] = x[c, i·f + a, j·f + b]
+inverse   the same index map read backwards
+log-det   0 (a permutation of the entries)
 """
+
 from __future__ import annotations
 
-from pydantic import Field
 from torch import Tensor
 
-from flowdsl.runtime.layers.lowering import lowering
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Squeeze"]
 

@@ -8,6 +8,7 @@ One module per objective registers its runtime with ``@objective_runtime("name")
 
 :func:`train` and :func:`sample` dispatch by the objective of a spec or a run.
 """
+
 from __future__ import annotations
 
 from flowdsl.runtime.objectives import mle  # noqa: F401  (each import registers a runtime)

@@ -3,6 +3,7 @@
 Both delegate to the training package: :func:`flowdsl.runtime.training.loop.train_mle` (the loop,
 its checkpoints and reports) and :func:`flowdsl.runtime.training.sampling.sample_grid`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,32 +19,56 @@ __all__ = ["MLERuntime"]
 class MLERuntime(ObjectiveRuntime):
     summary = "maximum likelihood"
 
-    def train(self, spec: Any, data: Optional[str] = None, steps: Optional[int] = None,
-              out: Optional[str | os.PathLike] = None, resume: bool = False, *, overwrite: bool = False,
-              quiet: bool = False, **options: Any) -> dict[str, Any]:
+    def train(
+        self,
+        spec: Any,
+        data: Optional[str] = None,
+        steps: Optional[int] = None,
+        out: Optional[str | os.PathLike] = None,
+        resume: bool = False,
+        *,
+        overwrite: bool = False,
+        quiet: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
         """See :func:`flowdsl.runtime.training.loop.train_mle` (``options``: ``factory`` and the
         :class:`~flowdsl.runtime.training.config.TrainConfig` fields)."""
         from flowdsl.runtime.training.loop import train_mle
 
         return train_mle(spec, data, steps, out, resume, overwrite=overwrite, quiet=quiet, **options)
 
-    def sample(self, run: str | os.PathLike, n: int = 64, *, out: str | os.PathLike = "grid.png", seed: int = 0,
-               data: Optional[str] = None, temperature: float = 0.7, factory: Any = None) -> dict[str, Any]:
+    def sample(
+        self,
+        run: str | os.PathLike,
+        n: int = 64,
+        *,
+        out: str | os.PathLike = "grid.png",
+        seed: int = 0,
+        data: Optional[str] = None,
+        temperature: float = 0.7,
+        factory: Any = None,
+    ) -> dict[str, Any]:
         """``n`` samples at ``temperature`` as an image grid (vectors: a scatter over the data);
         see :func:`flowdsl.runtime.training.sampling.sample_grid`."""
         from flowdsl.runtime.training.sampling import sample_grid
 
         res = sample_grid(run, n=n, temperature=temperature, out_png=out, seed=seed, data=data, factory=factory)
-        res["message"] = (f"wrote {res['n']} samples of {res['spec']} (step {res['step']}, temperature "
-                          f"{res['temperature']:g}) to {res['path']}")
+        res["message"] = (
+            f"wrote {res['n']} samples of {res['spec']} (step {res['step']}, temperature "
+            f"{res['temperature']:g}) to {res['path']}"
+        )
         return res
 
     def add_train_arguments(self, group: Any) -> None:
-        group.add_argument("--invertible-memory", dest="invertible_memory", action=argparse.BooleanOptionalAction,
-                           default=None,
-                           help="recompute activations from outputs in the backward pass: far less memory, ~1.4x the "
-                                "time per step (one process only; a resumed run keeps the setting unless told "
-                                "--no-invertible-memory)")
+        group.add_argument(
+            "--invertible-memory",
+            dest="invertible_memory",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="recompute activations from outputs in the backward pass: far less memory, ~1.4x the "
+            "time per step (one process only; a resumed run keeps the setting unless told "
+            "--no-invertible-memory)",
+        )
 
     def add_sample_arguments(self, group: Any) -> None:
         group.add_argument("--temperature", "-t", type=float, default=0.7, help="prior temperature (default 0.7)")

@@ -18,6 +18,7 @@ another objective's), turns the flags that were given into keyword options
 ``flowdsl.runtime.objectives`` imports their modules (explicitly, in its ``__init__``), which
 Python does before it runs this module.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,13 +50,30 @@ class ObjectiveRuntime:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line: what training with this objective does
 
-    def train(self, spec: Any, data: Optional[str] = None, steps: Optional[int] = None,
-              out: Optional[str | os.PathLike] = None, resume: bool = False, *, overwrite: bool = False,
-              quiet: bool = False, **options: Any) -> dict[str, Any]:
+    def train(
+        self,
+        spec: Any,
+        data: Optional[str] = None,
+        steps: Optional[int] = None,
+        out: Optional[str | os.PathLike] = None,
+        resume: bool = False,
+        *,
+        overwrite: bool = False,
+        quiet: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
         raise NotImplementedError(f"objective {self.name!r} does not train")
 
-    def sample(self, run: str | os.PathLike, n: int = 64, *, out: str | os.PathLike = "grid.png", seed: int = 0,
-               data: Optional[str] = None, **options: Any) -> dict[str, Any]:
+    def sample(
+        self,
+        run: str | os.PathLike,
+        n: int = 64,
+        *,
+        out: str | os.PathLike = "grid.png",
+        seed: int = 0,
+        data: Optional[str] = None,
+        **options: Any,
+    ) -> dict[str, Any]:
         raise NotImplementedError(f"objective {self.name!r} does not sample")
 
     def add_train_arguments(self, group: Any) -> None:
@@ -137,13 +155,23 @@ def run_objective(run: str | os.PathLike, factory: Any = None) -> tuple[str, Any
         filename = ckpt.get("spec_filename") or "<checkpoint>"
         spec = (factory or ModelFactory()).parse(ckpt["spec_text"], filename=filename)
     except FlowDSLError as e:
-        raise CheckpointError(f"the spec stored in the checkpoint no longer compiles: {e.message}",
-                              filename=str(ckpt.get("path", run))) from None
+        raise CheckpointError(
+            f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(ckpt.get("path", run))
+        ) from None
     return _objective_name(spec), spec
 
 
-def train(spec: Any, data: Optional[str] = None, steps: Optional[int] = None, out: Optional[str | os.PathLike] = None,
-          resume: bool = False, *, overwrite: bool = False, quiet: bool = False, **options: Any) -> dict[str, Any]:
+def train(
+    spec: Any,
+    data: Optional[str] = None,
+    steps: Optional[int] = None,
+    out: Optional[str | os.PathLike] = None,
+    resume: bool = False,
+    *,
+    overwrite: bool = False,
+    quiet: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Train ``spec`` (a parsed spec, a path to a spec file, or spec text) by its objective.
 
     ``data``, ``steps``, ``out``, ``resume``, ``overwrite`` and ``quiet`` mean the same for every
@@ -159,8 +187,15 @@ def train(spec: Any, data: Optional[str] = None, steps: Optional[int] = None, ou
     return rt.train(spec, data, steps, out, resume, overwrite=overwrite, quiet=quiet, **options)
 
 
-def sample(run: str | os.PathLike, n: int = 64, *, out: str | os.PathLike = "grid.png", seed: int = 0,
-           data: Optional[str] = None, **options: Any) -> dict[str, Any]:
+def sample(
+    run: str | os.PathLike,
+    n: int = 64,
+    *,
+    out: str | os.PathLike = "grid.png",
+    seed: int = 0,
+    data: Optional[str] = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Sample a trained run (folder or checkpoint) by the objective of its spec; writes ``out``
     and returns ``{"path", "n", "step", "spec", "message", ...}``."""
     name, spec = run_objective(run, options.get("factory"))
@@ -208,6 +243,8 @@ def objective_options(args: argparse.Namespace, name: str, command: str, where: 
                 continue
             if other != name:
                 flag = a.option_strings[0]
-                raise FlowDSLError(f"{flag} is a flag of objective {other}; {where} has objective {name}", filename=where)
+                raise FlowDSLError(
+                    f"{flag} is a flag of objective {other}; {where} has objective {name}", filename=where
+                )
             given[a.dest] = value
     return rt.train_options(given) if command == "train" else rt.sample_options(given)

@@ -2,9 +2,15 @@
 
 Listed here explicitly; importing this package registers every built-in prior lowering.
 """
+
 from __future__ import annotations
 
 from flowdsl.runtime.priors import gaussian, laplace, spike_slab  # noqa: F401
-from flowdsl.runtime.priors.lowering import get_prior_lowering, lowered_priors, prior_lowering, unregister_prior_lowering
+from flowdsl.runtime.priors.lowering import (
+    get_prior_lowering,
+    lowered_priors,
+    prior_lowering,
+    unregister_prior_lowering,
+)
 
 __all__ = ["prior_lowering", "unregister_prior_lowering", "get_prior_lowering", "lowered_priors"]

@@ -4,6 +4,7 @@
 μ = 0, σ = 1 unless ``learned=true`` (then per-dimension μ and log σ are parameters, starting at 0).
 Sampling with temperature T draws z = μ + T·σ·ε.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,12 +5,12 @@
 starting at 0 and log(scale)). (RG-Flow's b = T/√2 gives variance T²: write scale=0.7071 for that.)
 Sampling by inverse CDF with temperature T: z = μ − T·b·sign(u)·log(1 − 2|u|), u ~ U(−½, ½).
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from flowdsl.runtime.priors.lowering import prior_lowering

@@ -1,8 +1,9 @@
 """The prior lowering registry: which function builds the module of each prior kind.
 
-    @prior_lowering("gaussian")
-    def lower_gaussian(args, shape) -> nn.Module: ...   # log_prob(z) -> (B,), sample(n, T)
+@prior_lowering("gaussian")
+def lower_gaussian(args, shape) -> nn.Module: ...   # log_prob(z) -> (B,), sample(n, T)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

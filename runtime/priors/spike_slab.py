@@ -29,6 +29,7 @@ weighted components, (1−w)·N(z*; 0, σ₀²) = w·N(z*; 0, σ₁²), i.e.
 :meth:`SpikeSlabPrior.sparsity_report` gives that fraction for a batch of latents, and the mean
 spike responsibility.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,7 +57,9 @@ class SpikeSlabPrior(nn.Module):
         torch.Size([3])
     """
 
-    def __init__(self, shape: tuple[int, ...], spike: float = 0.01, slab: float = 1.0, weight: float = 0.5, anneal: int = 0) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], spike: float = 0.01, slab: float = 1.0, weight: float = 0.5, anneal: int = 0
+    ) -> None:
         super().__init__()
         self.shape = tuple(int(d) for d in shape)
         self.anneal = int(anneal)
@@ -120,7 +123,9 @@ class SpikeSlabPrior(nn.Module):
         return torch.sigmoid(lp0 - lp1)
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(self, n: int, temperature: float = 1.0, device=None, dtype=None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, temperature: float = 1.0, device=None, dtype=None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """``n`` draws of shape (n, *shape); every component's width is multiplied by ``temperature``."""
         device = device if device is not None else self._ref.device
         dtype = dtype if dtype is not None else self._ref.dtype

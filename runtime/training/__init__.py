@@ -11,6 +11,7 @@
 CLI glue: :func:`flowdsl.runtime.training.cli.register` adds the ``train`` and ``sample``
 subcommands to an ``argparse`` subparsers object.
 """
+
 from __future__ import annotations
 
 from flowdsl.runtime.objectives.registry import train

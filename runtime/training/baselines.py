@@ -11,6 +11,7 @@ For discrete data with ``levels`` levels (bits/dim of the discrete data, lower i
 
 Dequantisation noise is drawn from seeded generators, so the numbers are reproducible.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,10 +27,16 @@ def _deq(k: np.ndarray, levels: int, seed: int) -> np.ndarray:
     return (k + rng.uniform(size=k.shape)) / levels
 
 
-def baseline_bpd(train_k, test_k, levels: int, which=("uniform", "gaussian", "gmm5", "histogram"), seed: int = 0) -> dict[str, float]:
+def baseline_bpd(
+    train_k, test_k, levels: int, which=("uniform", "gaussian", "gmm5", "histogram"), seed: int = 0
+) -> dict[str, float]:
     """Bits/dim of the reference models on ``test_k`` after fitting on ``train_k`` (raw values)."""
-    tr = np.asarray(train_k.numpy() if isinstance(train_k, torch.Tensor) else train_k, dtype=np.float64).reshape(len(train_k), -1)
-    te = np.asarray(test_k.numpy() if isinstance(test_k, torch.Tensor) else test_k, dtype=np.float64).reshape(len(test_k), -1)
+    tr = np.asarray(train_k.numpy() if isinstance(train_k, torch.Tensor) else train_k, dtype=np.float64).reshape(
+        len(train_k), -1
+    )
+    te = np.asarray(test_k.numpy() if isinstance(test_k, torch.Tensor) else test_k, dtype=np.float64).reshape(
+        len(test_k), -1
+    )
     d = tr.shape[1]
     shift = d * math.log(levels)
     out: dict[str, float] = {}
@@ -47,7 +54,9 @@ def baseline_bpd(train_k, test_k, levels: int, which=("uniform", "gaussian", "gm
     if "gmm5" in which:
         from sklearn.mixture import GaussianMixture
 
-        gm = GaussianMixture(n_components=5, covariance_type="full", random_state=seed, reg_covar=1e-6, max_iter=200).fit(xtr)
+        gm = GaussianMixture(
+            n_components=5, covariance_type="full", random_state=seed, reg_covar=1e-6, max_iter=200
+        ).fit(xtr)
         out["gmm5"] = float((-gm.score_samples(xte).mean() + shift) / (d * math.log(2)))
     if "histogram" in which:
         k_tr, k_te = tr.astype(np.int64), te.astype(np.int64)

@@ -29,6 +29,7 @@ left half-loaded.
 model tensors plus the spec text in the safetensors metadata; they load the same way (without
 optimizer state) for sampling and export.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,7 +60,20 @@ __all__ = [
 
 FORMAT = "flowdsl-checkpoint"
 VERSION = 1
-_DIGEST_FIELDS = ("format", "version", "spec_text", "spec_sha256", "spec_name", "spec_filename", "step", "model", "optimizer", "rng", "config", "extra")
+_DIGEST_FIELDS = (
+    "format",
+    "version",
+    "spec_text",
+    "spec_sha256",
+    "spec_name",
+    "spec_filename",
+    "step",
+    "model",
+    "optimizer",
+    "rng",
+    "config",
+    "extra",
+)
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -170,12 +184,26 @@ def save_checkpoint(
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def save_safetensors(path: str | os.PathLike, model_state: dict[str, torch.Tensor], *, spec_text: str, spec_sha256: str, step: int, spec_name: str = "") -> None:
+def save_safetensors(
+    path: str | os.PathLike,
+    model_state: dict[str, torch.Tensor],
+    *,
+    spec_text: str,
+    spec_sha256: str,
+    step: int,
+    spec_name: str = "",
+) -> None:
     """Model weights (and the spec text, as metadata) in the safetensors format, atomically."""
     from safetensors.torch import save as st_save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
-    meta = {"format": FORMAT + "-weights", "spec_text": spec_text, "spec_sha256": spec_sha256, "step": str(int(step)), "spec_name": spec_name}
+    meta = {
+        "format": FORMAT + "-weights",
+        "spec_text": spec_text,
+        "spec_sha256": spec_sha256,
+        "step": str(int(step)),
+        "spec_name": spec_name,
+    }
     data = st_save(tensors, metadata=meta)
     atomic_write(path, lambda f: f.write(data))
 
@@ -188,7 +216,9 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
             meta = f.metadata() or {}
             model = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"cannot read safetensors weights (corrupt or truncated): {e}", filename=str(path)) from None
+        raise CheckpointError(
+            f"cannot read safetensors weights (corrupt or truncated): {e}", filename=str(path)
+        ) from None
     if meta.get("format") != FORMAT + "-weights" or "spec_text" not in meta:
         raise CheckpointError("safetensors file without flowdsl metadata (spec text and hash)", filename=str(path))
     text = meta["spec_text"]
@@ -218,11 +248,17 @@ def resolve_checkpoint_path(path: str | os.PathLike, prefer: str = "best") -> Pa
     """A checkpoint file, or the preferred checkpoint of a run folder (best → last → weights)."""
     p = Path(path)
     if p.is_dir():
-        order = ["best.pt", "last.pt", "weights.safetensors"] if prefer == "best" else ["last.pt", "best.pt", "weights.safetensors"]
+        order = (
+            ["best.pt", "last.pt", "weights.safetensors"]
+            if prefer == "best"
+            else ["last.pt", "best.pt", "weights.safetensors"]
+        )
         for name in order:
             if (p / name).is_file():
                 return p / name
-        raise CheckpointError("run folder holds no checkpoint (best.pt, last.pt or weights.safetensors)", filename=str(p))
+        raise CheckpointError(
+            "run folder holds no checkpoint (best.pt, last.pt or weights.safetensors)", filename=str(p)
+        )
     if not p.is_file():
         raise CheckpointError("no such checkpoint file or run folder", filename=str(p))
     return p
@@ -238,11 +274,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # truncated archives, foreign pickles, unreadable files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         msg = msg.split(". ")[0].rstrip(".")  # torch appends paragraphs of advice
-        raise CheckpointError(f"cannot read checkpoint (corrupt, truncated or not a flowdsl checkpoint): {msg}", filename=str(p)) from None
+        raise CheckpointError(
+            f"cannot read checkpoint (corrupt, truncated or not a flowdsl checkpoint): {msg}", filename=str(p)
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a flowdsl checkpoint (format tag missing)", filename=str(p))
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint format version {payload.get('version')!r}; this flowdsl reads version {VERSION}", filename=str(p))
+        raise CheckpointError(
+            f"checkpoint format version {payload.get('version')!r}; this flowdsl reads version {VERSION}",
+            filename=str(p),
+        )
     try:
         ok = payload.get("digest") == digest_of(payload)
     except TypeError as e:
@@ -287,7 +328,12 @@ def _check_state(model: nn.Module, state: dict[str, Any], where: str) -> None:
     bad = [
         f"{k}: checkpoint {tuple(state[k].shape)} {state[k].dtype}, model {tuple(v.shape)} {v.dtype}"
         for k, v in own.items()
-        if k in state and (not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape or state[k].dtype.is_floating_point != v.dtype.is_floating_point)
+        if k in state
+        and (
+            not isinstance(state[k], torch.Tensor)
+            or state[k].shape != v.shape
+            or state[k].dtype.is_floating_point != v.dtype.is_floating_point
+        )
     ]
     if missing or unexpected or bad:
         parts = []
@@ -312,7 +358,9 @@ def restore(model: nn.Module, ckpt: dict[str, Any], optimizer: Optional[torch.op
         if len(st["param_groups"]) != len(groups) or any(
             len(g["params"]) != len(s["params"]) for g, s in zip(groups, st["param_groups"])
         ):
-            raise CheckpointError("checkpoint optimizer state does not fit the model's parameter groups", filename=where)
+            raise CheckpointError(
+                "checkpoint optimizer state does not fit the model's parameter groups", filename=where
+            )
     backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
     backup_opt = _plain(optimizer.state_dict()) if optimizer is not None else None
     try:

@@ -5,6 +5,7 @@ Thin wrapper over :mod:`flowdsl.runtime.training.checkpoint`: the checkpoint (``
 without executing code, verified, checked against the model's spec (same spec text hash), and
 copied in all-or-nothing; any problem is a :class:`flowdsl.errors.CheckpointError`.
 """
+
 from __future__ import annotations
 
 import os

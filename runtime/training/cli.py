@@ -9,6 +9,7 @@ own in a group of its own (a flag of another objective is an error), and the obj
 own subcommands are added too. ``main(argv)`` runs the same parser standalone:
 ``python -m flowdsl.runtime.training train SPEC ...`` (also under ``torchrun ... -m``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,12 @@ _TRAIN_FLAGS = (
     ("--checkpoint-every", "checkpoint_every", int, "steps between checkpoints"),
     ("--test-batch", "test_batch", int, "batch size for evaluation"),
     ("--schedule", "schedule", str, "learning-rate schedule after warm-up: cosine (default) or constant"),
-    ("--val-fraction", "val_fraction", float, "share of the train split held out for checkpoint selection (default 0.1)"),
+    (
+        "--val-fraction",
+        "val_fraction",
+        float,
+        "share of the train split held out for checkpoint selection (default 0.1)",
+    ),
     ("--threads", "threads", int, "intra-op threads per process (default 1)"),
     ("--max-time", "max_time", float, "stop after this many seconds (the run ends early, with checkpoints)"),
     ("--log-every", "log_every", int, "steps between metrics rows"),
@@ -40,16 +46,28 @@ _TRAIN_FLAGS = (
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="spec file (.flow)")
-    p.add_argument("--data", default=None, metavar="NAME|PATH",
-                   help="data set name or path (default: the spec's train(data=...); the list is below)")
-    p.add_argument("--steps", type=int, default=None, metavar="N", help="number of updates (default: the spec's train(steps=...))")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="NAME|PATH",
+        help="data set name or path (default: the spec's train(data=...); the list is below)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, metavar="N", help="number of updates (default: the spec's train(steps=...))"
+    )
     p.add_argument("--out", "-o", default=None, metavar="RUN", help="run folder (default: runs/<flow name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     for flag, dest, typ, text in _TRAIN_FLAGS:
-        extra = {"choices": ("cosine", "constant")} if dest == "schedule" else {"metavar": "N" if typ is int else ("X" if typ is float else None)}
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=text, **{k: v for k, v in extra.items() if v is not None})
+        extra = (
+            {"choices": ("cosine", "constant")}
+            if dest == "schedule"
+            else {"metavar": "N" if typ is int else ("X" if typ is float else None)}
+        )
+        p.add_argument(
+            flag, dest=dest, type=typ, default=None, help=text, **{k: v for k, v in extra.items() if v is not None}
+        )
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,7 +75,12 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", "-n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("-o", "--out", default="grid.png", help="output PNG (default grid.png)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--data", default=None, metavar="NAME|PATH", help="vector flows: data drawn under the samples (default: the run's; 'none': no data)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="NAME|PATH",
+        help="vector flows: data drawn under the samples (default: the run's; 'none': no data)",
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -68,8 +91,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = getattr(getattr(spec, "objective", None), "name", None) or "mle"
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _TRAIN_FLAGS}
     overrides.update(objective_options(args, name, "train", args.spec))
-    train(spec, data=args.data, steps=args.steps, out=args.out, resume=args.resume, overwrite=args.overwrite,
-          quiet=args.quiet, **overrides)
+    train(
+        spec,
+        data=args.data,
+        steps=args.steps,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        **overrides,
+    )
     return 0
 
 
@@ -84,8 +115,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
     name, spec = run_objective(args.run)
     options = objective_options(args, name, "sample", str(args.run))
-    res = get_objective_runtime(name, spec).sample(args.run, args.n, out=args.out, seed=args.seed, data=args.data,
-                                                   **options)
+    res = get_objective_runtime(name, spec).sample(
+        args.run, args.n, out=args.out, seed=args.seed, data=args.data, **options
+    )
     if int(os.environ.get("RANK", "0")) == 0 and res.get("message"):
         print(res["message"])
     return 0
@@ -99,14 +131,21 @@ def register(subparsers) -> None:
 
     runtimes = objective_runtimes()
     how = "; ".join(f"{name}: {rt.summary}" for name, rt in runtimes.items() if rt.summary)
-    p = subparsers.add_parser("train", help="train a spec by its objective (maximum likelihood for mle)",
-                              description=textwrap.fill(f"Train the flow of a spec file by its objective ({how}).", 79),
-                              epilog=describe_sources(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train a spec by its objective (maximum likelihood for mle)",
+        description=textwrap.fill(f"Train the flow of a spec file by its objective ({how}).", 79),
+        epilog=describe_sources(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_train_arguments(p)
     add_objective_arguments(p, "train")
     p.set_defaults(func=cmd_train)
-    s = subparsers.add_parser("sample", help="draw samples from a trained run",
-                              description="Write samples of a trained run as a PNG (by the objective of its spec).")
+    s = subparsers.add_parser(
+        "sample",
+        help="draw samples from a trained run",
+        description="Write samples of a trained run as a PNG (by the objective of its spec).",
+    )
     add_sample_arguments(s)
     add_objective_arguments(s, "sample")
     s.set_defaults(func=cmd_sample)

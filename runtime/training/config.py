@@ -4,6 +4,7 @@ Precedence: language defaults < the spec's ``train(...)`` < command-line flags /
 arguments. On ``--resume`` the settings stored in the checkpoint replace the spec's, and only
 flags given explicitly override them (so a resumed run continues with what it started with).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,19 @@ __all__ = ["TrainConfig", "resolve_config", "SPEC_FIELDS"]
 
 #: the fields the language's ``train(...)`` statement has today; any other TrainConfig field
 #: that the spec's train model gains (``schedule``, ``val_fraction``, ...) is picked up as well
-SPEC_FIELDS = ("data", "batch", "lr", "steps", "seed", "weight_decay", "warmup", "clip", "eval_every", "checkpoint_every", "test_batch")
+SPEC_FIELDS = (
+    "data",
+    "batch",
+    "lr",
+    "steps",
+    "seed",
+    "weight_decay",
+    "warmup",
+    "clip",
+    "eval_every",
+    "checkpoint_every",
+    "test_batch",
+)
 
 
 @dataclass
@@ -22,27 +35,29 @@ class TrainConfig:
     """Every knob of :func:`flowdsl.runtime.training.train` (defaults = the language's)."""
 
     data: Optional[str] = None
-    batch: int = 64                 # global batch (all processes together)
-    lr: float = 1e-3                # peak learning rate of AdamW
-    steps: int = 2000               # optimizer updates
+    batch: int = 64  # global batch (all processes together)
+    lr: float = 1e-3  # peak learning rate of AdamW
+    steps: int = 2000  # optimizer updates
     seed: int = 0
-    weight_decay: float = 0.0       # AdamW decoupled decay on weight matrices/kernels (ndim ≥ 2)
-    warmup: int = 100               # linear warm-up steps
-    clip: float = 50.0              # max global gradient norm
-    eval_every: int = 200           # steps between validation/test evaluations
-    checkpoint_every: int = 200     # steps between checkpoints (last.pt)
-    test_batch: int = 256           # batch size for evaluation
-    schedule: str = "cosine"        # "cosine" (decay to min_lr_ratio·lr after warm-up) or "constant"
+    weight_decay: float = 0.0  # AdamW decoupled decay on weight matrices/kernels (ndim ≥ 2)
+    warmup: int = 100  # linear warm-up steps
+    clip: float = 50.0  # max global gradient norm
+    eval_every: int = 200  # steps between validation/test evaluations
+    checkpoint_every: int = 200  # steps between checkpoints (last.pt)
+    test_batch: int = 256  # batch size for evaluation
+    schedule: str = "cosine"  # "cosine" (decay to min_lr_ratio·lr after warm-up) or "constant"
     min_lr_ratio: float = 0.05
-    val_fraction: float = 0.1       # share of the train split held out for checkpoint selection
-    val_max: int = 2000             # at most this many validation examples
-    eval_max: int = 0               # evaluate at most this many test examples at intervals (0: all)
-    threads: int = 1                # torch intra-op threads per process (1 is fastest for small flows on shared CPUs)
-    max_time: float = 0.0           # stop after this many seconds (0: no limit); the run then ends early
-    log_every: int = 0              # steps between progress lines (0: about 50 per run)
-    sample_n: int = 64              # samples written to samples.png at the end (0: none)
+    val_fraction: float = 0.1  # share of the train split held out for checkpoint selection
+    val_max: int = 2000  # at most this many validation examples
+    eval_max: int = 0  # evaluate at most this many test examples at intervals (0: all)
+    threads: int = 1  # torch intra-op threads per process (1 is fastest for small flows on shared CPUs)
+    max_time: float = 0.0  # stop after this many seconds (0: no limit); the run then ends early
+    log_every: int = 0  # steps between progress lines (0: about 50 per run)
+    sample_n: int = 64  # samples written to samples.png at the end (0: none)
     sample_temperature: float = 0.7
-    invertible_memory: bool = False  # backward recomputes each step's activations from its outputs (less memory, ~1.4x time)
+    invertible_memory: bool = (
+        False  # backward recomputes each step's activations from its outputs (less memory, ~1.4x time)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -10,6 +10,7 @@
 log-det check against the autograd Jacobian with randomised parameters, the float32 round-trip
 error, and ONNX export with onnxruntime parity.
 """
+
 from __future__ import annotations
 
 import math

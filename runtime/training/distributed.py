@@ -11,6 +11,7 @@ which equals the gradient of the global batch mean. Evaluation sums log-likeliho
 strided shards with an all-reduce; sampling draws ``n / N`` per process and gathers them.
 Only rank 0 writes checkpoints, metrics, plots and samples.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ torchrun each process takes a strided shard and the sums are all-reduced) and co
 mean negative log-likelihood to bits/dim of the discrete data. :func:`latent_sparsity` is the
 spike_slab prior's report on the latents of some examples (None for other priors).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -19,7 +20,9 @@ __all__ = ["evaluate_bpd", "latent_sparsity"]
 
 
 @torch.no_grad()
-def evaluate_bpd(model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()) -> float:
+def evaluate_bpd(
+    model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()
+) -> float:
     """Mean bits/dim of already dequantised data ``x01`` (strided shards under torchrun)."""
     was = model.training
     model.eval()

@@ -6,6 +6,7 @@ test split; its weights go to ``weights.safetensors`` (with the spec text); spik
 report the sparsity of the test latents; ``curves.png``, ``samples.png`` (``sample_n`` > 0) and
 ``summary.json`` are written. The summary dict is returned by ``train``.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,9 @@ def final_report(
     """
     levels, dims = data.levels, data.dims
     final_test = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
-    final_val = evaluate_bpd(model, data.val_x, dims, levels, cfg.test_batch, info) if data.val_x is not None else math.nan
+    final_val = (
+        evaluate_bpd(model, data.val_x, dims, levels, cfg.test_batch, info) if data.val_x is not None else math.nan
+    )
     best_path = out / "best.pt"
     test_best = final_test
     weights_step = step  # no candidate for best.pt (e.g. the run ended while annealing): the last state
@@ -62,8 +65,14 @@ def final_report(
         test_best = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
         weights_step = int(bck["step"])
     if info.main:
-        save_safetensors(out / "weights.safetensors", model.state_dict(), spec_text=getattr(spec, "source", ""),
-                         spec_sha256=spec_sha256(spec), step=weights_step, spec_name=str(getattr(spec, "name", "")))
+        save_safetensors(
+            out / "weights.safetensors",
+            model.state_dict(),
+            spec_text=getattr(spec, "source", ""),
+            spec_sha256=spec_sha256(spec),
+            step=weights_step,
+            spec_name=str(getattr(spec, "name", "")),
+        )
     sparsity = latent_sparsity(model, data.test_x[:1000])
     summary = {
         "spec": str(getattr(spec, "name", "")),
@@ -90,8 +99,12 @@ def final_report(
     }
     if info.main:
         try:
-            plot_curves(out / "metrics.csv", out / "curves.png", title=f"{summary['spec']} on {cfg.data}",
-                        reference={"uniform": math.log2(levels)} if levels else None)
+            plot_curves(
+                out / "metrics.csv",
+                out / "curves.png",
+                title=f"{summary['spec']} on {cfg.data}",
+                reference={"uniform": math.log2(levels)} if levels else None,
+            )
         except Exception as e:  # a plot must never lose a finished run
             say(f"warning: could not plot curves: {e}", quiet, info)
     if cfg.sample_n > 0:
@@ -100,8 +113,14 @@ def final_report(
         xs = draw_samples(model, cfg.sample_n, cfg.sample_temperature, cfg.seed, info)
         if info.main:
             image = levels is not None and len(data.train.shape) == 3
-            write_samples(xs, out / "samples.png", levels, image, data=None if image else data.train.x[:5000],
-                          title=f"{summary['spec']} T={cfg.sample_temperature:g}")
+            write_samples(
+                xs,
+                out / "samples.png",
+                levels,
+                image,
+                data=None if image else data.train.x[:5000],
+                title=f"{summary['spec']} T={cfg.sample_temperature:g}",
+            )
     if info.main:
         write_summary(out, summary)
     say(

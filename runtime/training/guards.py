@@ -5,6 +5,7 @@
 (``FlowModel.find_nonfinite``) and raises a :class:`flowdsl.errors.NumericalError` naming the
 step, the layer and its source line.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,7 +53,11 @@ def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: P
             where = finder(x)
         finally:
             model.train()
-    detail = f"; the first non-finite value comes from {where}" if where else "; every layer is finite on this batch (the loss itself overflowed)"
+    detail = (
+        f"; the first non-finite value comes from {where}"
+        if where
+        else "; every layer is finite on this batch (the loss itself overflowed)"
+    )
     raise NumericalError(
         f"training stopped at step {step}: the loss is {value}{detail}. The last good checkpoint is {out / 'last.pt'}; "
         "lower the learning rate or raise clip, then continue with --resume",

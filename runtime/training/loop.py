@@ -34,6 +34,7 @@ The pieces around the loop: :mod:`.models` (specs to models, :func:`load_model`)
 :mod:`.run_folder`, :mod:`.run_data` (splits, dequantised evaluation data), :mod:`.schedule`
 (learning rate, batch stream), :mod:`.evaluation`, :mod:`.progress` and :mod:`.final_report`.
 """
+
 from __future__ import annotations
 
 import math
@@ -233,14 +234,22 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         x0 = run.train_batch(idx, _gen("init-noise", cfg.seed))
         with torch.no_grad():
             model(x0)  # data-dependent initialisation (ActNorm), the same in every process
-    say(f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; {cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
+    say(
+        f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; {cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
         f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)"
-        + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""), quiet, info)
+        + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""),
+        quiet,
+        info,
+    )
 
     # annealed modules (spike_slab) change the density until their schedule ends: only states
     # from then on are candidates for best.pt, so the selected model has the spec's prior
     anneal_until = max(
-        [int(getattr(m, "anneal", 0) or 0) for m in model.modules() if m is not model and callable(getattr(m, "set_step", None))],
+        [
+            int(getattr(m, "anneal", 0) or 0)
+            for m in model.modules()
+            if m is not model and callable(getattr(m, "set_step", None))
+        ],
         default=0,
     )
     if anneal_until:
@@ -308,7 +317,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             skipped += 1
             bad_in_a_row += 1
             if bad_in_a_row >= 20:
-                raise FlowDSLError(f"training diverged: 20 updates in a row with a non-finite gradient (step {step})", filename=str(out))
+                raise FlowDSLError(
+                    f"training diverged: 20 updates in a row with a non-finite gradient (step {step})",
+                    filename=str(out),
+                )
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
         if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
@@ -328,11 +340,21 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         row: dict[str, Any] = {}
         if step % log_every == 0 or do_eval:
             tl = acc_loss / max(acc_n, 1)
-            row = {"step": step, "lr": lr, "train_loss": tl, "train_bpd": float(nats_to_bits_per_dim(tl, levels)), "grad_norm": last_gn}
+            row = {
+                "step": step,
+                "lr": lr,
+                "train_loss": tl,
+                "train_bpd": float(nats_to_bits_per_dim(tl, levels)),
+                "grad_norm": last_gn,
+            }
             acc_loss, acc_n = 0.0, 0
         if do_eval:
             _set_step(model, step)
-            vb = evaluate_bpd(model, run.val_x, dims, levels, cfg.test_batch, info) if run.val_x is not None else math.nan
+            vb = (
+                evaluate_bpd(model, run.val_x, dims, levels, cfg.test_batch, info)
+                if run.val_x is not None
+                else math.nan
+            )
             tb = evaluate_bpd(model, run.test_eval_x, dims, levels, cfg.test_batch, info)
             row.update(val_bpd=vb, test_bpd=tb)
             score = vb if run.val_x is not None else tb
@@ -362,5 +384,19 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         say(f"checkpoint of step {step} written to {out / 'last.pt'}; continue with --resume", quiet, info)
         raise KeyboardInterrupt
 
-    return final_report(spec=spec, model=model, data=run, cfg=cfg, info=info, out=out, best=best, step=step, stopped_early=stopped_early,
-                        skipped=skipped, anneal_until=anneal_until, n_params=n_params, t_start=t_start, quiet=quiet)
+    return final_report(
+        spec=spec,
+        model=model,
+        data=run,
+        cfg=cfg,
+        info=info,
+        out=out,
+        best=best,
+        step=step,
+        stopped_early=stopped_early,
+        skipped=skipped,
+        anneal_until=anneal_until,
+        n_params=n_params,
+        t_start=t_start,
+        quiet=quiet,
+    )

@@ -23,6 +23,7 @@ Limitations: the steps must be exact inverses of each other in the working preci
 flowdsl layer is); data-dependent initialisation (actnorm) happens in the no-grad forward,
 as in ordinary training.
 """
+
 from __future__ import annotations
 
 from typing import Any

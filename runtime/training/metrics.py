@@ -6,6 +6,7 @@ Columns: ``step, lr, train_loss, train_bpd, grad_norm, val_bpd, test_bpd, second
 row; ``val_bpd`` / ``test_bpd`` are filled on evaluation rows only. On ``--resume`` rows after
 the checkpoint's step are dropped, so the file always matches the weights.
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,7 +81,12 @@ class MetricsLog:
             f.flush()
 
 
-def plot_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, title: str = "", reference: Optional[dict[str, float]] = None) -> None:
+def plot_curves(
+    metrics_csv: str | os.PathLike,
+    out_png: str | os.PathLike,
+    title: str = "",
+    reference: Optional[dict[str, float]] = None,
+) -> None:
     """Plot train / validation / test bits/dim against the step (matplotlib, Agg backend)."""
     import matplotlib
 
@@ -99,7 +105,9 @@ def plot_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, titl
     for name, value in (reference or {}).items():
         ax.axhline(value, color="0.6", linestyle="--", linewidth=0.8)
         ax.annotate(name, (0, value), xycoords=("axes fraction", "data"), fontsize=7, color="0.4", va="bottom")
-    finite = [r[k] for r in rows for k in ("train_bpd", "val_bpd", "test_bpd") if r[k] is not None and math.isfinite(r[k])]
+    finite = [
+        r[k] for r in rows for k in ("train_bpd", "val_bpd", "test_bpd") if r[k] is not None and math.isfinite(r[k])
+    ]
     if finite:
         lo = min(finite)
         hi = sorted(finite)[int(0.95 * (len(finite) - 1))]

@@ -4,6 +4,7 @@
 substitute a stand-in); :func:`as_spec` accepts a spec object, a path or spec text;
 :func:`load_model` rebuilds a trained model from the spec text stored in its checkpoint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,7 +54,9 @@ def spec_sha256(spec: Any) -> str:
     return sha if isinstance(sha, str) else hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
 
 
-def load_model(ckpt_or_run: str | os.PathLike, spec: Any = None, factory: Optional[ModelFactory] = None, prefer: str = "best") -> tuple[Any, nn.Module, dict[str, Any]]:
+def load_model(
+    ckpt_or_run: str | os.PathLike, spec: Any = None, factory: Optional[ModelFactory] = None, prefer: str = "best"
+) -> tuple[Any, nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint (or run folder) with its weights, in eval mode.
 
     The spec is parsed from the text stored in the checkpoint (``spec`` only checks that it
@@ -70,7 +73,9 @@ def load_model(ckpt_or_run: str | os.PathLike, spec: Any = None, factory: Option
     try:
         stored = factory.parse(ckpt["spec_text"], filename=ckpt.get("spec_filename") or "<checkpoint>")
     except FlowDSLError as e:
-        raise CheckpointError(f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(path)) from None
+        raise CheckpointError(
+            f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(path)
+        ) from None
     seed = int((ckpt.get("config") or {}).get("seed", 0))
     model = factory.build(stored, seed)
     restore(model, ckpt)

@@ -5,6 +5,7 @@ installed) a bar shows the loss and bits/dim and evaluation lines are written ab
 otherwise every evaluation row is printed, and logging rows at most every 5 seconds, each with
 the steps per second since the loop started.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,7 +48,10 @@ class Progress:
         if do_eval:
             msg += f"  | val {row['val_bpd']:.3f}  test {row['test_bpd']:.3f} bits/dim  (best val {best['val_bpd']:.3f} @ {best['step']})"
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {row['train_loss']:.3f} bpd {row['train_bpd']:.3f}" + (f" test {row['test_bpd']:.3f}" if do_eval else ""))
+            self.bar.set_postfix_str(
+                f"loss {row['train_loss']:.3f} bpd {row['train_bpd']:.3f}"
+                + (f" test {row['test_bpd']:.3f}" if do_eval else "")
+            )
             if do_eval:
                 self.bar.write(msg)
         elif do_eval or time.time() - self.last_print >= 5.0:

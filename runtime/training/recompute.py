@@ -11,6 +11,7 @@ the round-trip error of the inverses.
 Data-dependent initialisation (actnorm) runs in the loop's plain no-grad forward before the
 first update, as without the option.
 """
+
 from __future__ import annotations
 
 from torch import nn

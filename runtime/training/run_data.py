@@ -7,6 +7,7 @@ same numbers; evaluations during the run score the first ``eval_max`` test examp
 the final report all of them.
 Training batches are dequantised per step with a generator the loop seeds by (seed, step).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

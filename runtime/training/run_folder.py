@@ -6,6 +6,7 @@ so no stale file is taken for the new run's) and ``spec.flow`` and ``config.json
 by every run, resumed or not). These helpers touch files only; the loop decides which
 process calls them and when the processes wait for each other.
 """
+
 from __future__ import annotations
 
 import json

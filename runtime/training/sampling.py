@@ -11,6 +11,7 @@ draws n samples at the temperature and writes
 Sampling is seeded (``--seed``) and, under torchrun, sharded: every process draws ``n / N``
 samples from its own stream and rank 0 gathers and writes them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,7 +122,14 @@ def save_scatter(samples: Tensor, path: str | os.PathLike, data: Optional[Tensor
     plt.close(fig)
 
 
-def write_samples(x: Tensor, path: str | os.PathLike, levels: Optional[int], image: bool, data: Optional[Tensor] = None, title: str = "") -> None:
+def write_samples(
+    x: Tensor,
+    path: str | os.PathLike,
+    levels: Optional[int],
+    image: bool,
+    data: Optional[Tensor] = None,
+    title: str = "",
+) -> None:
     """Write samples ``x`` as an image grid (images) or a scatter plot (vectors)."""
     if image:
         save_image_grid(x, levels, path)
@@ -159,9 +167,19 @@ def sample_grid(
             if name and name != "none":
                 from flowdsl.runtime.data import load_for_spec
 
-                data_x = load_for_spec(spec, name, "train", seed=int((ckpt.get("config") or {}).get("seed", 0))).x[:5000]
+                data_x = load_for_spec(spec, name, "train", seed=int((ckpt.get("config") or {}).get("seed", 0))).x[
+                    :5000
+                ]
         if info.main:
-            write_samples(x, out_png, levels, image, data=data_x, title=f"{getattr(spec, 'name', '')} T={temperature:g}")
+            write_samples(
+                x, out_png, levels, image, data=data_x, title=f"{getattr(spec, 'name', '')} T={temperature:g}"
+            )
     finally:
         shutdown(info)
-    return {"path": str(out_png), "n": int(n), "temperature": float(temperature), "step": int(ckpt["step"]), "spec": getattr(spec, "name", "")}
+    return {
+        "path": str(out_png),
+        "n": int(n),
+        "temperature": float(temperature),
+        "step": int(ckpt["step"]),
+        "spec": getattr(spec, "name", ""),
+    }

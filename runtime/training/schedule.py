@@ -3,6 +3,7 @@
 Batches and noise depend only on the seed and the step, so a resumed run sees exactly the
 batches it would have seen and N processes can each take their shard.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,14 +6,15 @@ source with ``ast``, so nothing is imported). An edge goes from a module to the 
 (``from a.b import c`` names ``a.b``, or ``a.b.c`` when that is a module); parent packages that
 Python imports implicitly are not edges.
 """
+
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import networkx as nx
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_COMPILER = ("torch", "onnx", "onnxruntime", "onnxscript", "flowdsl.runtime", "numpy", "matplotlib")
@@ -25,7 +26,11 @@ def _modules() -> dict[str, Path]:
     out = {}
     for pkg in cfg["packages"]:
         root_pkg = max((p for p in cfg["package-dir"] if pkg == p or pkg.startswith(p + ".")), key=len)
-        folder = ROOT / cfg["package-dir"][root_pkg] / Path(*pkg[len(root_pkg):].strip(".").split(".") if pkg != root_pkg else ())
+        folder = (
+            ROOT
+            / cfg["package-dir"][root_pkg]
+            / Path(*pkg[len(root_pkg) :].strip(".").split(".") if pkg != root_pkg else ())
+        )
         for f in folder.glob("*.py"):
             out[pkg if f.name == "__init__.py" else f"{pkg}.{f.stem}"] = f
     return out

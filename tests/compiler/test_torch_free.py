@@ -1,5 +1,6 @@
 """Parsing and checking never import torch: ``flowdsl.parse`` on every bundled spec, and the
 ``flowdsl check`` command, in fresh interpreters."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', '
 
 def test_parse_of_every_spec_never_imports_torch():
     assert len(SPECS) >= 10
-    out = subprocess.run([sys.executable, "-c", PROBE, *map(str, SPECS)], capture_output=True, text=True, check=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, SPECS)], capture_output=True, text=True, check=True, cwd="/"
+    )
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"parsing imported {loaded}"
 
@@ -38,6 +41,8 @@ def test_check_command_never_imports_torch():
         "print('IMPORTED', bad)\n"
         "sys.exit(rc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "glow_digits.flow")], capture_output=True, text=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "specs" / "glow_digits.flow")], capture_output=True, text=True, cwd="/"
+    )
     assert out.returncode == 0, out.stderr
     assert "IMPORTED []" in out.stdout, out.stdout[-500:]

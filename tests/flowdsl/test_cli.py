@@ -1,4 +1,5 @@
 """The command line: check, check --explain, graph, export; exit codes."""
+
 from __future__ import annotations
 
 import subprocess

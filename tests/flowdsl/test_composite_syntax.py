@@ -1,5 +1,6 @@
 """The composite-layer syntax is generic: ``NAME(args) { part { ... } ... }`` for any kind with
 ``bodies``; which parts exist is the kind's business, checked with a location and a suggestion."""
+
 from __future__ import annotations
 
 import pytest

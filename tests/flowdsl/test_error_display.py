@@ -1,4 +1,5 @@
 """How a located error is displayed: the source line, and a caret under the offending token."""
+
 from __future__ import annotations
 
 import subprocess
@@ -77,7 +78,12 @@ def test_check_table_shows_the_resolved_default_net():
     assert "net=mlp" in vec.graph.format() and "net=None" not in vec.graph.format()
     assert "net=conv" in img.graph.format() and "net=None" not in img.graph.format()
     # the written value is kept as is
-    assert "net=resnet" in flowdsl.parse("flow f {\n  input image(channels=2, height=4, width=4)\n  coupling(net=resnet)\n}\n").graph.format()
+    assert (
+        "net=resnet"
+        in flowdsl.parse(
+            "flow f {\n  input image(channels=2, height=4, width=4)\n  coupling(net=resnet)\n}\n"
+        ).graph.format()
+    )
 
 
 def test_cli_check_table_shows_net_mlp_on_vectors(tmp_path):

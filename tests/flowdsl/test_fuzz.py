@@ -1,7 +1,7 @@
 """Fuzzed front end: every input is accepted or rejected with a located FlowDSLError, fast."""
+
 from __future__ import annotations
 
-import random
 import time
 
 import pytest
@@ -45,7 +45,18 @@ def test_hypothesis_mutations(rnd, k):
         "\n" * 100_000 + "flow",
         "flow t { input image(channels=1, height=65536, width=65536) }",
     ],
-    ids=["deep-repeat", "deep-list", "long-name", "nul", "bytes", "huge-int", "many-layers", "recursive-block", "newlines", "huge-image"],
+    ids=[
+        "deep-repeat",
+        "deep-list",
+        "long-name",
+        "nul",
+        "bytes",
+        "huge-int",
+        "many-layers",
+        "recursive-block",
+        "newlines",
+        "huge-image",
+    ],
 )
 def test_hostile_inputs_are_rejected_quickly(data):
     t0 = time.perf_counter()

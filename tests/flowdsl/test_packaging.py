@@ -1,11 +1,13 @@
 """Packaging: one namespace, every package listed, grammar and specs shipped as package data."""
+
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,15 +3,16 @@
 The strategy tracks the shape while it draws layers, so every drawn spec is valid; specs use
 blocks with parameters and nested repeats too.
 """
+
 from __future__ import annotations
 
 import math
 
+from flowtest import check_invertible, compiled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdsl
-from flowtest import check_invertible, compiled
 
 
 @st.composite
@@ -41,7 +42,9 @@ def layer_list(draw, shape):
             mask = draw(st.sampled_from(masks))
             net = draw(st.sampled_from(nets))
             ck = draw(st.sampled_from(["affine", "additive"]))
-            out.append(f"coupling(kind={ck}, mask={mask}, net={net}, hidden={draw(st.sampled_from([4, 8]))}, depth={draw(st.integers(1, 2))})")
+            out.append(
+                f"coupling(kind={ck}, mask={mask}, net={net}, hidden={draw(st.sampled_from([4, 8]))}, depth={draw(st.integers(1, 2))})"
+            )
         elif kind == "squeeze":
             out.append("squeeze(factor=2)")
             shape = [shape[0] * 4, shape[1] // 2, shape[2] // 2]

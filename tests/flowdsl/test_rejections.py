@@ -1,4 +1,5 @@
 """Every class of the language reference's rejection list raises a FlowDSLError at the right line and column."""
+
 from __future__ import annotations
 
 import subprocess
@@ -41,13 +42,27 @@ CASES = [
     ("wrong-type", flow("coupling(hidden=1.5)\n"), 3, 17, CheckError, "valid integer"),
     ("wrong-type-bool", flow("prior gaussian(learned=3)\n"), 3, 24, CheckError, "valid boolean"),
     ("out-of-range", flow("coupling(hidden=0)\n"), 3, 17, CheckError, "greater than or equal to 1"),
-    ("negative-levels", "flow t { input image(channels=1, height=8, width=8, levels=1) }", 1, 60, CheckError, "at least 2"),
+    (
+        "negative-levels",
+        "flow t { input image(channels=1, height=8, width=8, levels=1) }",
+        1,
+        60,
+        CheckError,
+        "at least 2",
+    ),
     ("squeeze-divide", flow("squeeze(factor=3)\n"), 3, 16, CheckError, "does not divide"),
     ("split-one-channel", flow("split\n"), 3, 1, CheckError, "cannot split"),
     ("coupling-one-channel", flow("coupling(mask=channel)\n"), 3, 15, CheckError, "at least 2 channels"),
     ("spatial-on-vector", "flow t {\n  input vector(dim=4)\n  squeeze\n}", 3, 3, CheckError, "needs image data"),
     ("conv-net-on-vector", "flow t {\n  input vector(dim=4)\n  coupling(net=conv)\n}", 3, 16, CheckError, "net=mlp"),
-    ("recursion", flow("a()\n", "block a() { b() }\nblock b() { a() }\n"), 2, 13, CheckError, "recursion among blocks: a -> b -> a"),
+    (
+        "recursion",
+        flow("a()\n", "block a() { b() }\nblock b() { a() }\n"),
+        2,
+        13,
+        CheckError,
+        "recursion among blocks: a -> b -> a",
+    ),
     ("self-recursion", flow("a()\n", "block a() { actnorm a() }\n"), 1, 21, CheckError, "recursion"),
     ("missing-input", "flow t {\n  actnorm\n}", 1, 6, CheckError, "no 'input'"),
     ("duplicate-input", flow("input vector(dim=3)\n"), 3, 1, CheckError, "duplicate 'input'"),
@@ -55,18 +70,53 @@ CASES = [
     ("objective-pairing", flow("objective fdrl(loss=lsif, divergence=kl)\n"), 3, 38, CheckError, "does not go with"),
     ("objective-needs-flow", flow("objective fdrl(source=prior)\n"), 3, 23, CheckError, "needs layers"),
     ("unknown-param-ref", flow("coupling(hidden=$h)\n"), 3, 17, CheckError, "unknown parameter '$h'"),
-    ("block-missing-arg", flow("s()\n", "block s(h) { coupling(hidden=$h) }\n"), 4, 1, CheckError, "needs the argument 'h'"),
-    ("block-unknown-arg", flow("s(hx=3)\n", "block s(h=2) { coupling(hidden=$h) }\n"), 4, 3, CheckError, "did you mean 'h'"),
+    (
+        "block-missing-arg",
+        flow("s()\n", "block s(h) { coupling(hidden=$h) }\n"),
+        4,
+        1,
+        CheckError,
+        "needs the argument 'h'",
+    ),
+    (
+        "block-unknown-arg",
+        flow("s(hx=3)\n", "block s(h=2) { coupling(hidden=$h) }\n"),
+        4,
+        3,
+        CheckError,
+        "did you mean 'h'",
+    ),
     ("positional-arg", flow("coupling(8)\n"), 3, 10, CheckError, "must be named"),
     ("duplicate-arg", flow("coupling(hidden=8, hidden=9)\n"), 3, 20, CheckError, "given twice"),
     ("repeat-count", flow("repeat 2.5 { actnorm }\n"), 3, 8, CheckError, "positive integer"),
     ("repeat-zero", flow("repeat 0 { actnorm }\n"), 3, 8, CheckError, "at least 1"),
-    ("duplicate-block", flow("a()\n", "block a() { actnorm }\nblock a() { actnorm }\n"), 2, 7, CheckError, "defined twice"),
+    (
+        "duplicate-block",
+        flow("a()\n", "block a() { actnorm }\nblock a() { actnorm }\n"),
+        2,
+        7,
+        CheckError,
+        "defined twice",
+    ),
     ("dequantize-vector", "flow t {\n  input vector(dim=4)\n  dequantize uniform\n}", 3, 14, CheckError, "discrete"),
-    ("input-missing-arg", "flow t {\n  input image(channels=1, height=8)\n}", 2, 9, CheckError, "needs the argument 'width'"),
+    (
+        "input-missing-arg",
+        "flow t {\n  input image(channels=1, height=8)\n}",
+        2,
+        9,
+        CheckError,
+        "needs the argument 'width'",
+    ),
     ("input-kind", "flow t {\n  input tensor(dim=3)\n}", 2, 9, CheckError, "unknown input kind"),
     ("keyword-as-block", "block flow() { actnorm }\nflow t { input vector(dim=2) }", 1, 7, CheckError, "keyword"),
-    ("input-inside-block", flow("b()\n", "block b() { input vector(dim=2) }\n"), 1, 13, CheckError, "belongs in the flow body"),
+    (
+        "input-inside-block",
+        flow("b()\n", "block b() { input vector(dim=2) }\n"),
+        1,
+        13,
+        CheckError,
+        "belongs in the flow body",
+    ),
     ("non-utf8", b"flow t {\n  input vector(dim=2) \xff\n}", 2, 23, ParseError, "not UTF-8"),
 ]
 
@@ -146,9 +196,33 @@ def _caret_text(e: FlowDSLError) -> str:
 
 BLOCK_ORIGIN_CASES = [
     # (id, blocks, body, line, column, token under the caret, via text)
-    ("argument", "block st(h=8) { coupling(hidden=$h) }\n", "st(h=2.5)\n", 4, 6, "2.5", "via block st's parameter h, used at line 1"),
-    ("default", "block st(h=8.5) { coupling(hidden=$h) }\n", "st()\n", 1, 12, "8.5", "via the default of block st's parameter h, used at line 1"),
-    ("conv-kernel", "block b(k=3) { conv(kernel=$k) }\n", "b(k=2.0)\n", 4, 5, "2.0", "via block b's parameter k, used at line 1"),
+    (
+        "argument",
+        "block st(h=8) { coupling(hidden=$h) }\n",
+        "st(h=2.5)\n",
+        4,
+        6,
+        "2.5",
+        "via block st's parameter h, used at line 1",
+    ),
+    (
+        "default",
+        "block st(h=8.5) { coupling(hidden=$h) }\n",
+        "st()\n",
+        1,
+        12,
+        "8.5",
+        "via the default of block st's parameter h, used at line 1",
+    ),
+    (
+        "conv-kernel",
+        "block b(k=3) { conv(kernel=$k) }\n",
+        "b(k=2.0)\n",
+        4,
+        5,
+        "2.0",
+        "via block b's parameter k, used at line 1",
+    ),
     (
         "nested",
         "block b(k=3) { conv(kernel=$k) }\nblock a(h=3) {\n  b(k=$h)\n}\n",
@@ -161,7 +235,9 @@ BLOCK_ORIGIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,blocks,body,line,col,token,via", BLOCK_ORIGIN_CASES, ids=[c[0] for c in BLOCK_ORIGIN_CASES])
+@pytest.mark.parametrize(
+    "name,blocks,body,line,col,token,via", BLOCK_ORIGIN_CASES, ids=[c[0] for c in BLOCK_ORIGIN_CASES]
+)
 def test_wrong_typed_block_argument_is_reported_where_the_value_is_written(name, blocks, body, line, col, token, via):
     e = err(flow(body, blocks))
     assert isinstance(e, CheckError)
@@ -172,7 +248,12 @@ def test_wrong_typed_block_argument_is_reported_where_the_value_is_written(name,
 
 ESTIMATOR_CASES = [
     # (id, estimator as written, token under the caret, substring of the message)
-    ("unknown-arg", "resnet(hiden=8)", "hiden", "unknown argument 'hiden' for estimator resnet (did you mean 'hidden'?)"),
+    (
+        "unknown-arg",
+        "resnet(hiden=8)",
+        "hiden",
+        "unknown argument 'hiden' for estimator resnet (did you mean 'hidden'?)",
+    ),
     ("unknown-name", "resnett(hidden=8)", "resnett", "unknown estimator 'resnett' (did you mean 'resnet'?)"),
     ("unknown-bare-name", "resnett", "resnett", "unknown estimator 'resnett' (did you mean 'resnet'?)"),
     ("unknown-far-name", "foo(x=1)", "foo", "unknown estimator 'foo'; use one of resnet, convnet, mlp"),
@@ -198,7 +279,9 @@ def test_no_pydantic_prefix_in_messages():
         assert "Value error" not in str(e) and "Assertion failed" not in str(e), str(e)
 
 
-@pytest.mark.parametrize("layer,col,sub", [("coupling", 3, "at least 2 entries"), ("split", 3, "cannot split a vector with 1 entry")])
+@pytest.mark.parametrize(
+    "layer,col,sub", [("coupling", 3, "at least 2 entries"), ("split", 3, "cannot split a vector with 1 entry")]
+)
 def test_one_entry_vector_messages_do_not_suggest_squeeze(layer, col, sub):
     e = err(f"flow t {{\n  input vector(dim=1)\n  {layer}\n}}\n")
     assert (e.line, e.column) == (3, col) and _caret_text(e) == layer, str(e)

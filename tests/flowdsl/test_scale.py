@@ -1,5 +1,6 @@
 """Large specs: the layer limit admits exactly ``max_layers`` layers, and deep block chains expand
 without recursing on the Python stack."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,8 +41,13 @@ def test_deep_block_chain_recursion_and_hops():
     assert info.value.line == 2000
     # a wrong value passed down 1,500 blocks is reported where it was written, naming every hop
     depth = 1500
-    blocks = [f"block b{i}(h) {{ b{i + 1}(h=$h) }}" for i in range(depth - 1)] + [f"block b{depth - 1}(h) {{ coupling(hidden=$h) }}"]
+    blocks = [f"block b{i}(h) {{ b{i + 1}(h=$h) }}" for i in range(depth - 1)] + [
+        f"block b{depth - 1}(h) {{ coupling(hidden=$h) }}"
+    ]
     text = "\n".join(blocks) + "\nflow t { input vector(dim=4) b0(h=1.5) }\n"
-    with pytest.raises(CheckError, match=r"via block b1499's parameter h, from block b1498's parameter h, .*from block b0's parameter h,") as info:
+    with pytest.raises(
+        CheckError,
+        match=r"via block b1499's parameter h, from block b1498's parameter h, .*from block b0's parameter h,",
+    ) as info:
         flowdsl.parse(text)
     assert (info.value.line, info.value.column) == (depth + 1, 35)

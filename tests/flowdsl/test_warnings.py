@@ -1,5 +1,6 @@
 """Checker warnings are located values rendered like errors; ``check`` prints them, ``--werror``
 turns them into exit 1."""
+
 from __future__ import annotations
 
 import flowdsl

@@ -12,6 +12,7 @@
 The heavy inductor compiles of the 3×32×32 flows (10–25 s per direction cold) are not repeated
 here: ``flowdsl bench`` compiles them and reports their timings.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,8 +55,18 @@ def test_fused_module_traces_without_graph_breaks(path):
     assert report.graph_count == 1
 
 
-@pytest.mark.parametrize("name", ["glow_digits", "realnvp_checkerboard_digits", "periodic_digits", "emerging_glow_digits",
-                                  "butterfly_digits", "rgflow_digits", "vector_multiscale"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "glow_digits",
+        "realnvp_checkerboard_digits",
+        "periodic_digits",
+        "emerging_glow_digits",
+        "butterfly_digits",
+        "rgflow_digits",
+        "vector_multiscale",
+    ],
+)
 def test_dynamic_batch_does_not_recompile(name):
     fused, x = fused_model(SPECS[0].parent / f"{name}.flow")
     torch._dynamo.reset()

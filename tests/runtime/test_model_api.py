@@ -1,17 +1,17 @@
 """The public API contract (parse, compile, forward, inverse, log_prob, sample), on image and vector flows."""
+
 from __future__ import annotations
 
 import json
-
 import math
 
 import pytest
 import torch
+from flowtest import compiled, jacobian
 from torch import distributions as D
 
 import flowdsl
 from flowdsl.schema import FlowSpec
-from flowtest import compiled, jacobian
 
 GLOW = """
 block step(hidden=16) {
@@ -215,6 +215,8 @@ def test_graph_nodes_carry_shapes_params_and_locations():
     for n in layer_nodes:
         assert n.in_shape is not None and n.out_shape is not None and n.span.line > 0 and n.n_params is not None
     m = flowdsl.compile(spec)
-    assert g.total_params() == sum(p.numel() for p in m.parameters() if p is not m.prior.loc and p is not m.prior.log_scale)
+    assert g.total_params() == sum(
+        p.numel() for p in m.parameters() if p is not m.prior.loc and p is not m.prior.log_scale
+    )
     splits = [n for n in layer_nodes if n.kind == "split"]
     assert all(n.latent_shape is not None for n in splits) and len(g.latents) == 3

@@ -1,4 +1,5 @@
 """Numerical guards and file-safety of exports."""
+
 from __future__ import annotations
 
 import warnings

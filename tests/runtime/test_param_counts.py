@@ -4,12 +4,12 @@ lowers it to, on randomised arguments and shapes (hypothesis); priors likewise.
 The compiler's ``flowdsl check`` table and its resource limit use the formula, so a formula that
 drifts from the module would misreport; this is the independent reference.
 """
+
 from __future__ import annotations
 
 import math
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -50,9 +50,14 @@ def _args_strategy(kind_name: str):
     table = {
         "actnorm": st.just({}),
         "conv1x1": st.fixed_dictionaries({"param": st.sampled_from(["lu", "qr", "plain"])}),
-        "conv": st.fixed_dictionaries({"kind": st.sampled_from(["emerging", "periodic"]), "kernel": st.sampled_from([1, 2, 3, 4, 5])}),
+        "conv": st.fixed_dictionaries(
+            {"kind": st.sampled_from(["emerging", "periodic"]), "kernel": st.sampled_from([1, 2, 3, 4, 5])}
+        ),
         "butterfly": st.fixed_dictionaries(
-            {"depth": st.sampled_from(["auto", 1, 2, 3]), "over": st.sampled_from(["all", "channels", "width", "height"])}
+            {
+                "depth": st.sampled_from(["auto", 1, 2, 3]),
+                "over": st.sampled_from(["all", "channels", "width", "height"]),
+            }
         ),
         "coupling": st.fixed_dictionaries(
             {

@@ -1,5 +1,6 @@
 """Every spec in specs/ checks, compiles, round-trips in float64, and exports to ONNX with
 onnxruntime parity ≤ 1e-4 (float32) at a batch size not used at export."""
+
 from __future__ import annotations
 
 import math
@@ -7,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from flowtest import check_invertible, compiled
 
 import flowdsl
 from flowdsl.runtime.export.onnx import check_parity
-from flowtest import check_invertible, compiled
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.flow"))
 

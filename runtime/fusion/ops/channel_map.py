@@ -15,6 +15,7 @@ buffers), else by pushing the identity through a float64 copy of the module (and
 that the module really is channel-linear: same map at every pixel, linear, consistent log-det).
 :func:`is_channel_linear` is the static (IR) predicate.
 """
+
 from __future__ import annotations
 
 import copy
@@ -81,12 +82,18 @@ class ChannelMap:
 
     @staticmethod
     def affine(scale: Tensor, bias: Tensor) -> "ChannelMap":
-        return ChannelMap(bias=bias.to(F64), perm=torch.arange(scale.shape[0], device=scale.device), scale=scale.to(F64))
+        return ChannelMap(
+            bias=bias.to(F64), perm=torch.arange(scale.shape[0], device=scale.device), scale=scale.to(F64)
+        )
 
     @staticmethod
     def permutation(perm: Tensor) -> "ChannelMap":
         n = perm.shape[0]
-        return ChannelMap(bias=torch.zeros(n, dtype=F64, device=perm.device), perm=perm.long(), scale=torch.ones(n, dtype=F64, device=perm.device))
+        return ChannelMap(
+            bias=torch.zeros(n, dtype=F64, device=perm.device),
+            perm=perm.long(),
+            scale=torch.ones(n, dtype=F64, device=perm.device),
+        )
 
     @staticmethod
     def linear(matrix: Tensor, bias: Tensor | None = None) -> "ChannelMap":
@@ -105,7 +112,9 @@ class ChannelMap:
         """other ∘ self."""
         if self.monomial and other.monomial:
             p = other.perm
-            return ChannelMap(bias=other.scale * self.bias[p] + other.bias, perm=self.perm[p], scale=other.scale * self.scale[p])
+            return ChannelMap(
+                bias=other.scale * self.bias[p] + other.bias, perm=self.perm[p], scale=other.scale * self.scale[p]
+            )
         a = other.matrix()
         return ChannelMap(bias=a @ self.bias + other.bias, dense=a @ self.matrix())
 
@@ -163,12 +172,17 @@ def probe_channel_map(module: torch.nn.Module, shape: tuple[int, ...], tol: floa
     with torch.no_grad():
         zero = torch.zeros(1, *shape, dtype=F64, device=dev)
         y0, ld0 = m(zero)
-        basis = torch.eye(c, dtype=F64, device=dev).reshape(c, c, *([1] * len(spatial))).expand(c, c, *spatial).contiguous()
+        basis = (
+            torch.eye(c, dtype=F64, device=dev).reshape(c, c, *([1] * len(spatial))).expand(c, c, *spatial).contiguous()
+        )
         yb, _ = m(basis)
         cols = (yb - y0).reshape(c, c, -1)  # [input channel, output channel, position]
         bias = y0.reshape(c, -1)
         scale = max(1.0, float(cols.abs().max()), float(bias.abs().max()))
-        if float((cols - cols[:, :, :1]).abs().max()) > tol * scale or float((bias - bias[:, :1]).abs().max()) > tol * scale:
+        if (
+            float((cols - cols[:, :, :1]).abs().max()) > tol * scale
+            or float((bias - bias[:, :1]).abs().max()) > tol * scale
+        ):
             raise Refused("not channel-linear: the map differs between positions (e.g. at the borders)")
         a, b = cols[:, :, 0].t().contiguous(), bias[:, 0].contiguous()
         x = torch.randn(2, *shape, dtype=F64, device=dev, generator=torch.Generator(device=dev).manual_seed(0))

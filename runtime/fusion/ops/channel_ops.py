@@ -10,6 +10,7 @@ matmul over the channels (``kernels.pointwise_conv``).
 :func:`emit` picks the module for a :class:`~flowdsl.runtime.fusion.ops.channel_map.ChannelMap`
 (nothing at all for the identity).
 """
+
 from __future__ import annotations
 
 import math

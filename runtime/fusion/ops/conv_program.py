@@ -14,6 +14,7 @@ oneDNN call (``kernels.conv_act``), with prepacked weights in eager mode, and th
 activations stay in channels-last layout. The output is returned contiguous (NCHW), because the
 coupling slices it along channels next. Any other module in the net is refused.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,11 @@ class ConvProgram(nn.Module):
         self._walk(net, convs)
         for i, c in enumerate(convs):
             w = c.weight.detach().clone()
-            b = c.bias.detach().clone() if c.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            b = (
+                c.bias.detach().clone()
+                if c.bias is not None
+                else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+            )
             self.register_buffer(f"w{i}", w)
             self.register_buffer(f"b{i}", b)
 
@@ -53,7 +58,13 @@ class ConvProgram(nn.Module):
             raise Refused(f"conditioner with a {type(module).__name__}")
         for m in module:
             if isinstance(m, nn.Conv2d):
-                if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1 or m.padding[0] != m.padding[1] or m.padding_mode != "zeros":
+                if (
+                    m.stride != (1, 1)
+                    or m.dilation != (1, 1)
+                    or m.groups != 1
+                    or m.padding[0] != m.padding[1]
+                    or m.padding_mode != "zeros"
+                ):
                     raise Refused("conditioner convolution with stride, dilation, groups or non-zero padding")
                 self.program.append(("conv", len(convs), int(m.padding[0]), "none"))
                 convs.append(m)

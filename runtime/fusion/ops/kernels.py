@@ -15,6 +15,7 @@
   stay in float32 when the module is cast to float16/bfloat16, so log-dets accumulate in float32
   (:func:`acc_dtype`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,17 @@ from torch import Tensor
 
 from flowdsl.runtime.bijector import Bijector
 
-__all__ = ["conv_path", "onednn_supports", "acc_dtype", "const_logdet", "PackedWeights", "InferenceModule", "conv_act",
-           "pointwise_conv", "ACTIVATIONS"]
+__all__ = [
+    "conv_path",
+    "onednn_supports",
+    "acc_dtype",
+    "const_logdet",
+    "PackedWeights",
+    "InferenceModule",
+    "conv_act",
+    "pointwise_conv",
+    "ACTIVATIONS",
+]
 
 _LOW = (torch.float16, torch.bfloat16)
 _HAS_POINTWISE = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
@@ -142,8 +152,16 @@ class PackedWeights:
         self._cache = {}
 
 
-def conv_act(x: Tensor, weight: Tensor, bias: Tensor, padding: int, act: str, packed: PackedWeights | None, key: Any,
-             path: str | None = None) -> Tensor:
+def conv_act(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    padding: int,
+    act: str,
+    packed: PackedWeights | None,
+    key: Any,
+    path: str | None = None,
+) -> Tensor:
     """act(conv2d(x, weight, bias, padding)); one fused oneDNN call unless on the plain path.
     ``path``: ``conv_path(x, weight)`` when the caller already knows it (a chain of convolutions
     on one input decides once)."""
@@ -198,7 +216,9 @@ class InferenceModule(Bijector):
         self.packed = PackedWeights()
 
     def _apply(self, fn, recurse: bool = True):
-        keep = {name: getattr(self, name) for name in self._logdet_buffers if isinstance(getattr(self, name, None), Tensor)}
+        keep = {
+            name: getattr(self, name) for name in self._logdet_buffers if isinstance(getattr(self, name, None), Tensor)
+        }
         out = super()._apply(fn, recurse)
         for name, old in keep.items():
             new = getattr(self, name)

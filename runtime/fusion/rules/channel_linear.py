@@ -21,6 +21,7 @@ Rewrite (float64, one cast at the end):
 Runs of actnorms and permutations only stay monomial (gather + one multiply-add); a run that
 composes to the identity (e.g. two reversals) is removed.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -30,7 +31,13 @@ import torch
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
 from flowdsl.runtime.bijector import Provenance
-from flowdsl.runtime.fusion.ops.channel_map import DENSE_KINDS, ChannelMap, channel_map_of, is_channel_linear, member_cost
+from flowdsl.runtime.fusion.ops.channel_map import (
+    DENSE_KINDS,
+    ChannelMap,
+    channel_map_of,
+    is_channel_linear,
+    member_cost,
+)
 from flowdsl.runtime.fusion.ops.channel_ops import ChannelDense, emit
 
 __all__ = ["MergeChannelLinear", "module_dtype"]
@@ -92,7 +99,9 @@ class MergeChannelLinear(FusionRule):
             return "composes to the identity: removed"
         kinds = [nd.kind for nd in nodes]
         dense = any(k in DENSE_KINDS for k in kinds)
-        what = f"dense {c}×{c} W, W⁻¹" if dense else f"monomial map (gather + scale) on {c} channel{'s' if c > 1 else ''}"
+        what = (
+            f"dense {c}×{c} W, W⁻¹" if dense else f"monomial map (gather + scale) on {c} channel{'s' if c > 1 else ''}"
+        )
         if len(nodes) == 1:
             return f"{kinds[0]} re-emitted: {what}, constant log-det"
         notes = []

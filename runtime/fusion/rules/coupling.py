@@ -15,6 +15,7 @@ Rewrite (weight-only, exact up to rounding):
       for 16-bit inputs.
 ``net=mlp`` keeps its PyTorch modules (a frozen copy).
 """
+
 from __future__ import annotations
 
 import copy

@@ -10,6 +10,7 @@ frozen module is wrapped in :class:`ConstantLogdet`, which returns it (in float3
 inputs) instead of the layer's own per-call value. Layers without weights (``squeeze``,
 ``split``) are already in inference form and are left alone.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from flowdsl.compiler.ir import Node
-from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
 from flowdsl.compiler.kinds import get_layer
+from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, const_logdet
 
 __all__ = ["Freeze", "ConstantLogdet"]

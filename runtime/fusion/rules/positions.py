@@ -14,6 +14,7 @@ through it once. Then
       reshape-permute copy per layer).
 Check: a trailing run inside a body chain (no latent layout there) is refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,9 @@ import torch
 from torch import Tensor
 
 from flowdsl.compiler.ir import Node
+from flowdsl.compiler.kinds import get_layer
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, fused_node, register_rule
 from flowdsl.runtime.bijector import Provenance
-from flowdsl.compiler.kinds import get_layer
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule
 
 __all__ = ["PositionGather", "ComposePositions", "is_position_move"]

@@ -1,6 +1,7 @@
 """FDRL runtime: estimators, Bregman losses and f′, the particle sampler, sources, training
 (``flowdsl train`` for ``objective fdrl``), sampling, a digits classifier, evaluation and ONNX
 export of the estimator. See ``benchmarks/fdrl.md`` for the commands and numbers."""
+
 from __future__ import annotations
 
 from flowdsl.runtime.objectives.fdrl.estimators import Estimator, build_estimator

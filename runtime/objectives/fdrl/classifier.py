@@ -20,6 +20,7 @@ that did not steer it agrees.
 
 Files are safetensors with the architecture, data, test accuracy and settings in the metadata.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,12 @@ class Classifier(nn.Module):
         self.width = int(width)
         self.n_features = int(features)
         self.convs = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(c, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.SiLU(),
         )
         h2, w2 = (h + 1) // 2, (w + 1) // 2
         self.fc = nn.Linear(2 * width * h2 * w2, features)
@@ -64,7 +68,12 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
     def config(self) -> dict[str, Any]:
-        return {"shape": list(self.input_shape), "classes": self.classes, "width": self.width, "features": self.n_features}
+        return {
+            "shape": list(self.input_shape),
+            "classes": self.classes,
+            "width": self.width,
+            "features": self.n_features,
+        }
 
 
 def _shift(x: Tensor, g: torch.Generator) -> Tensor:
@@ -74,8 +83,8 @@ def _shift(x: Tensor, g: torch.Generator) -> Tensor:
     dy = torch.randint(0, 3, (b,), generator=g)
     dx = torch.randint(0, 3, (b,), generator=g)
     h, w = x.shape[-2:]
-    rows = (dy.view(b, 1) + torch.arange(h).view(1, h))  # (b, h)
-    cols = (dx.view(b, 1) + torch.arange(w).view(1, w))  # (b, w)
+    rows = dy.view(b, 1) + torch.arange(h).view(1, h)  # (b, h)
+    cols = dx.view(b, 1) + torch.arange(w).view(1, w)  # (b, w)
     idx_r = rows.view(b, 1, h, 1).expand(b, x.shape[1], h, pad.shape[-1])
     out = pad.gather(2, idx_r)
     idx_c = cols.view(b, 1, 1, w).expand(b, x.shape[1], h, w)
@@ -102,7 +111,9 @@ def _dataset(data: str, shape: tuple[int, ...], levels: Optional[int], split: st
 
     ds = load_dataset(data, shape, levels, split)
     if ds.labels is None:
-        raise DataError(f"data {data!r} has no labels; the classifier needs a labelled image data set (e.g. digits)", filename=data)
+        raise DataError(
+            f"data {data!r} has no labels; the classifier needs a labelled image data set (e.g. digits)", filename=data
+        )
     if ds.levels is None:
         raise DataError(f"data {data!r} is not image data", filename=data)
     return ds
@@ -201,7 +212,9 @@ def load_classifier(path: str | os.PathLike) -> tuple[Classifier, dict[str, Any]
     except Exception as e:
         raise CheckpointError(f"cannot read classifier weights: {e}", filename=str(path)) from None
     if meta.get("format") != CLASSIFIER_FORMAT:
-        raise CheckpointError("not a flowdsl FDRL classifier file (make one with `flowdsl fdrl-classifier`)", filename=str(path))
+        raise CheckpointError(
+            "not a flowdsl FDRL classifier file (make one with `flowdsl fdrl-classifier`)", filename=str(path)
+        )
     cfg = json.loads(meta["config"])
     model = Classifier(tuple(cfg["shape"]), cfg["classes"], cfg["width"], cfg["features"])
     try:

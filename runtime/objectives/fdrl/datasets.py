@@ -1,6 +1,7 @@
 """The data of an FDRL run: a data set for a spec, optionally restricted to some classes (the
 target, or a second data set as the translation source), and the validation split.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -17,7 +18,9 @@ def _select_classes(ds: Any, classes: Optional[list[int]], what: str) -> Any:
     if not classes:
         return ds
     if ds.labels is None:
-        raise DataError(f"{what} {ds.name!r} has no labels, so classes {classes} cannot be selected", filename=str(ds.name))
+        raise DataError(
+            f"{what} {ds.name!r} has no labels, so classes {classes} cannot be selected", filename=str(ds.name)
+        )
     keep = torch.isin(ds.labels, torch.as_tensor(list(classes), dtype=ds.labels.dtype))
     if not bool(keep.any()):
         raise DataError(f"{what} {ds.name!r} has no examples of classes {classes}", filename=str(ds.name))
@@ -26,7 +29,9 @@ def _select_classes(ds: Any, classes: Optional[list[int]], what: str) -> Any:
     return sub
 
 
-def load_data(spec: Any, name: Optional[str], split: str, seed: int, classes: Optional[list[int]], what: str = "data") -> Any:
+def load_data(
+    spec: Any, name: Optional[str], split: str, seed: int, classes: Optional[list[int]], what: str = "data"
+) -> Any:
     """``split`` of data set ``name`` (default: the spec's) for ``spec``, only ``classes`` if given."""
     from flowdsl.runtime.data import load_for_spec
 

@@ -27,6 +27,7 @@ rest of its batch — the sampler's per-particle gradients rely on that):
 Conv estimators need an image input; the checker rejects them on vectors
 (:mod:`flowdsl.compiler.kinds.fdrl`).
 """
+
 from __future__ import annotations
 
 import math

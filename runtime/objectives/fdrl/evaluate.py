@@ -14,6 +14,7 @@ class-conditional accuracy.
 The ``flowdsl fdrl-eval`` command (:mod:`flowdsl.runtime.objectives.fdrl.cli`) uses :func:`evaluate_images`
 and :func:`evaluate_vectors`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -21,7 +22,14 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["energy_distance", "frechet_distance", "feature_stats", "class_accuracy", "evaluate_vectors", "evaluate_images"]
+__all__ = [
+    "energy_distance",
+    "frechet_distance",
+    "feature_stats",
+    "class_accuracy",
+    "evaluate_vectors",
+    "evaluate_images",
+]
 
 
 def _mean_dist(a: Tensor, b: Tensor, same: bool, chunk: int = 2048) -> float:

@@ -11,6 +11,7 @@ The **sampler is not exported**: each of its steps needs ∇ₓ f′(r(x)), and
 loop (:func:`flowdsl.runtime.objectives.fdrl.sampler.run_flow`); a deployment that has only the ONNX file
 can score examples with r(x) but not generate.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,12 @@ def _metadata(model: Any, use_ema: bool) -> dict[str, str]:
     if scale.image:
         how = f"images: v = 2k/(L-1) - 1 for level k, L = {scale.levels}"
     else:
-        how = "vectors: v = (x - center) / radius; center = " + json.dumps([round(float(v), 8) for v in scale.center]) + \
-              ", radius = " + json.dumps([round(float(v), 8) for v in scale.radius])
+        how = (
+            "vectors: v = (x - center) / radius; center = "
+            + json.dumps([round(float(v), 8) for v in scale.center])
+            + ", radius = "
+            + json.dumps([round(float(v), 8) for v in scale.radius])
+        )
     return {
         "flowdsl.version": __version__,
         "flowdsl.kind": "fdrl-estimator",
@@ -80,7 +85,7 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FlowDSLError(f"cannot create the output directory {str(out)!r}: {e.strerror}") from None
-    est = (model.ema if use_ema else model.estimator)
+    est = model.ema if use_ema else model.estimator
     head = _Head(est).to(device="cpu", dtype=torch.float32).eval()
     x = torch.rand((example_batch, *model.input_shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
     path = out / "estimator.onnx"
@@ -89,11 +94,20 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                head, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["x"], output_names=[name],
-                dynamic_axes={"x": {0: "batch"}, name: {0: "batch"}}, do_constant_folding=True,
+                head,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["x"],
+                output_names=[name],
+                dynamic_axes={"x": {0: "batch"}, name: {0: "batch"}},
+                do_constant_folding=True,
             )
     except Exception as e:
-        raise FlowDSLError(f"cannot export the estimator of {model.spec.name!r} to ONNX: {e}", filename=model.spec.filename) from e
+        raise FlowDSLError(
+            f"cannot export the estimator of {model.spec.name!r} to ONNX: {e}", filename=model.spec.filename
+        ) from e
     m = onnx.load(str(path))
     del m.metadata_props[:]
     for k, v in _metadata(model, use_ema).items():
@@ -107,7 +121,9 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
 
 
 @torch.no_grad()
-def check_estimator_parity(model: Any, path: str, batch: int = 7, seed: int = 1, use_ema: bool = True, x: Tensor | None = None) -> dict[str, float]:
+def check_estimator_parity(
+    model: Any, path: str, batch: int = 7, seed: int = 1, use_ema: bool = True, x: Tensor | None = None
+) -> dict[str, float]:
     """Max absolute and relative error of onnxruntime against PyTorch (float32) at ``batch``."""
     import onnxruntime as ort
 

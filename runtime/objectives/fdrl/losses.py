@@ -24,6 +24,7 @@ divergence    f(r)                         f′(r)
 With the ``lr`` head every entry is written in s = log r without exp (stable); with the
 ``lsif`` head r itself is used (log r of a softplus output is finite for r > 0).
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ of EMA samples and of source samples to the validation split. The file format, i
 and the formatting of values are the MLE training's (:mod:`flowdsl.runtime.training.metrics`);
 on ``--resume`` rows after the checkpoint's step are dropped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,11 @@ class FDRLMetricsLog:
 
     def start(self, resume_step: Optional[int]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keep = [r for r in read_fdrl_metrics(self.path) if resume_step is not None and r["step"] is not None and r["step"] <= resume_step]
+        keep = [
+            r
+            for r in read_fdrl_metrics(self.path)
+            if resume_step is not None and r["step"] is not None and r["step"] <= resume_step
+        ]
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(FDRL_COLUMNS)

@@ -8,6 +8,7 @@ scale and the source's state); :func:`ema_update` is the EMA step of Algorithm 1
 Training: :mod:`flowdsl.runtime.objectives.fdrl.train`; sampling and reloading a run:
 :mod:`flowdsl.runtime.objectives.fdrl.runs`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,6 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from flowdsl.compiler.kinds.fdrl import resolve_args
 from flowdsl.errors import DataError
 from flowdsl.runtime.objectives.fdrl.estimators import build_estimator
 from flowdsl.runtime.objectives.fdrl.sources import (
@@ -29,7 +31,6 @@ from flowdsl.runtime.objectives.fdrl.sources import (
     Source,
     UniformSource,
 )
-from flowdsl.compiler.kinds.fdrl import resolve_args
 
 __all__ = ["FDRLSettings", "resolve_settings", "is_fdrl_spec", "FDRLModel", "build_model", "ema_update"]
 
@@ -38,16 +39,16 @@ __all__ = ["FDRLSettings", "resolve_settings", "is_fdrl_spec", "FDRLModel", "bui
 class FDRLSettings:
     """FDRL knobs beyond the spec's ``objective fdrl(...)`` and ``train(...)`` (flags override)."""
 
-    ema: float = 0.998                       # EMA decay of the estimator weights
-    kappa: Optional[int] = None              # extra sampling steps after K (None: images 10 for uniform, else 20; vectors 0)
-    source_data: Optional[str] = None        # a second data set as the source (translation)
+    ema: float = 0.998  # EMA decay of the estimator weights
+    kappa: Optional[int] = None  # extra sampling steps after K (None: images 10 for uniform, else 20; vectors 0)
+    source_data: Optional[str] = None  # a second data set as the source (translation)
     source_classes: Optional[list[int]] = None  # keep these labels of the source data set
-    data_classes: Optional[list[int]] = None    # keep these labels of the target data set
+    data_classes: Optional[list[int]] = None  # keep these labels of the target data set
     source_checkpoint: Optional[str] = None  # source=prior: the trained flow (run folder or file)
-    source_temperature: float = 1.0          # source=prior: the flow's sampling temperature
-    data_noise: float = DATA_NOISE           # Gaussian dequantisation noise of image batches (model scale)
-    eval_n: int = 1000                       # particles per evaluation
-    eval_batch: int = 0                      # particles per sampler chunk at evaluation (0: all at once)
+    source_temperature: float = 1.0  # source=prior: the flow's sampling temperature
+    data_noise: float = DATA_NOISE  # Gaussian dequantisation noise of image batches (model scale)
+    eval_n: int = 1000  # particles per evaluation
+    eval_batch: int = 0  # particles per sampler chunk at evaluation (0: all at once)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

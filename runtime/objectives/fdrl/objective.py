@@ -11,6 +11,7 @@ and ``fdrl-export`` commands (:mod:`flowdsl.runtime.objectives.fdrl.cli`):
         --out runs/one2seven
     flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 0.3 -o cond.png
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,9 +28,18 @@ __all__ = ["FDRLRuntime"]
 class FDRLRuntime(ObjectiveRuntime):
     summary = "a density-ratio estimator and its particle sampler"
 
-    def train(self, spec: Any, data: Optional[str] = None, steps: Optional[int] = None,
-              out: Optional[str | os.PathLike] = None, resume: bool = False, *, overwrite: bool = False,
-              quiet: bool = False, **options: Any) -> dict[str, Any]:
+    def train(
+        self,
+        spec: Any,
+        data: Optional[str] = None,
+        steps: Optional[int] = None,
+        out: Optional[str | os.PathLike] = None,
+        resume: bool = False,
+        *,
+        overwrite: bool = False,
+        quiet: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
         """:func:`~flowdsl.runtime.objectives.fdrl.train.train_fdrl`; ``options`` holds
         :class:`~flowdsl.runtime.training.config.TrainConfig` fields and
         :class:`~flowdsl.runtime.objectives.fdrl.model.FDRLSettings` fields (also as a dict ``fdrl``);
@@ -41,13 +51,27 @@ class FDRLRuntime(ObjectiveRuntime):
         names = {f.name for f in dataclasses.fields(FDRLSettings)}
         fdrl = dict(options.pop("fdrl", None) or {})
         fdrl.update({k: options.pop(k) for k in list(options) if k in names})
-        return train_fdrl(spec, data=data, steps=steps, out=out, resume=resume, overwrite=overwrite, quiet=quiet,
-                          fdrl=fdrl, **options)
+        return train_fdrl(
+            spec, data=data, steps=steps, out=out, resume=resume, overwrite=overwrite, quiet=quiet, fdrl=fdrl, **options
+        )
 
-    def sample(self, run: str | os.PathLike, n: int = 64, *, out: str | os.PathLike = "grid.png", seed: int = 0,
-               data: Optional[str] = None, flow_steps: Optional[int] = None, classifier: Optional[str] = None,
-               label: str = "all", guidance: float = 0.3, raw: bool = False, show_source: Optional[str] = None,
-               source_temperature: Optional[float] = None, factory: Any = None) -> dict[str, Any]:
+    def sample(
+        self,
+        run: str | os.PathLike,
+        n: int = 64,
+        *,
+        out: str | os.PathLike = "grid.png",
+        seed: int = 0,
+        data: Optional[str] = None,
+        flow_steps: Optional[int] = None,
+        classifier: Optional[str] = None,
+        label: str = "all",
+        guidance: float = 0.3,
+        raw: bool = False,
+        show_source: Optional[str] = None,
+        source_temperature: Optional[float] = None,
+        factory: Any = None,
+    ) -> dict[str, Any]:
         """``n`` particles of the run's sampler (K + κ steps, or ``flow_steps``, from its source with
         the EMA estimator unless ``raw``), optionally guided by ``classifier`` towards ``label``
         with weight ``guidance``; written as an image grid or a scatter over the data (``data``:
@@ -79,41 +103,74 @@ class FDRLRuntime(ObjectiveRuntime):
         if show_source:
             write_fdrl_samples(model, x0, show_source, data=data_x, title=f"{spec.name}: source {model.source_kind}")
         what = f", guided by {classifier} (label {label}, phi {guidance:g})" if guide is not None else ""
-        message = (f"wrote {n} FDRL samples of {spec.name} (step {ckpt['step']}, {k} sampler steps from "
-                   f"{model.source_kind}{what}) to {out}")
-        return {"path": str(out), "n": int(n), "step": int(ckpt["step"]), "spec": spec.name, "sampler_steps": int(k),
-                "message": message}
+        message = (
+            f"wrote {n} FDRL samples of {spec.name} (step {ckpt['step']}, {k} sampler steps from "
+            f"{model.source_kind}{what}) to {out}"
+        )
+        return {
+            "path": str(out),
+            "n": int(n),
+            "step": int(ckpt["step"]),
+            "spec": spec.name,
+            "sampler_steps": int(k),
+            "message": message,
+        }
 
     def add_train_arguments(self, group: Any) -> None:
         g = group
-        g.add_argument("--source-checkpoint", default=None, metavar="RUN|CKPT",
-                       help="source=prior: the trained flow of this spec's layers")
-        g.add_argument("--source-temperature", type=float, default=None,
-                       help="source=prior: sampling temperature of the flow (default 1)")
+        g.add_argument(
+            "--source-checkpoint",
+            default=None,
+            metavar="RUN|CKPT",
+            help="source=prior: the trained flow of this spec's layers",
+        )
+        g.add_argument(
+            "--source-temperature",
+            type=float,
+            default=None,
+            help="source=prior: sampling temperature of the flow (default 1)",
+        )
         g.add_argument("--source-data", default=None, help="use a second data set as the source (unpaired translation)")
-        g.add_argument("--source-classes", default=None, metavar="C,C",
-                       help="keep only these labels of the source data")
-        g.add_argument("--data-classes", default=None, metavar="C,C",
-                       help="keep only these labels of the training data")
+        g.add_argument(
+            "--source-classes", default=None, metavar="C,C", help="keep only these labels of the source data"
+        )
+        g.add_argument(
+            "--data-classes", default=None, metavar="C,C", help="keep only these labels of the training data"
+        )
         g.add_argument("--ema", type=float, default=None, help="EMA decay of the estimator weights (default 0.998)")
-        g.add_argument("--kappa", type=int, default=None,
-                       help="extra sampler steps after K at evaluation/sampling (default: images 20, 10 for uniform; "
-                            "vectors 0)")
+        g.add_argument(
+            "--kappa",
+            type=int,
+            default=None,
+            help="extra sampler steps after K at evaluation/sampling (default: images 20, 10 for uniform; vectors 0)",
+        )
         g.add_argument("--eval-n", type=int, default=None, help="particles per evaluation (default 1000)")
 
     def add_sample_arguments(self, group: Any) -> None:
         g = group
         g.add_argument("--flow-steps", type=int, default=None, help="sampler steps (default K + kappa of the run)")
         g.add_argument("--classifier", default=None, help="classifier for guidance (flowdsl fdrl-classifier)")
-        g.add_argument("--label", default="all",
-                       help="class to generate with --classifier, or 'all' (sample i gets class i mod classes)")
-        g.add_argument("--guidance", type=float, default=0.3,
-                       help="guidance weight phi (energy f'(r) - phi log p(y|x); default 0.3)")
+        g.add_argument(
+            "--label",
+            default="all",
+            help="class to generate with --classifier, or 'all' (sample i gets class i mod classes)",
+        )
+        g.add_argument(
+            "--guidance",
+            type=float,
+            default=0.3,
+            help="guidance weight phi (energy f'(r) - phi log p(y|x); default 0.3)",
+        )
         g.add_argument("--raw", action="store_true", help="sample with the raw estimator weights instead of their EMA")
-        g.add_argument("--show-source", default=None, metavar="PNG",
-                       help="also write the source samples (the particles' start)")
-        g.add_argument("--source-temperature", type=float, default=None,
-                       help="source=prior runs: the flow's sampling temperature (default: the run's)")
+        g.add_argument(
+            "--show-source", default=None, metavar="PNG", help="also write the source samples (the particles' start)"
+        )
+        g.add_argument(
+            "--source-temperature",
+            type=float,
+            default=None,
+            help="source=prior runs: the flow's sampling temperature (default: the run's)",
+        )
 
     def train_options(self, given: dict[str, Any]) -> dict[str, Any]:
         from flowdsl.runtime.objectives.fdrl.cli import parse_classes

@@ -8,6 +8,7 @@
 ``flowdsl sample`` (:mod:`flowdsl.runtime.objectives.fdrl.objective`), ``flowdsl fdrl-eval``
 (:mod:`flowdsl.runtime.objectives.fdrl.cli`) and the training loop's evaluation use these.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,9 @@ def sample_fdrl(
         x0 = model.source.sample(int(n), g)
     k = int(model.args.steps + model.kappa) if steps is None else int(steps)
     est = model.ema if use_ema else model.estimator
-    x = run_flow(est, x0, k, generator=g, guidance=guidance, clamp=model.scale.clamp, batch=batch, **model.sampler_kwargs())
+    x = run_flow(
+        est, x0, k, generator=g, guidance=guidance, clamp=model.scale.clamp, batch=batch, **model.sampler_kwargs()
+    )
     return (x, x0) if return_start else x
 
 
@@ -67,9 +70,13 @@ def load_fdrl(
     try:
         spec = flowdsl.parse(ckpt["spec_text"], filename=ckpt.get("spec_filename") or "<checkpoint>")
     except FlowDSLError as e:
-        raise CheckpointError(f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(path)) from None
+        raise CheckpointError(
+            f"the spec stored in the checkpoint no longer compiles: {e.message}", filename=str(path)
+        ) from None
     if not is_fdrl_spec(spec):
-        raise CheckpointError(f"checkpoint of spec {spec.name!r} with objective {spec.objective.name!r}, not fdrl", filename=str(path))
+        raise CheckpointError(
+            f"checkpoint of spec {spec.name!r} with objective {spec.objective.name!r}, not fdrl", filename=str(path)
+        )
     config = ckpt.get("config") or {}
     settings = resolve_settings(config.get("fdrl") or {})
     seed = int(config.get("seed", 0))
@@ -82,7 +89,9 @@ def load_fdrl(
     return spec, model, ckpt
 
 
-def write_fdrl_samples(model: FDRLModel, x: Tensor, path: str | os.PathLike, data: Optional[Tensor] = None, title: str = "") -> None:
+def write_fdrl_samples(
+    model: FDRLModel, x: Tensor, path: str | os.PathLike, data: Optional[Tensor] = None, title: str = ""
+) -> None:
     """Samples (model scale) as an image grid (images) or a scatter over data (vectors)."""
     from flowdsl.runtime.training.sampling import write_samples
 
@@ -92,7 +101,9 @@ def write_fdrl_samples(model: FDRLModel, x: Tensor, path: str | os.PathLike, dat
         write_samples(model.scale.to_data(x), path, None, False, data=data, title=title)
 
 
-def classifier_guidance(model: FDRLModel, classifier_path: str, label: str, n: int, weight: float) -> tuple[Guidance, Any]:
+def classifier_guidance(
+    model: FDRLModel, classifier_path: str, label: str, n: int, weight: float
+) -> tuple[Guidance, Any]:
     """Guidance towards class ``label`` (a number, or ``"all"``: particle i gets class i mod
     classes) by the classifier saved at ``classifier_path``; returns ``(guidance, labels)``."""
     import torch
@@ -101,8 +112,10 @@ def classifier_guidance(model: FDRLModel, classifier_path: str, label: str, n: i
 
     clf, _ = load_classifier(classifier_path)
     if tuple(clf.input_shape) != tuple(model.input_shape):
-        raise FlowDSLError(f"classifier input {clf.input_shape} does not match the run's input {model.input_shape}",
-                           filename=classifier_path)
+        raise FlowDSLError(
+            f"classifier input {clf.input_shape} does not match the run's input {model.input_shape}",
+            filename=classifier_path,
+        )
     if str(label).lower() == "all":
         labels = torch.arange(n) % clf.classes
     else:
@@ -111,6 +124,8 @@ def classifier_guidance(model: FDRLModel, classifier_path: str, label: str, n: i
         except ValueError:
             raise FlowDSLError(f"--label must be a class number or 'all', got {label!r}", filename="sample") from None
         if not 0 <= y < clf.classes:
-            raise FlowDSLError(f"--label {y} is not a class of the classifier (0..{clf.classes - 1})", filename="sample")
+            raise FlowDSLError(
+                f"--label {y} is not a class of the classifier (0..{clf.classes - 1})", filename="sample"
+            )
         labels = torch.full((n,), y, dtype=torch.long)
     return Guidance(clf, labels, weight), labels

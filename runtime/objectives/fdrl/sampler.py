@@ -18,6 +18,7 @@ The sampler is a PyTorch-only loop: it needs ∇ₓ of a network at every step, 
 ``torch.autograd.grad`` inside a module is not exportable to ONNX. The
 estimator r(x) alone exports (:mod:`flowdsl.runtime.objectives.fdrl.export`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -78,7 +79,9 @@ def energy(estimator: nn.Module, x: Tensor, divergence: str, loss: str, guidance
     return e
 
 
-def energy_grad(estimator: nn.Module, x: Tensor, divergence: str, loss: str, guidance: Optional[Guidance] = None) -> Tensor:
+def energy_grad(
+    estimator: nn.Module, x: Tensor, divergence: str, loss: str, guidance: Optional[Guidance] = None
+) -> Tensor:
     """∇ₓ E(x) for every particle (same shape as ``x``); parameters must be frozen by the caller."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -108,7 +111,10 @@ def run_flow(
     estimator: nn.Module,
     x0: Tensor,
     steps: int,
-    step_size: float, noise: float, divergence: str, loss: str,  # the dynamics, as for flow_step
+    step_size: float,
+    noise: float,
+    divergence: str,
+    loss: str,  # the dynamics, as for flow_step
     guidance: Optional[Guidance] = None,
     generator: Optional[torch.Generator] = None,
     clamp: Optional[tuple[float, float]] = None,

@@ -23,6 +23,7 @@ Sources (``source=...`` in the spec; the data-set source only from the command l
     ``data``           a second data set (unpaired translation: e.g. digits of some classes
                        moved toward others), drawn like the training batches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from flowdsl.errors import CheckpointError, DataError
 from flowdsl.compiler.kinds.fdrl import covariance_bytes, max_covariance_bytes
+from flowdsl.errors import CheckpointError, DataError
 
 __all__ = [
     "DataScale",
@@ -145,7 +146,13 @@ class DataGaussianSource(Source):
 
     kind = "data_gaussian"
 
-    def __init__(self, shape: tuple[int, ...], clamp: Optional[tuple[float, float]] = None, jitter: float = 1e-4, max_bytes: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        clamp: Optional[tuple[float, float]] = None,
+        jitter: float = 1e-4,
+        max_bytes: Optional[int] = None,
+    ) -> None:
         super().__init__()
         self.shape = tuple(int(d) for d in shape)
         self.dims = math.prod(self.shape)
@@ -212,7 +219,11 @@ class PriorSource(Source):
 
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else seed_from("prior", torch.initial_seed())
+        seed = (
+            int(torch.randint(0, 2**62, (1,), generator=generator))
+            if generator is not None
+            else seed_from("prior", torch.initial_seed())
+        )
         was = self.flow.training
         self.flow.eval()
         try:
@@ -253,7 +264,9 @@ def load_flow_into(flow: nn.Module, checkpoint: str, spec: Any) -> dict[str, Any
         raise CheckpointError(
             f"the source checkpoint's flow ({stored.name!r}) is not this spec's flow ({spec.name!r}): {e.message}",
             filename=str(ckpt.get("path", checkpoint)),
-            notes=("source=prior refines samples of the layers written in this file; train them with objective mle first",),
+            notes=(
+                "source=prior refines samples of the layers written in this file; train them with objective mle first",
+            ),
         ) from None
     flow.eval()
     return ckpt

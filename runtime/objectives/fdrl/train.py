@@ -35,6 +35,7 @@ The pieces: :mod:`~flowdsl.runtime.objectives.fdrl.model` (settings, estimator +
 :mod:`~flowdsl.runtime.objectives.fdrl.runs` (sampling, reloading a run), :mod:`~flowdsl.runtime.objectives.fdrl.metrics`
 (metrics.csv, curves.png).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,6 +48,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from flowdsl.compiler.kinds.fdrl import resolve_args
 from flowdsl.errors import CheckpointError, DataError
 from flowdsl.runtime.objectives.fdrl.datasets import load_data, split_validation
 from flowdsl.runtime.objectives.fdrl.losses import bregman_loss
@@ -55,7 +57,6 @@ from flowdsl.runtime.objectives.fdrl.model import FDRLModel, ema_update, is_fdrl
 from flowdsl.runtime.objectives.fdrl.runs import sample_fdrl, write_fdrl_samples
 from flowdsl.runtime.objectives.fdrl.sampler import run_flow
 from flowdsl.runtime.objectives.fdrl.sources import DataGaussianSource, PriorSource, gen, load_flow_into
-from flowdsl.compiler.kinds.fdrl import resolve_args
 from flowdsl.runtime.training.run_folder import clear_run_files, resume_point
 
 __all__ = ["train_fdrl"]
@@ -73,7 +74,9 @@ def _eval_energy(model: FDRLModel, ref: Tensor, n: int, seed: int, batch: int) -
     x, x0 = sample_fdrl(model, n, seed=seed, batch=batch, return_start=True)
     if model.scale.image:
         return energy_distance(x, ref), energy_distance(x0.clamp(-1, 1), ref)
-    return energy_distance(model.scale.to_data(x), model.scale.to_data(ref)), energy_distance(model.scale.to_data(x0), model.scale.to_data(ref))
+    return energy_distance(model.scale.to_data(x), model.scale.to_data(ref)), energy_distance(
+        model.scale.to_data(x0), model.scale.to_data(ref)
+    )
 
 
 def train_fdrl(
@@ -105,12 +108,21 @@ def train_fdrl(
 
     spec = as_spec(spec, ModelFactory())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise DataError("FDRL training runs in a single process; start it without torchrun", filename=getattr(spec, "filename", "train"))
+        raise DataError(
+            "FDRL training runs in a single process; start it without torchrun",
+            filename=getattr(spec, "filename", "train"),
+        )
     if not is_fdrl_spec(spec):
-        raise DataError(f"spec {spec.name!r} has objective {spec.objective.name!r}; train_fdrl trains objective fdrl", filename=spec.filename)
+        raise DataError(
+            f"spec {spec.name!r} has objective {spec.objective.name!r}; train_fdrl trains objective fdrl",
+            filename=spec.filename,
+        )
     if overrides.get("invertible_memory"):
-        raise DataError("--invertible-memory applies to maximum-likelihood training of a flow; objective fdrl trains a "
-                        "density-ratio estimator, which has no inverse to recompute from", filename=spec.filename)
+        raise DataError(
+            "--invertible-memory applies to maximum-likelihood training of a flow; objective fdrl trains a "
+            "density-ratio estimator, which has no inverse to recompute from",
+            filename=spec.filename,
+        )
     prev_threads = torch.get_num_threads()
     try:
         return _train(spec, data, steps, out, resume, overwrite, quiet, dict(fdrl or {}), overrides)
@@ -119,7 +131,13 @@ def train_fdrl(
 
 
 def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, overrides) -> dict[str, Any]:
-    from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint, save_safetensors
+    from flowdsl.runtime.training.checkpoint import (
+        check_spec,
+        read_checkpoint,
+        restore,
+        save_checkpoint,
+        save_safetensors,
+    )
     from flowdsl.runtime.training.config import resolve_config
     from flowdsl.runtime.training.schedule import BatchStream, lr_at
 
@@ -133,7 +151,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         ckpt = read_checkpoint(last_path)
         check_spec(ckpt, spec, str(last_path))
         stored = dict(ckpt.get("config") or {})
-        cfg = resolve_config(stored={k: v for k, v in stored.items() if k != "fdrl"}, data=data, steps=steps, **overrides)
+        cfg = resolve_config(
+            stored={k: v for k, v in stored.items() if k != "fdrl"}, data=data, steps=steps, **overrides
+        )
         settings = resolve_settings(stored.get("fdrl") or {}, **fdrl_over)
     else:
         if overrides.get("schedule") is None:
@@ -161,7 +181,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
     if model.source_kind == "data":
         src = load_data(spec, settings.source_data, "train", cfg.seed, settings.source_classes, "source data")
         model.set_source_data(src.x, str(settings.source_data))
-    opt = torch.optim.AdamW(model.estimator.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.estimator.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay
+    )
     start = 0
     best = {"val_energy": math.inf, "step": -1}
     if ckpt is not None:
@@ -284,9 +306,17 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
     if (out / "best.pt").exists():
         bck = read_checkpoint(out / "best.pt")
         restore(model, bck)
-        save_safetensors(out / "weights.safetensors", model.state_dict(), spec_text=spec.source, spec_sha256=spec.sha256,
-                         step=int(bck["step"]), spec_name=str(spec.name))
-    test_e, test_src = _eval_energy(model, model.scale.from_raw(test.x), settings.eval_n, eval_seed + 1, settings.eval_batch)
+        save_safetensors(
+            out / "weights.safetensors",
+            model.state_dict(),
+            spec_text=spec.source,
+            spec_sha256=spec.sha256,
+            step=int(bck["step"]),
+            spec_name=str(spec.name),
+        )
+    test_e, test_src = _eval_energy(
+        model, model.scale.from_raw(test.x), settings.eval_n, eval_seed + 1, settings.eval_batch
+    )
     summary = {
         "spec": str(spec.name),
         "spec_sha256": spec.sha256,
@@ -312,8 +342,13 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         _say(f"warning: could not plot curves: {e}", quiet)
     if cfg.sample_n > 0:
         xs = sample_fdrl(model, cfg.sample_n, seed=cfg.seed, batch=settings.eval_batch)
-        write_fdrl_samples(model, xs, out / "samples.png", data=None if model.scale.image else test.x,
-                           title=f"{spec.name}: {args.steps + kappa} FDRL steps from {model.source_kind}")
+        write_fdrl_samples(
+            model,
+            xs,
+            out / "samples.png",
+            data=None if model.scale.image else test.x,
+            title=f"{spec.name}: {args.steps + kappa} FDRL steps from {model.source_kind}",
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     _say(
         f"done: {step} steps in {summary['seconds']:.1f} s; energy distance to the test split: FDRL samples {test_e:.4g}, "

@@ -1,4 +1,5 @@
 """Data loaders: digits split, IDX round trip, patches, toy densities, user arrays and folders."""
+
 from __future__ import annotations
 
 import gzip

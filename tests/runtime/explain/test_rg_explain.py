@@ -1,5 +1,6 @@
 """RG-Flow explained: inpainting (touched latents grow as O(log L)), receptive fields in the causal
 cones, scale and temperature mixing, the inpainting benchmark and the ``flowdsl explain`` CLI."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -160,8 +161,26 @@ def test_explain_reads_a_training_run(tmp_path, capsys):
 
     run = tmp_path / "run"
     spec = str(SPECS / "rgflow_digits.flow")
-    assert main(["train", spec, "--steps", "3", "--out", str(run), "--quiet", "--threads", "1",
-                 "--eval-every", "3", "--checkpoint-every", "3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                spec,
+                "--steps",
+                "3",
+                "--out",
+                str(run),
+                "--quiet",
+                "--threads",
+                "1",
+                "--eval-every",
+                "3",
+                "--checkpoint-every",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert main(["explain", str(run), "--receptive-fields", "--samples", "2", "-o", str(tmp_path / "rf.png")]) == 0
     assert "randomised" not in capsys.readouterr().out  # trained weights are used as they are
     assert _is_png(tmp_path / "rf.png")

@@ -1,4 +1,5 @@
 """``export_onnx(check=True)``: one fusion for export and parity, NaN errors fail, the result unpacks as two paths."""
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,11 @@ def test_checked_export_fuses_once_and_returns_the_parity(monkeypatch, tmp_path)
     res = flowdsl.export_onnx(model, tmp_path, check=True)
     assert calls[0] == 1
     forward_path, inverse_path = res  # still a pair of paths
-    assert (forward_path, inverse_path) == (res.forward, res.inverse) == (str(tmp_path / "forward.onnx"),
-                                                                           str(tmp_path / "inverse.onnx"))
+    assert (
+        (forward_path, inverse_path)
+        == (res.forward, res.inverse)
+        == (str(tmp_path / "forward.onnx"), str(tmp_path / "inverse.onnx"))
+    )
     assert res.parity is not None and max(res.parity[f"{k}_rel"] for k in ("z", "logdet", "log_prob", "inverse")) < 1e-4
     again = pickle.loads(pickle.dumps(res))
     assert again == res and again.parity == res.parity

@@ -1,4 +1,5 @@
 """ONNX files: checker-valid, dynamic batch, spec text and hash in the metadata."""
+
 from __future__ import annotations
 
 import numpy as np

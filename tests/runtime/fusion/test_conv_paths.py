@@ -5,6 +5,7 @@
 avx512_fp16 or avx_ne_convert for float16) is exercised on any machine, and check that bfloat16 and
 float16 fused models agree with float32 on either path.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,8 +19,9 @@ from flowdsl.runtime.training.demo import randomize_parameters
 
 LOW = (torch.bfloat16, torch.float16)
 #: 3×3 convolutions in coupling conditioners (ConvProgram) and in a periodic conv (conv_act without a cache)
-BODY = ("actnorm conv1x1 coupling(hidden=8) butterfly(over=width) conv(kind=periodic, kernel=3) squeeze "
-        "coupling(hidden=8)")
+BODY = (
+    "actnorm conv1x1 coupling(hidden=8) butterfly(over=width) conv(kind=periodic, kernel=3) squeeze coupling(hidden=8)"
+)
 TEXT = f"flow t {{\n  input image(channels=4, height=4, width=4)\n  {BODY}\n}}\n"
 
 
@@ -138,8 +140,9 @@ def test_the_probe_is_not_traced_under_torch_compile(monkeypatch):
     monkeypatch.delitem(kernels._SUPPORTED, torch.bfloat16, raising=False)  # a cold probe while tracing
     x = torch.randn(4, 3, 6, 6, dtype=torch.bfloat16)
     w = torch.randn(5, 3, 3, 3, dtype=torch.bfloat16)
-    fn = torch.compile(lambda a, b: kernels.conv_act(a, b, None, 1, "relu", None, None),
-                       backend="eager", fullgraph=True)
+    fn = torch.compile(
+        lambda a, b: kernels.conv_act(a, b, None, 1, "relu", None, None), backend="eager", fullgraph=True
+    )
     with torch.no_grad():
         got = fn(x, w)
     ref = torch.relu(torch.nn.functional.conv2d(x.float(), w.float(), padding=1))

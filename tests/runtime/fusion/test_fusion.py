@@ -4,6 +4,7 @@ Every rule is checked on spec snippets in float64 (relative error ≤ 1e-12) and
 (≤ 1e-5) against the unfused model: forward z, log-det, inverse and log_prob. Errors are
 relative to max(1, max|reference|).
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from flowtest import compiled
 
 import flowdsl
 from flowdsl.compiler.passes.fusion import ChainContext, Refused, plan_fusion
-from flowtest import compiled
 
 SPECS = sorted(p for p in (Path(__file__).resolve().parents[3] / "specs").glob("*.flow"))
 IMG = "input image(channels={c}, height={h}, width={w})"
@@ -71,11 +72,26 @@ def refusals(fused, rule: str):
 CHANNEL_CASES = {
     "actnorm_then_1x1": (IMG.format(c=4, h=3, w=3), "actnorm conv1x1(param=lu)", 1, "dense"),
     "1x1_then_actnorm": (IMG.format(c=4, h=3, w=3), "conv1x1(param=qr) actnorm", 1, "dense"),
-    "permutation_folded": (IMG.format(c=5, h=2, w=3), "permute(kind=shuffle, seed=2) conv1x1(param=plain) permute", 1, "dense"),
-    "chain_of_five": (IMG.format(c=4, h=2, w=2), "actnorm conv1x1(param=lu) conv1x1(param=qr) permute actnorm", 1, "dense"),
+    "permutation_folded": (
+        IMG.format(c=5, h=2, w=3),
+        "permute(kind=shuffle, seed=2) conv1x1(param=plain) permute",
+        1,
+        "dense",
+    ),
+    "chain_of_five": (
+        IMG.format(c=4, h=2, w=2),
+        "actnorm conv1x1(param=lu) conv1x1(param=qr) permute actnorm",
+        1,
+        "dense",
+    ),
     "butterfly_channels": (IMG.format(c=8, h=2, w=2), "actnorm butterfly(over=channels) conv1x1", 1, "dense"),
     "vector": (VEC.format(d=6), "actnorm conv1x1(param=qr) permute(kind=shuffle, seed=4)", 1, "dense"),
-    "monomial_stays_monomial": (IMG.format(c=6, h=2, w=2), "actnorm permute(kind=shuffle, seed=1) actnorm", 1, "monomial"),
+    "monomial_stays_monomial": (
+        IMG.format(c=6, h=2, w=2),
+        "actnorm permute(kind=shuffle, seed=1) actnorm",
+        1,
+        "monomial",
+    ),
     "conv_kernel1_probed": (IMG.format(c=3, h=3, w=3), "actnorm conv(kind=periodic, kernel=1)", 1, "dense"),
 }
 
@@ -118,7 +134,9 @@ def test_a_module_that_is_not_channel_linear_is_refused_at_rewrite():
 
 # --------------------------------------------------------------------- compose_positions
 def test_consecutive_squeezes_become_one_gather():
-    text = spec(IMG.format(c=1, h=8, w=8), "squeeze squeeze actnorm coupling(hidden=8) squeeze(factor=1) squeeze(factor=1)")
+    text = spec(
+        IMG.format(c=1, h=8, w=8), "squeeze squeeze actnorm coupling(hidden=8) squeeze(factor=1) squeeze(factor=1)"
+    )
     (m64, x64), (m32, x32) = both_precisions(text)
     f = assert_same(m64, m64.fuse(), x64, 1e-12)
     assert_same(m32, m32.fuse(), x32, 1e-5)
@@ -184,7 +202,9 @@ def test_coupling_inference(inp, body):
 
 
 def test_cpu_fast_path_and_plain_path_agree():
-    (m, x), _ = both_precisions(spec(IMG.format(c=4, h=8, w=8), "actnorm conv1x1 coupling(hidden=16) coupling(hidden=16)"), scale=0.3)
+    (m, x), _ = both_precisions(
+        spec(IMG.format(c=4, h=8, w=8), "actnorm conv1x1 coupling(hidden=16) coupling(hidden=16)"), scale=0.3
+    )
     f = m.float().fuse()
     x = x.float()
     with torch.no_grad():
@@ -194,10 +214,16 @@ def test_cpu_fast_path_and_plain_path_agree():
 
 
 # ------------------------------------------------------------------ freeze and composites
-@pytest.mark.parametrize("body", [
-    "conv(kind=emerging, kernel=3)", "conv(kind=periodic, kernel=3)", "butterfly", "butterfly(over=width, depth=2)",
-    "rg(kernel=2) { disentangler { actnorm coupling(net=mlp, mask=checkerboard, hidden=8) } decimator { } }",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "conv(kind=emerging, kernel=3)",
+        "conv(kind=periodic, kernel=3)",
+        "butterfly",
+        "butterfly(over=width, depth=2)",
+        "rg(kernel=2) { disentangler { actnorm coupling(net=mlp, mask=checkerboard, hidden=8) } decimator { } }",
+    ],
+)
 def test_freeze_and_composites(body):
     inp = IMG.format(c=2, h=4, w=8) if "rg" not in body else IMG.format(c=1, h=4, w=4)
     (m64, x64), (m32, x32) = both_precisions(spec(inp, body))
@@ -340,8 +366,8 @@ def test_bench_recognises_glow_and_builds_the_same_normflows_architecture():
 
 
 def test_bench_convolution_floor_runs_exactly_the_conditioner_programs():
-    from flowdsl.runtime.bench.suite import SpecResult
     from flowdsl.runtime.bench.acceptance import FLOOR, acceptance, conditioner_floor
+    from flowdsl.runtime.bench.suite import SpecResult
     from flowdsl.runtime.fusion.ops.conv_program import ConvProgram
 
     m, x = compiled((SPECS[0].parent / "glow_digits.flow").read_text(), batch=3)
@@ -367,20 +393,35 @@ def test_bench_convolution_floor_runs_exactly_the_conditioner_programs():
     assert table[2].startswith("| convolution (in→out, kernel, image) |") and len(table) == 4 + len(kern["rows"]) + 1
     assert table[-1].startswith("| **all, weighted by calls** |")
     # the report: a target met in one state only is not met; the floor table gives unfused ÷ convolutions
-    t = {"unfused eager": [3e-3, 3e-3], "fused eager": [1.5e-3, 2.5e-3], "normflows": [4e-3, 4e-3], "fused + compile": [2e-3, 2e-3],
-         FLOOR: [1e-3, 1e-3]}  # seconds per call, two rounds
+    t = {
+        "unfused eager": [3e-3, 3e-3],
+        "fused eager": [1.5e-3, 2.5e-3],
+        "normflows": [4e-3, 4e-3],
+        "fused + compile": [2e-3, 2e-3],
+        FLOOR: [1e-3, 1e-3],
+    }  # seconds per call, two rounds
     warm = {k: [v[0] * 0.5 + 0.5e-3, v[1] * 0.5 + 0.5e-3] for k, v in t.items()}
-    text = acceptance(SpecResult("glow_x", times={"log_prob": t, "sample": t}, warm={"log_prob": warm, "sample": warm}, threads=2))
-    assert "| fused eager vs unfused eager | log_prob | 1.60× [1.00–2.20] | 1.37× [1.03–1.71] | fresh process only |" in text
+    text = acceptance(
+        SpecResult("glow_x", times={"log_prob": t, "sample": t}, warm={"log_prob": warm, "sample": warm}, threads=2)
+    )
+    assert (
+        "| fused eager vs unfused eager | log_prob | 1.60× [1.00–2.20] | 1.37× [1.03–1.71] | fresh process only |"
+        in text
+    )
     assert "| fused + compile vs normflows | sample | 2.00× [2.00–2.00] | 1.67× [1.67–1.67] | yes |" in text
     assert "| fresh process | log_prob | 3.0 [3.0–3.0] | 2.0 [1.2–2.8] | 1.0 [1.0–1.0] | 3.00× | 2.00× |" in text
-    assert "| steady state (after one training step) | sample | 2.0 [2.0–2.0] | 1.5 [1.1–1.9] | 1.0 [1.0–1.0] | 2.00× | 1.50× |" in text
+    assert (
+        "| steady state (after one training step) | sample | 2.0 [2.0–2.0] | 1.5 [1.1–1.9] | 1.0 [1.0–1.0] | 2.00× | 1.50× |"
+        in text
+    )
 
 
 def test_bench_memory_probe_reports_a_spec_without_layers_instead_of_failing():
     from flowdsl.runtime.bench.memory import _memory_probe
 
-    assert _memory_probe(str(SPECS[0].parent / "fdrl_moons.flow"), "train", 4, 1) == {"skip": "no layers: nothing to train or fuse"}
+    assert _memory_probe(str(SPECS[0].parent / "fdrl_moons.flow"), "train", 4, 1) == {
+        "skip": "no layers: nothing to train or fuse"
+    }
     r = _memory_probe(str(SPECS[0].parent / "realnvp_moons.flow"), "train_recompute", 8, 1)
     assert r["peak"] >= 0 and r["saved"] > 0 and r["seconds"] > 0
 

@@ -5,6 +5,7 @@ from the definition (ButterflyFlow, Meng et al., arXiv 2209.13774): level ℓ mi
 n/2^ℓ with its own 2×2 matrix, levels applied in the order 0, 1, …; the layer's Jacobian is that
 n×n matrix placed on the mixed axis (a Kronecker product with identities).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,13 +13,12 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from flowdsl.runtime.bijector import Provenance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdsl.compiler.registry import CheckContext
 from flowdsl.compiler.kinds import get_layer
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.runtime.bijector import Provenance
 from flowdsl.runtime.layers.butterfly import DENSE_MAX, Butterfly, max_depth
 
 TOL = 1e-10
@@ -83,7 +83,9 @@ def check(shape, over, depth, seed=0):
         xr = m.inverse(y)
     assert y.shape == x.shape and ld.shape == (3,) and torch.equal(ld, ld[:1].expand(3))
     assert float((xr - x).abs().max() / x.abs().max()) <= TOL
-    J = torch.autograd.functional.jacobian(lambda v: m(v.reshape(1, *shape))[0].reshape(-1), x[0].reshape(-1)).reshape(n, n)
+    J = torch.autograd.functional.jacobian(lambda v: m(v.reshape(1, *shape))[0].reshape(-1), x[0].reshape(-1)).reshape(
+        n, n
+    )
     M = reference_matrix(reference_pairs(m.weight.detach().numpy()), m.layout.n)
     ref_full = full_jacobian(M, shape, over)
     assert np.allclose(J.numpy(), ref_full, rtol=0, atol=1e-13)

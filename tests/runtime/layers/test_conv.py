@@ -3,19 +3,18 @@
 Everything runs in float64 with parameters randomised away from the initialisation. The dense
 matrices are built here independently of the layer code (explicit loops over taps and pixels).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from flowdsl.runtime.bijector import Provenance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdsl.compiler.registry import CheckContext
 from flowdsl.compiler.kinds import get_layer
+from flowdsl.compiler.registry import CheckContext
+from flowdsl.runtime.bijector import Provenance
 from flowdsl.runtime.layers.emerging_conv import ARQuadrantSolver, EmergingConv, quadrant_offsets, tile_levels
 from flowdsl.runtime.layers.periodic_conv import PeriodicConv
 
@@ -33,7 +32,9 @@ def randomise(m: torch.nn.Module, scale: float, seed: int = 0) -> None:
 def jac(m, x1: torch.Tensor) -> torch.Tensor:
     shape = x1.shape[1:]
     n = x1.numel()
-    return torch.autograd.functional.jacobian(lambda v: m(v.reshape(1, *shape))[0].reshape(-1), x1.reshape(-1)).reshape(n, n)
+    return torch.autograd.functional.jacobian(lambda v: m(v.reshape(1, *shape))[0].reshape(-1), x1.reshape(-1)).reshape(
+        n, n
+    )
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -284,7 +285,9 @@ def test_periodic_even_kernels(shape, k):
         assert rel(y2, y) <= 1e-12 and rel(ld2, ld) <= 1e-12
         assert rel(fz.inverse(y), m.inverse(y)) <= 1e-12
         # PyTorch's padding='same' convention (left pad (k−1)//2, right pad k//2), circular
-        ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (m.lo, m.hi, m.lo, m.hi), mode="circular"), m.weight)
+        ref = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x, (m.lo, m.hi, m.lo, m.hi), mode="circular"), m.weight
+        )
         assert rel(y, ref) <= 1e-14
         same = torch.nn.Conv2d(shape[0], shape[0], k, padding="same", padding_mode="circular", bias=False).double()
         same.weight.copy_(m.weight)
@@ -308,9 +311,10 @@ def test_periodic_init_tap_is_offset_zero(k):
 
 
 def test_periodic_kernel2_spec_compiles_roundtrips_fuses_and_exports(tmp_path):
+    from flowtest import check_invertible, compiled
+
     import flowdsl
     from flowdsl.runtime.export.onnx import check_parity
-    from flowtest import check_invertible, compiled
 
     text = "flow t {\n  input image(channels=2, height=4, width=4)\n  actnorm\n  conv(kind=periodic, kernel=2)\n}\n"
     model, x = compiled(text, batch=3)
@@ -331,7 +335,10 @@ def test_periodic_kernel2_spec_compiles_roundtrips_fuses_and_exports(tmp_path):
     "layer,needle",
     [
         ("conv(kind=periodic, kernel=5)", "a periodic kernel must be at most 4"),
-        ("conv(kind=emerging, kernel=2)", "conv(kind=emerging) needs an odd kernel (its two masked halves share the centre tap), got 2; use 1 or 3"),
+        (
+            "conv(kind=emerging, kernel=2)",
+            "conv(kind=emerging) needs an odd kernel (its two masked halves share the centre tap), got 2; use 1 or 3",
+        ),
     ],
 )
 def test_spec_rejects_bad_kernels_at_the_kernel_argument(layer, needle):

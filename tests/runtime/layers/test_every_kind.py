@@ -4,13 +4,14 @@ log-det against the autograd Jacobian (≤ 1e-10 relative), and its frozen (fuse
 The examples are spec snippets, so each goes through the whole pipeline. A kind that registers
 without an example here fails ``test_every_kind_has_an_example`` by name.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
+from flowtest import check_invertible, compiled
 
 from flowdsl.compiler.kinds import layer_kinds
-from flowtest import check_invertible, compiled
 
 IMG = "input image(channels={c}, height={h}, width={w})"
 VEC = "input vector(dim={d})"

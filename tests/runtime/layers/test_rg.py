@@ -1,6 +1,7 @@
 """RG-Flow (``rg``): lattice geometry, latent levels, exactness, causal cones, compile and export, the
 kind's checks, and the bundled rg specs. Inpainting, receptive fields, mixing and the explain CLI are in
 tests/runtime/explain/test_rg_explain.py."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,10 @@ import torch
 from torch import Tensor, nn
 
 import flowdsl
+from flowdsl.compiler.kinds.rg import RGKind, body_labels
 from flowdsl.runtime.bijector import Bijector, Chain
 from flowdsl.runtime.explain.latents import randomise_parameters
+from flowdsl.runtime.layers import layer_lowering
 from flowdsl.runtime.layers._rg_lattice import (
     auto_levels,
     cone_mask,
@@ -23,8 +26,6 @@ from flowdsl.runtime.layers._rg_lattice import (
     patch_pixels,
 )
 from flowdsl.runtime.layers.actnorm import ActNorm
-from flowdsl.compiler.kinds.rg import RGKind, body_labels
-from flowdsl.runtime.layers import layer_lowering
 from flowdsl.runtime.layers.rg import RGFlow
 
 SPECS = Path(__file__).resolve().parents[3] / "specs"
@@ -87,11 +88,13 @@ def make_rg(C, L, K, levels=None, hidden=16, parts=("disentangler", "decimator")
     for i, (part, label) in enumerate(body_labels(levels)):
         if part in parts:
             shape = (C, K, K)
-            bodies[label] = Chain([
-                random_actnorm(shape, i, 0.6 * scale),
-                PatchCoupling(shape, 0, hidden, 2 * i, scale),
-                PatchCoupling(shape, 1, hidden, 2 * i + 1, scale),
-            ])
+            bodies[label] = Chain(
+                [
+                    random_actnorm(shape, i, 0.6 * scale),
+                    PatchCoupling(shape, 0, hidden, 2 * i, scale),
+                    PatchCoupling(shape, 1, hidden, 2 * i + 1, scale),
+                ]
+            )
     return RGFlow((C, L, L), K, levels, bodies).eval()
 
 
@@ -263,15 +266,34 @@ class _Inverse(nn.Module):
 
 def test_onnx_parity_forward_and_inverse(tmp_path):
     import onnxruntime as ort  # a runtime dependency
+
     C, L, K = 2, 8, 4
     m = make_rg(C, L, K, hidden=8, scale=0.25).frozen().eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     x = torch.randn(4, C, L, L)
     fwd, inv = tmp_path / "f.onnx", tmp_path / "i.onnx"
-    torch.onnx.export(m, (x,), str(fwd), dynamo=True, opset_version=18, dynamic_shapes=({0: batch},),
-                      input_names=["x"], output_names=["z", "logdet"], verbose=False)
-    torch.onnx.export(_Inverse(m).eval(), (x,), str(inv), dynamo=True, opset_version=18, dynamic_shapes=({0: batch},),
-                      input_names=["z"], output_names=["x"], verbose=False)
+    torch.onnx.export(
+        m,
+        (x,),
+        str(fwd),
+        dynamo=True,
+        opset_version=18,
+        dynamic_shapes=({0: batch},),
+        input_names=["x"],
+        output_names=["z", "logdet"],
+        verbose=False,
+    )
+    torch.onnx.export(
+        _Inverse(m).eval(),
+        (x,),
+        str(inv),
+        dynamo=True,
+        opset_version=18,
+        dynamic_shapes=({0: batch},),
+        input_names=["z"],
+        output_names=["x"],
+        verbose=False,
+    )
     sf = ort.InferenceSession(str(fwd), providers=["CPUExecutionProvider"])
     si = ort.InferenceSession(str(inv), providers=["CPUExecutionProvider"])
     for n in (1, 7):
@@ -374,8 +396,10 @@ def test_digits_spec_onnx_parity(tmp_path):
     m = _digits_model()
     paths = flowdsl.export_onnx(m, tmp_path)
     res = check_parity(m.fuse(), *paths)
-    print(f"\nrgflow_digits ONNX: z rel {res['z_rel']:.1e}, logdet rel {res['logdet_rel']:.1e}, "
-          f"inverse rel {res['inverse_rel']:.1e}")
+    print(
+        f"\nrgflow_digits ONNX: z rel {res['z_rel']:.1e}, logdet rel {res['logdet_rel']:.1e}, "
+        f"inverse rel {res['inverse_rel']:.1e}"
+    )
     assert max(res["z_rel"], res["logdet_rel"], res["inverse_rel"], res["log_prob_rel"]) <= 1e-4
 
 

@@ -1,6 +1,7 @@
 """``split`` against its documented layout: kept = x[:, :C − ⌊C/2⌋], latent = x[:, C − ⌊C/2⌋:],
 merge = concat(kept, latent); through the public model the latents keep their place in z and
 ``latent_scales`` marks the last ⌊C/2⌋ channels (entries of a vector) as scale 0."""
+
 from __future__ import annotations
 
 import pytest

@@ -7,6 +7,7 @@ inverse must read the same map backwards. The layout is also visible through the
 after ``squeeze split`` the latents of scale 0 sit at the pixels whose squeezed channel falls
 into the second half.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -81,8 +82,9 @@ def test_named_entries_for_factor_two():
 def test_latent_scales_after_squeeze_split_follow_the_layout(c, h, w, f):
     """``squeeze split``: split keeps the first C·f² − ⌊C·f²/2⌋ channels; the rest are the
     scale-0 latents, scattered back to the pixels of x they came from."""
-    model = flowdsl.compile(flowdsl.parse(
-        f"flow s {{ input image(channels={c}, height={h}, width={w}) squeeze(factor={f}) split }}"))
+    model = flowdsl.compile(
+        flowdsl.parse(f"flow s {{ input image(channels={c}, height={h}, width={w}) squeeze(factor={f}) split }}")
+    )
     channels = c * f * f
     keep = channels - channels // 2
     want = torch.empty(c, h, w, dtype=torch.long)

@@ -1,6 +1,7 @@
 """FDRL: losses, the f′ table, the checker's rules at their locations, the sampler step,
 sources, estimators, EMA, classifier guidance and evaluation metrics (fast, no training runs;
 the training/CLI tests are in test_fdrl_train.py)."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,14 @@ import torch
 from torch import nn
 
 import flowdsl
+from flowdsl.compiler.kinds.fdrl import resolve_args
 from flowdsl.errors import CheckError, DataError
 from flowdsl.runtime.objectives.fdrl.estimators import Estimator, build_estimator
 from flowdsl.runtime.objectives.fdrl.evaluate import energy_distance, frechet_distance
 from flowdsl.runtime.objectives.fdrl.losses import bregman_loss, f_prime, f_prime_of_ratio, lr_loss, lsif_loss
+from flowdsl.runtime.objectives.fdrl.model import FDRLModel, FDRLSettings, ema_update
 from flowdsl.runtime.objectives.fdrl.sampler import Guidance, energy_grad, flow_step, frozen, run_flow
 from flowdsl.runtime.objectives.fdrl.sources import DataGaussianSource, DataScale, UniformSource
-from flowdsl.runtime.objectives.fdrl.model import FDRLModel, FDRLSettings, ema_update
-from flowdsl.compiler.kinds.fdrl import resolve_args
 
 
 def vec_spec(objective: str, dim: int = 2, layers: str = "") -> str:
@@ -156,12 +157,19 @@ def test_pairing_rejections_are_located():
     assert (e.line, e.column) == (3, line.index("kl)") + 1) == (3, 42)
     assert "divergence=kl does not go with loss=lsif" in str(e) and "pearson" in str(e)
     e = located(vec_spec("fdrl(loss=lr, divergence=pearson)"))
-    assert (e.line, e.column) == (3, col("fdrl(loss=lr, divergence=pearson)", "pearson")) and "kl or js or logd" in str(e)
+    assert (e.line, e.column) == (3, col("fdrl(loss=lr, divergence=pearson)", "pearson")) and "kl or js or logd" in str(
+        e
+    )
     # loss=lsif with the default divergence (kl): pointed at the loss, says what to write
     e = located(vec_spec("fdrl(loss=lsif)"))
     assert (e.line, e.column) == (3, col("fdrl(loss=lsif)", "lsif")) and "divergence=pearson" in str(e)
-    for ok in ("fdrl(loss=lr, divergence=kl)", "fdrl(loss=lr, divergence=js)", "fdrl(loss=lr, divergence=logd)",
-               "fdrl(loss=lsif, divergence=pearson)", "fdrl"):
+    for ok in (
+        "fdrl(loss=lr, divergence=kl)",
+        "fdrl(loss=lr, divergence=js)",
+        "fdrl(loss=lr, divergence=logd)",
+        "fdrl(loss=lsif, divergence=pearson)",
+        "fdrl",
+    ):
         flowdsl.parse(vec_spec(ok))
 
 
@@ -177,9 +185,15 @@ def test_estimator_and_source_rules_are_located():
     e = located(vec_spec("fdrl(steps=0)"))
     assert e.line == 3
     # vectors default to mlp; images to resnet; mlp is allowed on images
-    assert resolve_args(flowdsl.parse(vec_spec("fdrl"))).estimator == {"call": "mlp", "args": {"hidden": 256, "depth": 3}}
+    assert resolve_args(flowdsl.parse(vec_spec("fdrl"))).estimator == {
+        "call": "mlp",
+        "args": {"hidden": 256, "depth": 3},
+    }
     assert resolve_args(flowdsl.parse(img_spec("fdrl"))).estimator["call"] == "resnet"
-    assert resolve_args(flowdsl.parse(img_spec("fdrl(estimator=mlp(hidden=8))"))).estimator["args"] == {"hidden": 8, "depth": 3}
+    assert resolve_args(flowdsl.parse(img_spec("fdrl(estimator=mlp(hidden=8))"))).estimator["args"] == {
+        "hidden": 8,
+        "depth": 3,
+    }
     # source=prior with layers is fine
     flowdsl.parse(vec_spec("fdrl(source=prior)", layers="    actnorm\n"))
 
@@ -188,7 +202,11 @@ def test_data_gaussian_memory_limit(monkeypatch):
     monkeypatch.setenv("FLOWDSL_FDRL_MAX_COVARIANCE_BYTES", str(20 * 63 * 63))
     flowdsl.parse(vec_spec("fdrl", dim=63))
     e = located(vec_spec("fdrl", dim=64))
-    assert (e.line, e.column) == (3, col("fdrl", "fdrl")) and "64×64 covariance" in str(e) and "FLOWDSL_FDRL_MAX_COVARIANCE_BYTES" in str(e)
+    assert (
+        (e.line, e.column) == (3, col("fdrl", "fdrl"))
+        and "64×64 covariance" in str(e)
+        and "FLOWDSL_FDRL_MAX_COVARIANCE_BYTES" in str(e)
+    )
     e = located(vec_spec("fdrl(source=data_gaussian)", dim=64))
     assert (e.line, e.column) == (3, col("fdrl(source=data_gaussian)", "data_gaussian"))
     flowdsl.parse(vec_spec("fdrl(source=uniform)", dim=64))
@@ -207,11 +225,14 @@ def test_fdrl_spec_compiles_to_an_identity_flow():
 # -- estimators -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("est", [
-    {"call": "resnet", "args": {"hidden": 8, "blocks": 2}},
-    {"call": "convnet", "args": {"hidden": 8, "depth": 3}},
-    {"call": "mlp", "args": {"hidden": 16, "depth": 2}},
-])
+@pytest.mark.parametrize(
+    "est",
+    [
+        {"call": "resnet", "args": {"hidden": 8, "blocks": 2}},
+        {"call": "convnet", "args": {"hidden": 8, "depth": 3}},
+        {"call": "mlp", "args": {"hidden": 16, "depth": 2}},
+    ],
+)
 def test_estimators_output_one_value_per_example_without_batch_coupling(est):
     for loss in ("lr", "lsif"):
         e = build_estimator(est, (1, 8, 8), loss)
@@ -386,7 +407,11 @@ def test_fdrl_model_holds_estimator_ema_and_source_state():
     m2 = FDRLModel(spec, FDRLSettings(), seed=3)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
     u = FDRLModel(flowdsl.parse(vec_spec("fdrl(source=uniform)")), FDRLSettings(), seed=0)
-    assert u.kappa == 0 and FDRLModel(flowdsl.parse(img_spec("fdrl(source=uniform)")), FDRLSettings(), 0).kappa == 10 and {"scale.center", "scale.radius"} <= set(u.state_dict())
+    assert (
+        u.kappa == 0
+        and FDRLModel(flowdsl.parse(img_spec("fdrl(source=uniform)")), FDRLSettings(), 0).kappa == 10
+        and {"scale.center", "scale.radius"} <= set(u.state_dict())
+    )
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -405,11 +430,15 @@ def test_energy_and_frechet_distances():
     xs = torch.randn(6000, 1, generator=g, dtype=torch.float64)
     ys = torch.randn(6000, 1, generator=g, dtype=torch.float64) + mu
     sd = math.sqrt(2)
-    exy = sd * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * sd**2)) + mu * (1 - 2 * 0.5 * math.erfc(mu / (sd * math.sqrt(2))))
+    exy = sd * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * sd**2)) + mu * (
+        1 - 2 * 0.5 * math.erfc(mu / (sd * math.sqrt(2)))
+    )
     exx = sd * math.sqrt(2 / math.pi)
     assert energy_distance(xs, ys) == pytest.approx(2 * exy - 2 * exx, abs=0.03)
     # Fréchet distance of Gaussians: |mu|^2 + tr(A + B - 2 (A B)^(1/2)) for commuting covariances
     fa = torch.randn(20000, 3, generator=g, dtype=torch.float64)
-    fb = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    fb = torch.randn(20000, 3, generator=g, dtype=torch.float64) * 2 + torch.tensor(
+        [1.0, 0.0, 0.0], dtype=torch.float64
+    )
     assert frechet_distance(fa, fb) == pytest.approx(1.0 + 3 * (1 + 4 - 2 * 2), abs=0.1)
     assert frechet_distance(fa, fa) == pytest.approx(0.0, abs=1e-6)

@@ -1,6 +1,7 @@
 """FDRL training end to end on tiny settings: a toy run that moves particles closer, exact
 resume, the prior and data-set sources, the CLI dispatch of train/sample, ONNX export of the
 estimator with onnxruntime parity, and the classifier command."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import torch
 import flowdsl
 from flowdsl.cli import main
 from flowdsl.errors import CheckpointError
-from flowdsl.runtime.objectives.fdrl.model import FDRLSettings, FDRLModel
+from flowdsl.runtime.objectives.fdrl.model import FDRLModel, FDRLSettings
 from flowdsl.runtime.objectives.fdrl.runs import load_fdrl, sample_fdrl
 from flowdsl.runtime.objectives.fdrl.train import train_fdrl
 
@@ -37,7 +38,16 @@ def test_short_toy_run_moves_particles_closer(tmp_path):
     assert s["step"] == 150 and s["source"] == "uniform"
     # energy distance to the held-out test points: uniform source ≈ 0.26, FDRL particles ≈ 0.02
     assert s["test_improvement"] > 4.0, s
-    for name in ("last.pt", "best.pt", "weights.safetensors", "metrics.csv", "curves.png", "summary.json", "spec.flow", "config.json"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "weights.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "summary.json",
+        "spec.flow",
+        "config.json",
+    ):
         assert (tmp_path / "r" / name).is_file(), name
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["fdrl"]["ema"] == 0.9 and cfg["batch"] == 128
@@ -62,7 +72,14 @@ def test_resume_continues_exactly(tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     rows = (tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()
-    assert rows[0].startswith("step,lr,train_loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+    assert rows[0].startswith("step,lr,train_loss") and [r.split(",")[0] for r in rows[1:]] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]
 
 
 def test_ema_weights_trail_the_raw_weights(tmp_path):
@@ -79,11 +96,15 @@ def test_ema_weights_trail_the_raw_weights(tmp_path):
 def _mle_checkpoint(tmp_path, layers: str):
     from flowdsl.runtime.training.checkpoint import save_checkpoint
 
-    text = f"flow base {{\n    input image(channels=1, height=8, width=8, levels=17)\n{layers}    train(data=digits)\n}}\n"
+    text = (
+        f"flow base {{\n    input image(channels=1, height=8, width=8, levels=17)\n{layers}    train(data=digits)\n}}\n"
+    )
     spec = flowdsl.parse(text)
     model = flowdsl.compile(spec, seed=0)
     path = tmp_path / f"flow{abs(hash(layers)) % 1000}.pt"
-    save_checkpoint(path, spec_text=spec.source, spec_sha256=spec.sha256, step=0, model_state=model.state_dict(), config={"seed": 0})
+    save_checkpoint(
+        path, spec_text=spec.source, spec_sha256=spec.sha256, step=0, model_state=model.state_dict(), config={"seed": 0}
+    )
     return path, model
 
 
@@ -94,7 +115,9 @@ def test_prior_source_refines_the_spec_flow_from_a_checkpoint(tmp_path):
     spec = flowdsl.parse(text)
     with pytest.raises(CheckpointError, match="--source-checkpoint"):
         train_fdrl(spec, steps=1, out=tmp_path / "none", quiet=True, **TINY)
-    s = train_fdrl(spec, steps=2, out=tmp_path / "r", quiet=True, fdrl={"source_checkpoint": str(ck), "eval_n": 20}, **TINY)
+    s = train_fdrl(
+        spec, steps=2, out=tmp_path / "r", quiet=True, fdrl={"source_checkpoint": str(ck), "eval_n": 20}, **TINY
+    )
     assert s["source"] == "prior"
     _, model, _ = load_fdrl(tmp_path / "r")
     for k, v in flow.state_dict().items():  # the flow's weights travel with the run
@@ -107,8 +130,14 @@ def test_prior_source_refines_the_spec_flow_from_a_checkpoint(tmp_path):
 
 
 def test_translation_source_is_a_second_data_set(tmp_path):
-    s = train_fdrl(flowdsl.parse(DIGITS), steps=2, out=tmp_path / "t", quiet=True,
-                   fdrl={"source_data": "digits", "source_classes": [1], "data_classes": [7], "eval_n": 20}, **TINY)
+    s = train_fdrl(
+        flowdsl.parse(DIGITS),
+        steps=2,
+        out=tmp_path / "t",
+        quiet=True,
+        fdrl={"source_data": "digits", "source_classes": [1], "data_classes": [7], "eval_n": 20},
+        **TINY,
+    )
     assert s["source"] == "data"
     _, model, _ = load_fdrl(tmp_path / "t")
     from flowdsl.runtime.data.digits import digits_arrays
@@ -122,7 +151,12 @@ def test_cli_train_sample_export_dispatch_on_the_objective(tmp_path, capsys):
     spec_path = tmp_path / "dig.flow"
     spec_path.write_text(DIGITS)
     run = tmp_path / "run"
-    assert main(["train", str(spec_path), "--out", str(run), "--quiet", "--eval-n", "16", "--sample-n", "4", "--ema", "0.9"]) == 0
+    assert (
+        main(
+            ["train", str(spec_path), "--out", str(run), "--quiet", "--eval-n", "16", "--sample-n", "4", "--ema", "0.9"]
+        )
+        == 0
+    )
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["fdrl"]["ema"] == 0.9 and cfg["schedule"] == "constant"  # FDRL's default rate schedule
     assert (run / "samples.png").is_file()
@@ -137,17 +171,22 @@ def test_cli_train_sample_export_dispatch_on_the_objective(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.flow"), "--out", str(tmp_path / "m")]) == 1
 
 
-@pytest.mark.parametrize("objective", [
-    "fdrl(estimator=resnet(hidden=8, blocks=2))",
-    "fdrl(estimator=convnet(hidden=8, depth=3), loss=lsif, divergence=pearson)",
-    "fdrl(estimator=mlp(hidden=16, depth=2), source=uniform)",
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "fdrl(estimator=resnet(hidden=8, blocks=2))",
+        "fdrl(estimator=convnet(hidden=8, depth=3), loss=lsif, divergence=pearson)",
+        "fdrl(estimator=mlp(hidden=16, depth=2), source=uniform)",
+    ],
+)
 def test_estimator_exports_to_onnx_with_parity(tmp_path, objective):
     import onnx
 
     from flowdsl.runtime.objectives.fdrl.export import check_estimator_parity, export_estimator
 
-    spec = flowdsl.parse(f"flow e {{\n    input image(channels=1, height=8, width=8, levels=17)\n    objective {objective}\n}}\n")
+    spec = flowdsl.parse(
+        f"flow e {{\n    input image(channels=1, height=8, width=8, levels=17)\n    objective {objective}\n}}\n"
+    )
     model = FDRLModel(spec, FDRLSettings(), seed=1)
     with torch.no_grad():  # make the EMA differ from init so the export is not trivially zero
         for p in model.ema.parameters():

@@ -5,6 +5,7 @@ The priors are reached through the public pipeline (``flowdsl.compile(...).prior
 does not depend on where the prior classes live. Learned parameters are read by name only to
 build the reference (``loc``/``log_scale`` for gaussian, ``loc``/``log_b`` for laplace).
 """
+
 from __future__ import annotations
 
 import math
@@ -194,7 +195,7 @@ def test_spike_slab_density_written_out():
     """Closed form, independent of torch.distributions: log Σ_k π_k · exp(−z²/2σ_k²)/(σ_k √2π)."""
     prior, shape = prior_of(SHAPES["vector"], "spike_slab(spike=0.05, slab=1.5, weight=0.25, anneal=40)")
     prior.set_step(10)
-    s0 = 1.5 ** 0.75 * 0.05 ** 0.25
+    s0 = 1.5**0.75 * 0.05**0.25
     z = points(shape, n=32, spread=1.0)
     dens = 0.75 * torch.exp(-0.5 * (z / s0) ** 2) / (s0 * math.sqrt(2 * math.pi))
     dens = dens + 0.25 * torch.exp(-0.5 * (z / 1.5) ** 2) / (1.5 * math.sqrt(2 * math.pi))

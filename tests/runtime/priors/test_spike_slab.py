@@ -1,4 +1,5 @@
 """The spike-and-slab prior: density, annealing, sampling, sparsity, argument checks."""
+
 from __future__ import annotations
 
 import math
@@ -6,8 +7,8 @@ import math
 import pytest
 import torch
 
-from flowdsl.compiler.registry import CheckContext
 from flowdsl.compiler.kinds import get_prior
+from flowdsl.compiler.registry import CheckContext
 from flowdsl.runtime.priors import get_prior_lowering
 from flowdsl.runtime.priors.spike_slab import SpikeSlabPrior
 

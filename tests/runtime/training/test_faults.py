@@ -1,5 +1,6 @@
 """Fault tests: SIGKILL during checkpoint writes never corrupts the latest checkpoint; an
 unwritable output folder gets a clear error."""
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,12 @@ def test_cli_train_unwritable_exits_1_without_traceback(tmp_path):
     spec = tmp_path / "v.flow"
     spec.write_text("flow v { input vector(dim=2) actnorm coupling(hidden=8) train(data=moons, batch=16, steps=3) }")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "flowdsl", "train", str(spec), "--out", str(blocker / "run")], capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "flowdsl", "train", str(spec), "--out", str(blocker / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr and "error:" in out.stderr
     assert str(blocker / "run") in out.stderr and "cannot write" in out.stderr, out.stderr

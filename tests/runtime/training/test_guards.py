@@ -1,4 +1,5 @@
 """Training guards: a non-finite loss stops with the step and the layer; Ctrl-C keeps the work."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from flowdsl.errors import NumericalError
 from flowdsl.runtime.training import read_checkpoint, train
@@ -54,7 +54,21 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
     spec.write_text(SPEC.replace("steps=40", "steps=100000"))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "flowdsl", "train", str(spec), "--out", str(run), "--checkpoint-every", "50", "--eval-every", "100000", "--sample-n", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "flowdsl",
+        "train",
+        str(spec),
+        "--out",
+        str(run),
+        "--checkpoint-every",
+        "50",
+        "--eval-every",
+        "100000",
+        "--sample-n",
+        "0",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 300  # generous: the machine may be busy
     while time.time() < deadline and not (run / "last.pt").exists() and proc.poll() is None:
@@ -68,6 +82,12 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
     assert "continue with --resume" in out + err
     step = read_checkpoint(run / "last.pt")["step"]
     assert step > 0
-    done = subprocess.run(args[:-4] + ["--steps", str(step + 10), "--resume", "--sample-n", "0"], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        args[:-4] + ["--steps", str(step + 10), "--resume", "--sample-n", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert read_checkpoint(run / "last.pt")["step"] == step + 10

@@ -1,4 +1,5 @@
 """flowdsl train --invertible-memory: backprop's gradients, checkpoints and resume, the CLI flag, refusals."""
+
 from __future__ import annotations
 
 import copy
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from flowtest import compiled
+
 from flowdsl.errors import NotAvailableError, NumericalError
-from flowdsl.runtime.training import read_checkpoint, train
 from flowdsl.runtime.training import loop as training_loop
+from flowdsl.runtime.training import read_checkpoint, train
 from flowdsl.runtime.training.distributed import DistInfo
 from flowdsl.runtime.training.loop import ModelFactory
 from flowdsl.runtime.training.recompute import memory_saving_model

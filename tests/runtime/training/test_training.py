@@ -1,4 +1,5 @@
 """flowdsl train / sample: determinism, exact resume (also after SIGKILL), checkpoints, DDP."""
+
 from __future__ import annotations
 
 import json
@@ -60,12 +61,22 @@ def _assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
         if atol == 0.0:
             assert torch.equal(a[k], b[k]), k
         else:
-            assert torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0), (k, float((a[k].double() - b[k].double()).abs().max()))
+            assert torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0), (
+                k,
+                float((a[k].double() - b[k].double()).abs().max()),
+            )
 
 
 def _cli(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run([sys.executable, "-m", "flowdsl.runtime.training", *args], capture_output=True, text=True, env=env, timeout=120, **kw)
+    r = subprocess.run(
+        [sys.executable, "-m", "flowdsl.runtime.training", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        **kw,
+    )
     if check and r.returncode != 0:
         raise AssertionError(f"exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
@@ -107,7 +118,16 @@ def test_train_writes_run_folder_and_is_deterministic(tmp_path):
     spec = _spec_file(tmp_path)
     a = train(spec, out=tmp_path / "a", **FAST)
     b = train(spec, out=tmp_path / "b", **FAST)
-    for name in ("last.pt", "best.pt", "weights.safetensors", "metrics.csv", "curves.png", "samples.png", "summary.json", "spec.flow"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "weights.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "samples.png",
+        "summary.json",
+        "spec.flow",
+    ):
         assert (tmp_path / "a" / name).is_file(), name
     assert a["step"] == 20 and a["best_step"] in (10, 20)
     assert a["uniform_bpd"] == pytest.approx(math.log2(17), abs=1e-12)
@@ -182,7 +202,9 @@ def test_resume_with_another_spec_is_refused(tmp_path):
 
 
 def test_data_shape_mismatch_names_both_shapes(tmp_path):
-    spec = flowdsl.parse(TINY.replace("PRIOR", "gaussian").replace("height=8, width=8", "height=16, width=16"), filename="t.flow")
+    spec = flowdsl.parse(
+        TINY.replace("PRIOR", "gaussian").replace("height=8, width=8", "height=16, width=16"), filename="t.flow"
+    )
     with pytest.raises(DataError, match=r"1×8×8 \(17 levels\).*1×16×16 \(17 levels\)") as e:
         train(spec, out=tmp_path / "r", steps=1, **FAST)
     text = e.value.render()  # located at train(data=digits) in the spec, with a caret
@@ -213,7 +235,9 @@ def test_spike_slab_prior_anneals_during_training(tmp_path):
     assert s["anneal_until"] == 8 and s["best_step"] in (8, 12)  # step 4 (mid-annealing) is no candidate
     assert int(read_checkpoint(tmp_path / "s" / "best.pt")["model"]["prior.anneal_step"]) >= 8
     sp = s["sparsity"]
-    assert sp is not None and 0.0 <= sp["fraction_in_spike"] <= 1.0 and math.isclose(sp["spike_width"], 0.05, rel_tol=1e-5)
+    assert (
+        sp is not None and 0.0 <= sp["fraction_in_spike"] <= 1.0 and math.isclose(sp["spike_width"], 0.05, rel_tol=1e-5)
+    )
     _, model, _ = load_model(tmp_path / "s")
     assert math.isclose(float(model.prior.spike_width()), 0.05, rel_tol=1e-5)
 
@@ -236,7 +260,8 @@ def test_spike_slab_spec_round_trips_in_float64():
     )
     for i in range(2):
         jac = torch.autograd.functional.jacobian(
-            lambda v: model(v.reshape(1, 1, 8, 8))[0].reshape(-1), x[i].reshape(-1))
+            lambda v: model(v.reshape(1, 1, 8, 8))[0].reshape(-1), x[i].reshape(-1)
+        )
         want = mix.log_prob(z[i]).sum() + torch.linalg.slogdet(jac.reshape(64, 64))[1]
         assert abs(float(lp[i] - want)) <= 1e-9 * abs(float(want)), (float(lp[i]), float(want))
     s = model.sample(3, temperature=0.5)
@@ -296,7 +321,9 @@ def test_mismatched_state_is_never_half_loaded(trained_run, tmp_path):
     state = dict(ck["model"])
     keys = sorted(state)
     state[keys[-1]] = torch.zeros(3, 3)  # last key of another shape: the earlier ones must stay untouched
-    save_checkpoint(tmp_path / "bad.pt", spec_text=ck["spec_text"], spec_sha256=ck["spec_sha256"], step=1, model_state=state)
+    save_checkpoint(
+        tmp_path / "bad.pt", spec_text=ck["spec_text"], spec_sha256=ck["spec_sha256"], step=1, model_state=state
+    )
     with pytest.raises(CheckpointError, match="does not fit the model"):
         restore(model, read_checkpoint(tmp_path / "bad.pt"))
     _assert_same(before, model.state_dict())
@@ -329,13 +356,39 @@ def test_sample_cli_writes_image_grid(trained_run, tmp_path, capsys):
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     spec = _spec_file(tmp_path)
     steps = 100
-    args = ["train", str(spec), "--steps", str(steps), "--checkpoint-every", "5", "--eval-every", "50", "--quiet",
-            "--sample-n", "0", "--log-every", "50"]
-    train(spec, out=tmp_path / "full", steps=steps, checkpoint_every=5, eval_every=50, sample_n=0, log_every=50, quiet=True)
+    args = [
+        "train",
+        str(spec),
+        "--steps",
+        str(steps),
+        "--checkpoint-every",
+        "5",
+        "--eval-every",
+        "50",
+        "--quiet",
+        "--sample-n",
+        "0",
+        "--log-every",
+        "50",
+    ]
+    train(
+        spec,
+        out=tmp_path / "full",
+        steps=steps,
+        checkpoint_every=5,
+        eval_every=50,
+        sample_n=0,
+        log_every=50,
+        quiet=True,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "flowdsl.runtime.training", *args, "--out", str(run)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowdsl.runtime.training", *args, "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (run / "last.pt").exists():
         time.sleep(0.01)
@@ -356,9 +409,22 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     train(spec, out=tmp_path / "one", steps=6, batch=16, eval_every=3, quiet=True, sample_n=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "flowdsl.runtime.training", *common, "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "flowdsl.runtime.training",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     one, two = read_checkpoint(tmp_path / "one" / "last.pt"), read_checkpoint(tmp_path / "two" / "last.pt")
