@@ -52,7 +52,7 @@ class FlowModel(nn.Module):
     def __init__(self, graph: Any, steps: list[Bijector], prior: nn.Module, fused: bool = False) -> None:
         super().__init__()
         self.graph = graph
-        self.spec = graph.spec
+        self.spec = graph.spec.with_graph(graph)
         self.input_shape: tuple[int, ...] = tuple(graph.input_shape)
         self.steps = nn.ModuleList(steps)
         self.prior = prior
