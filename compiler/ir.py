@@ -174,7 +174,8 @@ class FlowGraph:
         total = self.total_params()
         out.append("")
         out.append(
-            f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; {total:,} parameters"
+            f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; "
+            f"{total:,} parameters"
         )
         return "\n".join(out)
 

@@ -51,11 +51,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"==== after pass: {name} " + "=" * max(0, 60 - len(name)))
         if name == "parse":
             print(
-                f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)"
+                f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; "
+                f"flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)"
             )
         elif name == "expand":
             print(
-                f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, prior {ir.prior.name}, objective {ir.objective.name}"
+                f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, "
+                f"prior {ir.prior.name}, objective {ir.objective.name}"
             )
             for layer in ir.iter_layers():
                 via = f"  (via {' > '.join(layer.via)})" if layer.via else ""

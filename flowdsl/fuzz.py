@@ -192,7 +192,8 @@ class FuzzReport:
 
     def summary(self) -> str:
         return (
-            f"{self.inputs} inputs: {self.accepted} accepted ({self.compiled} compiled), {self.rejected} rejected with a "
+            f"{self.inputs} inputs: {self.accepted} accepted ({self.compiled} compiled), "
+            f"{self.rejected} rejected with a "
             f"located FlowDSLError, {len(self.failures)} other exceptions, {len(self.slow)} slower than the limit; "
             f"slowest {self.max_seconds:.3f} s"
         )

@@ -118,7 +118,7 @@ class FlowModel(nn.Module):
         self.register_buffer("_scales", scales.reshape(self.input_shape), persistent=False)
 
     def _assemble(self, latents: list[Tensor]) -> Tensor:
-        flat = torch.cat([l.reshape(-1, s) for l, s in zip(latents, self.latent_sizes)], dim=1)
+        flat = torch.cat([latent.reshape(-1, s) for latent, s in zip(latents, self.latent_sizes)], dim=1)
         if not self.identity_layout:
             flat = flat.index_select(1, self._scatter)
         return flat.reshape(-1, *self.input_shape)

@@ -194,8 +194,10 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/model.py",
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        return self.prior.log_prob(z) + logdet',
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        return self.prior.log_prob(z) - logdet',
+                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
+                "return self.prior.log_prob(z) + logdet",
+                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
+                "return self.prior.log_prob(z) - logdet",
             ),
         ),
         ("tests/runtime/test_model_api.py",),

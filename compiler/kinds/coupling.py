@@ -64,11 +64,13 @@ class CouplingKind(LayerKind):
         if args.mask == "channel" and shape[0] < 2:
             if len(shape) == 1:  # a vector: neither squeeze nor a checkerboard mask can help
                 ctx.fail(
-                    f"a coupling needs at least 2 entries to split, got {shape[0]}; a vector of 1 entry cannot be coupled (remove this coupling)",
+                    f"a coupling needs at least 2 entries to split, got {shape[0]}; "
+                    "a vector of 1 entry cannot be coupled (remove this coupling)",
                     arg="mask",
                 )
             ctx.fail(
-                f"a channel coupling needs at least 2 channels to split, got {shape[0]} (use mask=checkerboard or squeeze first)",
+                f"a channel coupling needs at least 2 channels to split, got {shape[0]} "
+                "(use mask=checkerboard or squeeze first)",
                 arg="mask",
             )
         if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:

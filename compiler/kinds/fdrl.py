@@ -138,8 +138,10 @@ class FDRLObjectiveKind(ObjectiveKind):
             need, limit = covariance_bytes(dims), max_covariance_bytes()
             if need > limit:
                 ctx.fail(
-                    f"source=data_gaussian fits a full {dims}×{dims} covariance: about {need / 1024**3:.1f} GiB, above the "
-                    f"limit of {limit / 1024**3:.1f} GiB (FLOWDSL_FDRL_MAX_COVARIANCE_BYTES); use source=uniform or source=prior",
+                    f"source=data_gaussian fits a full {dims}×{dims} covariance: about {need / 1024**3:.1f} GiB, "
+                    "above the "
+                    f"limit of {limit / 1024**3:.1f} GiB (FLOWDSL_FDRL_MAX_COVARIANCE_BYTES); "
+                    "use source=uniform or source=prior",
                     arg="source",
                 )
 

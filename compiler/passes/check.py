@@ -64,7 +64,8 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     if act > LIMITS.max_activation_bytes:
         worst = max(graph.layers(), key=lambda n: math.prod(n.in_shape or (0,)))
         diag.fail(
-            f"a training step at batch {spec.train.batch} needs about {act / 1024**3:.1f} GiB of activations, above the limit of "
+            f"a training step at batch {spec.train.batch} needs about {act / 1024**3:.1f} GiB of activations, "
+            "above the limit of "
             f"{LIMITS.max_activation_bytes / 1024**3:.1f} GiB (FLOWDSL_MAX_ACTIVATION_BYTES)",
             worst.span,
             ResourceLimitError,

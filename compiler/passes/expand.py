@@ -110,7 +110,8 @@ class _Expander:
                 self.d.fail(f"the number {x[:24]}... is too large (at most {LIMITS.max_int})", v.span)
             if isinstance(x, int) and not isinstance(x, bool) and abs(x) > LIMITS.max_int:
                 self.d.fail(
-                    f"the number {str(x)[:24]}{'...' if len(str(x)) > 24 else ''} is too large (at most {LIMITS.max_int})",
+                    f"the number {str(x)[:24]}{'...' if len(str(x)) > 24 else ''} is too large "
+                    f"(at most {LIMITS.max_int})",
                     v.span,
                 )
             if isinstance(x, float) and not math.isfinite(x):
@@ -276,7 +277,8 @@ class _Expander:
                     self.d.fail(f"repeat count must be at least 1, got {n}", cspan)
                 if n > self.max_layers:
                     self.d.fail(
-                        f"repeat {n} exceeds the limit of {self.max_layers} layers (set FLOWDSL_MAX_LAYERS to raise it)",
+                        f"repeat {n} exceeds the limit of {self.max_layers} layers "
+                        "(set FLOWDSL_MAX_LAYERS to raise it)",
                         cspan,
                         ResourceLimitError,
                     )

@@ -62,7 +62,8 @@ def _infer_chain(
         total = _numel(out) + (_numel(latent) if latent is not None else 0)
         if total != _numel(shape):
             diag.fail(
-                f"'{node.kind}' changes the number of dimensions from {_numel(shape)} to {total}; every layer must preserve it",
+                f"'{node.kind}' changes the number of dimensions from {_numel(shape)} to {total}; "
+                "every layer must preserve it",
                 node.span,
             )
         node.out_shape = out
@@ -92,7 +93,8 @@ def _infer_chain(
         node.n_params = int(kind.param_count(node.args, shape))
         if node.n_params > LIMITS.max_params:
             diag.fail(
-                f"'{node.kind}' alone has {node.n_params:,} parameters, above the limit of {LIMITS.max_params:,} (FLOWDSL_MAX_PARAMS)",
+                f"'{node.kind}' alone has {node.n_params:,} parameters, above the limit of {LIMITS.max_params:,} "
+                "(FLOWDSL_MAX_PARAMS)",
                 node.span,
                 ResourceLimitError,
             )

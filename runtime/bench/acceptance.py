@@ -130,10 +130,12 @@ def kernel_table(kern: dict) -> list[str]:
         return []
     peak = kern["peak_gflops"]
     out = [
-        f"The floor's convolutions, one kernel at a time (batch {kern['batch']}, steady state, {kern['threads']} thread(s); "
+        f"The floor's convolutions, one kernel at a time (batch {kern['batch']}, steady state, "
+        f"{kern['threads']} thread(s); "
         f"matrix-multiply peak in the same process: {peak:.0f} GFLOP/s):",
         "",
-        "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | of the matmul peak | "
+        "| convolution (in→out, kernel, image) | calls per log_prob | oneDNN (ms) | oneDNN GFLOP/s | "
+        "of the matmul peak | "
         "NNPACK Winograd/FFT (ms) | NNPACK ÷ oneDNN |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

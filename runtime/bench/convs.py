@@ -179,7 +179,8 @@ def run(
         with torch.no_grad():
             err = float((fz.inverse(y) - x).abs().max())
         rows.append(
-            f"| {name} | {tf:.2f} | {ti:.2f} | {ff:.2f} | {fi:.2f} | {ff / base_f:.1f}× | {fi / base_i:.1f}× | {steps} | {err:.1e} |"
+            f"| {name} | {tf:.2f} | {ti:.2f} | {ff:.2f} | {fi:.2f} | {ff / base_f:.1f}× | {fi / base_i:.1f}× | "
+            f"{steps} | {err:.1e} |"
         )
     t1 = "\n".join(
         [
@@ -189,7 +190,8 @@ def run(
             "tile operators while the weights do not change) and inference form (`frozen()`).",
             "Ratios: frozen time over the reference 1×1 conv (first row).",
             "",
-            "| layer | train fwd | train inv | frozen fwd | frozen inv | fwd / 1×1 | inv / 1×1 | sequential steps (inverse) | max abs round-trip error |",
+            "| layer | train fwd | train inv | frozen fwd | frozen inv | fwd / 1×1 | inv / 1×1 | "
+            "sequential steps (inverse) | max abs round-trip error |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|",
             *rows,
             "",
@@ -224,9 +226,12 @@ def run(
                 "| method | sequential steps | time (ms) | naive ÷ this |",
                 "|---|---:|---:|---:|",
                 f"| naive pixel-by-pixel (`bench_convs.naive_emerging_inverse`) | {2 * H * W} | {tn:.1f} | 1.0× |",
-                f"| tiled wavefront, frozen form, tiles {s['tile'][0]}×{s['tile'][1]} (default) | {s['steps']} | {fi:.2f} | {tn / fi:.0f}× |",
-                f"| tiled wavefront, frozen form, tiles {sb['tile'][0]}×{sb['tile'][1]} | {sb['steps']} | {tb:.2f} | {tn / tb:.0f}× |",
-                f"| tiled wavefront, training form, operators recomputed (float64 D⁻¹) | {s['steps']} | {tu:.2f} | {tn / tu:.0f}× |",
+                f"| tiled wavefront, frozen form, tiles {s['tile'][0]}×{s['tile'][1]} (default) | {s['steps']} | "
+                f"{fi:.2f} | {tn / fi:.0f}× |",
+                f"| tiled wavefront, frozen form, tiles {sb['tile'][0]}×{sb['tile'][1]} | {sb['steps']} | "
+                f"{tb:.2f} | {tn / tb:.0f}× |",
+                f"| tiled wavefront, training form, operators recomputed (float64 D⁻¹) | {s['steps']} | "
+                f"{tu:.2f} | {tn / tu:.0f}× |",
                 "",
                 f"Largest difference between the naive and the tiled inverse: {dn:.1e}.",
             ]
@@ -240,7 +245,8 @@ def run(
             e = EmergingConv((c, s, s), 3)
             st = e.steps()
             srows.append(
-                f"| {c}×{s}×{s} | {st['tile'][0]}×{st['tile'][1]} | {st['levels_per_conv'][0]} | {st['steps']} | {st['pixel_wavefront_steps']} | {2 * s * s} |"
+                f"| {c}×{s}×{s} | {st['tile'][0]}×{st['tile'][1]} | {st['levels_per_conv'][0]} | {st['steps']} | "
+                f"{st['pixel_wavefront_steps']} | {2 * s * s} |"
             )
     t3 = "\n".join(
         [
@@ -327,7 +333,8 @@ def onnx_times(shape: tuple[int, int, int], batch: int = 64, repeats: int = 15) 
         [
             "### Frozen layers in onnxruntime (TorchScript exporter, opset 18, dynamic batch, 1 thread)",
             "",
-            "| layer | fwd eager | fwd ORT | fwd export (s) | fwd max abs diff | inv eager | inv ORT | inv export (s) | inv max abs diff |",
+            "| layer | fwd eager | fwd ORT | fwd export (s) | fwd max abs diff | "
+            "inv eager | inv ORT | inv export (s) | inv max abs diff |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
         ]

@@ -61,7 +61,8 @@ def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tup
     for r in results:
         for d, t in r.times.items():
             out.append(
-                f"| {r.name} | {d} | {_speedup(t, 'unfused eager', 'fused eager')} | {_speedup(t, 'fused eager', 'fused + compile')} | "
+                f"| {r.name} | {d} | {_speedup(t, 'unfused eager', 'fused eager')} | "
+                f"{_speedup(t, 'fused eager', 'fused + compile')} | "
                 f"{_speedup(t, 'normflows', 'fused + compile')} | {_speedup(t, 'normflows', 'fused eager')} | "
                 f"{_speedup(t, 'fused eager', 'onnxruntime')} |"
             )
@@ -69,10 +70,12 @@ def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tup
         "",
         "### Compilation and agreement",
         "",
-        "Cold `torch.compile` time of the first call (fullgraph=True, so zero graph breaks by construction), and the largest "
+        "Cold `torch.compile` time of the first call (fullgraph=True, so zero graph breaks by construction), "
+        "and the largest "
         "log_prob difference to the unfused model, relative to max |log_prob|.",
         "",
-        "| spec | compile log_prob (s) | compile inverse (s) | graph breaks | fused eager | fused + compile | onnxruntime |",
+        "| spec | compile log_prob (s) | compile inverse (s) | graph breaks | fused eager | fused + compile | "
+        "onnxruntime |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -91,7 +94,8 @@ def fusion_report(results: list[SpecResult], batch: int, repeats: int, peak: tup
         f"Float32 {1024}×{1024} matrix product in this run: best {peak[0]:.1f} GFLOP/s, median {peak[1]:.1f} GFLOP/s. "
         "FLOPs count convolutions and matrix products (`torch.utils.flop_counter`; element-wise work not counted).",
         "",
-        "| spec | GFLOP per log_prob | GFLOP per sample batch | fastest log_prob | its GFLOP/s | % of peak | fastest sampling | its GFLOP/s | % of peak |",
+        "| spec | GFLOP per log_prob | GFLOP per sample batch | fastest log_prob | its GFLOP/s | % of peak | "
+        "fastest sampling | its GFLOP/s | % of peak |",
         "|---|---:|---:|---|---:|---:|---|---:|---:|",
     ]
     for r in results:

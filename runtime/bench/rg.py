@@ -153,13 +153,16 @@ def inpaint_benchmark(
         if verbose:
             fit = f", fit {row['fit_seconds']:.0f} s to {row['fit_bpd']:.2f} bits/dim" if fit_steps > 0 else ""
             print(
-                f"L={L}: touched {row['cone']['n_free']} / {row['latents']} ({row['cone']['seconds']:.2f} s vs {row['all']['seconds']:.2f} s{fit})",
+                f"L={L}: touched {row['cone']['n_free']} / {row['latents']} "
+                f"({row['cone']['seconds']:.2f} s vs {row['all']['seconds']:.2f} s{fit})",
                 flush=True,
             )
     fit_cols = fit_steps > 0
     head = (
-        f"| L | levels | latents | touched (cone) | per level (fine→coarse) | touched / log2 L | CPU time cone (s, {steps} steps) | CPU time all (s, {steps} steps) "
-        "| hole RMSE cone | hole RMSE all | RMSE cone vs all (hole) | hole RMSE mean-fill | known-pixel RMSE cone | known-pixel RMSE all |"
+        f"| L | levels | latents | touched (cone) | per level (fine→coarse) | touched / log2 L | "
+        f"CPU time cone (s, {steps} steps) | CPU time all (s, {steps} steps) "
+        "| hole RMSE cone | hole RMSE all | RMSE cone vs all (hole) | hole RMSE mean-fill | "
+        "known-pixel RMSE cone | known-pixel RMSE all |"
         + (" model bits/dim |" if fit_cols else "")
         + "\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         + ("---:|" if fit_cols else "")

@@ -311,7 +311,8 @@ def _other_sections(
             mod = None
         if mod is not None and hasattr(mod, "inpaint_benchmark"):
             say(
-                "section rg: flowdsl.runtime.bench.rg.inpaint_benchmark() on 1 thread (as `flowdsl explain --inpaint-benchmark`)"
+                "section rg: flowdsl.runtime.bench.rg.inpaint_benchmark() on 1 thread "
+                "(as `flowdsl explain --inpaint-benchmark`)"
             )
             prev = torch.get_num_threads()
             torch.set_num_threads(1)
@@ -405,9 +406,12 @@ def _cmd(args: argparse.Namespace) -> int:
             parts.append(
                 "## Memory\n\n"
                 "Peak resident-memory increase of one call after a warm-up call, each in a fresh process with "
-                "`MALLOC_MMAP_THRESHOLD_=4096` (every block of 4 KiB or more is its own mapping, returned to the OS when "
-                "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves (`saved_tensors_hooks`). Invertible memory "
-                "= `flowdsl.runtime.training.memory.InvertibleMemory` (activations recomputed from the outputs in backward). "
+                "`MALLOC_MMAP_THRESHOLD_=4096` (every block of 4 KiB or more is its own mapping, "
+                "returned to the OS when "
+                "freed, so the peak follows the live tensors); *kept for backward* sums the tensors autograd saves "
+                "(`saved_tensors_hooks`). Invertible memory "
+                "= `flowdsl.runtime.training.memory.InvertibleMemory` (activations recomputed from the outputs "
+                "in backward). "
                 f"Batch {args.batch}, {args.threads} thread(s).\n\n"
                 + memory_table(mem_specs, args.batch, args.threads, say)
             )

@@ -122,10 +122,12 @@ def mnist_table(steps: int, out_dir: Path, quiet: bool = True) -> list[str]:
         "",
         "| model | parameters | steps × batch | test bits/dim | wall time |",
         "|---|---:|---:|---:|---:|",
-        f"| 3-scale Glow, 4 steps per scale, hidden 64 | {params:,} | {steps} × 64 | **{s['test_bpd']:.3f}** | {time.time() - t0:.0f} s |",
+        f"| 3-scale Glow, 4 steps per scale, hidden 64 | {params:,} | {steps} × 64 | **{s['test_bpd']:.3f}** | "
+        f"{time.time() - t0:.0f} s |",
         "",
         "Published small flows reach about 1.02–1.08 bits/dim after ~200 GPU epochs; this run is "
-        f"{steps * 64 / 60000:.1f} epochs on 2 CPU cores. The padding pixels (always 0) lower the per-dimension figure.",
+        f"{steps * 64 / 60000:.1f} epochs on 2 CPU cores. "
+        "The padding pixels (always 0) lower the per-dimension figure.",
     ]
 
 

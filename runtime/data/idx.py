@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             mean, std = pixel_stats(images)
             nl = "no labels" if labels is None else f"{len(labels)} labels"
             print(
-                f"{d} {split}: {images.shape[0]} images {images.shape[1]}×{images.shape[2]}, {nl}, mean {mean:.4f}, std {std:.4f}"
+                f"{d} {split}: {images.shape[0]} images {images.shape[1]}×{images.shape[2]}, {nl}, "
+                f"mean {mean:.4f}, std {std:.4f}"
             )
         print(f"published MNIST train statistics: mean {MNIST_MEAN}, std {MNIST_STD}")
     except DataError as e:

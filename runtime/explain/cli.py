@@ -202,7 +202,8 @@ Set-up: for each L an RG-Flow with kernel K={args.kernel} (levels = log2(L/K)+1;
 checkerboard affine coupling with an MLP subnet, hidden 32, per disentangler and decimator;
 Laplace prior) is compiled with `flowdsl.compile` and {model_text}. A fixed {hole}×{hole} hole at
 the centre is erased (filled with the mean of the known pixels), the image is encoded, and
-`inpaint` runs {args.steps} Adam steps (lr 0.05) of MAP inference (CPU time of the process, measured {args.repeats}× and the fastest kept), minimising
+`inpaint` runs {args.steps} Adam steps (lr 0.05) of MAP inference (CPU time of the process, \
+measured {args.repeats}× and the fastest kept), minimising
 Σ_known (G(z) − x)² / (2·0.02²) − log p(z), either over the **touched** latents only (those whose
 causal cone meets the hole, from the rg lattice; all others stay at their encoded values) or over
 **all** latents.

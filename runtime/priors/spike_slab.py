@@ -170,7 +170,10 @@ class SpikeSlabPrior(nn.Module):
         }
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, spike={self.spike:g}, slab={self.slab:g}, weight={self.weight:g}, anneal={self.anneal}"
+        return (
+            f"shape={self.shape}, spike={self.spike:g}, slab={self.slab:g}, weight={self.weight:g}, "
+            f"anneal={self.anneal}"
+        )
 
 
 @prior_lowering("spike_slab")

@@ -304,7 +304,8 @@ def check_spec(ckpt: dict[str, Any], spec: Any, path: str = "") -> None:
         theirs = ckpt.get("spec_name") or "?"
         ours = getattr(spec, "name", "?")
         raise CheckpointError(
-            f"checkpoint belongs to another spec: it was written for {theirs!r} (spec sha256 {ckpt['spec_sha256'][:12]}…), "
+            f"checkpoint belongs to another spec: it was written for {theirs!r} "
+            f"(spec sha256 {ckpt['spec_sha256'][:12]}…), "
             f"this spec is {ours!r} (sha256 {want[:12]}…)",
             filename=path or ckpt.get("path", "<checkpoint>"),
             notes=("the checkpoint keeps its own spec text: `flowdsl sample CKPT` needs no spec file",),

@@ -124,7 +124,8 @@ def final_report(
     if info.main:
         write_summary(out, summary)
     say(
-        f"done: {step} steps in {summary['seconds']:.1f} s; best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
+        f"done: {step} steps in {summary['seconds']:.1f} s; "
+        f"best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
         f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights); run folder {out}",
         quiet,
         info,

@@ -235,7 +235,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         with torch.no_grad():
             model(x0)  # data-dependent initialisation (ActNorm), the same in every process
     say(
-        f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; {cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
+        f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; "
+        f"{cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
         f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)"
         + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""),
         quiet,

@@ -44,9 +44,15 @@ class Progress:
 
     def row(self, step: int, row: dict[str, Any], lr: float, do_eval: bool, best: dict[str, Any]) -> None:
         """Show a metrics row (``train_loss``, ``train_bpd``; ``val_bpd``, ``test_bpd`` when ``do_eval``)."""
-        msg = f"step {step}/{self.total}  loss {row['train_loss']:.4f} nats/dim  train {row['train_bpd']:.3f} bits/dim  lr {lr:.2e}"
+        msg = (
+            f"step {step}/{self.total}  loss {row['train_loss']:.4f} nats/dim  "
+            f"train {row['train_bpd']:.3f} bits/dim  lr {lr:.2e}"
+        )
         if do_eval:
-            msg += f"  | val {row['val_bpd']:.3f}  test {row['test_bpd']:.3f} bits/dim  (best val {best['val_bpd']:.3f} @ {best['step']})"
+            msg += (
+                f"  | val {row['val_bpd']:.3f}  test {row['test_bpd']:.3f} bits/dim  "
+                f"(best val {best['val_bpd']:.3f} @ {best['step']})"
+            )
         if self.bar is not None:
             self.bar.set_postfix_str(
                 f"loss {row['train_loss']:.3f} bpd {row['train_bpd']:.3f}"

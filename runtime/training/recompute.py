@@ -51,7 +51,8 @@ def memory_saving_model(model: nn.Module, where: str = "train") -> nn.Module:
     ok = isinstance(model, FlowModel) and not model.is_fused
     if not ok:
         raise NotAvailableError(
-            f"{_FLAG} needs an unfused compiled flow (flowdsl.compile) whose steps have inverses; got {type(model).__name__}",
+            f"{_FLAG} needs an unfused compiled flow (flowdsl.compile) whose steps have inverses; "
+            f"got {type(model).__name__}",
             filename=where,
         )
     from flowdsl.runtime.training.memory import InvertibleMemory

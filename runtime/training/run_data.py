@@ -44,8 +44,10 @@ class RunData:
     def describe(self, data: str) -> list[str]:
         """The lines ``flowdsl train`` prints about the data."""
         head = (
-            f"data {data}: {len(self.train)} train, {len(self.val) if self.val is not None else 0} validation, {len(self.test)} test; "
-            f"shape {tuple(self.train.shape)}, {'levels ' + str(self.levels) if self.levels else 'real'}; dequantize {self.mode}"
+            f"data {data}: {len(self.train)} train, {len(self.val) if self.val is not None else 0} validation, "
+            f"{len(self.test)} test; "
+            f"shape {tuple(self.train.shape)}, {'levels ' + str(self.levels) if self.levels else 'real'}; "
+            f"dequantize {self.mode}"
         )
         return [head] + [f"  {note}" for note in self.notes]
 

@@ -17,7 +17,8 @@ import json, sys
 import flowdsl
 for path in sys.argv[1:]:
     flowdsl.load(path)
-print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'onnx', 'onnxruntime', 'numpy', 'matplotlib'}
+print(json.dumps(sorted(m for m in sys.modules
+                        if m.split('.')[0] in {'torch', 'onnx', 'onnxruntime', 'numpy', 'matplotlib'}
                         or m.startswith('flowdsl.runtime'))))
 """
 
@@ -37,7 +38,8 @@ def test_check_command_never_imports_torch():
         "sys.argv = ['flowdsl', 'check', sys.argv[1]]\n"
         "from flowdsl.cli import main\n"
         "rc = main(sys.argv[1:])\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'onnx', 'numpy'} or m.startswith('flowdsl.runtime'))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'onnx', 'numpy'} "
+        "or m.startswith('flowdsl.runtime'))\n"
         "print('IMPORTED', bad)\n"
         "sys.exit(rc)\n"
     )

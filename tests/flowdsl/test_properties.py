@@ -43,7 +43,8 @@ def layer_list(draw, shape):
             net = draw(st.sampled_from(nets))
             ck = draw(st.sampled_from(["affine", "additive"]))
             out.append(
-                f"coupling(kind={ck}, mask={mask}, net={net}, hidden={draw(st.sampled_from([4, 8]))}, depth={draw(st.integers(1, 2))})"
+                f"coupling(kind={ck}, mask={mask}, net={net}, hidden={draw(st.sampled_from([4, 8]))}, "
+                f"depth={draw(st.integers(1, 2))})"
             )
         elif kind == "squeeze":
             out.append("squeeze(factor=2)")

@@ -56,7 +56,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
         else ""
     )
     print(
-        f"wrote {args.out}: test accuracy {100 * report['test_accuracy']:.2f}% on {report['n_test']} {args.data} test images"
+        f"wrote {args.out}: test accuracy {100 * report['test_accuracy']:.2f}% "
+        f"on {report['n_test']} {args.data} test images"
         f" (train {100 * report['train_accuracy']:.2f}%){extra}"
     )
     return 0
@@ -96,7 +97,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "source": model.source_kind,
     }
     print(
-        f"{spec.name} (step {ckpt['step']}): {n} particles, {k} sampler steps from {model.source.describe()}, seed {args.seed}"
+        f"{spec.name} (step {ckpt['step']}): {n} particles, {k} sampler steps from {model.source.describe()}, "
+        f"seed {args.seed}"
     )
     if not model.scale.image:
         test = load_data(spec, data_name, "test", seed, settings.data_classes)
@@ -172,8 +174,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 )
             )
         print(
-            f"reference: the {len(train)} images of the {data_name} train split{' (classes ' + ','.join(map(str, target)) + ')' if target else ''}; "
-            f"features and accuracy from {args.classifier} (test accuracy {100 * rep.get('test_accuracy', float('nan')):.1f}%)"
+            f"reference: the {len(train)} images of the {data_name} train split"
+            f"{' (classes ' + ','.join(map(str, target)) + ')' if target else ''}; "
+            f"features and accuracy from {args.classifier} "
+            f"(test accuracy {100 * rep.get('test_accuracy', float('nan')):.1f}%)"
         )
         print(
             _fmt_table(
@@ -205,7 +209,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     res = check_estimator_parity(model, path, batch=args.batch, use_ema=not args.raw)
     print(f"wrote {path} ({model.estimator.head} of the {'raw' if args.raw else 'EMA'} estimator, step {ckpt['step']})")
     print(
-        f"onnxruntime vs PyTorch (float32, batch {args.batch}): max abs err {res['abs']:.3e}, max rel err {res['rel']:.3e}"
+        f"onnxruntime vs PyTorch (float32, batch {args.batch}): max abs err {res['abs']:.3e}, "
+        f"max rel err {res['rel']:.3e}"
     )
     print("the sampler is a PyTorch-only loop (it needs grad_x of the estimator); `flowdsl sample` runs it")
     if res["rel"] > args.tolerance:

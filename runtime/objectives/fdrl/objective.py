@@ -9,7 +9,8 @@ and ``fdrl-export`` commands (:mod:`flowdsl.runtime.objectives.fdrl.cli`):
     flowdsl train specs/fdrl_glow_digits.flow --source-checkpoint runs/glow_digits --out runs/fdrl_glow
     flowdsl train specs/fdrl_digits.flow --data-classes 7 --source-data digits --source-classes 1 \\
         --out runs/one2seven
-    flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 0.3 -o cond.png
+    flowdsl sample runs/fdrl_digits --n 100 --classifier runs/clf_guide.safetensors --label all --guidance 0.3 \\
+        -o cond.png
 """
 
 from __future__ import annotations

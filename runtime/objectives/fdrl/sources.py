@@ -162,8 +162,10 @@ class DataGaussianSource(Source):
         limit = max_covariance_bytes() if max_bytes is None else int(max_bytes)
         if need > limit:
             raise DataError(
-                f"source=data_gaussian needs a full {self.dims}×{self.dims} covariance: about {need / 1024**3:.2f} GiB, above the "
-                f"limit of {limit / 1024**3:.2f} GiB (FLOWDSL_FDRL_MAX_COVARIANCE_BYTES); use source=uniform or source=prior",
+                f"source=data_gaussian needs a full {self.dims}×{self.dims} covariance: "
+                f"about {need / 1024**3:.2f} GiB, above the "
+                f"limit of {limit / 1024**3:.2f} GiB (FLOWDSL_FDRL_MAX_COVARIANCE_BYTES); "
+                "use source=uniform or source=prior",
                 filename="fdrl",
             )
         self.register_buffer("mean", torch.zeros(self.dims))
@@ -255,7 +257,8 @@ def load_flow_into(flow: nn.Module, checkpoint: str, spec: Any) -> dict[str, Any
     stored, model, ckpt = load_model(checkpoint)
     if tuple(stored.input.shape) != tuple(spec.input.shape):
         raise CheckpointError(
-            f"the source checkpoint's flow {stored.name!r} has input {tuple(stored.input.shape)}, this spec's is {tuple(spec.input.shape)}",
+            f"the source checkpoint's flow {stored.name!r} has input {tuple(stored.input.shape)}, "
+            f"this spec's is {tuple(spec.input.shape)}",
             filename=str(ckpt.get("path", checkpoint)),
         )
     try:

@@ -32,8 +32,8 @@ curves.png, samples.png, summary.json, spec.flow and config.json, like an MLE ru
 
 The pieces: :mod:`~flowdsl.runtime.objectives.fdrl.model` (settings, estimator + EMA + source),
 :mod:`~flowdsl.runtime.objectives.fdrl.datasets` (data, classes, validation split),
-:mod:`~flowdsl.runtime.objectives.fdrl.runs` (sampling, reloading a run), :mod:`~flowdsl.runtime.objectives.fdrl.metrics`
-(metrics.csv, curves.png).
+:mod:`~flowdsl.runtime.objectives.fdrl.runs` (sampling, reloading a run),
+:mod:`~flowdsl.runtime.objectives.fdrl.metrics` (metrics.csv, curves.png).
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def train_fdrl(
         data, steps, out, resume, overwrite, quiet, overrides: as for
             :func:`flowdsl.runtime.training.train` (batch, lr, seed, warmup, clip, schedule,
             eval_every, checkpoint_every, threads, max_time, log_every, sample_n, val_fraction …).
-        fdrl: :class:`~flowdsl.runtime.objectives.fdrl.model.FDRLSettings` fields (ema, kappa, source_data, source_classes,
-            data_classes, source_checkpoint, source_temperature, data_noise, eval_n, eval_batch).
+        fdrl: :class:`~flowdsl.runtime.objectives.fdrl.model.FDRLSettings` fields (ema, kappa, source_data,
+            source_classes, data_classes, source_checkpoint, source_temperature, data_noise, eval_n, eval_batch).
 
     Returns:
         the run summary (also written to ``summary.json``).
@@ -169,7 +169,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
     train_ds, val_ds = split_validation(full, cfg.val_fraction, cfg.val_max)
     ref_ds = val_ds if val_ds is not None else test
     _say(
-        f"data {cfg.data}: {len(train_ds)} train, {len(val_ds) if val_ds is not None else 0} validation, {len(test)} test; "
+        f"data {cfg.data}: {len(train_ds)} train, {len(val_ds) if val_ds is not None else 0} validation, "
+        f"{len(test)} test; "
         f"shape {tuple(train_ds.shape)}, {'levels ' + str(train_ds.levels) if train_ds.levels else 'real'}",
         quiet,
     )
@@ -210,9 +211,11 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
     n_params = sum(p.numel() for p in model.estimator.parameters())
     kappa = model.kappa
     _say(
-        f"fdrl {spec.name}: estimator {args.estimator['call']}({', '.join(f'{k}={v}' for k, v in args.estimator['args'].items())}) "
+        f"fdrl {spec.name}: estimator {args.estimator['call']}"
+        f"({', '.join(f'{k}={v}' for k, v in args.estimator['args'].items())}) "
         f"with {n_params:,} parameters, head {model.estimator.head}; loss {args.loss}, divergence {args.divergence}; "
-        f"source {model.source.describe()}; K={args.steps} (+κ={kappa} when sampling), η={args.step_size:g}, ν={args.noise:g}; "
+        f"source {model.source.describe()}; K={args.steps} (+κ={kappa} when sampling), "
+        f"η={args.step_size:g}, ν={args.noise:g}; "
         f"{cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, EMA {settings.ema:g}, {cfg.threads} thread(s)",
         quiet,
     )
@@ -289,7 +292,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
                 rate = (step - start) / max(time.time() - t_loop, 1e-9)
                 msg = f"step {step}/{cfg.steps}  loss {row['train_loss']:.4f}  lr {lr:.2e}"
                 if do_eval:
-                    msg += f"  | energy distance to validation: samples {row['val_energy']:.4g}, source {row['source_energy']:.4g} (best {best['val_energy']:.4g} @ {best['step']})"
+                    msg += (
+                        f"  | energy distance to validation: samples {row['val_energy']:.4g}, "
+                        f"source {row['source_energy']:.4g} (best {best['val_energy']:.4g} @ {best['step']})"
+                    )
                 _say(msg + f"  {rate:.1f} it/s", quiet)
                 last_print = time.time()
         if step % cfg.checkpoint_every == 0 or do_eval:
@@ -351,8 +357,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     _say(
-        f"done: {step} steps in {summary['seconds']:.1f} s; energy distance to the test split: FDRL samples {test_e:.4g}, "
-        f"source {test_src:.4g} ({summary['test_improvement']:.1f}× closer; best validation {best['val_energy']:.4g} at step "
+        f"done: {step} steps in {summary['seconds']:.1f} s; "
+        f"energy distance to the test split: FDRL samples {test_e:.4g}, "
+        f"source {test_src:.4g} ({summary['test_improvement']:.1f}× closer; "
+        f"best validation {best['val_energy']:.4g} at step "
         f"{best['step']}); run folder {out}",
         quiet,
     )

@@ -283,7 +283,10 @@ def test_fused_is_an_independent_eval_copy_that_pickles():
 
 
 def test_dtype_and_device_follow_the_module_and_16bit_logdets_stay_float32():
-    body = "actnorm conv1x1 coupling(hidden=8) butterfly(over=width) conv(kind=periodic, kernel=3) squeeze coupling(hidden=8)"
+    body = (
+        "actnorm conv1x1 coupling(hidden=8) butterfly(over=width) conv(kind=periodic, kernel=3) "
+        "squeeze coupling(hidden=8)"
+    )
     (m, x), _ = both_precisions(spec(IMG.format(c=4, h=4, w=4), body))
     f32 = m.float().fuse()
     x32 = x.float()
@@ -411,8 +414,8 @@ def test_bench_convolution_floor_runs_exactly_the_conditioner_programs():
     assert "| fused + compile vs normflows | sample | 2.00× [2.00–2.00] | 1.67× [1.67–1.67] | yes |" in text
     assert "| fresh process | log_prob | 3.0 [3.0–3.0] | 2.0 [1.2–2.8] | 1.0 [1.0–1.0] | 3.00× | 2.00× |" in text
     assert (
-        "| steady state (after one training step) | sample | 2.0 [2.0–2.0] | 1.5 [1.1–1.9] | 1.0 [1.0–1.0] | 2.00× | 1.50× |"
-        in text
+        "| steady state (after one training step) | sample | 2.0 [2.0–2.0] | 1.5 [1.1–1.9] | 1.0 [1.0–1.0] | "
+        "2.00× | 1.50× |" in text
     )
 
 

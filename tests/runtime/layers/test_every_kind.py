@@ -82,7 +82,9 @@ def test_every_kind_has_an_example():
     assert not missing, f"layer kinds without an example in tests/runtime/layers/test_every_kind.py: {missing}"
 
 
-@pytest.mark.parametrize("kind,inp,layer", CASES, ids=[f"{k}:{l[:48]}@{i.split('(')[1][:-1]}" for k, i, l in CASES])
+@pytest.mark.parametrize(
+    "kind,inp,layer", CASES, ids=[f"{k}:{layer[:48]}@{i.split('(')[1][:-1]}" for k, i, layer in CASES]
+)
 def test_kind_roundtrip_and_jacobian_logdet(kind, inp, layer):
     model, x = compiled(spec_text(inp, layer))
     check_invertible(model, x, tol=1e-10)

@@ -28,7 +28,8 @@ WRITER = textwrap.dedent(
     while True:
         step += 1
         big["w0"][0, 0] = float(step)
-        save_checkpoint(path, spec_text=text, spec_sha256=hashlib.sha256(text.encode()).hexdigest(), step=step, model_state=big)
+        save_checkpoint(path, spec_text=text, spec_sha256=hashlib.sha256(text.encode()).hexdigest(), step=step,
+                        model_state=big)
     """
 )
 
