@@ -19,7 +19,8 @@ from typing import Any, Callable
 from flowdsl.compiler.ir import FlowGraph
 from flowdsl.compiler.passes.build import build_graph
 from flowdsl.compiler.passes.check import check
-from flowdsl.compiler.passes.expand import Diagnostics, expand
+from flowdsl.compiler.passes.diagnostics import Diagnostics
+from flowdsl.compiler.passes.expand import expand
 from flowdsl.compiler.passes.shapes import infer_shapes
 from flowdsl.parser import parse_syntax
 

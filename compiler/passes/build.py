@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flowdsl.compiler.ir import FlowGraph, Node
 from flowdsl.compiler.kinds import get_layer
-from flowdsl.compiler.passes.expand import Diagnostics
+from flowdsl.compiler.passes.diagnostics import Diagnostics
 from flowdsl.schema import FlowSpec, LayerSpec
 
 __all__ = ["build_graph", "layer_node"]

@@ -12,7 +12,7 @@ import math
 from flowdsl.compiler.ir import FlowGraph
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior
 from flowdsl.compiler.limits import LIMITS
-from flowdsl.compiler.passes.expand import Diagnostics
+from flowdsl.compiler.passes.diagnostics import Diagnostics
 from flowdsl.compiler.registry import CheckContext
 from flowdsl.errors import ResourceLimitError
 

@@ -15,7 +15,7 @@ from flowdsl.compiler.ir import FlowGraph, Node
 from flowdsl.compiler.kinds import get_layer
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.build import layer_node
-from flowdsl.compiler.passes.expand import Diagnostics
+from flowdsl.compiler.passes.diagnostics import Diagnostics
 from flowdsl.compiler.registry import CheckContext
 from flowdsl.errors import ResourceLimitError
 
