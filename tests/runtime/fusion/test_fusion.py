@@ -348,7 +348,8 @@ def test_invertible_memory_gradients_match_and_save_activations():
 
 # ------------------------------------------------------------------ bench helpers
 def test_bench_recognises_glow_and_builds_the_same_normflows_architecture():
-    from flowdsl.runtime.bench.suite import alternate, glow_structure, normflows_glow
+    from flowdsl.runtime.bench.normflows import glow_structure, normflows_glow
+    from flowdsl.runtime.bench.suite import alternate
 
     g = flowdsl.check_graph((SPECS[0].parent / "glow_cifar.flow").read_text())
     scales = glow_structure(g)
