@@ -4,9 +4,9 @@
   ``python -c "import lark, pydantic, networkx"`` (the libraries the front end cannot do
   without), run alternately; medians of the rounds and their ratio. The compiler imports no
   torch, so the ratio is what the front end itself costs.
-* **Warm parse**: ``flowdsl.parse`` of generated specs of 10 … 5,000 layers in one process
-  (after one warm-up parse), median of several parses each; the 5,000/1,000 ratio shows whether
-  the cost grows linearly with the spec.
+* **Warm parse**: ``flowdsl.parse`` of generated specs of 10 … 5,000 layers in one fresh
+  process without torch (after one warm-up parse), median of several rounds; the 5,000/1,000
+  ratio shows whether the cost grows linearly with the spec.
 """
 
 from __future__ import annotations
@@ -62,35 +62,45 @@ def cold_check(spec: str, rounds: int = 5) -> dict[str, float]:
     return {"check": st.median(a), "libs": st.median(b), "ratio": st.median(a) / st.median(b)}
 
 
-def warm_parse(
-    sizes=(10, 100, 1000, 5000), styles=("repeat", "flat", "blocks"), repeats: int = 5, clock=time.perf_counter
-) -> dict:
-    """{style: {layers: median seconds}} of ``flowdsl.parse`` in this (warm) process, by ``clock``
-    (wall time by default; ``time.process_time`` counts this process's CPU time only, which other
-    work on a shared machine does not inflate)."""
-    import flowdsl
+def warm_parse(sizes=(10, 100, 1000, 5000), styles=("repeat", "flat", "blocks"), repeats: int = 7) -> dict:
+    """{style: {layers: median seconds}} of warm ``flowdsl.parse`` (wall time), measured in a fresh
+    interpreter that imports only flowdsl's front end (no torch, whose idle worker threads and
+    heap would colour the numbers). Each spec is parsed once to warm up; then the sizes of a style
+    alternate round by round, ``repeats`` rounds, so drift on a shared machine hits them alike."""
+    import json
 
-    out: dict[str, dict[int, float]] = {}
-    for style in styles:
-        out[style] = {}
-        for n in sizes:
-            text = spec_of_layers(n, style)
-            flowdsl.parse(text)  # warm-up
-            times = []
-            for _ in range(repeats):
-                t0 = clock()
-                flowdsl.parse(text)
-                times.append(clock() - t0)
-            out[style][n] = st.median(times)
-    return out
+    code = (
+        "import json, statistics as st, sys, time\n"
+        "import flowdsl\n"
+        "from flowdsl.runtime.bench.frontend import spec_of_layers\n"
+        "sizes, styles, repeats = json.loads(sys.argv[1])\n"
+        "out = {}\n"
+        "for style in styles:\n"
+        "    texts = {n: spec_of_layers(n, style) for n in sizes}\n"
+        "    for text in texts.values():\n"
+        "        flowdsl.parse(text)\n"
+        "    times = {n: [] for n in sizes}\n"
+        "    for _ in range(repeats):\n"
+        "        for n, text in texts.items():\n"
+        "            t0 = time.perf_counter()\n"
+        "            flowdsl.parse(text)\n"
+        "            times[n].append(time.perf_counter() - t0)\n"
+        "    out[style] = {n: st.median(v) for n, v in times.items()}\n"
+        "assert 'torch' not in sys.modules\n"
+        "print(json.dumps(out))\n"
+    )
+    arg = json.dumps([list(sizes), list(styles), repeats])
+    res = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, check=True)
+    raw = json.loads(res.stdout.strip().splitlines()[-1])
+    return {style: {int(n): v for n, v in row.items()} for style, row in raw.items()}
 
 
 def frontend_section(spec: str, say: Callable[[str], None] = print, rounds: int = 5) -> str:
     """The ``## Front end`` markdown section."""
     say(f"front end: cold check of {spec} vs importing lark, pydantic, networkx ({rounds} alternating rounds)")
     cold = cold_check(spec, rounds)
-    say("front end: warm parse at 10 … 5,000 layers (wall time, then CPU time)")
-    warm = {"wall": warm_parse(), "cpu": warm_parse(clock=time.process_time)}
+    say("front end: warm parse at 10 … 5,000 layers (a fresh interpreter without torch)")
+    warm = warm_parse()
     lines = [
         "## Front end",
         "",
@@ -103,15 +113,14 @@ def frontend_section(spec: str, say: Callable[[str], None] = print, rounds: int 
         f"| `import lark, pydantic, networkx` | {cold['libs']:.3f} |",
         f"| ratio | **{cold['ratio']:.2f}×** |",
         "",
-        "Warm `flowdsl.parse` (median of 5 after a warm-up; Glow steps of actnorm, conv1x1, coupling on 4×8×8; "
-        "`repeat` unrolled, `flat` written out, `blocks` one block called per step), in wall time and in this "
-        "process's CPU time (which other work on a shared machine does not inflate):",
+        "Warm `flowdsl.parse`, wall time, in a fresh interpreter that imports no torch (median of 7 rounds after a "
+        "warm-up, the sizes alternating round by round; Glow steps of actnorm, conv1x1, coupling on 4×8×8: "
+        "`repeat` unrolled, `flat` written out line by line, `blocks` one block called per step):",
         "",
-        "| spec | clock | 10 | 100 | 1,000 | 5,000 | 5,000 / 1,000 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| spec | 10 | 100 | 1,000 | 5,000 | 5,000 / 1,000 |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for clock_name, table in warm.items():
-        for style, row in table.items():
-            cells = " | ".join(f"{row[n] * 1000:.1f} ms" for n in sorted(row))
-            lines.append(f"| {style} | {clock_name} | {cells} | {row[max(row)] / row[1000]:.2f}× |")
+    for style, row in warm.items():
+        cells = " | ".join(f"{row[n] * 1000:.1f} ms" for n in sorted(row))
+        lines.append(f"| {style} | {cells} | {row[max(row)] / row[1000]:.2f}× |")
     return "\n".join(lines) + "\n"
