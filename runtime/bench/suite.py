@@ -393,7 +393,7 @@ def acceptance_section(glow: str, args: argparse.Namespace, flags: dict[str, boo
         "Each thread count in its own fresh process: all variants alternate round by round; then the unfused "
         "model takes one training step and the same rounds run again (glibc's malloc keeps the freed blocks after "
         "such a peak, so the unfused model's large temporaries stop costing page faults, which narrows the eager "
-        "gap: the steady state). A target counts as met only when it holds in both states. The issue's "
+        "gap: the steady state). A target counts as met only when it holds in both states. The targets' "
         "configuration is 2 threads. `flowdsl.runtime.bench.acceptance` explains the convolution floor.\n\n"
     )
     threads = [args.threads] + [

@@ -6,6 +6,7 @@ Listed here explicitly; importing this package registers every built-in prior lo
 from __future__ import annotations
 
 from flowdsl.runtime.priors import gaussian, laplace, spike_slab  # noqa: F401
+from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import (
     get_prior_lowering,
     lowered_priors,
@@ -13,4 +14,4 @@ from flowdsl.runtime.priors.lowering import (
     unregister_prior_lowering,
 )
 
-__all__ = ["prior_lowering", "unregister_prior_lowering", "get_prior_lowering", "lowered_priors"]
+__all__ = ["Prior", "prior_lowering", "unregister_prior_lowering", "get_prior_lowering", "lowered_priors"]

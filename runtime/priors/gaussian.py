@@ -12,12 +12,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import prior_lowering
 
 __all__ = ["GaussianPrior"]
 
 
-class GaussianPrior(nn.Module):
+class GaussianPrior(Prior):
     def __init__(self, shape: tuple[int, ...], learned: bool = False) -> None:
         super().__init__()
         self.shape = tuple(shape)

@@ -13,12 +13,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import prior_lowering
 
 __all__ = ["LaplacePrior"]
 
 
-class LaplacePrior(nn.Module):
+class LaplacePrior(Prior):
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0, learned: bool = False) -> None:
         super().__init__()
         self.shape = tuple(shape)

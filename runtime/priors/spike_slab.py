@@ -35,8 +35,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import prior_lowering
 
 __all__ = ["SpikeSlabPrior"]
@@ -44,7 +45,7 @@ __all__ = ["SpikeSlabPrior"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class SpikeSlabPrior(nn.Module):
+class SpikeSlabPrior(Prior):
     """The spike-and-slab base distribution over latents of ``shape`` (see the module docstring).
 
     Example:

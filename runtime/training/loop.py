@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
 from flowdsl.runtime.data import nats_to_bits_per_dim
+from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint
 from flowdsl.runtime.training.config import resolve_config
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
@@ -79,10 +80,9 @@ class _LogProb(nn.Module):
 
 
 def _set_step(model: nn.Module, step: int) -> None:
-    for m in model.modules():
-        fn = getattr(m, "set_step", None)
-        if callable(fn) and m is not model:
-            fn(step)
+    """Tell the prior the training step (its declared protocol, ``Prior.set_step``)."""
+    if isinstance(model.prior, Prior):
+        model.prior.set_step(step)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -245,14 +245,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
 
     # annealed modules (spike_slab) change the density until their schedule ends: only states
     # from then on are candidates for best.pt, so the selected model has the spec's prior
-    anneal_until = max(
-        [
-            int(getattr(m, "anneal", 0) or 0)
-            for m in model.modules()
-            if m is not model and callable(getattr(m, "set_step", None))
-        ],
-        default=0,
-    )
+    anneal_until = int(model.prior.anneal) if isinstance(model.prior, Prior) else 0
     if anneal_until:
         say(f"annealing until step {anneal_until}: best.pt is chosen among evaluations from then on", quiet, info)
 
