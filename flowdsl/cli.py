@@ -142,7 +142,9 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argparse.ArgumentParser:
     """The argument parser; ``plugins=False`` leaves out the runtime's subcommands."""
-    p = argparse.ArgumentParser(prog="flowdsl", description="A declarative graph compiler for normalizing flows.")
+    from flowdsl.cliargs import FlowArgumentParser
+
+    p = FlowArgumentParser(prog="flowdsl", description="A declarative graph compiler for normalizing flows.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for every error")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
