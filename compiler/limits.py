@@ -37,6 +37,12 @@ class Limits:
     max_expansion_steps: int = _env_int("FLOWDSL_MAX_EXPANSION_STEPS", 200_000)
     #: most activation memory for one training step at the spec's batch size (bytes, float32)
     max_activation_bytes: int = _env_int("FLOWDSL_MAX_ACTIVATION_BYTES", 16 * 1024**3)
+    #: largest batch size (training, evaluation, export checks)
+    max_batch: int = _env_int("FLOWDSL_MAX_BATCH", 65_536)
+    #: most samples one command draws (they are drawn in batches of at most max_batch)
+    max_samples: int = _env_int("FLOWDSL_MAX_SAMPLES", 1_000_000)
+    #: most torch / onnxruntime threads a command may ask for
+    max_threads: int = _env_int("FLOWDSL_MAX_THREADS", 256)
 
 
 LIMITS = Limits()
