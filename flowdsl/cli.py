@@ -6,8 +6,9 @@
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
     (train, sample, explain, bench: registered by their runtime modules)
 
-Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
-User errors print without a traceback; ``--debug`` shows it.
+Exit codes: 0 success, 1 user error (bad spec, data or checkpoint, and usage errors such as an
+unknown flag or an out-of-range number), 2 internal error. User errors print without a
+traceback; ``--debug`` (before or after the command) shows it. ``flowdsl --version``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from flowdsl.runtime.explain.draw import draw_graph
 
     spec = flowdsl.parse(_read(args.file), filename=args.file)
-    out = draw_graph(spec.graph, args.output)
+    try:
+        out = draw_graph(spec.graph, args.output)
+    except FlowDSLError as e:  # the drawing's errors are about the output file
+        if e.filename == "<string>":
+            e.filename = args.output
+        raise
     print(f"wrote {out}")
     return 0
 
@@ -135,6 +141,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, steps=args.steps, sweep=args.sweep, specs_dir=args.specs)
 
 
+DEBUG_HELP = "show tracebacks for every error (also FLOWDSL_DEBUG=1)"
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -142,35 +151,44 @@ def _command_of(argv: Sequence[str]) -> str | None:
 
 def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argparse.ArgumentParser:
     """The argument parser; ``plugins=False`` leaves out the runtime's subcommands."""
-    from flowdsl.cliargs import FlowArgumentParser
+    from flowdsl.cliargs import FlowArgumentParser, batch_size, positive_float, steps
+    from flowdsl.version import __version__
 
     p = FlowArgumentParser(prog="flowdsl", description="A declarative graph compiler for normalizing flows.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for every error")
+    p.add_argument("--version", action="version", version=f"flowdsl {__version__}", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     c = sub.add_parser("check", help="check a spec file and print its bijector graph")
-    c.add_argument("file")
+    c.add_argument("file", help="spec file (.flow)")
     c.add_argument("--explain", action="store_true", help="print the IR after each pass")
     c.add_argument("--werror", action="store_true", help="exit 1 when the checker has warnings")
     c.set_defaults(func=_cmd_check)
 
     g = sub.add_parser("graph", help="draw the bijector graph (.svg, .png or .dot)")
-    g.add_argument("file")
-    g.add_argument("-o", "--output", required=True)
+    g.add_argument("file", help="spec file (.flow)")
+    g.add_argument("-o", "--output", required=True, help="output file: .svg or .png (matplotlib) or .dot (Graphviz)")
     g.set_defaults(func=_cmd_graph)
 
     e = sub.add_parser("export", help="export forward.onnx and inverse.onnx and check them in onnxruntime")
-    e.add_argument("file")
-    e.add_argument("--checkpoint", default=None)
-    e.add_argument("--out", required=True)
-    e.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
-    e.add_argument("--batch", type=int, default=7, help="batch size of the parity check")
-    e.add_argument("--tolerance", type=float, default=1e-4)
+    e.add_argument("file", help="spec file (.flow)")
+    e.add_argument("--checkpoint", default=None, help="trained weights (default: the spec's seeded initialisation)")
+    e.add_argument("--out", required=True, help="output folder for forward.onnx and inverse.onnx")
+    e.add_argument(
+        "--exporter",
+        choices=["auto", "torchscript", "dynamo"],
+        default="auto",
+        help="PyTorch's ONNX exporter (default auto: TorchScript, dynamo where it cannot)",
+    )
+    e.add_argument("--batch", type=batch_size, default=7, help="batch size of the parity check (default 7)")
+    e.add_argument(
+        "--tolerance", type=positive_float(), default=1e-4, help="largest relative error accepted (default 1e-4)"
+    )
     e.set_defaults(func=_cmd_export)
 
     d = sub.add_parser("demo", help="train the digits Glow, write a sample grid, export it (the main job)")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--steps", type=int, default=None, help="training steps (default: the spec's)")
+    d.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    d.add_argument("--steps", type=steps, default=None, help="training steps (default: the spec's)")
     d.add_argument("--sweep", action="store_true", help="also check, round-trip and export every bundled spec")
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
@@ -185,12 +203,27 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
         m.register(sub)
     for fn in extra:
         fn(sub)
+    for sp in sub.choices.values():  # --debug is accepted after the command too
+        if "--debug" not in sp._option_string_actions:
+            sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return p
+
+
+def _subject(args: argparse.Namespace | None) -> str | None:
+    """The file a command works on (its first positional argument), for errors raised without one."""
+    for name in ("file", "source", "spec", "run", "specs"):
+        value = getattr(args, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if len(value) == 1 else None
+        if value:
+            return str(value)
+    return getattr(args, "command", None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLOWDSL_DEBUG") == "1"
+    args = None
     try:
         parser = build_parser(plugins=_command_of(argv) not in CORE_COMMANDS)
         args = parser.parse_args(argv)
@@ -199,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return int(args.func(args) or 0)
     except FlowDSLError as e:
+        if e.filename == "<string>" and _subject(args):  # name the file, not <string>
+            e.filename = _subject(args)
         if debug:
             import traceback
 

@@ -26,10 +26,21 @@ __all__ = [
     "nonnegative_float",
     "seed",
     "MAX_SEED",
+    "MAX_STEPS",
+    "limited_int",
+    "thread_count",
+    "batch_size",
+    "sample_count",
+    "sample_count_or_zero",
+    "batch_size_or_zero",
+    "steps",
+    "int_list",
 ]
 
 #: largest seed torch's generators take (``torch.manual_seed`` accepts [-2**63, 2**64))
 MAX_SEED = 2**63 - 1
+#: most training steps, as the language's ``train(steps=...)`` (``flowdsl.schema.TrainSpec``)
+MAX_STEPS = 100_000_000
 
 
 class FlowArgumentParser(argparse.ArgumentParser):
@@ -77,16 +88,19 @@ def float_range(
     maximum: float | None = None,
     *,
     open_min: bool = False,
+    open_max: bool = False,
 ) -> Callable[[str], float]:
-    """An argparse type: a finite number in [minimum, maximum] (``open_min``: > minimum)."""
+    """An argparse type: a finite number in [minimum, maximum] (``open_min``: > minimum,
+    ``open_max``: < maximum)."""
 
     def parse(text: str) -> float:
         value = _parse_float(text)
         if minimum is not None and (value <= minimum if open_min else value < minimum):
             word = "greater than" if open_min else "at least"
             raise argparse.ArgumentTypeError(f"must be {word} {minimum:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {value:g}")
+        if maximum is not None and (value >= maximum if open_max else value > maximum):
+            word = "less than" if open_max else "at most"
+            raise argparse.ArgumentTypeError(f"must be {word} {maximum:g}, got {value:g}")
         return value
 
     parse.__name__ = "number"
@@ -116,3 +130,63 @@ def nonnegative_float(maximum: float | None = None) -> Callable[[str], float]:
 #: a random seed: a whole number in [0, 2**63 - 1]
 seed = int_range(0, MAX_SEED)
 seed.__name__ = "seed"
+
+
+_LIMIT_WORDS = {"max_threads": "threads", "max_batch": "per batch", "max_samples": "samples"}
+
+
+def limited_int(name: str, minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number in [minimum, LIMITS.<name>] (``name``: ``max_threads``,
+    ``max_batch``, ``max_samples``, ...), the limit read when the flag is parsed (so a changed
+    ``LIMITS`` or its environment variable applies)."""
+    what = _LIMIT_WORDS.get(name, "")
+
+    def parse(text: str) -> int:
+        from flowdsl.compiler.limits import LIMITS
+
+        limit = getattr(LIMITS, name)
+        value = _parse_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value:,}")
+        if value > limit:
+            env = f"FLOWDSL_{name.upper()}"
+            raise argparse.ArgumentTypeError(
+                f"must be at most {limit:,}{' ' + what if what else ''} ({env}), got {value:,}"
+            )
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+#: a thread count: 1 .. LIMITS.max_threads
+thread_count = limited_int("max_threads")
+#: a batch size: 1 .. LIMITS.max_batch
+batch_size = limited_int("max_batch")
+#: a number of samples: 1 .. LIMITS.max_samples
+sample_count = limited_int("max_samples")
+#: a number of samples where 0 means none: 0 .. LIMITS.max_samples
+sample_count_or_zero = limited_int("max_samples", minimum=0)
+#: a batch size where 0 means "all at once": 0 .. LIMITS.max_batch
+batch_size_or_zero = limited_int("max_batch", minimum=0)
+#: a number of training steps: 0 .. MAX_STEPS (as ``train(steps=...)``)
+steps = int_range(0, MAX_STEPS)
+
+
+def int_list(item: Callable[[str], int]) -> Callable[[str], list[int]]:
+    """An argparse type: a comma-separated list of whole numbers, each checked by ``item``
+    (empty text gives an empty list)."""
+
+    def parse(text: str) -> list[int]:
+        out = []
+        for part in str(text).split(","):
+            if not part.strip():
+                continue
+            try:
+                out.append(item(part))
+            except argparse.ArgumentTypeError as e:
+                raise argparse.ArgumentTypeError(f"{part.strip()!r}: {e}") from None
+        return out
+
+    parse.__name__ = "list"
+    return parse

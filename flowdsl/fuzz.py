@@ -284,8 +284,10 @@ def _cmd_fuzz(args) -> int:
 
 
 def register(subparsers) -> None:
+    from flowdsl.cliargs import positive_float, positive_int, seed
+
     p = subparsers.add_parser("fuzz", help="fuzz the front end: mutated specs must be accepted or get a located error")
-    p.add_argument("--n", type=int, default=20_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=2.0)
+    p.add_argument("--n", type=positive_int(100_000_000), default=20_000, help="mutated specs to try (default 20000)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the mutations (default 0)")
+    p.add_argument("--time-limit", type=positive_float(), default=2.0, help="seconds one input may take (default 2)")
     p.set_defaults(func=_cmd_fuzz)

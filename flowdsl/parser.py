@@ -87,6 +87,30 @@ def _check_nesting(text: str, filename: str) -> None:
             depth = max(0, depth - 1)
 
 
+#: what the grammar skips when it looks for brackets: comments and strings (grammar/flowdsl.lark)
+_BRACKET_OR_SKIPPED = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|[{}()\[\]]')
+_CLOSER = {"{": "}", "(": ")", "[": "]"}
+
+
+def _unclosed_bracket(text: str) -> str:
+    """For an unexpected end of file: ``: the '{' at LINE:COL is not closed`` for the innermost
+    bracket still open at the end (comments and strings skipped), else ``""``."""
+    stack: list[int] = []
+    for m in _BRACKET_OR_SKIPPED.finditer(text):
+        c = m.group()
+        if c in _CLOSER:
+            stack.append(m.start())
+        elif c in "})]":
+            if stack and _CLOSER[text[stack[-1]]] == c:
+                stack.pop()
+    if not stack:
+        return ""
+    i = stack[-1]
+    line = text.count("\n", 0, i) + 1
+    col = i - (text.rfind("\n", 0, i) + 1) + 1
+    return f": the '{text[i]}' at {line}:{col} is not closed"
+
+
 def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFile, str]:
     """Parse spec text into a :class:`SpecFile`. Returns the tree and the decoded text.
 
@@ -144,7 +168,7 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         line = len(lines)
         col = len(lines[-1]) + 1
         raise ParseError(
-            f"unexpected end of file{_describe(set(e.expected or ()))}",
+            f"unexpected end of file{_unclosed_bracket(text)}{_describe(set(e.expected or ()))}",
             filename=filename,
             span=Span(line, col, line, col + 1),
             source=text,
@@ -154,7 +178,7 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         if tok.type == "$END":
             lines = source_lines(text) or [""]
             line, col = len(lines), len(lines[-1]) + 1
-            what = "unexpected end of file"
+            what = "unexpected end of file" + _unclosed_bracket(text)
         else:
             line, col = tok.line, tok.column
             what = (

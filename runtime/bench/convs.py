@@ -22,7 +22,6 @@ in milliseconds, under ``torch.no_grad``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import platform
 import time
@@ -369,12 +368,14 @@ def sample_vs_log_prob(path: str, batch: int = 64, repeats: int = 5) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flowdsl.runtime.bench.convs", description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=64)
+    from flowdsl.cliargs import FlowArgumentParser, batch_size, positive_int, thread_count
+
+    ap = FlowArgumentParser(prog="python -m flowdsl.runtime.bench.convs", description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=batch_size, default=64, help="batch size (default 64)")
     ap.add_argument("--shape", default="3,32,32", help="C,H,W")
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument("--repeats", type=positive_int(10_000), default=15, help="timed rounds (default 15)")
+    ap.add_argument("--threads", type=thread_count, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-naive", action="store_true", help="leave out the naive reference layers")
     ap.add_argument("--spec", default=None, help="also time sample vs log_prob of this spec")
     ap.add_argument("--onnx", action="store_true", help="also time the frozen layers in onnxruntime")
     ap.add_argument("-o", "--out", default=None, help="write the markdown here")

@@ -396,9 +396,7 @@ def acceptance_section(glow: str, args: argparse.Namespace, flags: dict[str, boo
         "gap: the steady state). A target counts as met only when it holds in both states. The targets' "
         "configuration is 2 threads. `flowdsl.runtime.bench.acceptance` explains the convolution floor.\n\n"
     )
-    threads = [args.threads] + [
-        int(v) for v in args.acceptance_threads.split(",") if v.strip() and int(v) != args.threads
-    ]
+    threads = [args.threads] + [v for v in args.acceptance_threads if v != args.threads]
     for t in threads:
         say(f"acceptance: {glow} on {t} thread(s) (fresh process)")
         text += (
@@ -422,16 +420,19 @@ def _foreign_sections(old: str, new: str) -> list[str]:
 
 
 def register(subparsers) -> None:
+    from flowdsl.cliargs import batch_size, int_list, positive_int, thread_count
+
     b = subparsers.add_parser(
         "bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory"
     )
-    b.add_argument("specs", nargs="+", metavar="SPEC")
-    b.add_argument("--batch", type=int, default=64)
-    b.add_argument("--repeats", type=int, default=12, help="alternating rounds per direction")
-    b.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads of the main tables")
+    b.add_argument("specs", nargs="+", metavar="SPEC", help="spec files to benchmark")
+    b.add_argument("--batch", type=batch_size, default=64, help="batch size of the timed calls (default 64)")
+    b.add_argument("--repeats", type=positive_int(10_000), default=12, help="alternating rounds per direction")
+    b.add_argument("--threads", type=thread_count, default=2, help="torch (and onnxruntime) threads of the main tables")
     b.add_argument(
         "--acceptance-threads",
-        default="",
+        type=int_list(thread_count),
+        default=[],
         help="comma list: re-run the glow_cifar acceptance comparison on these thread counts too",
     )
     b.add_argument("--out", default=None, help="write the markdown here (e.g. BENCHMARKS.md)")
@@ -441,10 +442,10 @@ def register(subparsers) -> None:
         help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
         "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times)",
     )
-    b.add_argument("--no-compile", action="store_true")
-    b.add_argument("--no-onnx", action="store_true")
-    b.add_argument("--no-normflows", action="store_true")
-    b.add_argument("--no-memory", action="store_true")
+    b.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
+    b.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime variant")
+    b.add_argument("--no-normflows", action="store_true", help="leave out the normflows comparison")
+    b.add_argument("--no-memory", action="store_true", help="leave out the training-step memory table")
     b.add_argument("--memory-specs", default="", help="comma list of spec names for the memory table (default: all)")
     b.set_defaults(func=_cmd)
 

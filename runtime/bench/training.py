@@ -142,17 +142,19 @@ def _cmd(args) -> int:
 
 
 def register(subparsers) -> None:
+    from flowdsl.cliargs import steps
+
     p = subparsers.add_parser(
         "bench-training", help="test bits/dim of every digits spec after a fixed step budget, with reference densities"
     )
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=steps, default=3000, help="training steps of every digits spec (default 3000)")
     p.add_argument(
         "--mnist-steps",
-        type=int,
+        type=steps,
         default=0,
         help="also train a small MNIST Glow (needs the IDX files, see runtime/data/README.md)",
     )
     p.add_argument("--runs", default="runs/bench_training", help="folder for the training runs")
     p.add_argument("--out", default=None, help="write the markdown report here (e.g. benchmarks/training.md)")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="show the training runs' progress")
     p.set_defaults(func=_cmd)

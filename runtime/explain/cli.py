@@ -42,7 +42,7 @@ def load_model_for_explain(source: str, checkpoint: str | None = None):
             load_weights(model, checkpoint)
         return model, bool(checkpoint)
     if not path.exists():
-        raise FlowDSLError(f"no such spec file, checkpoint or run folder: {source}")
+        raise FlowDSLError("no such spec file, checkpoint or run folder", filename=str(source))
     from flowdsl.runtime.training.models import load_model
 
     _spec, model, _ckpt = load_model(path)  # the checkpoint keeps its own spec text
@@ -147,7 +147,7 @@ def _cmd_inpaint(model, args) -> None:
 def _cmd_benchmark(args) -> None:
     from flowdsl.runtime.bench.rg import inpaint_benchmark
 
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = list(args.sizes)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread gives stable timings
     try:
@@ -252,7 +252,7 @@ def run_explain(args: argparse.Namespace) -> int:
         from flowdsl.runtime.explain.latents import find_rg, randomise_parameters
 
         if not find_rg(model):
-            raise FlowDSLError(f"{args.source}: the model has no rg layer; explain works on RG-Flow models")
+            raise FlowDSLError("the model has no rg layer; explain works on RG-Flow models", filename=args.source)
         if args.fit:
             print(f"quick fit: {args.fit} MLE steps on the spec's data")
             quick_fit(model, args.fit, args.data, args.seed, log=print)
@@ -272,6 +272,18 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``flowdsl explain`` to the CLI's subparsers."""
+    from flowdsl.cliargs import (
+        int_list,
+        nonnegative_float,
+        positive_float,
+        positive_int,
+        sample_count,
+        seed,
+        steps,
+        thread_count,
+    )
+    from flowdsl.compiler.limits import LIMITS
+
     e = subparsers.add_parser(
         "explain",
         help="RG-Flow explanations: receptive fields, scale/temperature mixing, inpainting",
@@ -286,34 +298,60 @@ def register(subparsers) -> None:
         "--inpaint-benchmark", action="store_true", help="touched latents and time vs L, as a markdown table"
     )
     e.add_argument("-o", "--output", default=None, help="output file (.png; .md for --inpaint-benchmark)")
-    e.add_argument("--samples", type=int, default=32, help="prior samples for the receptive-field expectation")
-    e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--pairs", type=int, default=3, help="image pairs / draws in the mixing grid")
-    e.add_argument("--t-high", type=float, default=0.8)
-    e.add_argument("--t-low", type=float, default=0.2)
-    e.add_argument("--hole", type=int, default=None, help="hole side in pixels (default L/4; benchmark: 4)")
-    e.add_argument("--steps", type=int, default=100, help="inpainting optimisation steps")
-    e.add_argument("--method", choices=["map", "langevin"], default="map")
-    e.add_argument("--sizes", default="8,16,32,64", help="benchmark image sizes")
-    e.add_argument("--kernel", type=int, default=4, help="benchmark patch edge K")
+    e.add_argument("--samples", type=sample_count, default=32, help="prior samples for the receptive-field expectation")
     e.add_argument(
-        "--repeats", type=int, default=3, help="benchmark: time each inpainting this many times, keep the fastest"
+        "--temperature", type=positive_float(), default=1.0, help="prior temperature of the pictures (default 1)"
+    )
+    e.add_argument("--pairs", type=positive_int(1024), default=3, help="image pairs / draws in the mixing grid")
+    e.add_argument(
+        "--t-high", type=positive_float(), default=0.8, help="temperature mixing: the high temperature (default 0.8)"
+    )
+    e.add_argument(
+        "--t-low", type=positive_float(), default=0.2, help="temperature mixing: the low temperature (default 0.2)"
+    )
+    e.add_argument(
+        "--hole",
+        type=positive_int(LIMITS.max_dim),
+        default=None,
+        help="hole side in pixels (default L/4; benchmark: 4)",
+    )
+    e.add_argument("--steps", type=steps, default=100, help="inpainting optimisation steps")
+    e.add_argument(
+        "--method", choices=["map", "langevin"], default="map", help="inpainting: MAP ascent or Langevin sampling"
+    )
+    e.add_argument(
+        "--sizes",
+        type=int_list(positive_int(LIMITS.max_dim)),
+        default=[8, 16, 32, 64],
+        help="benchmark image sizes, comma-separated (default 8,16,32,64)",
+    )
+    e.add_argument("--kernel", type=positive_int(LIMITS.max_dim), default=4, help="benchmark patch edge K")
+    e.add_argument(
+        "--repeats",
+        type=positive_int(1000),
+        default=3,
+        help="benchmark: time each inpainting this many times, keep the fastest",
     )
     e.add_argument(
         "--data", default=None, help="data for mixing/inpainting/--fit (default: the spec's train(data=...))"
     )
-    e.add_argument("--fit", type=int, default=0, help="first train this many quick MLE steps")
+    e.add_argument("--fit", type=steps, default=0, help="first train this many quick MLE steps")
     e.add_argument(
-        "--perturb", type=float, default=None, help="randomise weights with this std (default 0.1 when untrained)"
+        "--perturb",
+        type=nonnegative_float(),
+        default=None,
+        help="randomise weights with this std (default 0.1 when untrained)",
     )
-    e.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machines are shared)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=thread_count, default=1, help="torch threads (default 1: the machines are shared)")
+    e.add_argument("--seed", type=seed, default=0, help="random seed (samples, perturbation, fitting)")
     e.set_defaults(func=run_explain)
 
 
 def main(argv=None) -> int:
     """``python -m flowdsl.runtime.explain.cli ...`` (same arguments as ``flowdsl explain``)."""
-    p = argparse.ArgumentParser(prog="flowdsl explain")
+    from flowdsl.cliargs import FlowArgumentParser
+
+    p = FlowArgumentParser(prog="flowdsl explain")
     sub = p.add_subparsers(dest="command")
     register(sub)
     args = p.parse_args(["explain", *(sys.argv[1:] if argv is None else argv)])

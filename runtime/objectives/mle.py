@@ -71,4 +71,8 @@ class MLERuntime(ObjectiveRuntime):
         )
 
     def add_sample_arguments(self, group: Any) -> None:
-        group.add_argument("--temperature", "-t", type=float, default=0.7, help="prior temperature (default 0.7)")
+        from flowdsl.cliargs import positive_float
+
+        group.add_argument(
+            "--temperature", "-t", type=positive_float(), default=0.7, help="prior temperature (default 0.7)"
+        )

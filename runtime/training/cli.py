@@ -44,7 +44,42 @@ _TRAIN_FLAGS = (
 )
 
 
+def _train_types() -> dict:
+    """Validated flag types (flowdsl.cliargs), by TrainConfig field: the ranges of the language's
+    ``train(...)`` (flowdsl.schema.TrainSpec) and of TrainConfig.validate; sizes by LIMITS."""
+    from flowdsl.cliargs import (
+        batch_size,
+        float_range,
+        nonnegative_float,
+        nonnegative_int,
+        positive_float,
+        positive_int,
+        sample_count_or_zero,
+        seed,
+        thread_count,
+    )
+
+    return {
+        "batch": batch_size,
+        "lr": positive_float(maximum=10.0),
+        "seed": seed,
+        "weight_decay": nonnegative_float(),
+        "warmup": nonnegative_int(),
+        "clip": positive_float(),
+        "eval_every": positive_int(),
+        "checkpoint_every": positive_int(),
+        "test_batch": batch_size,
+        "val_fraction": float_range(0.0, 1.0, open_max=True),
+        "threads": thread_count,
+        "max_time": nonnegative_float(),
+        "log_every": nonnegative_int(),
+        "sample_n": sample_count_or_zero,
+    }
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from flowdsl.cliargs import steps
+
     p.add_argument("spec", help="spec file (.flow)")
     p.add_argument(
         "--data",
@@ -53,12 +88,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="data set name or path (default: the spec's train(data=...); the list is below)",
     )
     p.add_argument(
-        "--steps", type=int, default=None, metavar="N", help="number of updates (default: the spec's train(steps=...))"
+        "--steps",
+        type=steps,
+        default=None,
+        metavar="N",
+        help="number of updates (default: the spec's train(steps=...))",
     )
     p.add_argument("--out", "-o", default=None, metavar="RUN", help="run folder (default: runs/<flow name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    types = _train_types()
     for flag, dest, typ, text in _TRAIN_FLAGS:
         extra = (
             {"choices": ("cosine", "constant")}
@@ -66,15 +106,22 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             else {"metavar": "N" if typ is int else ("X" if typ is float else None)}
         )
         p.add_argument(
-            flag, dest=dest, type=typ, default=None, help=text, **{k: v for k, v in extra.items() if v is not None}
+            flag,
+            dest=dest,
+            type=types.get(dest, typ),
+            default=None,
+            help=text,
+            **{k: v for k, v in extra.items() if v is not None},
         )
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    from flowdsl.cliargs import sample_count, seed
+
     p.add_argument("run", metavar="RUN|CKPT", help="run folder (uses best.pt) or checkpoint file (.pt, .safetensors)")
-    p.add_argument("--n", "-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--n", "-n", type=sample_count, default=64, help="number of samples (default 64)")
     p.add_argument("-o", "--out", default="grid.png", help="output PNG (default grid.png)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--seed", type=seed, default=0, help="sampling seed")
     p.add_argument(
         "--data",
         default=None,
@@ -133,7 +180,9 @@ def register(subparsers) -> None:
     how = "; ".join(f"{name}: {rt.summary}" for name, rt in runtimes.items() if rt.summary)
     p = subparsers.add_parser(
         "train",
-        help="train a spec by its objective (maximum likelihood for mle)",
+        help="train a spec by its objective ("
+        + "; ".join(f"{n.upper()}: {rt.summary}" for n, rt in runtimes.items())
+        + ")",
         description=textwrap.fill(f"Train the flow of a spec file by its objective ({how}).", 79),
         epilog=describe_sources(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -154,9 +203,10 @@ def register(subparsers) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from flowdsl.cliargs import FlowArgumentParser
     from flowdsl.errors import FlowDSLError
 
-    parser = argparse.ArgumentParser(prog="python -m flowdsl.runtime.training")
+    parser = FlowArgumentParser(prog="python -m flowdsl.runtime.training")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(argv)

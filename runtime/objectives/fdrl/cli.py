@@ -19,6 +19,12 @@ from flowdsl.errors import FlowDSLError
 __all__ = ["register", "cmd_classifier", "cmd_eval", "cmd_export", "parse_classes"]
 
 
+#: most sampler steps: K (the language's fdrl(steps=...), at most 100,000) plus kappa (as many)
+FLOW_STEPS_MAX = 200_000
+#: most extra sampler steps after K
+KAPPA_MAX = 100_000
+
+
 def parse_classes(text: Optional[str]) -> Optional[list[int]]:
     """``"1,7"`` → [1, 7]; None/empty → None."""
     if text is None or str(text).strip() == "":
@@ -221,25 +227,48 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``fdrl-*`` commands to an ``argparse`` subparsers object."""
+    from flowdsl.cliargs import (
+        batch_size,
+        batch_size_or_zero,
+        int_range,
+        nonnegative_float,
+        positive_float,
+        sample_count,
+        seed,
+        steps,
+        thread_count,
+    )
+    from flowdsl.compiler.limits import LIMITS
+
+    flow_steps = int_range(1, FLOW_STEPS_MAX)
     c = subparsers.add_parser(
         "fdrl-classifier",
         help="train the small image classifier used for FDRL guidance and evaluation",
         description="Train a small CNN classifier on a labelled image data set (default: the 8x8 digits).",
     )
     c.add_argument("--out", "-o", required=True, help="output .safetensors file")
-    c.add_argument("--data", default="digits")
+    c.add_argument("--data", default="digits", help="labelled image data set (default digits)")
     c.add_argument("--shape", default="1,8,8", help="C,H,W of the images (default 1,8,8)")
-    c.add_argument("--levels", type=int, default=17, help="quantisation levels of the data (default 17)")
-    c.add_argument("--steps", type=int, default=1500)
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument(
-        "--noise", type=float, default=0.1, help="Gaussian noise augmentation (model scale) on half of each batch"
+        "--levels", type=int_range(2, LIMITS.max_int), default=17, help="quantisation levels of the data (default 17)"
+    )
+    c.add_argument("--steps", type=steps, default=1500, help="training steps (default 1500)")
+    c.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    c.add_argument(
+        "--noise",
+        type=nonnegative_float(),
+        default=0.1,
+        help="Gaussian noise augmentation (model scale) on half of each batch",
     )
     c.add_argument(
-        "--adversarial", type=float, default=0.0, metavar="EPS", help="L2 PGD adversarial training radius (0: none)"
+        "--adversarial",
+        type=nonnegative_float(),
+        default=0.0,
+        metavar="EPS",
+        help="L2 PGD adversarial training radius (0: none)",
     )
-    c.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    c.add_argument("--quiet", "-q", action="store_true")
+    c.add_argument("--threads", type=thread_count, default=1, help="intra-op threads (default 1)")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     c.set_defaults(func=cmd_classifier)
 
     e = subparsers.add_parser(
@@ -247,11 +276,16 @@ def register(subparsers) -> None:
         help="evaluate an FDRL run offline (energy / Fréchet distance, class accuracy)",
         description="Sample an FDRL run and compare its samples and its source's with held-out data.",
     )
-    e.add_argument("run", metavar="RUN|CKPT")
-    e.add_argument("--n", "-n", type=int, default=2000, help="particles (default 2000)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--flow-steps", type=int, default=None, help="sampler steps (default K + kappa)")
-    e.add_argument("--batch", type=int, default=0, help="particles per sampler chunk (0: all at once)")
+    e.add_argument("run", metavar="RUN|CKPT", help="FDRL run folder or checkpoint")
+    e.add_argument("--n", "-n", type=sample_count, default=2000, help="particles (default 2000)")
+    e.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
+    e.add_argument("--flow-steps", type=flow_steps, default=None, help="sampler steps (default K + kappa)")
+    e.add_argument(
+        "--batch",
+        type=batch_size_or_zero,
+        default=0,
+        help="particles per sampler chunk (0: all at once)",
+    )
     e.add_argument(
         "--prefer", choices=["best", "last"], default="best", help="checkpoint of a run folder (default best)"
     )
@@ -261,9 +295,12 @@ def register(subparsers) -> None:
     e.add_argument(
         "--guidance-classifier", default=None, help="images: also sample class-conditionally with this classifier"
     )
-    e.add_argument("--guidance", type=float, default=0.3, help="guidance weight phi (default 0.3)")
+    e.add_argument("--guidance", type=nonnegative_float(), default=0.3, help="guidance weight phi (default 0.3)")
     e.add_argument(
-        "--source-temperature", type=float, default=None, help="source=prior runs: sample the flow at this temperature"
+        "--source-temperature",
+        type=positive_float(),
+        default=None,
+        help="source=prior runs: sample the flow at this temperature",
     )
     e.add_argument("--json", default=None, help="write the results as JSON")
     e.set_defaults(func=cmd_eval)
@@ -273,9 +310,11 @@ def register(subparsers) -> None:
         help="export an FDRL run's density-ratio estimator to ONNX and check it",
         description="Write estimator.onnx (x -> log r or r) and compare onnxruntime with PyTorch.",
     )
-    x.add_argument("run", metavar="RUN|CKPT")
-    x.add_argument("--out", required=True)
+    x.add_argument("run", metavar="RUN|CKPT", help="FDRL run folder or checkpoint")
+    x.add_argument("--out", required=True, help="output folder for estimator.onnx")
     x.add_argument("--raw", action="store_true", help="export the raw weights instead of their EMA")
-    x.add_argument("--batch", type=int, default=7)
-    x.add_argument("--tolerance", type=float, default=1e-4)
+    x.add_argument("--batch", type=batch_size, default=7, help="batch size of the parity check (default 7)")
+    x.add_argument(
+        "--tolerance", type=positive_float(), default=1e-4, help="largest relative error accepted (default 1e-4)"
+    )
     x.set_defaults(func=cmd_export)

@@ -118,6 +118,9 @@ class FDRLRuntime(ObjectiveRuntime):
         }
 
     def add_train_arguments(self, group: Any) -> None:
+        from flowdsl.cliargs import float_range, int_range, limited_int, positive_float
+        from flowdsl.runtime.objectives.fdrl.cli import KAPPA_MAX
+
         g = group
         g.add_argument(
             "--source-checkpoint",
@@ -127,7 +130,7 @@ class FDRLRuntime(ObjectiveRuntime):
         )
         g.add_argument(
             "--source-temperature",
-            type=float,
+            type=positive_float(),
             default=None,
             help="source=prior: sampling temperature of the flow (default 1)",
         )
@@ -138,18 +141,36 @@ class FDRLRuntime(ObjectiveRuntime):
         g.add_argument(
             "--data-classes", default=None, metavar="C,C", help="keep only these labels of the training data"
         )
-        g.add_argument("--ema", type=float, default=None, help="EMA decay of the estimator weights (default 0.998)")
+        g.add_argument(
+            "--ema",
+            type=float_range(0.0, 1.0, open_max=True),
+            default=None,
+            help="EMA decay of the estimator weights (default 0.998)",
+        )
         g.add_argument(
             "--kappa",
-            type=int,
+            type=int_range(0, KAPPA_MAX),
             default=None,
             help="extra sampler steps after K at evaluation/sampling (default: images 20, 10 for uniform; vectors 0)",
         )
-        g.add_argument("--eval-n", type=int, default=None, help="particles per evaluation (default 1000)")
+        g.add_argument(
+            "--eval-n",
+            type=limited_int("max_samples", minimum=2),
+            default=None,
+            help="particles per evaluation (default 1000)",
+        )
 
     def add_sample_arguments(self, group: Any) -> None:
+        from flowdsl.cliargs import int_range, nonnegative_float, positive_float
+        from flowdsl.runtime.objectives.fdrl.cli import FLOW_STEPS_MAX
+
         g = group
-        g.add_argument("--flow-steps", type=int, default=None, help="sampler steps (default K + kappa of the run)")
+        g.add_argument(
+            "--flow-steps",
+            type=int_range(1, FLOW_STEPS_MAX),
+            default=None,
+            help="sampler steps (default K + kappa of the run)",
+        )
         g.add_argument("--classifier", default=None, help="classifier for guidance (flowdsl fdrl-classifier)")
         g.add_argument(
             "--label",
@@ -158,7 +179,7 @@ class FDRLRuntime(ObjectiveRuntime):
         )
         g.add_argument(
             "--guidance",
-            type=float,
+            type=nonnegative_float(),
             default=0.3,
             help="guidance weight phi (energy f'(r) - phi log p(y|x); default 0.3)",
         )
@@ -168,7 +189,7 @@ class FDRLRuntime(ObjectiveRuntime):
         )
         g.add_argument(
             "--source-temperature",
-            type=float,
+            type=positive_float(),
             default=None,
             help="source=prior runs: the flow's sampling temperature (default: the run's)",
         )
