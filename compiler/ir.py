@@ -130,7 +130,23 @@ class FlowGraph:
         return depth
 
     def total_params(self) -> int:
+        """Trainable parameters of the bijectors (the prior's: :meth:`prior_params`)."""
         return sum(n.n_params or 0 for n in self.layers())
+
+    def prior_params(self) -> int:
+        """Trainable parameters of the prior for latents of the input's shape (``PriorKind.param_count``,
+        e.g. 2·numel for ``gaussian(learned=true)``)."""
+        prior = getattr(self.spec, "prior", None)
+        if prior is None:
+            return 0
+        from flowdsl.compiler.kinds import get_prior
+
+        kind = get_prior(prior.name)
+        return int(kind.param_count(prior.args, self.input_shape)) if kind is not None else 0
+
+    def model_params(self) -> int:
+        """Trainable parameters of the whole compiled model: bijectors plus prior."""
+        return self.total_params() + self.prior_params()
 
     def verify(self) -> None:
         """Structural invariants: acyclic, every chain node present, shapes chain up."""
@@ -170,12 +186,17 @@ class FlowGraph:
             out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:5])) + "  " + r[5])
             if i == 0:
                 out.append("  ".join("-" * w for w in widths) + "  " + "-" * 9)
+        from flowdsl.wording import plural
+
         n_layers = sum(1 for _ in self.layers())
-        total = self.total_params()
+        total, prior = self.total_params(), self.prior_params()
+        params = plural(total + prior, "parameter")
+        if prior:
+            params += f" ({total:,} in the bijectors, {prior:,} in the prior)"
         out.append("")
         out.append(
-            f"input {_shape(self.input_shape)}; {n_layers} bijectors; {len(self.latents)} latent outputs; "
-            f"{total:,} parameters"
+            f"input {_shape(self.input_shape)}; {plural(n_layers, 'bijector')}; "
+            f"{plural(len(self.latents), 'latent output')}; {params}"
         )
         return "\n".join(out)
 

@@ -43,6 +43,7 @@ PLUGIN_MODULES = (
 def _cmd_check(args: argparse.Namespace) -> int:
     from flowdsl.compiler.ir import FlowGraph
     from flowdsl.compiler.passes import run_pipeline
+    from flowdsl.wording import plural
 
     data = _read(args.file)
 
@@ -52,8 +53,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"==== after pass: {name} " + "=" * max(0, 60 - len(name)))
         if name == "parse":
             print(
-                f"{len(ir.blocks)} block(s): {', '.join(b.name for b in ir.blocks) or '-'}; "
-                f"flow '{ir.flow.name}' with {len(ir.flow.body)} statement(s)"
+                f"{plural(len(ir.blocks), 'block')}: {', '.join(b.name for b in ir.blocks) or '-'}; "
+                f"flow '{ir.flow.name}' with {plural(len(ir.flow.body), 'statement')}"
             )
         elif name == "expand":
             print(
@@ -78,7 +79,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for w in graph.warnings:
         print(w.render(), file=sys.stderr)
     if graph.warnings and args.werror:
-        print(f"{args.file}: {len(graph.warnings)} warning(s) treated as errors (--werror)", file=sys.stderr)
+        print(f"{args.file}: {plural(len(graph.warnings), 'warning')} treated as errors (--werror)", file=sys.stderr)
         return 1
     print(f"{args.file}: ok ({spec.name}: prior {spec.prior.name}, objective {spec.objective.name})")
     return 0

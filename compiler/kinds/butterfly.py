@@ -12,6 +12,7 @@ import math
 from typing import Literal, Union
 
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.wording import plural
 
 __all__ = ["ButterflyKind", "max_depth", "mixed_size"]
 
@@ -56,7 +57,7 @@ class ButterflyKind(LayerKind):
         if args.over in ("width", "height") and len(shape) != 3:
             ctx.fail(
                 f"butterfly over={args.over} needs an image input (C, H, W); this input is a vector of "
-                f"{math.prod(shape)} entries (use over=all or over=channels)",
+                f"{plural(math.prod(shape), 'entry')} (use over=all or over=channels)",
                 arg="over",
             )
         if len(shape) not in (1, 3):

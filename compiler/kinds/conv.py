@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
+from flowdsl.wording import plural
 
 __all__ = ["ConvKind"]
 
@@ -34,7 +35,8 @@ class ConvKind(LayerKind):
         shape = tuple(shape)
         if len(shape) != 3:
             ctx.fail(
-                f"conv(kind={args.kind}) needs an image input (C, H, W); this input is a vector of {shape[0]} entries"
+                f"conv(kind={args.kind}) needs an image input (C, H, W); this input is a vector of "
+                f"{plural(shape[0], 'entry')}"
             )
         c, h, w = shape
         k = args.kernel

@@ -340,12 +340,17 @@ def run_fusion(
 
 def format_plan(result: PassResult, show_refusals: bool = True) -> str:
     """Text for ``flowdsl check --explain``: node counts per rule, each rewrite and refusal."""
+    from flowdsl.wording import plural
+
     lines: list[str] = []
     for name, before, after in result.counts:
         entries = [r for r in result.log if r.rule == name]
         done = [r for r in entries if r.refused is None]
         refused = [r for r in entries if r.refused is not None]
-        lines.append(f"rule {name}: {before} -> {after} nodes ({len(done)} rewrite(s), {len(refused)} refusal(s))")
+        lines.append(
+            f"rule {name}: {before} -> {plural(after, 'node')} ({plural(len(done), 'rewrite')}, "
+            f"{plural(len(refused), 'refusal')})"
+        )
         for r in done:
             where = f"[{r.chain}] " if r.chain else ""
             if r.after == r.before:

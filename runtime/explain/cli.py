@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from flowdsl.errors import FlowDSLError
+from flowdsl.wording import plural
 
 __all__ = ["register", "main", "load_model_for_explain", "run_explain"]
 
@@ -107,11 +108,15 @@ def _cmd_mix(model, args) -> None:
         names.append(f"temp.: seed {args.seed + i}")
     cols = [f"λ={lam}" for lam in range(H + 1)]
     title = (
-        f"scale mixing (top {args.pairs} rows, {what}): levels ≥ λ from A, finer from B (λ=0: A, λ={H}: B)\n"
-        f"temperature mixing (bottom {args.pairs} rows): levels ≥ λ at T={args.t_high:g}, finer at T={args.t_low:g}"
+        f"scale mixing (top {plural(args.pairs, 'row')}, {what}): levels ≥ λ from A, finer from B (λ=0: A, λ={H}: B)\n"
+        f"temperature mixing (bottom {plural(args.pairs, 'row')}): levels ≥ λ at T={args.t_high:g}, "
+        f"finer at T={args.t_low:g}"
     )
     out = plot_mix_grid(rows, cols, args.output or "mix.png", row_titles=names, title=title)
-    print(f"scale mixing of {args.pairs} pairs and temperature mixing of {args.pairs} draws, λ = 0…{H}")
+    print(
+        f"scale mixing of {plural(args.pairs, 'pair')} and temperature mixing of {plural(args.pairs, 'draw')}, "
+        f"λ = 0…{H}"
+    )
     print(f"wrote {out}")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flowdsl.compiler.ir import FlowGraph, _shape
 from flowdsl.errors import FlowDSLError
+from flowdsl.wording import plural
 
 __all__ = ["to_dot", "draw_graph"]
 
@@ -109,7 +110,8 @@ def _draw_matplotlib(graph: FlowGraph, out: Path) -> None:
         if depth >= 0:
             prev_y = y
     ax.set_title(
-        f"flow {graph.spec.name}: {sum(1 for _ in graph.layers())} bijectors, {graph.total_params():,} parameters",
+        f"flow {graph.spec.name}: {plural(sum(1 for _ in graph.layers()), 'bijector')}, "
+        f"{plural(graph.model_params(), 'parameter')}",
         fontsize=10,
     )
     fig.tight_layout()

@@ -51,10 +51,11 @@ class MLERuntime(ObjectiveRuntime):
         """``n`` samples at ``temperature`` as an image grid (vectors: a scatter over the data);
         see :func:`flowdsl.runtime.training.sampling.sample_grid`."""
         from flowdsl.runtime.training.sampling import sample_grid
+        from flowdsl.wording import plural
 
         res = sample_grid(run, n=n, temperature=temperature, out_png=out, seed=seed, data=data, factory=factory)
         res["message"] = (
-            f"wrote {res['n']} samples of {res['spec']} (step {res['step']}, temperature "
+            f"wrote {plural(res['n'], 'sample')} of {res['spec']} (step {res['step']}, temperature "
             f"{res['temperature']:g}) to {res['path']}"
         )
         return res

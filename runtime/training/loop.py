@@ -62,6 +62,7 @@ from flowdsl.runtime.training.recompute import memory_saving_model, require_one_
 from flowdsl.runtime.training.run_data import load_run_data
 from flowdsl.runtime.training.run_folder import clear_run_files, resume_point, write_run_settings
 from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at
+from flowdsl.wording import plural
 
 # ModelFactory, as_spec, load_model, evaluate_bpd, lr_at and BatchStream live in models,
 # evaluation and schedule; they stay importable from here, where they used to be defined.
@@ -236,8 +237,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             model(x0)  # data-dependent initialisation (ActNorm), the same in every process
     say(
         f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; "
-        f"{cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, "
-        f"weight decay {cfg.weight_decay:g}, {info.world} process(es) × {cfg.threads} thread(s)"
+        f"{plural(cfg.steps, 'step')} of batch {cfg.batch}, lr {cfg.lr:g}, "
+        f"weight decay {cfg.weight_decay:g}, {plural(info.world, 'process')} × {plural(cfg.threads, 'thread')}"
         + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""),
         quiet,
         info,

@@ -15,6 +15,7 @@ import sys
 from typing import Any, Optional
 
 from flowdsl.errors import FlowDSLError
+from flowdsl.wording import plural
 
 __all__ = ["register", "cmd_classifier", "cmd_eval", "cmd_export", "parse_classes"]
 
@@ -103,7 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "source": model.source_kind,
     }
     print(
-        f"{spec.name} (step {ckpt['step']}): {n} particles, {k} sampler steps from {model.source.describe()}, "
+        f"{spec.name} (step {ckpt['step']}): {plural(n, 'particle')}, {plural(k, 'sampler step')} from "
+        f"{model.source.describe()}, "
         f"seed {args.seed}"
     )
     if not model.scale.image:

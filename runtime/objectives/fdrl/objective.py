@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from flowdsl.errors import FlowDSLError
 from flowdsl.runtime.objectives.registry import ObjectiveRuntime, objective_runtime
+from flowdsl.wording import plural
 
 __all__ = ["FDRLRuntime"]
 
@@ -105,7 +106,7 @@ class FDRLRuntime(ObjectiveRuntime):
             write_fdrl_samples(model, x0, show_source, data=data_x, title=f"{spec.name}: source {model.source_kind}")
         what = f", guided by {classifier} (label {label}, phi {guidance:g})" if guide is not None else ""
         message = (
-            f"wrote {n} FDRL samples of {spec.name} (step {ckpt['step']}, {k} sampler steps from "
+            f"wrote {plural(n, 'FDRL sample')} of {spec.name} (step {ckpt['step']}, {plural(k, 'sampler step')} from "
             f"{model.source_kind}{what}) to {out}"
         )
         return {
