@@ -183,7 +183,7 @@ class FlowGraph:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         out = []
         for i, r in enumerate(rows):
-            out.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:5])) + "  " + r[5])
+            out.append(("  ".join(c.ljust(widths[j]) for j, c in enumerate(r[:5])) + "  " + r[5]).rstrip())
             if i == 0:
                 out.append("  ".join("-" * w for w in widths) + "  " + "-" * 9)
         from flowdsl.wording import plural

@@ -201,9 +201,7 @@ def test_every_option_has_help():
 
 def test_no_numeric_flag_uses_a_bare_int_or_float():
     """int/float accept nan, inf, negatives and any size; the flowdsl.cliargs types do not."""
-    bare = [
-        f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in _every_action() if a.type in (int, float)
-    ]
+    bare = [f"{path} {'/'.join(a.option_strings) or a.dest}" for path, a in _every_action() if a.type in (int, float)]
     assert not bare, "numeric flags without a validated type: " + ", ".join(bare)
 
 
@@ -231,7 +229,8 @@ def _accepts(argv: list[str]) -> bool:
 
 
 @pytest.mark.parametrize(
-    "flag,field", [("--batch", "batch"), ("--lr", "lr"), ("--steps", "steps"), ("--seed", "seed"), ("--clip", "clip")]
+    "flag,field",
+    [("--batch", "batch"), ("--lr", "lr"), ("--steps", "steps"), ("--seed", "seed"), ("--clip", "clip")]
     + [(f"--{f.replace('_', '-')}", f) for f in ("weight_decay", "warmup", "eval_every", "checkpoint_every")]
     + [("--test-batch", "test_batch")],
 )
