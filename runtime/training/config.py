@@ -88,8 +88,33 @@ class TrainConfig:
         for k in ("eval_every", "checkpoint_every", "test_batch"):
             if getattr(self, k) < 1:
                 problems.append(f"{k} must be ≥ 1, got {getattr(self, k)}")
+        problems += _range_problems(self)
         if problems:
             raise DataError("invalid training settings: " + "; ".join(problems), filename="train")
+
+
+def _range_problems(cfg: "TrainConfig") -> list[str]:
+    """The flags' ranges (flowdsl.cliargs, the language's train(...)) for values that reach the
+    config another way (keyword arguments, stored settings): finite, and on the right side of 0."""
+    import math
+
+    from flowdsl.compiler.limits import LIMITS
+
+    out = []
+    for k in ("lr", "clip", "weight_decay", "max_time", "min_lr_ratio", "sample_temperature"):
+        v = getattr(cfg, k)
+        if not math.isfinite(v):
+            out.append(f"{k} must be a finite number, got {v}")
+        elif k in ("clip", "sample_temperature") and not v > 0:
+            out.append(f"{k} must be > 0, got {v}")
+        elif v < 0:
+            out.append(f"{k} must be ≥ 0, got {v}")
+    for k in ("warmup", "log_every", "sample_n", "seed"):
+        if getattr(cfg, k) < 0:
+            out.append(f"{k} must be ≥ 0, got {getattr(cfg, k)}")
+    if cfg.threads > LIMITS.max_threads:
+        out.append(f"threads must be at most {LIMITS.max_threads} (FLOWDSL_MAX_THREADS), got {cfg.threads}")
+    return out
 
 
 def resolve_config(spec: Any = None, stored: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
