@@ -50,6 +50,7 @@ import torch
 from flowdsl.runtime.bench.normflows import glow_structure, normflows_glow
 from flowdsl.runtime.bench.report import fusion_report
 from flowdsl.runtime.bench.timing import SpecResult, alternate, count_flops, matmul_peak, prepared_model
+from flowdsl.wording import plural
 
 __all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_glow", "matmul_peak", "SpecResult"]
 
@@ -378,7 +379,7 @@ def _cmd(args: argparse.Namespace) -> int:
         out = Path(args.out)
         kept = _foreign_sections(out.read_text() if out.is_file() else "", text)
         if kept:
-            say(f"kept {len(kept)} section(s) of {out} that this command does not produce")
+            say(f"kept {plural(len(kept), 'section')} of {out} that this command does not produce")
         out.write_text(text + "".join("\n" + k.rstrip("\n") + "\n" for k in kept))
         say(f"wrote {args.out}")
     return 0

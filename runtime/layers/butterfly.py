@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from flowdsl.compiler.kinds.butterfly import ButterflyKind, max_depth, mixed_size
 from flowdsl.runtime.bijector import Bijector, batch_constant
 from flowdsl.runtime.layers.lowering import lowering
+from flowdsl.wording import plural
 
 __all__ = ["Butterfly", "FrozenButterfly", "max_depth", "DENSE_MAX"]
 
@@ -159,9 +160,11 @@ class Butterfly(Bijector):
         det = torch.exp(w[:, 1] + w[:, 3])
         ok = torch.isfinite(det) & (det > 1e-300) & torch.isfinite(w).all(1)
         if det.numel() and not bool(ok.all()):
+            bad = int((~ok).sum())
             raise ValueError(
-                f"butterfly {self.node_id or '?'} (line {self.source_line}): {int((~ok).sum())} 2×2 pair(s) are "
-                "singular or not finite (A·D − B·C = e^(α+δ) out of range), the layer is not invertible"
+                f"butterfly {self.node_id or '?'} (line {self.source_line}): {plural(bad, '2×2 pair')} "
+                f"{'is' if bad == 1 else 'are'} singular or not finite (A·D − B·C = e^(α+δ) out of range), "
+                "the layer is not invertible"
             )
 
     def _levels(self, x: Tensor, m: Tensor, inverse: bool) -> Tensor:

@@ -15,6 +15,7 @@ import re
 import torch
 
 from flowdsl.errors import FlowDSLError
+from flowdsl.wording import plural
 
 __all__ = ["DEVICE_CHOICES_HELP", "PRECISIONS", "add_device_argument", "add_precision_argument", "resolve_device"]
 
@@ -48,7 +49,7 @@ def resolve_device(
     m = _DEVICE.match(value)
     index = int(m.group(2)) if m and m.group(2) is not None else int(local_rank or 0)
     if index >= count:
-        raise FlowDSLError(f"--device {text}: cuda:{index} does not exist ({count} CUDA device(s) visible)")
+        raise FlowDSLError(f"--device {text}: cuda:{index} does not exist ({plural(count, 'CUDA device')} visible)")
     return torch.device("cuda", index)
 
 

@@ -25,6 +25,7 @@ from flowdsl.runtime.training.models import spec_sha256
 from flowdsl.runtime.training.progress import say
 from flowdsl.runtime.training.run_data import RunData
 from flowdsl.runtime.training.run_folder import write_summary
+from flowdsl.wording import plural
 
 __all__ = ["final_report"]
 
@@ -124,7 +125,7 @@ def final_report(
     if info.main:
         write_summary(out, summary)
     say(
-        f"done: {step} steps in {summary['seconds']:.1f} s; "
+        f"done: {plural(step, 'step')} in {summary['seconds']:.1f} s; "
         f"best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
         f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights); run folder {out}",
         quiet,

@@ -84,3 +84,26 @@ def test_werror_message_in_the_singular(tmp_path, capsys):
     assert main(["check", "--werror", str(spec)]) == 1
     err = capsys.readouterr().err
     assert "1 warning treated as errors" in err, err
+
+
+_HEDGED = re.compile(r"\b[A-Za-z]+\((?:s|es)\)")
+#: report text whose headings key BENCHMARKS.md's sections (changing them would orphan old sections)
+_REPORT_TEXT = ("runtime/bench/",)
+
+
+def test_no_hedged_plurals_in_messages():
+    """Messages count with flowdsl.wording.plural ("1 latent output", "2 threads"), not "thread(s)"."""
+    import io
+    import tokenize
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for folder in ("flowdsl", "compiler", "runtime"):
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith(_REPORT_TEXT):
+                continue
+            for tok in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+                if tok.type == tokenize.STRING and _HEDGED.search(tok.string) and not tok.string.startswith('"""'):
+                    found.append(f"{rel}:{tok.start[0]}: {_HEDGED.search(tok.string).group()}")
+    assert not found, "hedged plurals in messages: " + "; ".join(found)

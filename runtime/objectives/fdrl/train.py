@@ -58,6 +58,7 @@ from flowdsl.runtime.objectives.fdrl.runs import sample_fdrl, write_fdrl_samples
 from flowdsl.runtime.objectives.fdrl.sampler import run_flow
 from flowdsl.runtime.objectives.fdrl.sources import DataGaussianSource, PriorSource, gen, load_flow_into
 from flowdsl.runtime.training.run_folder import clear_run_files, resume_point
+from flowdsl.wording import plural
 
 __all__ = ["train_fdrl"]
 
@@ -216,7 +217,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         f"with {n_params:,} parameters, head {model.estimator.head}; loss {args.loss}, divergence {args.divergence}; "
         f"source {model.source.describe()}; K={args.steps} (+κ={kappa} when sampling), "
         f"η={args.step_size:g}, ν={args.noise:g}; "
-        f"{cfg.steps} steps of batch {cfg.batch}, lr {cfg.lr:g}, EMA {settings.ema:g}, {cfg.threads} thread(s)",
+        f"{plural(cfg.steps, 'step')} of batch {cfg.batch}, lr {cfg.lr:g}, EMA {settings.ema:g}, "
+        f"{plural(cfg.threads, 'thread')}",
         quiet,
     )
 
@@ -357,7 +359,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     _say(
-        f"done: {step} steps in {summary['seconds']:.1f} s; "
+        f"done: {plural(step, 'step')} in {summary['seconds']:.1f} s; "
         f"energy distance to the test split: FDRL samples {test_e:.4g}, "
         f"source {test_src:.4g} ({summary['test_improvement']:.1f}× closer; "
         f"best validation {best['val_energy']:.4g} at step "
