@@ -226,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("FLOWDSL_DEBUG") == "1"
     args = None
     try:
-        parser = build_parser(plugins=_command_of(argv) not in CORE_COMMANDS)
+        command = _command_of(argv)
+        only_version = command is None and "--version" in argv and not {"-h", "--help"} & set(argv)
+        parser = build_parser(plugins=command not in CORE_COMMANDS and not only_version)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -51,13 +51,18 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans)
     ok.check(spec.objective.args, spec, octx)
 
-    total = graph.total_params()
+    total = graph.model_params()  # bijectors and prior, as the compiled model has them
     if total > LIMITS.max_params:
-        worst = max(graph.layers(), key=lambda n: n.n_params or 0)
+        worst = max(graph.layers(), key=lambda n: n.n_params or 0, default=None)
+        prior = graph.prior_params()
+        if worst is None or prior > (worst.n_params or 0):
+            where, what, span = "the prior", prior, spec.prior.span
+        else:
+            where, what, span = "the largest layer", worst.n_params, worst.span
         diag.fail(
             f"the flow has {total:,} parameters, above the limit of {LIMITS.max_params:,} (FLOWDSL_MAX_PARAMS); "
-            f"the largest layer is here with {worst.n_params:,}",
-            worst.span,
+            f"{where} is here with {what:,}",
+            span,
             ResourceLimitError,
         )
     act = estimate_activation_bytes(graph, spec.train.batch)

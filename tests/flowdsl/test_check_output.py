@@ -107,3 +107,28 @@ def test_no_hedged_plurals_in_messages():
                 if tok.type == tokenize.STRING and _HEDGED.search(tok.string) and not tok.string.startswith('"""'):
                     found.append(f"{rel}:{tok.start[0]}: {_HEDGED.search(tok.string).group()}")
     assert not found, "hedged plurals in messages: " + "; ".join(found)
+
+
+def test_the_parameter_limit_counts_the_prior(monkeypatch):
+    """glow_digits has 76,096 parameters in its bijectors and 128 in its learned prior."""
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
+
+    path = next(p for p in SPECS if p.stem == "glow_digits")
+    monkeypatch.setattr(LIMITS, "max_params", 76_100)
+    with pytest.raises(ResourceLimitError, match="76,224 parameters"):
+        flowdsl.load(path)
+
+
+def test_the_parameter_limit_points_at_a_prior_larger_than_any_layer(monkeypatch, tmp_path):
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
+
+    spec = tmp_path / "p.flow"
+    spec.write_text(
+        "flow p {\n  input vector(dim=100)\n  permute\n  prior gaussian(learned=true)\n}\n", encoding="utf-8"
+    )
+    monkeypatch.setattr(LIMITS, "max_params", 150)
+    with pytest.raises(ResourceLimitError) as info:
+        flowdsl.load(spec)
+    assert info.value.line == 4 and "the prior is here with 200" in info.value.message

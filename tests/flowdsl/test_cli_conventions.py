@@ -115,3 +115,16 @@ def test_unexpected_end_names_the_unclosed_bracket(text, opener):
     line, col = opener
     opened = text.splitlines()[line - 1][col - 1]
     assert f"the '{opened}' at {line}:{col} is not closed" in info.value.message
+
+
+def test_version_is_fast(tmp_path):
+    """``flowdsl --version`` needs neither torch nor the runtime's commands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom flowdsl.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+        "    assert e.code == 0\nprint('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.splitlines() == [f"flowdsl {flowdsl.__version__}", "False"], out.stdout + out.stderr
