@@ -263,3 +263,18 @@ def test_fdrl_flow_steps_have_the_language_lower_bound():
     assert _accepts(["sample", "run", "--flow-steps", str(lo)])
     assert not _accepts(["sample", "run", "--flow-steps", str(lo - 1)])
     assert math.isfinite(lo)
+
+
+def test_every_help_page_renders():
+    """argparse formats help lazily (a stray % in a help text fails only at --help)."""
+
+    def pages(parser, path="flowdsl"):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from pages(sub, f"{path} {name}")
+
+    for path, parser in pages(build_parser()):
+        text = parser.format_help()
+        assert text.startswith("usage:") and len(text) > 40, path
