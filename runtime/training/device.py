@@ -58,10 +58,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--precision 32|bf16-mixed`` (training only)."""
+    """Add ``--precision 32|bf16-mixed`` (training only; None when not given, so that a resumed
+    run keeps the precision it started with)."""
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="32",
-        help="32: float32 throughout; bf16-mixed: bfloat16 autocast for the forward pass, float32 weights",
+        default=None,
+        help="32 (default): float32 throughout; bf16-mixed: the conditioner networks run under bfloat16 "
+        "autocast, weights, log-determinants and the prior stay float32 (a resumed run keeps its precision)",
     )
