@@ -66,3 +66,42 @@ def test_single_process_keeps_the_device(monkeypatch):
     info = D.init_from_env("cpu")
     assert not info.active and info.device == torch.device("cpu")
     assert D.init_from_env().device == torch.device("cpu")
+
+
+def _readme_commands(prefix: str) -> list[list[str]]:
+    """The shell commands of the training README that start with ``prefix`` (continuations joined)."""
+    import shlex
+    from pathlib import Path
+
+    import flowdsl.runtime.training as training
+
+    text = (Path(training.__file__).parent / "README.md").read_text(encoding="utf-8")
+    text = text.replace("\\\n", " ")
+    return [shlex.split(line.strip(), comments=True) for line in text.splitlines() if line.strip().startswith(prefix)]
+
+
+def test_readme_documents_a_multi_node_launch_that_torchrun_and_flowdsl_accept():
+    from torch.distributed.run import get_args_parser
+
+    from flowdsl.cli import build_parser
+
+    launches = [get_args_parser().parse_args(cmd[1:]) for cmd in _readme_commands("torchrun --nnodes")]
+    assert sorted(a.node_rank for a in launches) == [0, 1]
+    for a in launches:
+        assert a.nnodes == "2" and a.rdzv_backend == "c10d" and ":" in a.rdzv_endpoint
+        assert a.module and a.training_script == "flowdsl"
+        args = build_parser().parse_args(a.training_script_args)  # flowdsl's own flags are valid
+        assert args.command == "train" and args.device == "cuda"
+    assert len({a.rdzv_endpoint for a in launches}) == 1  # every node meets at the same endpoint
+
+
+def test_readme_says_cuda_is_untested_and_documents_devices_and_precision():
+    from pathlib import Path
+
+    import flowdsl.runtime.training as training
+
+    text = (Path(training.__file__).parent / "README.md").read_text(encoding="utf-8")
+    assert "CUDA itself is untested here" in text
+    for needle in ("--device auto|cpu|cuda|cuda:N", "--precision 32|bf16-mixed", "cuda:$LOCAL_RANK", "gloo", "nccl"):
+        assert needle in text, needle
+    assert "torchrun --standalone --nproc-per-node" in text
