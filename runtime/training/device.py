@@ -43,12 +43,16 @@ def resolve_device(
     if value == "cpu" or (value == "auto" and not available):
         return torch.device("cpu")
     if not available:
-        raise FlowDSLError(f"--device {text}: CUDA is not available here (use --device cpu or auto)")
+        raise FlowDSLError(
+            f"--device {text}: CUDA is not available here (use --device cpu or auto)", filename="flowdsl"
+        )
     count = torch.cuda.device_count() if device_count is None else device_count
     m = _DEVICE.match(value)
     index = int(m.group(2)) if m and m.group(2) is not None else int(local_rank or 0)
     if index >= count:
-        raise FlowDSLError(f"--device {text}: cuda:{index} does not exist ({count} CUDA device(s) visible)")
+        raise FlowDSLError(
+            f"--device {text}: cuda:{index} does not exist ({count} CUDA device(s) visible)", filename="flowdsl"
+        )
     return torch.device("cuda", index)
 
 

@@ -173,7 +173,7 @@ def train_mle(
     """
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
-    info = init_from_env(resolve_device(device))
+    info = init_from_env(resolve_device(device if device is not None else "auto"))
     prev_threads = torch.get_num_threads()
     import signal
     import threading
