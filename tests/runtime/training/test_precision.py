@@ -144,3 +144,16 @@ def test_fdrl_refuses_cuda_and_bf16_instead_of_ignoring_them(monkeypatch):
     monkeypatch.setattr(device, "resolve_device", lambda text: torch.device("cuda", 0))  # a machine with a GPU
     with pytest.raises(DataError, match="CPU only"):
         _cpu_only("cuda", None, "x")
+
+
+def test_bf16_conditioners_compile_in_one_graph(model_and_x):
+    """The bf16-mixed forward has no graph break (``fullgraph=True``), the design check for CUDA,
+    and computes what the eager bf16-mixed forward computes."""
+    m, x = model_and_x
+    work = copy.deepcopy(m)
+    torch._dynamo.reset()
+    with autocast_conditioners(work, "cpu"):
+        ref = work.log_prob(x)
+        got = torch.compile(work.log_prob, fullgraph=True, backend="eager")(x)
+        (grad,) = torch.autograd.grad(got.sum(), [next(work.parameters())])
+    assert got.dtype == torch.float32 and torch.equal(got, ref) and torch.isfinite(grad).all()
