@@ -2,7 +2,7 @@
 
     flowdsl bench SPEC... [--batch 64] [--repeats 12] [--threads 2] [--out BENCHMARKS.md]
                           [--sections fusion,acceptance,convs,rg] [--acceptance-threads 1,2]
-                          [--no-compile] [--no-onnx] [--no-memory]
+                          [--no-compile] [--no-onnx] [--no-memory] [--device auto|cpu|cuda[:N]]
 
 For every spec, at batch 64 in float32 on the CPU, log_prob (x → log p(x)) and sampling
 (z ~ prior → x) are timed for
@@ -28,6 +28,12 @@ after a training step and against the conditioners' convolutions alone (the floo
 fusion can remove); ``--sections acceptance`` runs only that. The other engineers' benchmark sections
 (``flowdsl.runtime.bench.convs``, ``flowdsl.runtime.bench.rg``) are appended when present, so
 one command writes BENCHMARKS.md.
+
+``--device`` (default ``cpu`` here, unlike training: the tables are CPU benchmarks) moves the model
+and its inputs to another device for the fusion table (CUDA: every timed call ends with
+``torch.cuda.synchronize``); the columns and sections that measure the CPU (onnxruntime's CPU
+provider, normflows, resident memory, the oneDNN acceptance targets, convs, rg) are then left out
+with a note. CUDA itself is untested here.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import torch
 from flowdsl.runtime.bench.normflows import glow_structure, normflows_glow
 from flowdsl.runtime.bench.report import fusion_report
 from flowdsl.runtime.bench.timing import SpecResult, alternate, count_flops, matmul_peak, prepared_model
+from flowdsl.runtime.training.device import _device_text
 from flowdsl.wording import plural
 
 __all__ = ["register", "alternate", "bench_spec", "glow_structure", "normflows_glow", "matmul_peak", "SpecResult"]
@@ -66,13 +73,22 @@ def bench_spec(
     warm: bool = False,
     floor: bool = False,
     say: Callable[[str], None] = print,
+    device: str = "cpu",
 ) -> SpecResult:
     """Time every variant of one spec in this process (see the module docstring); with ``warm``,
     time them again after one training step of the unfused model (glibc's malloc keeps freed
     blocks after such a peak, which removes page faults from later calls); with ``floor``, also
-    time the fused model's conditioner convolutions alone (``bench_acceptance.conditioner_floor``)."""
+    time the fused model's conditioner convolutions alone (``bench_acceptance.conditioner_floor``);
+    ``device``: where the models and inputs live (not the CPU: no onnxruntime, normflows or floor)."""
     spec, model, x = prepared_model(path, batch)
     res = SpecResult(spec.name, threads=threads)
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        model, x = model.to(dev), x.to(dev)
+        off = [name for name, on in (("onnxruntime", onnx), ("normflows", normflows), ("floor", floor)) if on]
+        if off:
+            res.notes.append(f"on {dev}: no {', '.join(off)} (CPU measurements)")
+        onnx = normflows = floor = False
     fused = model.fuse()
     prior = fused.prior
 
@@ -156,6 +172,8 @@ def bench_spec(
         res.flops["sample"] = count_flops(lambda: model.inverse(z_batch()))
     say(f"  {spec.name}: timing {', '.join(lp)} ({repeats} alternating rounds, both directions)")
     fns = {**{f"log_prob|{k}": v for k, v in lp.items()}, **{f"sample|{k}": v for k, v in sa.items()}}
+    if dev.type == "cuda":  # time the work, not the launch: wait for the device after every call
+        fns = {k: (lambda f=f: (f(), torch.cuda.synchronize(dev))) for k, f in fns.items()}
     times = alternate(fns, repeats)
     for d in ("log_prob", "sample"):
         res.times[d] = {k.split("|", 1)[1]: v for k, v in times.items() if k.startswith(d + "|")}
@@ -221,6 +239,7 @@ def _spec_probe(cfg: dict) -> dict:
             warm=cfg["warm"],
             floor=cfg["warm"],
             say=say,
+            device=cfg.get("device", "cpu"),
         )
     except FlowDSLError as e:
         return {"error": f"does not check: {str(e).splitlines()[0]}"}
@@ -297,8 +316,11 @@ def _cmd(args: argparse.Namespace) -> int:
     for p in args.specs:
         if not Path(p).is_file():
             raise FlowDSLError(f"no such spec file: {p}", filename=p)
+    from flowdsl.runtime.training.device import resolve_device
+
     torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    dev = resolve_device(args.device)
     say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     command = (
         "flowdsl bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench") + 1 :])
@@ -314,6 +336,12 @@ def _cmd(args: argparse.Namespace) -> int:
             pass
     parts: list[str] = []
     flags = {"compile": not args.no_compile, "onnx": not args.no_onnx, "normflows": not args.no_normflows}
+    flags["device"] = str(dev)
+    cpu_only: list[str] = []
+    if dev.type != "cpu":  # the other sections measure the CPU (oneDNN targets, resident memory, ...)
+        cpu_only = [sec for sec in sections if sec != "fusion"] + (["memory"] if not args.no_memory else [])
+        sections = [sec for sec in sections if sec == "fusion"]
+        args.no_memory = True
     glow = next((p for p in args.specs if Path(p).stem == "glow_cifar"), None)  # the acceptance spec
     if "acceptance" in sections and "fusion" not in sections:  # only the glow_cifar targets
         if glow is None:
@@ -324,7 +352,7 @@ def _cmd(args: argparse.Namespace) -> int:
     if "fusion" in sections:
         from flowdsl.runtime.bench.memory import memory_table
 
-        peak0 = matmul_peak(args.threads)
+        peak0 = matmul_peak(args.threads, device=str(dev))
         results: list[SpecResult] = []
         skipped: list[str] = []
         for path in args.specs:
@@ -336,9 +364,9 @@ def _cmd(args: argparse.Namespace) -> int:
                 skipped.append(f"* `{path}` was skipped: {e}")
         bad = {line.split("`")[1] for line in skipped}
         args.specs = [p for p in args.specs if p not in bad]
-        peak1 = matmul_peak(args.threads)
+        peak1 = matmul_peak(args.threads, device=str(dev))
         peak = (max(peak0[0], peak1[0]), st.median([peak0[1], peak1[1]]))
-        if glow is not None and glow not in bad:
+        if glow is not None and glow not in bad and dev.type == "cpu":
             parts.append(acceptance_section(glow, args, flags, say))
         parts.append(
             "## Fused inference modules: throughput, compile, FLOPs\n\n"
@@ -361,6 +389,8 @@ def _cmd(args: argparse.Namespace) -> int:
                 + memory_table(mem_specs, args.batch, args.threads, say)
             )
     parts += _other_sections(sections, args.batch, args.threads, say, args.specs)
+    if cpu_only:
+        parts.append(f"(On {dev}: the CPU sections {', '.join(cpu_only)} were not run.)\n")
     head = [
         "# flowdsl benchmarks",
         "",
@@ -368,7 +398,8 @@ def _cmd(args: argparse.Namespace) -> int:
         "",
         f"    {command}",
         "",
-        f"({time.strftime('%Y-%m-%d %H:%M')}, {', '.join(versions)}; {_cpu()}, {args.threads} thread(s); "
+        f"({time.strftime('%Y-%m-%d %H:%M')}, {', '.join(versions)}; {_cpu()}, {args.threads} thread(s), "
+        f"device {dev}; "
         f"load average {load0} at the start and {_loadavg()} at the end — the machine is shared, so absolute times "
         "vary between runs; the side-by-side ratios are the comparable numbers.)",
         "",
@@ -448,6 +479,14 @@ def register(subparsers) -> None:
     b.add_argument("--no-normflows", action="store_true", help="leave out the normflows comparison")
     b.add_argument("--no-memory", action="store_true", help="leave out the training-step memory table")
     b.add_argument("--memory-specs", default="", help="comma list of spec names for the memory table (default: all)")
+    b.add_argument(
+        "--device",
+        type=_device_text,
+        default="cpu",
+        metavar="DEVICE",
+        help="where the fusion table's models run: cpu (default), auto (CUDA when present), cuda or cuda:N; "
+        "off the CPU only the fusion table is made",
+    )
     b.set_defaults(func=_cmd)
 
 

@@ -56,10 +56,15 @@ def _ratio(slow: list[float], fast: list[float]) -> tuple[float, float, float]:
     return _q([a / b for a, b in zip(slow, fast)])
 
 
-def matmul_peak(threads: int, n: int = 1024, repeats: int = 12) -> tuple[float, float]:
-    """(best, median) float32 GFLOP/s of an n×n matrix product on this many threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    times = alternate({"mm": lambda: a @ b}, repeats)["mm"]
+def matmul_peak(threads: int, n: int = 1024, repeats: int = 12, device: str = "cpu") -> tuple[float, float]:
+    """(best, median) float32 GFLOP/s of an n×n matrix product on this many threads (on ``device``;
+    CUDA: each product waited for)."""
+    dev = torch.device(device)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    if dev.type == "cuda":
+        times = alternate({"mm": lambda: (a @ b, torch.cuda.synchronize(dev))}, repeats)["mm"]
+    else:
+        times = alternate({"mm": lambda: a @ b}, repeats)["mm"]
     flops = 2 * n**3
     return flops / min(times) / 1e9, flops / st.median(times) / 1e9
 

@@ -47,13 +47,16 @@ class MLERuntime(ObjectiveRuntime):
         data: Optional[str] = None,
         temperature: float = 0.7,
         factory: Any = None,
+        device: str = "auto",
     ) -> dict[str, Any]:
         """``n`` samples at ``temperature`` as an image grid (vectors: a scatter over the data);
         see :func:`flowdsl.runtime.training.sampling.sample_grid`."""
         from flowdsl.runtime.training.sampling import sample_grid
         from flowdsl.wording import plural
 
-        res = sample_grid(run, n=n, temperature=temperature, out_png=out, seed=seed, data=data, factory=factory)
+        res = sample_grid(
+            run, n=n, temperature=temperature, out_png=out, seed=seed, data=data, factory=factory, device=device
+        )
         res["message"] = (
             f"wrote {plural(res['n'], 'sample')} of {res['spec']} (step {res['step']}, temperature "
             f"{res['temperature']:g}) to {res['path']}"

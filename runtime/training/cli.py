@@ -79,6 +79,7 @@ def _train_types() -> dict:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from flowdsl.cliargs import steps
+    from flowdsl.runtime.training.device import add_device_argument, add_precision_argument
 
     p.add_argument("spec", help="spec file (.flow)")
     p.add_argument(
@@ -113,10 +114,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
             help=text,
             **{k: v for k, v in extra.items() if v is not None},
         )
+    add_device_argument(p)
+    add_precision_argument(p)
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     from flowdsl.cliargs import sample_count, seed
+    from flowdsl.runtime.training.device import add_device_argument
 
     p.add_argument("run", metavar="RUN|CKPT", help="run folder (uses best.pt) or checkpoint file (.pt, .safetensors)")
     p.add_argument("--n", "-n", type=sample_count, default=64, help="number of samples (default 64)")
@@ -128,6 +132,7 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
         metavar="NAME|PATH",
         help="vector flows: data drawn under the samples (default: the run's; 'none': no data)",
     )
+    add_device_argument(p)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -138,6 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = getattr(getattr(spec, "objective", None), "name", None) or "mle"
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _TRAIN_FLAGS}
     overrides.update(objective_options(args, name, "train", args.spec))
+    overrides.update(device=args.device, precision=args.precision)
     train(
         spec,
         data=args.data,
@@ -162,6 +168,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise FlowDSLError(f"--n must be at least 1, got {args.n}", filename="sample")
     name, spec = run_objective(args.run)
     options = objective_options(args, name, "sample", str(args.run))
+    options["device"] = args.device
     res = get_objective_runtime(name, spec).sample(
         args.run, args.n, out=args.out, seed=args.seed, data=args.data, **options
     )

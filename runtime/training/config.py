@@ -58,6 +58,7 @@ class TrainConfig:
     invertible_memory: bool = (
         False  # backward recomputes each step's activations from its outputs (less memory, ~1.4x time)
     )
+    precision: str = "32"  # "32" or "bf16-mixed" (conditioner nets under bfloat16 autocast; .precision)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,6 +84,8 @@ class TrainConfig:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not isinstance(self.invertible_memory, bool):
             problems.append(f"invertible_memory must be true or false, got {self.invertible_memory!r}")
+        if self.precision not in ("32", "bf16-mixed"):
+            problems.append(f"precision must be 32 or bf16-mixed, got {self.precision!r}")
         if self.threads < 1:
             problems.append(f"threads must be ≥ 1, got {self.threads}")
         for k in ("eval_every", "checkpoint_every", "test_batch"):

@@ -44,12 +44,16 @@ def resolve_device(
     if value == "cpu" or (value == "auto" and not available):
         return torch.device("cpu")
     if not available:
-        raise FlowDSLError(f"--device {text}: CUDA is not available here (use --device cpu or auto)")
+        raise FlowDSLError(
+            f"--device {text}: CUDA is not available here (use --device cpu or auto)", filename="flowdsl"
+        )
     count = torch.cuda.device_count() if device_count is None else device_count
     m = _DEVICE.match(value)
     index = int(m.group(2)) if m and m.group(2) is not None else int(local_rank or 0)
     if index >= count:
-        raise FlowDSLError(f"--device {text}: cuda:{index} does not exist ({plural(count, 'CUDA device')} visible)")
+        raise FlowDSLError(
+            f"--device {text}: cuda:{index} does not exist ({plural(count, 'CUDA device')} visible)", filename="flowdsl"
+        )
     return torch.device("cuda", index)
 
 
@@ -59,10 +63,12 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--precision 32|bf16-mixed`` (training only)."""
+    """Add ``--precision 32|bf16-mixed`` (training only; None when not given, so that a resumed
+    run keeps the precision it started with)."""
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="32",
-        help="32: float32 throughout; bf16-mixed: bfloat16 autocast for the forward pass, float32 weights",
+        default=None,
+        help="32 (default): float32 throughout; bf16-mixed: the conditioner networks run under bfloat16 "
+        "autocast, weights, log-determinants and the prior stay float32 (a resumed run keeps its precision)",
     )

@@ -16,21 +16,34 @@ from torch import Tensor, nn
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum
 
-__all__ = ["evaluate_bpd", "latent_sparsity"]
+__all__ = ["evaluate_bpd", "latent_sparsity", "model_device"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU for a model without tensors)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()
 def evaluate_bpd(
     model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()
 ) -> float:
-    """Mean bits/dim of already dequantised data ``x01`` (strided shards under torchrun)."""
+    """Mean bits/dim of already dequantised data ``x01`` (strided shards under torchrun).
+
+    ``x01`` may live on the CPU: each batch is moved to the model's device; the sums stay on that
+    device (one host read at the end)."""
     was = model.training
     model.eval()
+    dev = model_device(model)
     try:
         xs = x01[info.rank :: info.world] if info.active else x01
-        total = torch.zeros(2, dtype=torch.float64)
+        total = torch.zeros(2, dtype=torch.float64, device=dev)
         for i in range(0, len(xs), batch):
-            lp = model.log_prob(xs[i : i + batch]).to(torch.float64)
+            lp = model.log_prob(xs[i : i + batch].to(dev, non_blocking=True)).to(torch.float64)
             total[0] += lp.sum()
             total[1] += lp.numel()
         all_reduce_sum(total, info)
@@ -50,6 +63,6 @@ def latent_sparsity(model: nn.Module, x: Tensor) -> Optional[dict[str, Any]]:
         return None
     with torch.no_grad():
         model.eval()
-        z, _ = model(x)
+        z, _ = model(x.to(model_device(model)))
         model.train()
     return prior.sparsity_report(z)

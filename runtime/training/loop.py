@@ -26,6 +26,14 @@ prior the spec describes. ``last.pt`` is written every
 ``checkpoint_every`` steps, at evaluations and at the end. At the end the best weights are
 also written as ``weights.safetensors`` and scored on the test split.
 
+Devices and precision (``device``, ``precision``; :mod:`.device`, :mod:`.precision`): the model
+(with its prior) is moved to the device before the optimizer is made, so AdamW's state lives
+there too (a resumed optimizer state follows the parameters); batches are dequantised on the CPU
+from the seeded generators and then moved, so a run's batches do not depend on the device.
+Under torchrun each process computes on ``cuda:$LOCAL_RANK`` (or the CPU) and the process group
+uses nccl only for CUDA (:mod:`.distributed`). ``bf16-mixed`` runs the conditioner networks under
+bfloat16 autocast; weights, log-dets and the prior stay float32.
+
 Determinism: parameters come from ``flowdsl.compile(spec, seed)``, every random draw of the loop
 from seeded generators, and the process uses ``threads`` intra-op threads (default 1), so two
 runs with the same seed, data and settings produce the same weights on the same machine.
@@ -51,12 +59,14 @@ from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint
 from flowdsl.runtime.training.config import resolve_config
+from flowdsl.runtime.training.device import resolve_device
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.evaluation import evaluate_bpd
 from flowdsl.runtime.training.final_report import final_report
 from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
 from flowdsl.runtime.training.metrics import MetricsLog
 from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model, spec_sha256
+from flowdsl.runtime.training.precision import autocast_conditioners
 from flowdsl.runtime.training.progress import Progress, say
 from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
 from flowdsl.runtime.training.run_data import load_run_data
@@ -128,6 +138,7 @@ def train_mle(
     overwrite: bool = False,
     quiet: bool = False,
     factory: Optional[ModelFactory] = None,
+    device: str | torch.device = "auto",
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train the flow of an ``objective mle`` spec by maximum likelihood; returns the run's summary.
@@ -142,10 +153,12 @@ def train_mle(
         overwrite: start again in a folder that already holds a checkpoint.
         quiet: no progress output.
         factory: how specs are parsed and built (tests substitute a stand-in).
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun
+            ``cuda:$LOCAL_RANK`` (:func:`~flowdsl.runtime.training.device.resolve_device`).
         overrides: any :class:`TrainConfig` field (batch, lr, seed, weight_decay, warmup, clip,
             eval_every, checkpoint_every, test_batch, schedule, val_fraction, threads, max_time,
             invertible_memory (the loss's backward recomputes activations from outputs; one
-            process only), ...).
+            process only), precision ("32" or "bf16-mixed"), ...).
 
     Returns:
         ``{"step", "best_step", "best_val_bpd", "test_bpd" (of the best weights), "final_test_bpd",
@@ -161,7 +174,7 @@ def train_mle(
     """
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
-    info = init_from_env()
+    info = init_from_env(resolve_device(device if device is not None else "auto"))
     prev_threads = torch.get_num_threads()
     import signal
     import threading
@@ -202,6 +215,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
     if cfg.invertible_memory:
         require_one_process(info.world, "train")
+        if cfg.precision != "32":  # the recomputing backward would rerun the nets in float32
+            raise FlowDSLError("--precision bf16-mixed does not combine with --invertible-memory", filename="train")
+    dev = info.device
     torch.set_num_threads(cfg.threads)
     if info.active and cfg.batch % info.world:
         raise DataError(f"batch {cfg.batch} is not divisible by the {info.world} processes", filename="train")
@@ -214,7 +230,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
 
     # -- model and optimiser -------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    model = factory.build(spec, cfg.seed)
+    model = factory.build(spec, cfg.seed).to(dev)  # the prior is a submodule: it moves too
     model.train()
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
@@ -232,13 +248,15 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     else:
         init_n = min(len(run.train), max(cfg.batch, 512))
         idx = torch.randperm(len(run.train), generator=_gen("init", cfg.seed))[:init_n]
-        x0 = run.train_batch(idx, _gen("init-noise", cfg.seed))
+        x0 = run.train_batch(idx, _gen("init-noise", cfg.seed)).to(dev)
         with torch.no_grad():
             model(x0)  # data-dependent initialisation (ActNorm), the same in every process
     say(
         f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; "
         f"{plural(cfg.steps, 'step')} of batch {cfg.batch}, lr {cfg.lr:g}, "
-        f"weight decay {cfg.weight_decay:g}, {plural(info.world, 'process')} × {plural(cfg.threads, 'thread')}"
+        f"weight decay {cfg.weight_decay:g}, {plural(info.world, 'process')} × {plural(cfg.threads, 'thread')} "
+        f"on {dev}"
+        + ("; bf16-mixed precision" if cfg.precision != "32" else "")
         + ("; invertible memory (backward recomputes activations)" if cfg.invertible_memory else ""),
         quiet,
         info,
@@ -256,8 +274,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     if info.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        probe = run.train_batch(slice(None, 2), _gen("probe", cfg.seed))
-        net = DDP(net, find_unused_parameters=_unused_parameters(model, probe))
+        probe = run.train_batch(slice(None, 2), _gen("probe", cfg.seed)).to(dev)
+        ids = [dev.index] if dev.type == "cuda" else None
+        net = DDP(net, device_ids=ids, find_unused_parameters=_unused_parameters(model, probe))
 
     metrics = MetricsLog(out / "metrics.csv", enabled=info.main)
     if info.main:
@@ -297,8 +316,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         for g in opt.param_groups:
             g["lr"] = lr
         idx = stream.indices(step)
-        x = run.train_batch(idx, _gen("noise", cfg.seed, step))[shard]
-        lp = net(x)
+        x = run.train_batch(idx, _gen("noise", cfg.seed, step))[shard].to(dev, non_blocking=True)
+        with autocast_conditioners(model, dev, cfg.precision):
+            lp = net(x)
         loss = -lp.mean() / dims
         if cfg.invertible_memory and not bool(torch.isfinite(loss)):  # one process: stop before the
             raise_nonfinite(model, x, step, float(loss.detach()), out)  # recomputing backward inverts NaN/Inf
@@ -328,7 +348,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         timed_out = False
         if cfg.max_time > 0 or interrupt.requested or info.active:  # every process stops at the same step
             late = cfg.max_time > 0 and time.time() - t_start > cfg.max_time and info.main
-            flag = torch.tensor([float(late or interrupt.requested)], dtype=torch.float64)
+            flag = torch.tensor([float(late or interrupt.requested)], dtype=torch.float64, device=dev)
             timed_out = bool(all_reduce_sum(flag, info)[0] > 0)
         final = step == cfg.steps or timed_out
         do_eval = step % cfg.eval_every == 0 or final

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Any, Optional
 
+import torch
 from torch import nn
 
 from flowdsl.errors import CheckpointError, FlowDSLError
@@ -55,12 +56,18 @@ def spec_sha256(spec: Any) -> str:
 
 
 def load_model(
-    ckpt_or_run: str | os.PathLike, spec: Any = None, factory: Optional[ModelFactory] = None, prefer: str = "best"
+    ckpt_or_run: str | os.PathLike,
+    spec: Any = None,
+    factory: Optional[ModelFactory] = None,
+    prefer: str = "best",
+    device: str | torch.device | None = None,
 ) -> tuple[Any, nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint (or run folder) with its weights, in eval mode.
 
     The spec is parsed from the text stored in the checkpoint (``spec`` only checks that it
-    matches). Returns ``(spec, model, checkpoint)``.
+    matches). The file is read onto the CPU (``map_location="cpu"``, whatever device wrote it) and
+    verified there; the model is then moved to ``device`` (a ``torch.device`` or ``--device`` text;
+    None: stays on the CPU). Returns ``(spec, model, checkpoint)``.
 
     Raises:
         CheckpointError: unreadable, corrupt or mismatched checkpoint.
@@ -79,5 +86,9 @@ def load_model(
     seed = int((ckpt.get("config") or {}).get("seed", 0))
     model = factory.build(stored, seed)
     restore(model, ckpt)
+    if device is not None:
+        from flowdsl.runtime.training.device import resolve_device
+
+        model.to(device if isinstance(device, torch.device) else resolve_device(device))
     model.eval()
     return stored, model, ckpt

@@ -38,13 +38,15 @@ def draw_samples(model: nn.Module, n: int, temperature: float = 1.0, seed: int =
     the caller's random state is left untouched.
     """
     from flowdsl.runtime.training.distributed import DistInfo, all_gather_cat
+    from flowdsl.runtime.training.evaluation import model_device
 
     info = dist_info or DistInfo()
     per = -(-int(n) // info.world)
     was_training = model.training
     model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
+    dev = model_device(model)
+    try:  # the generator of the model's device is forked too (CUDA: its own stream of numbers)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(_seed_for("sample", seed, info.rank))
             x = model.sample(per, temperature=temperature)
     finally:
@@ -145,19 +147,24 @@ def sample_grid(
     seed: int = 0,
     data: Optional[str] = None,
     factory: Any = None,
+    device: str | torch.device = "auto",
 ) -> dict[str, Any]:
     """Load a run folder or checkpoint, draw ``n`` samples and write ``out_png``.
 
     Vector flows are drawn over their training data (``data`` overrides the name stored in the
     run's settings; pass ``"none"`` to leave it out). Under torchrun the sampling is sharded and
-    rank 0 writes the file. Returns ``{"path", "n", "temperature", "step", "spec"}``.
+    rank 0 writes the file. ``device``: where the model samples (``auto``, ``cpu``, ``cuda[:N]``;
+    under torchrun ``cuda:$LOCAL_RANK``). The samples are drawn from the global generator of that
+    device, so the same seed gives other samples on CUDA than on the CPU.
+    Returns ``{"path", "n", "temperature", "step", "spec"}``.
     """
+    from flowdsl.runtime.training.device import resolve_device
     from flowdsl.runtime.training.distributed import init_from_env, shutdown
     from flowdsl.runtime.training.models import load_model
 
-    info = init_from_env()
+    info = init_from_env(resolve_device(str(device)))
     try:
-        spec, model, ckpt = load_model(ckpt_or_run, factory=factory)
+        spec, model, ckpt = load_model(ckpt_or_run, factory=factory, device=info.device)
         x = draw_samples(model, n, temperature, seed, info)
         image = getattr(spec.input, "kind", "image") == "image"
         levels = getattr(spec.input, "levels", None) if image else None

@@ -73,11 +73,16 @@ class FDRLRuntime(ObjectiveRuntime):
         show_source: Optional[str] = None,
         source_temperature: Optional[float] = None,
         factory: Any = None,
+        device: str = "auto",
     ) -> dict[str, Any]:
         """``n`` particles of the run's sampler (K + κ steps, or ``flow_steps``, from its source with
         the EMA estimator unless ``raw``), optionally guided by ``classifier`` towards ``label``
         with weight ``guidance``; written as an image grid or a scatter over the data (``data``:
-        its name, or ``"none"``). ``show_source`` also writes the particles' start."""
+        its name, or ``"none"``). ``show_source`` also writes the particles' start. FDRL samples on
+        the CPU (``device``: auto or cpu)."""
+        from flowdsl.runtime.objectives.fdrl.train import _cpu_only
+
+        _cpu_only(device, None, str(run))
         from flowdsl.runtime.objectives.fdrl.datasets import load_data
         from flowdsl.runtime.objectives.fdrl.runs import classifier_guidance, load_fdrl, sample_fdrl, write_fdrl_samples
 

@@ -80,6 +80,17 @@ def _eval_energy(model: FDRLModel, ref: Tensor, n: int, seed: int, batch: int) -
     )
 
 
+def _cpu_only(device: Any, precision: Any, where: str) -> None:
+    """FDRL trains in float32 on the CPU: ``--device auto`` means the CPU here; ``cuda`` and
+    ``--precision bf16-mixed`` are user errors (not silently ignored)."""
+    from flowdsl.runtime.training.device import resolve_device
+
+    if str(device) != "auto" and resolve_device(str(device)).type != "cpu":
+        raise DataError(f"objective fdrl trains on the CPU only; --device {device} is not supported", filename=where)
+    if precision not in (None, "32"):
+        raise DataError(f"objective fdrl trains in float32; --precision {precision} is not supported", filename=where)
+
+
 def train_fdrl(
     spec: Any,
     data: Optional[str] = None,
@@ -118,6 +129,7 @@ def train_fdrl(
             f"spec {spec.name!r} has objective {spec.objective.name!r}; train_fdrl trains objective fdrl",
             filename=spec.filename,
         )
+    _cpu_only(overrides.pop("device", "auto"), overrides.get("precision"), spec.filename)
     if overrides.get("invertible_memory"):
         raise DataError(
             "--invertible-memory applies to maximum-likelihood training of a flow; objective fdrl trains a "

@@ -147,3 +147,16 @@ def test_the_probe_is_not_traced_under_torch_compile(monkeypatch):
         got = fn(x, w)
     ref = torch.relu(torch.nn.functional.conv2d(x.float(), w.float(), padding=1))
     assert got.dtype == torch.bfloat16 and rel(got, ref) < 0.05
+
+
+def test_compiled_path_choice_checks_the_device_too(monkeypatch):
+    """Under ``torch.compile`` (``is_compiling`` faked) a CPU tensor may take oneDNN, a tensor on
+    another device (meta here) never does, whatever oneDNN claims to support."""
+    force_support(monkeypatch, True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: False)
+    x = torch.rand(4, 3, 6, 6)
+    with torch.no_grad():
+        assert kernels.conv_path(x) == ("onednn" if kernels._HAS_POINTWISE else "plain")
+        assert kernels.conv_path(x.to("meta")) == "plain" and kernels.conv_path(x[:1].to("meta")) == "plain"
+        assert kernels.conv_path(x.to("meta").to(torch.bfloat16)) == "plain"

@@ -197,7 +197,7 @@ def test_nonfinite_loss_stops_with_the_numerical_error(tmp_path):
 
 
 def test_several_processes_and_other_models_are_refused(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(training_loop, "init_from_env", lambda: DistInfo(rank=0, world=2))
+    monkeypatch.setattr(training_loop, "init_from_env", lambda device=None: DistInfo(rank=0, world=2))
     monkeypatch.setattr(training_loop, "barrier", lambda info: None)
     with pytest.raises(NotAvailableError, match="one process only"):
         train(_spec_file(tmp_path), out=tmp_path / "r", invertible_memory=True, **FAST)
