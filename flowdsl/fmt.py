@@ -45,8 +45,9 @@ from lark import Lark, Token, Tree
 from flowdsl.errors import FlowDSLError
 from flowdsl.grammar import grammar_text
 from flowdsl.parser import parse_syntax
+from flowdsl.syntax import SpecFile
 
-__all__ = ["format_source", "run_fmt", "register", "WIDTH", "INDENT"]
+__all__ = ["format_source", "format_with_syntax", "run_fmt", "register", "WIDTH", "INDENT"]
 
 WIDTH = 100
 INDENT = 4
@@ -378,9 +379,14 @@ def format_source(text: str, path: str = "<string>") -> str:
     Raises:
         ParseError: ``text`` does not follow the grammar (located in ``path``).
     """
-    _spec, text = parse_syntax(text, path)  # the front end's checks and errors, BOM dropped
+    return format_with_syntax(text, path)[1]
+
+
+def format_with_syntax(text: str, path: str = "<string>") -> tuple[SpecFile, str]:
+    """:func:`format_source`, also returning the syntax tree of ``text`` (``parse_syntax``'s)."""
+    spec, text = parse_syntax(text, path)  # the front end's checks and errors, BOM dropped
     tree = _parser().parse(text)
-    return _Formatter(text, _tokens(tree, [])).file(tree)
+    return spec, _Formatter(text, _tokens(tree, [])).file(tree)
 
 
 # ---- the command: flowdsl fmt FILE... [--check] -------------------------------------------------
@@ -476,5 +482,5 @@ def register(subparsers) -> None:
         "fmt", help="format spec files in place (canonical layout, comments kept); --check shows a diff"
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="spec files or folders (their *.flow files); - for stdin")
-    p.add_argument("--check", action="store_true", help="change nothing; print a diff and exit 1 if a file would change")
+    p.add_argument("--check", action="store_true", help="change nothing; print a diff, exit 1 if a file would change")
     p.set_defaults(func=_cmd_fmt)
