@@ -233,3 +233,23 @@ def test_the_extension_client_starts_flowdsl_lsp_for_flow_files(tmp_path):
     assert got["run"] == {"command": "flowdsl", "args": ["lsp"], "transport": 0}
     assert {"scheme": "file", "language": "flowdsl"} in got["selector"]
     assert got["init"] == {"flowdsl": {"inlayHints": True}} and got["disposables"] == 1
+
+
+def _fenced(markdown: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", markdown, re.M | re.S)
+
+
+def test_readme_editor_setups_start_flowdsl_lsp_on_flow_files():
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Editor support") : readme.index("## Python API")]
+    (helix,) = [tomllib.loads(b) for b in _fenced(section, "toml")]
+    server = helix["language-server"]["flowdsl"]
+    assert [server["command"], *server["args"]] == ["flowdsl", "lsp"]
+    (lang,) = helix["language"]
+    assert lang["file-types"] == ["flow"] and lang["language-servers"] == ["flowdsl"] and lang["comment-token"] == "#"
+    (nvim,) = _fenced(section, "lua")
+    assert 'cmd = { "flowdsl", "lsp" }' in nvim and "extension = { flow = " in nvim
+    for feature in ("Diagnostics", "Hover", "Completion", "definition", "references", "symbols", "Inlay", "Formatting"):
+        assert feature in section, feature
