@@ -10,6 +10,7 @@ tests/flowdsl/test_properties.py with whitespace and comments shaken in.
 from __future__ import annotations
 
 import importlib.util
+import random
 import re
 import subprocess
 import sys
@@ -460,6 +461,37 @@ def test_format_keeps_the_checked_spec_on_the_spec_strategy(text):
     out = check_format(text)
     if zlib.crc32(text.encode()) % 10 == 0:
         assert _layers(out) == _layers(text)
+
+
+# ---- mutated specs (the front-end fuzzer's mutations) ------------------------------------------------
+
+
+def _comments(text: str) -> list[str]:
+    found = re.findall(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*', text)
+    return [c.rstrip() for c in found if c.startswith("#")]
+
+
+def test_mutated_specs_are_rejected_with_a_located_error_or_formatted_faithfully():
+    """Token deletions, swaps, junk, deep nesting, comments in odd places: the formatter either
+    raises the front end's located error or keeps the syntax tree and every comment in order."""
+    from flowdsl.fuzz import mutate, seed_specs
+
+    rng = random.Random(7)
+    seeds = seed_specs()
+    formatted = 0
+    for _ in range(800):
+        data = mutate(rng.choice(seeds), rng)
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        try:
+            before, out = format_with_syntax(text, "m.flow")
+        except FlowDSLError as e:
+            assert e.line >= 1 and str(e).startswith("m.flow:")
+            continue
+        after, again = format_with_syntax(out)
+        assert after == before and again == out, text
+        assert _comments(out) == _comments(text.lstrip("\ufeff")), text
+        formatted += 1
+    assert formatted >= 30
 
 
 # ---- the command ----------------------------------------------------------------------------------
