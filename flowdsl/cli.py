@@ -4,7 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
-    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
+    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt_cli.py)
     (train, sample, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
@@ -176,7 +176,7 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
 
-    from flowdsl.fmt import register as register_fmt  # `flowdsl fmt`: torch-free, like check
+    from flowdsl.fmt_cli import register as register_fmt  # `flowdsl fmt`: torch-free, like check
 
     register_fmt(sub)
 
