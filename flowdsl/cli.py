@@ -4,7 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
-    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt_cli.py)
+    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
     (train, sample, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
