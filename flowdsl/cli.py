@@ -4,6 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
+    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
     (train, sample, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint, and usage errors such as an
@@ -26,7 +27,7 @@ __all__ = ["main", "build_parser"]
 
 #: subcommands defined here; they need neither torch nor the runtime's command modules, so
 #: ``flowdsl check`` starts in the time it takes to import lark, pydantic and networkx
-CORE_COMMANDS = ("check", "graph", "export", "demo")
+CORE_COMMANDS = ("check", "graph", "export", "demo", "fmt")
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
 #: unless the command line names a core command); the training module also adds the subcommands
@@ -193,6 +194,10 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     d.add_argument("--sweep", action="store_true", help="also check, round-trip and export every bundled spec")
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
+
+    from flowdsl.fmt_cli import register as register_fmt  # `flowdsl fmt`: torch-free, like check
+
+    register_fmt(sub)
 
     for mod in PLUGIN_MODULES if plugins else ():
         try:
