@@ -101,9 +101,7 @@ def check_output_path(path: str | os.PathLike, make_parents: bool = False, what:
     parent = p.parent
     if not parent.exists():
         if not make_parents:
-            raise OutputError(
-                f"cannot write the {what}: the folder {str(parent)!r} does not exist", filename=text
-            )
+            raise OutputError(f"cannot write the {what}: the folder {str(parent)!r} does not exist", filename=text)
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
