@@ -9,11 +9,13 @@ target's place:
 * a target: ``renameat2(staging, target, RENAME_EXCHANGE)`` swaps the two folders atomically
   (Linux); the old export then sits at the staging name and is deleted. Where the exchange is
   not available the fallback is ``rename(target, .<name>.old-<id>)`` then
-  ``rename(staging, target)``: between the two the target is missing, never mixed.
+  ``rename(staging, target)``: between the two the target is missing, never mixed (an
+  exception there puts the old folder back).
 
 So a reader (and a process killed at any instant) sees the previous complete folder or the new
 one. Leftovers of a killed export are handled by :func:`recover` at the start of the next export:
-a complete staged folder is moved into a missing target (roll forward), anything else is deleted.
+a complete staged folder is moved into a missing target (roll forward), or else a complete old
+one (roll back); anything else is deleted.
 
 The target must hold only an export (:data:`EXPORT_FILES` and the manifest) or be new: a folder
 with other files is refused rather than swapped away. :func:`verify_export` and
@@ -85,15 +87,20 @@ def _sha256(path: Path) -> str:
 
 
 def recover(target: Path) -> list[str]:
-    """Clean up after an export that was killed: when ``target`` is missing and a complete staged
-    export exists, move it in (roll forward); delete every other leftover. Returns what was done."""
+    """Clean up after an export that was killed: when ``target`` is missing, move a complete staged
+    export in (roll forward), else a complete old one back (roll back); delete every other
+    leftover. Returns what was done."""
     done = []
+    for prefix in (f".{target.name}.export-", f".{target.name}.old-"):
+        if target.exists():
+            break
+        for p in _leftovers(target):
+            if p.name.startswith(prefix) and _complete(p):
+                os.rename(p, target)
+                fsync_dir(target.parent)
+                done.append(f"recovered the export left in {p.name}")
+                break
     for p in _leftovers(target):
-        if not target.exists() and p.name.startswith(f".{target.name}.export-") and _complete(p):
-            os.rename(p, target)
-            fsync_dir(target.parent)
-            done.append(f"recovered the export left in {p.name}")
-            continue
         shutil.rmtree(p, ignore_errors=True)
         done.append(f"removed {p.name}")
     return done
@@ -175,8 +182,13 @@ def commit(stage: Path, target: Path) -> None:
         shutil.rmtree(stage, ignore_errors=True)  # now the old export
     else:
         old = target.parent / f".{target.name}.old-{stage.name.rsplit('-', 1)[-1]}"
-        os.rename(target, old)
-        os.rename(stage, target)
+        try:
+            os.rename(target, old)
+            os.rename(stage, target)
+        except BaseException:  # interrupted or failed between the renames: put the old export back
+            if not target.exists() and old.exists():
+                os.rename(old, target)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     fsync_dir(target.parent)
 
