@@ -4,7 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE|RUN|CKPT [--checkpoint CKPT | --untrained] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
-    (train, sample, explain, bench: registered by their runtime modules)
+    (train, sample, eval, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
 User errors print without a traceback; ``--debug`` shows it.
@@ -33,6 +33,7 @@ CORE_COMMANDS = ("check", "graph", "export", "demo")
 PLUGIN_MODULES = (
     "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
+    "flowdsl.runtime.training.eval_cli",
     "flowdsl.runtime.explain.cli",
     "flowdsl.runtime.bench.suite",
     "flowdsl.runtime.bench.training",
