@@ -173,9 +173,10 @@ def _cmd_benchmark(args) -> None:
     text = _benchmark_markdown(table, cmd.strip(), args)
     print(table)
     if args.output:
+        from flowdsl.outputs import atomic_write_text
+
         p = Path(args.output)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        atomic_write_text(p, text, make_parents=True, what="benchmark report")
         print(f"wrote {p}")
 
 
