@@ -135,12 +135,12 @@ def _cmd(args) -> int:
     from flowdsl.outputs import atomic_write_text, check_output_path
 
     if args.out:  # refused before the runs, not after
-        check_output_path(args.out, make_parents=True, what="benchmark report")
+        check_output_path(args.out, what="benchmark report")
     md = training_table(args.steps, args.runs, mnist_steps=args.mnist_steps, quiet=not args.verbose)
     print(md)
     if args.out:
         cmd = f"flowdsl bench-training --steps {args.steps} --mnist-steps {args.mnist_steps} --out {args.out}"
-        atomic_write_text(args.out, f"Produced by `{cmd}`.\n\n" + md, make_parents=True, what="benchmark report")
+        atomic_write_text(args.out, f"Produced by `{cmd}`.\n\n" + md, what="benchmark report")
     return 0
 
 

@@ -176,7 +176,7 @@ def _cmd_benchmark(args) -> None:
         from flowdsl.outputs import atomic_write_text
 
         p = Path(args.output)
-        atomic_write_text(p, text, make_parents=True, what="benchmark report")
+        atomic_write_text(p, text, what="benchmark report")
         print(f"wrote {p}")
 
 
@@ -236,6 +236,10 @@ Reading the table:
 
 # ------------------------------------------------------------------------------------------
 def run_explain(args: argparse.Namespace) -> int:
+    if args.output:  # refused before any work: a folder, device or FIFO, or a missing folder
+        from flowdsl.outputs import check_output_path
+
+        check_output_path(args.output, what="picture" if not args.inpaint_benchmark else "benchmark report")
     if args.inpaint_benchmark:
         _cmd_benchmark(args)
         return 0

@@ -64,14 +64,14 @@ def _to_img(x: Tensor):
 
 def _save(plt, fig, path: str | Path) -> str:
     """Lay out ``fig``, write it to ``path`` (120 dpi, format by suffix, PNG without one) atomically
-    through :mod:`flowdsl.outputs` (the folder is created; folders, devices, FIFOs refused), close it."""
+    through :mod:`flowdsl.outputs` (the folder must exist; folders, devices, FIFOs refused), close it."""
     from flowdsl.outputs import atomic_write
 
     fig.tight_layout()
     path = Path(path)
     fmt = path.suffix.lower()[1:] or "png"
     try:
-        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=fmt), make_parents=True, what="picture")
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=fmt), what="picture")
     finally:
         plt.close(fig)
     return str(path)

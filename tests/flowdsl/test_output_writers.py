@@ -74,8 +74,20 @@ def test_explain_pictures_refuse_special_files(tmp_path):
             _save(plt, fig, p)
         assert not plt.fignum_exists(fig.number)  # closed either way
     fig = plt.figure()
-    out = _save(plt, fig, tmp_path / "sub" / "ok.png")  # its folder is made, as before
+    with pytest.raises(OutputError, match="does not exist"):  # parent folders are not made unasked
+        _save(plt, fig, tmp_path / "sub" / "ok.png")
+    fig = plt.figure()
+    out = _save(plt, fig, tmp_path / "ok.png")
     assert Path(out).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_explain_refuses_the_output_before_loading(tmp_path, capsys, monkeypatch):
+    import flowdsl.runtime.explain.cli as explain
+
+    monkeypatch.setattr(explain, "load_model_for_explain", lambda *a, **k: pytest.fail("loaded the model"))
+    (tmp_path / "out.png").mkdir()
+    assert _exit("explain", str(SPECS / "rgflow_digits.flow"), "--mix", "-o", str(tmp_path / "out.png")) == 1
+    assert "it is a folder" in capsys.readouterr().err
 
 
 def test_bench_out_is_refused_before_the_benchmark_runs(tmp_path, capsys, monkeypatch):
