@@ -180,3 +180,13 @@ def test_a_prior_without_from_noise_exports_no_prior_graph(tmp_path):
     assert sorted(verify_export(tmp_path / "o")["files"]) == ["forward.onnx", "inverse.onnx"]
     with pytest.raises(flowdsl.FlowDSLError, match="no prior.onnx"):
         sample_onnx(tmp_path / "o", 10)
+
+
+def test_every_built_in_prior_kind_is_covered_and_exports_its_sampler():
+    from flowdsl.runtime.export.prior import can_export_prior
+    from flowdsl.runtime.priors import lowered_priors
+
+    covered = {p.split("(")[0] for p in PRIORS}
+    assert set(lowered_priors()) <= covered, "a new prior kind needs from_noise and a case in PRIORS"
+    for prior in PRIORS:
+        assert can_export_prior(_model(prior).prior), prior
