@@ -192,3 +192,12 @@ def test_nonfinite_weights_are_refused(runs, tmp_path, capsys):
     assert _sample(bad, "-o", str(out)) == 1
     err = capsys.readouterr().err
     assert "NaN or Inf" in err and key in err and "Traceback" not in err and not out.exists()
+
+
+def test_nonfinite_samples_are_reported_not_hidden(runs, tmp_path, capsys):
+    out = tmp_path / "s.npy"
+    assert _sample(runs["moons"], "--n", "20", "-t", "1e38", "-o", str(out)) == 0  # finite weights, overflowing z
+    x = np.load(out)
+    bad = int((~np.isfinite(x)).any(1).sum())
+    assert bad > 0  # kept as they are in the raw output, not turned into zeros
+    assert f"warning: {bad} of 20 samples hold NaN or Inf" in capsys.readouterr().out
