@@ -110,6 +110,12 @@ def prepare_target(out_dir: str | os.PathLike) -> Path:
     """The absolute target folder, after refusing what must not be swapped: a path that is not a
     folder, or a folder with files that are not an export's. The parent folders are made."""
     target = Path(os.path.abspath(os.fspath(out_dir)))
+    if target == Path(os.path.abspath(os.getcwd())) or target.parent == target:
+        raise OutputError(
+            "the export folder is replaced as a whole, so it cannot be the current folder or a root",
+            filename=os.fspath(out_dir),
+            notes=["name a subfolder, e.g. --out onnx"],
+        )
     if target.exists() or target.is_symlink():
         if target.is_symlink() or not target.is_dir():
             raise OutputError(

@@ -74,7 +74,7 @@ def test_a_mixed_pair_is_refused_by_the_parity_check_and_verify(tmp_path):
         pair.verify_export(mixed)
 
 
-def test_a_folder_with_other_files_is_not_swapped_away(tmp_path):
+def test_a_folder_with_other_files_is_not_swapped_away(tmp_path, monkeypatch):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "notes.txt").write_text("keep me")
@@ -85,6 +85,12 @@ def test_a_folder_with_other_files_is_not_swapped_away(tmp_path):
     f.write_text("x")
     with pytest.raises(flowdsl.FlowDSLError, match="must be a folder"):
         flowdsl.export_onnx(_model(0.0), f)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    with pytest.raises(flowdsl.FlowDSLError, match="cannot be the current folder"):
+        flowdsl.export_onnx(_model(0.0), ".")
+    assert empty.is_dir() and not os.listdir(empty)
 
 
 def test_recover_rolls_forward_a_complete_staged_export_and_removes_the_rest(tmp_path):
