@@ -144,6 +144,29 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _mode_for(target: Path) -> int:
+    """The permission bits of the file being replaced, or 0o666 less the umask for a new name
+    (``mkstemp`` makes 0o600 files, which would hide every output from other users)."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(
     path: str | os.PathLike, write: Callable[[Any], None], make_parents: bool = False, what: str = "output"
 ) -> Path:
@@ -165,6 +188,7 @@ def atomic_write(
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), _mode_for(target))
             os.fsync(f.fileno())
         check_output_path(target, what=what)  # nothing special slipped in meanwhile
         os.replace(tmp, target)

@@ -141,3 +141,17 @@ def test_checkpoint_atomic_write_delegates(tmp_path):
     assert stat.S_ISCHR(os.lstat(dev).st_mode)
     with pytest.raises(OutputError, match="a folder"):
         ckpt_write(tmp_path / "run", lambda f: f.write(b"x"))
+
+
+def test_permissions_follow_the_umask_or_the_replaced_file(tmp_path):
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "new.txt").st_mode) == 0o640  # not mkstemp's 0o600
+    f = tmp_path / "kept.txt"
+    f.write_text("old")
+    f.chmod(0o604)
+    atomic_write_text(f, "new")
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o604 and f.read_text() == "new"
