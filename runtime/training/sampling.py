@@ -129,10 +129,13 @@ def draw_samples(
                     lp[i : i + k] = model.log_prob(xi).to(device="cpu", dtype=torch.float32)
     finally:
         model.train(was_training)
-    x = all_gather_cat(x, info)[:n]
-    if lp is None:
-        return x
-    return x, all_gather_cat(lp, info)[:n]
+    if info.active:  # gathered on the model's device (NCCL gathers CUDA tensors only), kept on the CPU
+        ref = next(iter(model.parameters()), None)
+        dev = ref.device if ref is not None else torch.device("cpu")
+        x = all_gather_cat(x.to(dev), info).cpu()
+        lp = all_gather_cat(lp.to(dev), info).cpu() if lp is not None else None
+    x = x[:n]
+    return x if lp is None else (x, lp[:n])
 
 
 def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 2) -> np.ndarray:
