@@ -76,8 +76,12 @@ def export_onnx(
     *,
     check_batch: int = 7,
     tolerance: float = 1e-4,
+    weights: str | None = None,
 ) -> ExportResult:
-    """Write ``forward.onnx`` (x → z, logdet, log_prob) and ``inverse.onnx`` (z → x) into out_dir.
+    """Write ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x) and
+    ``prior.onnx`` (noise, temperature → z: the prior's sampler) into out_dir, as one unit (a
+    folder swap; out_dir must be new or hold only a previous export). ``weights`` describes the
+    weights (recorded in the metadata).
 
     ``exporter`` is ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or
     ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against the
@@ -87,4 +91,6 @@ def export_onnx(
     """
     from flowdsl.runtime.export.onnx import export_onnx as _export
 
-    return _export(model, out_dir, exporter=exporter, check=check, check_batch=check_batch, tolerance=tolerance)
+    return _export(
+        model, out_dir, exporter=exporter, check=check, check_batch=check_batch, tolerance=tolerance, weights=weights
+    )

@@ -2,10 +2,10 @@
 
     flowdsl check FILE [--explain]        print the bijector graph; exit 1 with located errors
     flowdsl graph FILE -o out.svg|.png|.dot
-    flowdsl export FILE [--checkpoint CKPT] --out DIR
+    flowdsl export FILE|RUN|CKPT [--checkpoint CKPT | --untrained] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
     flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
-    (train, sample, explain, bench: registered by their runtime modules)
+    (train, sample, eval, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint, and usage errors such as an
 unknown flag or an out-of-range number), 2 internal error. User errors print without a
@@ -35,6 +35,7 @@ CORE_COMMANDS = ("check", "graph", "export", "demo", "fmt")
 PLUGIN_MODULES = (
     "flowdsl.fuzz",
     "flowdsl.runtime.training.cli",
+    "flowdsl.runtime.training.eval_cli",
     "flowdsl.runtime.explain.cli",
     "flowdsl.runtime.bench.suite",
     "flowdsl.runtime.bench.training",
@@ -108,16 +109,44 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(spec_path: str, checkpoint: str | None):
+def _load_for_export(args: argparse.Namespace):
+    """The model to export and a line naming its weights: a run folder (its best checkpoint, the
+    spec stored in the run), a checkpoint file, or a spec file with ``--checkpoint`` or ``--untrained``."""
     import flowdsl
+    from flowdsl.runtime.training.models import check_finite_weights
 
-    spec = flowdsl.parse(_read(spec_path), filename=spec_path)
-    model = flowdsl.compile(spec)
-    if checkpoint:
+    src = args.file
+    is_weights = Path(src).is_dir() or Path(src).suffix.lower() in (".pt", ".safetensors")
+    if is_weights:
+        if args.checkpoint or args.untrained:
+            raise FlowDSLError(
+                "a run folder or checkpoint carries its own weights: --checkpoint and --untrained go with a spec file",
+                filename=src,
+            )
+        from flowdsl.runtime.training.models import load_model
+
+        _spec, model, ckpt = load_model(src)
+        path, step = ckpt.get("path", src), int(ckpt["step"])
+    else:
+        spec = flowdsl.parse(_read(src), filename=src)
+        model = flowdsl.compile(spec)
+        if args.checkpoint and args.untrained:
+            raise FlowDSLError("--checkpoint and --untrained exclude each other", filename=src)
+        if not args.checkpoint and not args.untrained:
+            raise FlowDSLError(
+                "no trained weights: pass --checkpoint CKPT (or a run folder instead of the spec file), "
+                "or --untrained to export the initial weights on purpose",
+                filename=src,
+            )
+        if args.untrained:
+            print(f"warning: exporting UNTRAINED weights of {spec.name} (initialised from its seed)", file=sys.stderr)
+            return model.eval(), "untrained"
         from flowdsl.runtime.training.checkpoint_io import load_weights
 
-        load_weights(model, checkpoint)
-    return model
+        ckpt = load_weights(model, args.checkpoint)
+        path, step = ckpt.get("path", args.checkpoint), int(ckpt["step"])
+    check_finite_weights(model, path, "export")
+    return model.eval(), f"{path}, step {step}"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -126,11 +155,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import flowdsl
     from flowdsl.runtime.export.onnx import parity_table
 
-    model = _load_model(args.file, args.checkpoint).eval()
+    model, weights = _load_for_export(args)
+    print(f"weights: {weights}")
     res = flowdsl.export_onnx(
-        model, args.out, check=True, exporter=args.exporter, check_batch=args.batch, tolerance=args.tolerance
+        model,
+        args.out,
+        check=True,
+        exporter=args.exporter,
+        check_batch=args.batch,
+        tolerance=args.tolerance,
+        weights=weights,
     )
     print(f"wrote {res.forward}\nwrote {res.inverse}")
+    prior = Path(res.forward).with_name("prior.onnx")
+    if prior.exists():
+        print(f"wrote {prior} (the prior's sampler: see the README's ONNX section)")
     print(f"onnxruntime vs PyTorch (float32, batch {args.batch}):")
     for line in parity_table(res.parity):
         print(f"  {line}")
@@ -172,19 +211,25 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     g.add_argument("-o", "--output", required=True, help="output file: .svg or .png (matplotlib) or .dot (Graphviz)")
     g.set_defaults(func=_cmd_graph)
 
-    e = sub.add_parser("export", help="export forward.onnx and inverse.onnx and check them in onnxruntime")
-    e.add_argument("file", help="spec file (.flow)")
-    e.add_argument("--checkpoint", default=None, help="trained weights (default: the spec's seeded initialisation)")
-    e.add_argument("--out", required=True, help="output folder for forward.onnx and inverse.onnx")
+    e = sub.add_parser("export", help="export forward.onnx, inverse.onnx and prior.onnx and check them in onnxruntime")
     e.add_argument(
-        "--exporter",
-        choices=["auto", "torchscript", "dynamo"],
-        default="auto",
-        help="PyTorch's ONNX exporter (default auto: TorchScript, dynamo where it cannot)",
+        "file", metavar="FILE|RUN|CKPT", help="spec file (with --checkpoint or --untrained), run folder or checkpoint"
     )
-    e.add_argument("--batch", type=batch_size, default=7, help="batch size of the parity check (default 7)")
     e.add_argument(
-        "--tolerance", type=positive_float(), default=1e-4, help="largest relative error accepted (default 1e-4)"
+        "--checkpoint", default=None, metavar="CKPT", help="weights for a spec file (.pt, .safetensors, run folder)"
+    )
+    e.add_argument("--untrained", action="store_true", help="export a spec's initial (untrained) weights on purpose")
+    e.add_argument("--out", required=True, metavar="DIR", help="export folder (new, or holding only a previous export)")
+    e.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    e.add_argument(
+        "--batch", type=batch_size, default=7, metavar="N", help="batch size of the parity check (default 7)"
+    )
+    e.add_argument(
+        "--tolerance",
+        type=positive_float(),
+        default=1e-4,
+        metavar="X",
+        help="largest relative error onnxruntime vs PyTorch that passes (default 1e-4; NaN always fails)",
     )
     e.set_defaults(func=_cmd_export)
 

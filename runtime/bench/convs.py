@@ -388,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         a.batch, shape, a.repeats, not a.no_naive, a.spec, report=lambda s: print(s + "\n", flush=True), onnx=a.onnx
     )
     if a.out:
-        with open(a.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        from flowdsl.outputs import atomic_write_text
+
+        atomic_write_text(a.out, text, what="benchmark report")
     return 0
 
 

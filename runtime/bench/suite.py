@@ -318,6 +318,10 @@ def _cmd(args: argparse.Namespace) -> int:
             raise FlowDSLError(f"no such spec file: {p}", filename=p)
     from flowdsl.runtime.training.device import resolve_device
 
+    if args.out:  # refused before the benchmark runs, not after
+        from flowdsl.outputs import check_output_path
+
+        check_output_path(args.out, what="benchmark report")
     torch.set_num_threads(args.threads)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     dev = resolve_device(args.device)
@@ -411,7 +415,9 @@ def _cmd(args: argparse.Namespace) -> int:
         kept = _foreign_sections(out.read_text() if out.is_file() else "", text)
         if kept:
             say(f"kept {plural(len(kept), 'section')} of {out} that this command does not produce")
-        out.write_text(text + "".join("\n" + k.rstrip("\n") + "\n" for k in kept))
+        from flowdsl.outputs import atomic_write_text
+
+        atomic_write_text(out, text + "".join("\n" + k.rstrip("\n") + "\n" for k in kept), what="benchmark report")
         say(f"wrote {args.out}")
     return 0
 

@@ -132,12 +132,15 @@ def mnist_table(steps: int, out_dir: Path, quiet: bool = True) -> list[str]:
 
 
 def _cmd(args) -> int:
+    from flowdsl.outputs import atomic_write_text, check_output_path
+
+    if args.out:  # refused before the runs, not after
+        check_output_path(args.out, what="benchmark report")
     md = training_table(args.steps, args.runs, mnist_steps=args.mnist_steps, quiet=not args.verbose)
     print(md)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         cmd = f"flowdsl bench-training --steps {args.steps} --mnist-steps {args.mnist_steps} --out {args.out}"
-        Path(args.out).write_text(f"Produced by `{cmd}`.\n\n" + md, encoding="utf-8")
+        atomic_write_text(args.out, f"Produced by `{cmd}`.\n\n" + md, what="benchmark report")
     return 0
 
 

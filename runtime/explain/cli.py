@@ -178,9 +178,10 @@ def _cmd_benchmark(args) -> None:
     text = _benchmark_markdown(table, cmd.strip(), args)
     print(table)
     if args.output:
+        from flowdsl.outputs import atomic_write_text
+
         p = Path(args.output)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        atomic_write_text(p, text, what="benchmark report")
         print(f"wrote {p}")
 
 
@@ -240,6 +241,10 @@ Reading the table:
 
 # ------------------------------------------------------------------------------------------
 def run_explain(args: argparse.Namespace) -> int:
+    if args.output:  # refused before any work: a folder, device or FIFO, or a missing folder
+        from flowdsl.outputs import check_output_path
+
+        check_output_path(args.output, what="picture" if not args.inpaint_benchmark else "benchmark report")
     if args.inpaint_benchmark:
         _cmd_benchmark(args)
         return 0

@@ -44,23 +44,23 @@ def to_dot(graph: FlowGraph) -> str:
 
 
 def draw_graph(graph: FlowGraph, output: str) -> str:
-    """Write the drawing; the format follows the file extension (.dot, .svg, .png)."""
+    """Write the drawing; the format follows the file extension (.dot, .svg, .png). The write is
+    atomic and refuses folders, devices and FIFOs (:mod:`flowdsl.outputs`); the folder must exist."""
+    from flowdsl.outputs import atomic_write, atomic_write_text, check_output_path
+
     out = Path(output)
     ext = out.suffix.lower()
     if ext not in (".dot", ".gv", ".svg", ".png", ".pdf"):
         raise FlowDSLError(f"unknown drawing format '{ext or output}': use .svg, .png or .dot")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if ext in (".dot", ".gv"):
-            out.write_text(to_dot(graph), encoding="utf-8")
-            return str(out)
-        _draw_matplotlib(graph, out)
-    except OSError as e:
-        raise FlowDSLError(f"cannot write {output}: {e.strerror}") from None
+    check_output_path(out, what="drawing")
+    if ext in (".dot", ".gv"):
+        atomic_write_text(out, to_dot(graph), what="drawing")
+        return str(out)
+    _draw_matplotlib(graph, out, lambda save: atomic_write(out, save, what="drawing"))
     return str(out)
 
 
-def _draw_matplotlib(graph: FlowGraph, out: Path) -> None:
+def _draw_matplotlib(graph: FlowGraph, out: Path, write=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,5 +115,11 @@ def _draw_matplotlib(graph: FlowGraph, out: Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(out, dpi=110 if out.suffix.lower() == ".png" else None)
-    plt.close(fig)
+    dpi = 110 if out.suffix.lower() == ".png" else None
+    try:
+        if write is None:
+            fig.savefig(out, dpi=dpi)
+        else:  # an atomic writer: ``write(save)`` calls ``save(fileobj)``
+            write(lambda f: fig.savefig(f, dpi=dpi, format=out.suffix.lower()[1:]))
+    finally:
+        plt.close(fig)

@@ -63,12 +63,17 @@ def _to_img(x: Tensor):
 
 
 def _save(plt, fig, path: str | Path) -> str:
-    """Lay out ``fig``, write it to ``path`` (120 dpi; the folder is created), close it; the path."""
+    """Lay out ``fig``, write it to ``path`` (120 dpi, format by suffix, PNG without one) atomically
+    through :mod:`flowdsl.outputs` (the folder must exist; folders, devices, FIFOs refused), close it."""
+    from flowdsl.outputs import atomic_write
+
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fmt = path.suffix.lower()[1:] or "png"
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=fmt), what="picture")
+    finally:
+        plt.close(fig)
     return str(path)
 
 

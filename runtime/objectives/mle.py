@@ -61,6 +61,11 @@ class MLERuntime(ObjectiveRuntime):
             f"wrote {plural(res['n'], 'sample')} of {res['spec']} (step {res['step']}, temperature "
             f"{res['temperature']:g}) to {res['path']}"
         )
+        if res.get("nonfinite"):
+            res["message"] += (
+                f"\nwarning: {res['nonfinite']} of {res['n']} samples hold NaN or Inf (drawn as 0 in pictures, "
+                "kept in .npy/.npz)"
+            )
         return res
 
     def add_train_arguments(self, group: Any) -> None:
@@ -75,8 +80,13 @@ class MLERuntime(ObjectiveRuntime):
         )
 
     def add_sample_arguments(self, group: Any) -> None:
-        from flowdsl.cliargs import positive_float
+        from flowdsl.cliargs import float_range
 
         group.add_argument(
-            "--temperature", "-t", type=positive_float(), default=0.7, help="prior temperature (default 0.7)"
+            "--temperature",
+            "-t",
+            type=float_range(0),
+            default=0.7,
+            metavar="T",
+            help="prior temperature, finite and >= 0: z is drawn with its spread scaled by T (default 0.7)",
         )

@@ -2,7 +2,7 @@
 
     log p(z) = Σ_i [ −½((z_i − μ_i)/σ_i)² − log σ_i − ½ log 2π ]
 μ = 0, σ = 1 unless ``learned=true`` (then per-dimension μ and log σ are parameters, starting at 0).
-Sampling with temperature T draws z = μ + T·σ·ε.
+Sampling with temperature T draws z = μ + T·σ·ε, ε ~ N(0, 1) (``from_noise`` with noise "normal").
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ __all__ = ["GaussianPrior"]
 
 
 class GaussianPrior(Prior):
+    noise = ("normal",)
+
     def __init__(self, shape: tuple[int, ...], learned: bool = False) -> None:
         super().__init__()
         self.shape = tuple(shape)
@@ -38,7 +40,12 @@ class GaussianPrior(Prior):
         dtype = dtype or self.loc.dtype
         device = device or self.loc.device
         eps = torch.randn((n, *self.shape), device=device, dtype=dtype)
-        return self.loc.to(dtype) + temperature * torch.exp(self.log_scale.to(dtype)) * eps
+        return self.from_noise({"normal": eps}, temperature)
+
+    def from_noise(self, noise: dict[str, Tensor], temperature=1.0) -> Tensor:
+        """z = μ + T·σ·ε for ε = ``noise["normal"]``."""
+        eps = noise["normal"]
+        return self.loc.to(eps.dtype) + temperature * torch.exp(self.log_scale.to(eps.dtype)) * eps
 
 
 @prior_lowering("gaussian")

@@ -3,7 +3,8 @@
     log p(z) = Σ_i [ −|z_i − μ_i| / b_i − log(2 b_i) ]
 μ = 0 and b = ``scale`` unless ``learned=true`` (then per-dimension μ and log b are parameters,
 starting at 0 and log(scale)). (RG-Flow's b = T/√2 gives variance T²: write scale=0.7071 for that.)
-Sampling by inverse CDF with temperature T: z = μ − T·b·sign(u)·log(1 − 2|u|), u ~ U(−½, ½).
+Sampling by inverse CDF with temperature T: z = μ − T·b·sign(u)·log(1 − 2|u|), u = v − ½ for
+v ~ U[0, 1) (``from_noise`` with noise "uniform"; u is kept 1e-7 inside (−½, ½)).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = ["LaplacePrior"]
 
 
 class LaplacePrior(Prior):
+    noise = ("uniform",)
+
     def __init__(self, shape: tuple[int, ...], scale: float = 1.0, learned: bool = False) -> None:
         super().__init__()
         self.shape = tuple(shape)
@@ -39,10 +42,15 @@ class LaplacePrior(Prior):
     def sample(self, n: int, temperature: float = 1.0, device=None, dtype=None) -> Tensor:
         dtype = dtype or self.loc.dtype
         device = device or self.loc.device
-        u = torch.rand((n, *self.shape), device=device, dtype=dtype) - 0.5
-        u = u.clamp(-0.5 + 1e-7, 0.5 - 1e-7)
-        b = temperature * torch.exp(self.log_b.to(dtype))
-        return self.loc.to(dtype) - b * torch.sign(u) * torch.log1p(-2.0 * torch.abs(u))
+        v = torch.rand((n, *self.shape), device=device, dtype=dtype)
+        return self.from_noise({"uniform": v}, temperature)
+
+    def from_noise(self, noise: dict[str, Tensor], temperature=1.0) -> Tensor:
+        """The inverse CDF at v = ``noise["uniform"]`` (see the module docstring)."""
+        v = noise["uniform"]
+        u = (v - 0.5).clamp(-0.5 + 1e-7, 0.5 - 1e-7)
+        b = temperature * torch.exp(self.log_b.to(v.dtype))
+        return self.loc.to(v.dtype) - b * torch.sign(u) * torch.log1p(-2.0 * torch.abs(u))
 
 
 @prior_lowering("laplace")

@@ -19,7 +19,8 @@ log-density per step uniform instead of collapsing most of it into the last few 
 
 The step t is the buffer ``anneal_step`` (int64, saved in checkpoints); the training loop calls
 :meth:`SpikeSlabPrior.set_step` before every update. Sampling with temperature T draws the
-component (slab with probability w), then z_i = T·σ·ε.
+component (slab with probability w), then z_i = T·σ·ε: with v ~ U[0, 1) and ε ~ N(0, 1) (the
+noise "uniform" and "normal" of ``from_noise``), the slab is chosen where v < w.
 
 Sparsity: an entry is "within the spike" when |z_i| is below the crossing point z* of the two
 weighted components, (1−w)·N(z*; 0, σ₀²) = w·N(z*; 0, σ₁²), i.e.
@@ -57,6 +58,8 @@ class SpikeSlabPrior(Prior):
         >>> p.log_prob(torch.zeros(3, 4)).shape
         torch.Size([3])
     """
+
+    noise = ("uniform", "normal")
 
     def __init__(
         self, shape: tuple[int, ...], spike: float = 0.01, slab: float = 1.0, weight: float = 0.5, anneal: int = 0
@@ -133,7 +136,13 @@ class SpikeSlabPrior(Prior):
         size = (int(n), *self.shape)
         u = torch.rand(size, device=device, dtype=dtype, generator=generator)
         eps = torch.randn(size, device=device, dtype=dtype, generator=generator)
-        s0 = self.spike_width(dtype).to(device=device)
+        return self.from_noise({"uniform": u, "normal": eps}, temperature)
+
+    def from_noise(self, noise: dict[str, Tensor], temperature=1.0) -> Tensor:
+        """z = T·σ·ε with σ the slab's width where v < w, else the spike's (v = ``noise["uniform"]``,
+        ε = ``noise["normal"]``)."""
+        u, eps = noise["uniform"], noise["normal"]
+        s0 = self.spike_width(eps.dtype).to(device=eps.device)
         slab = u < self.weight
         return temperature * torch.where(slab, torch.full_like(eps, self.slab), s0) * eps
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -114,30 +113,12 @@ def digest_of(payload: dict[str, Any]) -> str:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write ``path`` through ``write(fileobj)`` into a temp file, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - folders that cannot be fsync'ed (some file systems)
-        pass
+    """Write ``path`` through ``write(fileobj)`` into a temp file, fsync, then ``os.replace``;
+    see :func:`flowdsl.outputs.atomic_write` (missing folders are made; a folder, device, FIFO
+    or symlink to one is refused with an ``OutputError``)."""
+    from flowdsl.outputs import atomic_write as _atomic_write
+
+    _atomic_write(path, write, make_parents=True)
 
 
 def _plain(obj: Any) -> Any:

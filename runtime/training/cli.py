@@ -123,8 +123,24 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     from flowdsl.runtime.training.device import add_device_argument
 
     p.add_argument("run", metavar="RUN|CKPT", help="run folder (uses best.pt) or checkpoint file (.pt, .safetensors)")
-    p.add_argument("--n", "-n", type=sample_count, default=64, help="number of samples (default 64)")
-    p.add_argument("-o", "--out", default="grid.png", help="output PNG (default grid.png)")
+    from flowdsl.compiler.limits import LIMITS
+
+    p.add_argument(
+        "--n",
+        "-n",
+        type=sample_count,
+        default=64,
+        metavar="N",
+        help=f"number of samples, 1 to {LIMITS.max_samples:,} (default 64; drawn in bounded chunks)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default="grid.png",
+        metavar="FILE",
+        help="output by suffix: .png picture (default grid.png), .svg/.pdf vector figure, .npy raw samples, "
+        ".npz samples and log_prob; anything else is refused",
+    )
     p.add_argument("--seed", type=seed, default=0, help="sampling seed")
     p.add_argument(
         "--data",

@@ -17,7 +17,7 @@ from torch import nn
 from flowdsl.errors import CheckpointError, FlowDSLError
 from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, resolve_checkpoint_path, restore
 
-__all__ = ["ModelFactory", "as_spec", "spec_sha256", "load_model"]
+__all__ = ["ModelFactory", "as_spec", "spec_sha256", "load_model", "check_finite_weights"]
 
 
 class ModelFactory:
@@ -92,3 +92,27 @@ def load_model(
         model.to(device if isinstance(device, torch.device) else resolve_device(device))
     model.eval()
     return stored, model, ckpt
+
+
+def check_finite_weights(model: nn.Module, source: str | os.PathLike, use: str = "this command") -> None:
+    """Refuse a model whose parameters or floating buffers hold NaN or Inf (a diverged run):
+    sampling, export and evaluation would only turn them into NaN or garbage.
+
+    Raises:
+        CheckpointError: naming up to three offending tensors and their count of bad entries.
+    """
+    import torch
+
+    bad = []
+    for name, t in model.state_dict().items():
+        if torch.is_tensor(t) and t.is_floating_point():
+            k = int((~torch.isfinite(t.detach())).sum())
+            if k:
+                bad.append(f"{name} ({k:,} of {t.numel():,})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(
+            f"the weights hold NaN or Inf values: {', '.join(bad[:3])}{more}; they cannot be used for {use}",
+            filename=os.fspath(source),
+            notes=["the run diverged before this checkpoint; use an earlier checkpoint (best.pt) or retrain"],
+        )

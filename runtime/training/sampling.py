@@ -1,13 +1,24 @@
-"""Samples from a trained flow: image grids (PNG) and scatter plots for vector flows.
+"""Samples from a trained flow, written in the format the output's name asks for.
 
 ``flowdsl sample RUN|CKPT --n 64 --temperature 0.7 -o grid.png`` loads the best checkpoint of a
 run (or the given file) — its spec text comes from the checkpoint, so no spec file is needed —
-draws n samples at the temperature and writes
+draws n samples at the temperature and writes, by the suffix of ``-o``:
 
-* image specs: a grid of the samples quantised back to the data's levels (``floor(x·levels)``),
-  upscaled with nearest-neighbour so each cell is at least 64 pixels wide;
-* vector specs: a scatter plot of the first two coordinates over the training data.
+* ``.npy``: the raw samples, float32 array (n, *input_shape) on the model's scale ([0, 1) for
+  images, real for vectors), NaN and Inf left as they are;
+* ``.npz``: ``x`` as above, ``log_prob`` (n,) float32 (log p(x) in nats under the model),
+  ``temperature`` and ``step``;
+* ``.png``: image specs, a grid of the samples quantised back to the data's levels
+  (``floor(x·levels)``), upscaled with nearest-neighbour so each cell is at least 64 pixels
+  wide; vector specs, a scatter plot of the first two coordinates over the training data;
+* ``.svg`` / ``.pdf``: the same picture as a vector figure (matplotlib);
 
+and refuses any other name (:data:`SAMPLE_FORMATS`) before it loads anything. The output path
+goes through :mod:`flowdsl.outputs` (atomic; devices, FIFOs and folders are refused).
+
+Samples are drawn in chunks of at most :data:`SAMPLE_CHUNK` (and ``LIMITS.max_batch``), so the
+activations' memory is bounded whatever n is; n itself is at most ``LIMITS.max_samples``. The
+temperature must be finite and ≥ 0, and a checkpoint with non-finite weights is refused.
 Sampling is seeded (``--seed``) and, under torchrun, sharded: every process draws ``n / N``
 samples from its own stream and rank 0 gathers and writes them.
 """
@@ -23,36 +34,110 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["draw_samples", "image_grid", "save_image_grid", "save_scatter", "write_samples", "sample_grid"]
+__all__ = [
+    "SAMPLE_FORMATS",
+    "SAMPLE_CHUNK",
+    "check_temperature",
+    "draw_samples",
+    "image_grid",
+    "save_image_grid",
+    "save_scatter",
+    "write_samples",
+    "sample_grid",
+]
+
+#: the suffixes ``-o`` of ``flowdsl sample`` may have (raw arrays, a raster picture, vector figures)
+SAMPLE_FORMATS = (".npy", ".npz", ".png", ".svg", ".pdf")
+#: most samples drawn by one call of ``model.sample`` (also bounded by ``LIMITS.max_batch``)
+SAMPLE_CHUNK = 1024
 
 
 def _seed_for(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-@torch.no_grad()
-def draw_samples(model: nn.Module, n: int, temperature: float = 1.0, seed: int = 0, dist_info: Any = None) -> Tensor:
-    """``n`` samples (n, *input_shape) on the [0, 1) scale (images) or real (vectors).
+def check_temperature(temperature: float) -> float:
+    """``temperature`` as a float; raises :class:`FlowDSLError` unless it is finite and ≥ 0."""
+    from flowdsl.errors import FlowDSLError
 
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise FlowDSLError(f"the temperature must be a number, got {temperature!r}", filename="sample") from None
+    if not math.isfinite(t) or t < 0:
+        raise FlowDSLError(f"the temperature must be finite and at least 0, got {t!r}", filename="sample")
+    return t
+
+
+def _chunk_size(chunk: Optional[int]) -> int:
+    from flowdsl.compiler.limits import LIMITS
+
+    return max(1, min(int(chunk or SAMPLE_CHUNK), int(LIMITS.max_batch)))
+
+
+@torch.no_grad()
+def draw_samples(
+    model: nn.Module,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    dist_info: Any = None,
+    *,
+    chunk: Optional[int] = None,
+    with_log_prob: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``n`` samples (n, *input_shape), float32 on the CPU, on the [0, 1) scale (images) or real
+    (vectors); with ``with_log_prob`` also their log p(x) (n,) in nats.
+
+    Drawn in chunks of at most ``chunk`` (default :data:`SAMPLE_CHUNK`, never above
+    ``LIMITS.max_batch``) into one preallocated array, so memory beyond the result is bounded.
     Every process draws its shard from the global RNG forked and seeded with (seed, rank), so
-    the caller's random state is left untouched.
+    the caller's random state is left untouched; for ``n`` ≤ chunk the stream is the one of a
+    single ``model.sample(n)``. Non-finite samples are kept as they are.
+
+    Raises:
+        FlowDSLError: ``temperature`` not finite or negative.
+        ResourceLimitError: ``n`` above ``LIMITS.max_samples`` or below 1.
     """
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
     from flowdsl.runtime.training.distributed import DistInfo, all_gather_cat
     from flowdsl.runtime.training.evaluation import model_device
 
+    temperature = check_temperature(temperature)
+    n = int(n)
+    if n < 1 or n > LIMITS.max_samples:
+        raise ResourceLimitError(
+            f"the number of samples must be between 1 and {LIMITS.max_samples:,} (LIMITS.max_samples), got {n:,}",
+            filename="sample",
+        )
     info = dist_info or DistInfo()
-    per = -(-int(n) // info.world)
+    per = -(-n // info.world)
+    step = _chunk_size(chunk)
+    shape = tuple(model.input_shape)
+    x = torch.empty((per, *shape), dtype=torch.float32)
+    lp = torch.empty((per,), dtype=torch.float32) if with_log_prob else None
     was_training = model.training
     model.eval()
     dev = model_device(model)
     try:  # the generator of the model's device is forked too (CUDA: its own stream of numbers)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(_seed_for("sample", seed, info.rank))
-            x = model.sample(per, temperature=temperature)
+            for i in range(0, per, step):
+                k = min(step, per - i)
+                xi = model.sample(k, temperature=temperature)
+                x[i : i + k] = xi.to(device="cpu", dtype=torch.float32)
+                if lp is not None:
+                    lp[i : i + k] = model.log_prob(xi).to(device="cpu", dtype=torch.float32)
     finally:
         model.train(was_training)
-    x = torch.nan_to_num(x.float(), nan=0.0, posinf=1e6, neginf=-1e6)
-    return all_gather_cat(x, info)[: int(n)]
+    if info.active:  # gathered on the model's device (NCCL gathers CUDA tensors only), kept on the CPU
+        ref = next(iter(model.parameters()), None)
+        dev = ref.device if ref is not None else torch.device("cpu")
+        x = all_gather_cat(x.to(dev), info).cpu()
+        lp = all_gather_cat(lp.to(dev), info).cpu() if lp is not None else None
+    x = x[:n]
+    return x if lp is None else (x, lp[:n])
 
 
 def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 2) -> np.ndarray:
@@ -84,25 +169,51 @@ def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int 
     return grid
 
 
-def save_image_grid(x01: Tensor, levels: Optional[int], path: str | os.PathLike) -> None:
-    from PIL import Image
-
-    from flowdsl.runtime.training.checkpoint import atomic_write
-
-    grid = image_grid(x01, levels)
-    im = Image.fromarray(grid, mode="RGB" if grid.ndim == 3 else "L")
-    atomic_write(path, lambda f: im.save(f, format="PNG"))
+def _finite_for_picture(x: Tensor) -> Tensor:
+    return torch.nan_to_num(x.detach().float().cpu(), nan=0.0, posinf=1e6, neginf=-1e6)
 
 
-def save_scatter(samples: Tensor, path: str | os.PathLike, data: Optional[Tensor] = None, title: str = "") -> None:
+def save_image_grid(x01: Tensor, levels: Optional[int], path: str | os.PathLike, fmt: str = ".png") -> None:
+    """The grid of :func:`image_grid` as a PNG (``fmt=".png"``) or inside an SVG/PDF figure."""
+    from flowdsl.outputs import atomic_write
+
+    grid = image_grid(_finite_for_picture(x01), levels)
+    if fmt == ".png":
+        from PIL import Image
+
+        im = Image.fromarray(grid, mode="RGB" if grid.ndim == 3 else "L")
+        atomic_write(path, lambda f: im.save(f, format="PNG"), what="samples")
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from flowdsl.runtime.training.checkpoint import atomic_write
+    h, w = grid.shape[:2]
+    fig = plt.figure(figsize=(max(1.0, w / 100), max(1.0, h / 100)), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid, cmap=None if grid.ndim == 3 else "gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt[1:]), what="samples")
+    finally:
+        plt.close(fig)
 
-    s = samples.detach().float().cpu().numpy()
+
+def save_scatter(
+    samples: Tensor, path: str | os.PathLike, data: Optional[Tensor] = None, title: str = "", fmt: str = ".png"
+) -> None:
+    """A scatter plot of the first two coordinates (a histogram in 1-D) over ``data``, as
+    ``fmt`` (``.png``, ``.svg`` or ``.pdf``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowdsl.outputs import atomic_write
+
+    s = _finite_for_picture(samples).numpy()
+    s = s.reshape(len(s), -1)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     if s.shape[1] == 1:
         if data is not None:
@@ -120,8 +231,10 @@ def save_scatter(samples: Tensor, path: str | os.PathLike, data: Optional[Tensor
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt[1:]), what="samples")
+    finally:
+        plt.close(fig)
 
 
 def write_samples(
@@ -131,12 +244,33 @@ def write_samples(
     image: bool,
     data: Optional[Tensor] = None,
     title: str = "",
+    log_prob: Optional[Tensor] = None,
+    extra: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Write samples ``x`` as an image grid (images) or a scatter plot (vectors)."""
-    if image:
-        save_image_grid(x, levels, path)
+    """Write samples ``x`` in the format of ``path``'s suffix (:data:`SAMPLE_FORMATS`): raw
+    arrays (``.npy``; ``.npz`` with ``log_prob`` and ``extra`` scalars), or the picture — an image
+    grid (images) or a scatter plot (vectors) — as ``.png``, ``.svg`` or ``.pdf``.
+
+    Raises:
+        OutputError: another suffix, or a path that must not be written (see :mod:`flowdsl.outputs`).
+    """
+    from flowdsl.outputs import atomic_write, check_output_format
+
+    fmt = check_output_format(path, SAMPLE_FORMATS, what="samples")
+    if fmt == ".npy":
+        arr = x.detach().float().cpu().numpy()
+        atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False), what="samples")
+    elif fmt == ".npz":
+        arrays = {"x": x.detach().float().cpu().numpy()}
+        if log_prob is not None:
+            arrays["log_prob"] = log_prob.detach().float().cpu().numpy()
+        for k, v in (extra or {}).items():
+            arrays[k] = np.asarray(v)
+        atomic_write(path, lambda f: np.savez(f, **arrays), what="samples")
+    elif image:
+        save_image_grid(x, levels, path, fmt)
     else:
-        save_scatter(x, path, data=data, title=title)
+        save_scatter(x, path, data=data, title=title, fmt=fmt)
 
 
 def sample_grid(
@@ -149,27 +283,41 @@ def sample_grid(
     factory: Any = None,
     device: str | torch.device = "auto",
 ) -> dict[str, Any]:
-    """Load a run folder or checkpoint, draw ``n`` samples and write ``out_png``.
+    """Load a run folder or checkpoint, draw ``n`` samples and write them to ``out_png`` in the
+    format of its suffix (see the module docstring; a bad name is refused before loading).
 
     Vector flows are drawn over their training data (``data`` overrides the name stored in the
     run's settings; pass ``"none"`` to leave it out). Under torchrun the sampling is sharded and
     rank 0 writes the file. ``device``: where the model samples (``auto``, ``cpu``, ``cuda[:N]``;
     under torchrun ``cuda:$LOCAL_RANK``). The samples are drawn from the global generator of that
     device, so the same seed gives other samples on CUDA than on the CPU.
-    Returns ``{"path", "n", "temperature", "step", "spec"}``.
+    Returns ``{"path", "n", "temperature", "step", "spec", "nonfinite"}``
+    (``nonfinite``: samples with a NaN or Inf entry).
+
+    Raises:
+        OutputError: a suffix not in :data:`SAMPLE_FORMATS`, or a path that must not be written.
+        CheckpointError: unreadable checkpoint, or weights with NaN/Inf.
+        FlowDSLError: temperature not finite or negative, n out of range.
     """
+    from flowdsl.outputs import check_output_format, check_output_path
     from flowdsl.runtime.training.device import resolve_device
     from flowdsl.runtime.training.distributed import init_from_env, shutdown
-    from flowdsl.runtime.training.models import load_model
+    from flowdsl.runtime.training.models import check_finite_weights, load_model
 
+    fmt = check_output_format(out_png, SAMPLE_FORMATS, what="samples")
+    check_output_path(out_png, what="samples")
+    temperature = check_temperature(temperature)
     info = init_from_env(resolve_device(str(device)))
     try:
         spec, model, ckpt = load_model(ckpt_or_run, factory=factory, device=info.device)
-        x = draw_samples(model, n, temperature, seed, info)
+        check_finite_weights(model, ckpt.get("path", ckpt_or_run), "sampling")
+        drawn = draw_samples(model, n, temperature, seed, info, with_log_prob=fmt == ".npz")
+        x, lp = drawn if isinstance(drawn, tuple) else (drawn, None)
+        nonfinite = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
         image = getattr(spec.input, "kind", "image") == "image"
         levels = getattr(spec.input, "levels", None) if image else None
         data_x = None
-        if not image:
+        if not image and fmt in (".png", ".svg", ".pdf"):
             name = data or (ckpt.get("config") or {}).get("data") or getattr(spec.train, "data", None)
             if name and name != "none":
                 from flowdsl.runtime.data import load_for_spec
@@ -179,7 +327,14 @@ def sample_grid(
                 ]
         if info.main:
             write_samples(
-                x, out_png, levels, image, data=data_x, title=f"{getattr(spec, 'name', '')} T={temperature:g}"
+                x,
+                out_png,
+                levels,
+                image,
+                data=data_x,
+                title=f"{getattr(spec, 'name', '')} T={temperature:g}",
+                log_prob=lp,
+                extra={"temperature": temperature, "step": int(ckpt["step"])},
             )
     finally:
         shutdown(info)
@@ -189,4 +344,5 @@ def sample_grid(
         "temperature": float(temperature),
         "step": int(ckpt["step"]),
         "spec": getattr(spec, "name", ""),
+        "nonfinite": nonfinite,
     }

@@ -46,8 +46,9 @@ def test_graph_bad_extension_is_a_user_error(tmp_path):
 
 
 def test_export_runs_onnxruntime_and_prints_errors(tmp_path):
-    out = run("export", str(SPECS / "realnvp_moons.flow"), "--out", str(tmp_path))
+    out = run("export", str(SPECS / "realnvp_moons.flow"), "--untrained", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "UNTRAINED" in out.stderr and "weights: untrained" in out.stdout
     assert (tmp_path / "forward.onnx").exists() and (tmp_path / "inverse.onnx").exists()
     assert "log_prob" in out.stdout and "inverse" in out.stdout
 
@@ -75,6 +76,6 @@ def test_export_fails_with_exit_1_when_parity_is_nan(tmp_path, monkeypatch, caps
         return {**check(*args, **kw), "log_prob_rel": float("nan")}
 
     monkeypatch.setattr(export, "check_parity", nan_parity)
-    assert main(["export", str(SPECS / "realnvp_moons.flow"), "--out", str(tmp_path)]) == 1
+    assert main(["export", str(SPECS / "realnvp_moons.flow"), "--untrained", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "onnxruntime disagrees with PyTorch" in err and "log_prob nan" in err and "Traceback" not in err

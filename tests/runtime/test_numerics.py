@@ -53,5 +53,11 @@ def test_export_to_unwritable_place_is_a_clear_error(tmp_path):
 
 def test_export_leaves_no_partial_files(tmp_path):
     m = flowdsl.compile(flowdsl.parse(SPEC))
-    flowdsl.export_onnx(m, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["forward.onnx", "inverse.onnx"]
+    flowdsl.export_onnx(m, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "export.json",
+        "forward.onnx",
+        "inverse.onnx",
+        "prior.onnx",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left beside it

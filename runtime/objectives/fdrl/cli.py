@@ -202,9 +202,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
         )
     if args.json:
-        from pathlib import Path
+        from flowdsl.outputs import atomic_write_text
 
-        Path(args.json).write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(result, indent=2, default=float) + "\n", what="JSON result")
     return 0
 
 

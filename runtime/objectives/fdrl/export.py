@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from flowdsl.errors import FlowDSLError
+from flowdsl.outputs import atomic_write, check_output_path
 
 __all__ = ["export_estimator", "check_estimator_parity"]
 
@@ -89,6 +90,8 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
     head = _Head(est).to(device="cpu", dtype=torch.float32).eval()
     x = torch.rand((example_batch, *model.input_shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
     path = out / "estimator.onnx"
+    check_output_path(path, what="ONNX file")  # a folder, device or FIFO there is refused, not replaced
+    raw = out / f".estimator.onnx.{os.getpid()}.partial"
     name = est.head
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -96,7 +99,7 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
             torch.onnx.export(
                 head,
                 (x,),
-                str(path),
+                str(raw),
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=["x"],
@@ -104,19 +107,19 @@ def export_estimator(model: Any, out_dir: str | os.PathLike, use_ema: bool = Tru
                 dynamic_axes={"x": {0: "batch"}, name: {0: "batch"}},
                 do_constant_folding=True,
             )
+        m = onnx.load(str(raw))
     except Exception as e:
         raise FlowDSLError(
             f"cannot export the estimator of {model.spec.name!r} to ONNX: {e}", filename=model.spec.filename
         ) from e
-    m = onnx.load(str(path))
+    finally:
+        raw.unlink(missing_ok=True)
     del m.metadata_props[:]
     for k, v in _metadata(model, use_ema).items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
     onnx.checker.check_model(m, full_check=True)
-    tmp = path.with_suffix(".onnx.tmp")
-    onnx.save(m, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(m.SerializeToString()), what="ONNX file")
     return str(path)
 
 

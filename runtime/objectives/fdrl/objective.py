@@ -80,14 +80,19 @@ class FDRLRuntime(ObjectiveRuntime):
         with weight ``guidance``; written as an image grid or a scatter over the data (``data``:
         its name, or ``"none"``). ``show_source`` also writes the particles' start. FDRL samples on
         the CPU (``device``: auto or cpu)."""
+        from flowdsl.outputs import check_output_format, check_output_path
         from flowdsl.runtime.objectives.fdrl.train import _cpu_only
 
         _cpu_only(device, None, str(run))
         from flowdsl.runtime.objectives.fdrl.datasets import load_data
         from flowdsl.runtime.objectives.fdrl.runs import classifier_guidance, load_fdrl, sample_fdrl, write_fdrl_samples
+        from flowdsl.runtime.training.sampling import SAMPLE_FORMATS
 
         if n < 1:
             raise FlowDSLError(f"--n must be at least 1, got {n}", filename="sample")
+        for path in (out, show_source) if show_source else (out,):  # refused before sampling, not after
+            check_output_format(path, SAMPLE_FORMATS, what="samples")
+            check_output_path(path, what="samples")
         spec, model, ckpt = load_fdrl(run)
         if source_temperature is not None:
             if model.source_kind != "prior":
