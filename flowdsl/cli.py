@@ -220,7 +220,12 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     )
     e.add_argument("--untrained", action="store_true", help="export a spec's initial (untrained) weights on purpose")
     e.add_argument("--out", required=True, metavar="DIR", help="export folder (new, or holding only a previous export)")
-    e.add_argument("--exporter", choices=["auto", "torchscript", "dynamo"], default="auto")
+    e.add_argument(
+        "--exporter",
+        choices=["auto", "torchscript", "dynamo"],
+        default="auto",
+        help="PyTorch's ONNX exporter (default auto: TorchScript, dynamo where it cannot)",
+    )
     e.add_argument(
         "--batch", type=batch_size, default=7, metavar="N", help="batch size of the parity check (default 7)"
     )

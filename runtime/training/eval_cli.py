@@ -25,6 +25,8 @@ from typing import Any, Optional
 
 import torch
 
+from flowdsl.wording import plural
+
 __all__ = ["evaluate_run", "register", "cmd_eval"]
 
 
@@ -147,13 +149,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         quiet=args.quiet,
     )
-    where = f"{res['n']:,} examples of {res['data']} ({res['split']} split); {res['checkpoint']}, step {res['step']}"
+    examples = plural(res["n"], "example")
+    where = f"{examples} of {res['data']} ({res['split']} split); {res['checkpoint']}, step {res['step']}"
     if res["bits_per_dim"] is not None:
         print(f"{res['spec']}: {res['bits_per_dim']:.4f} bits/dim on {where}")
     else:
         print(f"{res['spec']}: NLL {res['nll_nats']:.4f} nats ({res['nll_nats_per_dim']:.4f} nats/dim) on {where}")
     if res["nonfinite"]:
-        print(f"warning: {res['nonfinite']} example(s) have a non-finite log-density", file=sys.stderr)
+        print(f"warning: {plural(res['nonfinite'], 'example')} with a non-finite log-density", file=sys.stderr)
     if args.json:
         atomic_write_text(args.json, json.dumps(res, indent=2) + "\n", what="JSON result")
         print(f"wrote {args.json}")

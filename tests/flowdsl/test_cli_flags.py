@@ -65,7 +65,7 @@ BAD = [
     (["sample", "run", "--seed", "-1"], "--seed"),
     (["sample", "run", "--temperature", "nan"], "--temperature"),
     (["sample", "run", "--temperature", "inf"], "--temperature"),
-    (["sample", "run", "--temperature", "0"], "--temperature"),
+    (["sample", "run", "--temperature", "-0.5"], "--temperature"),
     (["sample", "run", "--flow-steps", "0"], "--flow-steps"),
     (["sample", "run", "--guidance", "nan"], "--guidance"),
     (["sample", "run", "--source-temperature", "-1"], "--source-temperature"),
