@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors
+from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors, spec_architecture
 from flowdsl.runtime.training.config import TrainConfig
 from flowdsl.runtime.training.distributed import DistInfo
 from flowdsl.runtime.training.evaluation import evaluate_bpd, latent_sparsity
@@ -70,6 +70,7 @@ def final_report(
             model.state_dict(),
             spec_text=getattr(spec, "source", ""),
             spec_sha256=spec_sha256(spec),
+            arch_sha256=spec_architecture(spec),
             step=weights_step,
             spec_name=str(getattr(spec, "name", "")),
         )

@@ -49,7 +49,13 @@ from torch import Tensor, nn
 from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
-from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint
+from flowdsl.runtime.training.checkpoint import (
+    check_spec,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+    spec_architecture,
+)
 from flowdsl.runtime.training.config import resolve_config
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.evaluation import evaluate_bpd
@@ -271,6 +277,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             path,
             spec_text=getattr(spec, "source", ""),
             spec_sha256=spec_sha256(spec),
+            arch_sha256=spec_architecture(spec),
             spec_name=str(getattr(spec, "name", "")),
             spec_filename=str(getattr(spec, "filename", "")),
             step=step,
