@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
@@ -45,6 +45,7 @@ def final_report(
     n_params: int,
     t_start: float,
     quiet: bool,
+    setting_changes: Optional[list] = None,
 ) -> dict[str, Any]:
     """Score, write the run's results and return its summary (see the module docstring).
 
@@ -97,6 +98,7 @@ def final_report(
         "out": str(out),
         "sparsity": sparsity,
         "uniform_bpd": math.log2(levels) if levels else None,
+        "setting_changes": list(setting_changes or []),
     }
     if info.main:
         try:

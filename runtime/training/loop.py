@@ -46,27 +46,34 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
+from flowdsl.errors import CheckpointError, DataError, FlowDSLError, NotAvailableError, NumericalError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.training.checkpoint import (
     check_spec,
     read_checkpoint,
+    remove_stale_temp_files,
     restore,
     save_checkpoint,
     spec_architecture,
 )
-from flowdsl.runtime.training.config import resolve_config
+from flowdsl.runtime.training.config import resolve_config, resume_changes
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.evaluation import evaluate_bpd
 from flowdsl.runtime.training.final_report import final_report
-from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
+from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite, recovery_advice
 from flowdsl.runtime.training.metrics import MetricsLog
 from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model, spec_sha256
 from flowdsl.runtime.training.progress import Progress, say
 from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
 from flowdsl.runtime.training.run_data import load_run_data
-from flowdsl.runtime.training.run_folder import clear_run_files, resume_point, write_run_settings
+from flowdsl.runtime.training.run_folder import (
+    RUN_FILES,
+    RunLock,
+    clear_run_files,
+    resume_point,
+    write_run_settings,
+)
 from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at
 
 # ModelFactory, as_spec, load_model, evaluate_bpd, lr_at and BatchStream live in models,
@@ -111,16 +118,18 @@ def _unused_parameters(model: nn.Module, x: Tensor) -> bool:
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> Optional[Path]:
-    """The checkpoint to resume from (or None); refuses to clobber a run unless told to.
-    On a fresh start every process has looked before the main one clears the folder."""
-    last = resume_point(out, resume, overwrite)
-    if last is not None:
-        return last
-    barrier(info)  # every rank has looked before rank 0 clears the folder
+    """The checkpoint to resume from (or None); refuses to clobber a run unless told to, and
+    to start afresh on ``resume``. Nothing is removed here (see :func:`_clear_for_fresh_start`)."""
+    return resume_point(out, resume, overwrite)
+
+
+def _clear_for_fresh_start(out: Path, info: DistInfo) -> None:
+    """A fresh start, once spec, settings and data have been checked: every process has looked
+    at the folder before the main one clears it."""
+    barrier(info)
     if info.main:
         clear_run_files(out)
     barrier(info)
-    return None
 
 
 def train_mle(
@@ -131,6 +140,7 @@ def train_mle(
     resume: bool = False,
     *,
     overwrite: bool = False,
+    override_settings: bool = False,
     quiet: bool = False,
     factory: Optional[ModelFactory] = None,
     **overrides: Any,
@@ -143,8 +153,14 @@ def train_mle(
         steps: number of updates (default: the spec's ``train(steps=...)``).
         out: run folder (default ``runs/<spec name>``); gets last.pt, best.pt,
             weights.safetensors, metrics.csv, curves.png, samples.png, summary.json, spec.flow.
-        resume: continue from ``out/last.pt`` (exactly; a fresh start when there is none).
-        overwrite: start again in a folder that already holds a checkpoint.
+        resume: continue from ``out/last.pt`` (exactly; without one it is a CheckpointError, never
+            a fresh start). The run's stored settings apply; given ones that change what the run
+            trains (:data:`~flowdsl.runtime.training.config.RUN_DEFINING`: data, batch, lr, ...)
+            are refused unless ``override_settings``.
+        overwrite: start again in a folder that already holds a checkpoint (everything is
+            checked before anything is removed).
+        override_settings: let ``resume`` change run-defining settings; the change is recorded
+            in the checkpoints (``extra["setting_changes"]``), config.json and summary.json.
         quiet: no progress output.
         factory: how specs are parsed and built (tests substitute a stand-in).
         overrides: any :class:`TrainConfig` field (batch, lr, seed, weight_decay, warmup, clip,
@@ -160,10 +176,14 @@ def train_mle(
         NotAvailableError: the spec has another objective (:func:`flowdsl.runtime.training.train`
             dispatches to the runtime of each objective).
         DataError: missing data or data that does not fit the spec's input.
-        CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec.
-        NumericalError: the loss became NaN/Inf; names the step and the first non-finite layer.
+        CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec, or with
+            nothing to resume; the run folder is in use by another training (it is locked while
+            a run writes to it); a checkpoint could not be written (names the last good one).
+        NumericalError: the loss, or the state about to be checkpointed, became NaN/Inf; names
+            the step (and the first non-finite layer) and the last good checkpoint.
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
+    t_start = time.time()  # --max-time bounds everything from here on
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
     info = init_from_env()
@@ -173,20 +193,30 @@ def train_mle(
 
     main_thread = threading.current_thread() is threading.main_thread()
     prev_sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))
+    lock = None
     try:
-        return _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info)
+        if info.main:
+            lock = RunLock(out)  # before anything in the folder is looked at
+            remove_stale_temp_files(out, RUN_FILES + ("spec.flow", "config.json"))
+        return _train(
+            spec, data, steps, out, resume, overwrite, override_settings, quiet, factory, overrides, info, t_start
+        )
     except OSError as e:  # unwritable run folder, full disk, ...: a user error with the path
         where = e.filename or out or "the run folder"
         raise FlowDSLError(f"cannot write the run files: {e.strerror or e} ({where})", filename=str(where)) from None
     finally:
+        if lock is not None:
+            lock.release()
         if main_thread and prev_sigint is not None:
             signal.signal(signal.SIGINT, prev_sigint)  # also when the loop raised
         torch.set_num_threads(prev_threads)
         shutdown(info)
 
 
-def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info: DistInfo) -> dict[str, Any]:
-    t_start = time.time()
+def _train(
+    spec, data, steps, out, resume, overwrite, override_settings, quiet, factory, overrides, info: DistInfo, t_start
+) -> dict[str, Any]:
     obj = getattr(getattr(spec, "objective", None), "name", "mle")
     if obj != "mle":
         raise NotAvailableError(
@@ -196,13 +226,31 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             span=spec.objective.span,
             source=getattr(spec, "source", None),
         )
-    out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))
     last_path = _prepare_out(out, resume, overwrite, info)
     ckpt = None
+    setting_changes: list[dict[str, Any]] = []
     if last_path is not None:
         ckpt = read_checkpoint(last_path)
         check_spec(ckpt, spec, str(last_path))
-        cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
+        stored = ckpt.get("config") or {}
+        setting_changes = list((ckpt.get("extra") or {}).get("setting_changes") or [])
+        changes = resume_changes(stored, {"data": data, **overrides})
+        if changes and not override_settings:
+            raise CheckpointError(
+                "--resume with settings other than the run's: "
+                + ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items())
+                + "; they change what the run trains on or how its evaluations compare, so the run would mix two",
+                filename=str(out),
+                notes=(
+                    "resume without them, start a new run (another --out), or pass --override-settings to "
+                    "continue with them (the change is recorded in the run)",
+                ),
+            )
+        cfg = resolve_config(stored=stored, data=data, steps=steps, **overrides)
+        if changes:
+            setting_changes.append(
+                {"step": int(ckpt["step"]), "changes": {k: [old, new] for k, (old, new) in changes.items()}}
+            )
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
     if cfg.invertible_memory:
@@ -264,29 +312,55 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         probe = run.train_batch(slice(None, 2), _gen("probe", cfg.seed))
         net = DDP(net, find_unused_parameters=_unused_parameters(model, probe))
 
+    if ckpt is None:  # spec, settings, data and model are all fine: only now is an old run removed
+        _clear_for_fresh_start(out, info)
+    if setting_changes and ckpt is not None and setting_changes[-1]["step"] == start:
+        say(
+            f"settings changed on resume at step {start} (recorded in the run): {setting_changes[-1]['changes']}",
+            quiet,
+            info,
+        )
     metrics = MetricsLog(out / "metrics.csv", enabled=info.main)
     if info.main:
-        write_run_settings(out, spec, cfg)
+        write_run_settings(out, spec, cfg, setting_changes)
     metrics.start(start if ckpt is not None else None)
     barrier(info)
+
+    # the last checkpoint known to be finite and complete: what an error tells the user to resume from
+    good = {"path": last_path, "step": start} if ckpt is not None else {"path": None, "step": None}
+
+    def last_good() -> str:
+        if good["path"] is None:
+            return "no checkpoint of this run was written (nothing to resume)"
+        return f"the last good checkpoint is {good['path']} (step {good['step']})"
 
     def checkpoint(path: Path, step: int) -> None:
         if not info.main:
             return
-        save_checkpoint(
-            path,
-            spec_text=getattr(spec, "source", ""),
-            spec_sha256=spec_sha256(spec),
-            arch_sha256=spec_architecture(spec),
-            spec_name=str(getattr(spec, "name", "")),
-            spec_filename=str(getattr(spec, "filename", "")),
-            step=step,
-            model_state=model.state_dict(),
-            optimizer_state=opt.state_dict(),
-            rng={"torch": torch.get_rng_state()},
-            config=cfg.to_dict(),
-            extra={"best": dict(best), "world": info.world},
-        )
+        try:
+            save_checkpoint(
+                path,
+                spec_text=getattr(spec, "source", ""),
+                spec_sha256=spec_sha256(spec),
+                arch_sha256=spec_architecture(spec),
+                spec_name=str(getattr(spec, "name", "")),
+                spec_filename=str(getattr(spec, "filename", "")),
+                step=step,
+                model_state=model.state_dict(),
+                optimizer_state=opt.state_dict(),
+                rng={"torch": torch.get_rng_state()},
+                config=cfg.to_dict(),
+                extra={"best": dict(best), "world": info.world, "setting_changes": setting_changes},
+            )
+        except NumericalError as e:
+            raise NumericalError(
+                f"training stopped at step {step}: {e.message}; {last_good()}. " + recovery_advice(last_good()),
+                filename=e.filename,
+            ) from None
+        except CheckpointError as e:
+            raise CheckpointError(f"{e.message}; {last_good()}", filename=e.filename) from None
+        if path.name == "last.pt":
+            good.update(path=path, step=step)
 
     log_every = cfg.log_every or max(1, cfg.steps // 50)
     interrupt = InterruptFlag()
@@ -307,7 +381,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         lp = net(x)
         loss = -lp.mean() / dims
         if cfg.invertible_memory and not bool(torch.isfinite(loss)):  # one process: stop before the
-            raise_nonfinite(model, x, step, float(loss.detach()), out)  # recomputing backward inverts NaN/Inf
+            raise_nonfinite(
+                model, x, step, float(loss.detach()), out, last_good()
+            )  # recomputing backward inverts NaN/Inf
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip) if n_params else torch.zeros(())
@@ -325,7 +401,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
         if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
-            raise_nonfinite(model, x, step, float(lv), out)
+            raise_nonfinite(model, x, step, float(lv), out, last_good())
         acc_loss += float(lv) / info.world
         acc_n += 1
         last_gn = float(gn)
@@ -382,7 +458,14 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         checkpoint(out / "last.pt", step)
     barrier(info)
     if interrupt.requested:
-        say(f"checkpoint of step {step} written to {out / 'last.pt'}; continue with --resume", quiet, info)
+        import shlex
+
+        say(
+            f"checkpoint of step {step} written to {out / 'last.pt'}; continue with:\n"
+            f"  flowdsl train {shlex.quote(str(out))} --resume",
+            quiet,
+            info,
+        )
         raise KeyboardInterrupt
 
     return final_report(
@@ -400,4 +483,5 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         n_params=n_params,
         t_start=t_start,
         quiet=quiet,
+        setting_changes=setting_changes,
     )
