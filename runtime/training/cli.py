@@ -17,6 +17,8 @@ import sys
 import textwrap
 from typing import Optional, Sequence
 
+from flowdsl.cliargs import nonnegative_int
+
 __all__ = ["register", "add_train_arguments", "add_sample_arguments", "cmd_train", "cmd_sample", "main"]
 
 # flag name -> TrainConfig field (type conversions by argparse)
@@ -65,6 +67,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "the change is recorded in the run",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument(
+        "--eval-max",
+        dest="eval_max",
+        type=nonnegative_int(),
+        default=None,
+        metavar="N",
+        help="score at most N validation and N test examples at each evaluation during the run "
+        "(default 0: all; the final report scores the whole test split)",
+    )
     for flag, dest, typ, text in _TRAIN_FLAGS:
         extra = (
             {"choices": ("cosine", "constant")}
@@ -103,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         spec = as_spec(args.spec, ModelFactory())
     name = getattr(getattr(spec, "objective", None), "name", None) or "mle"
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _TRAIN_FLAGS}
+    overrides["eval_max"] = args.eval_max
     overrides.update(objective_options(args, name, "train", args.spec))
     if args.override_settings:
         if name != "mle":

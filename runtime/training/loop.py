@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from flowdsl.errors import CheckpointError, DataError, FlowDSLError, NotAvailableError, NumericalError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
+from flowdsl.runtime.training.budget import Evaluator, TimeBudget
 from flowdsl.runtime.training.checkpoint import (
     check_spec,
     read_checkpoint,
@@ -62,7 +63,7 @@ from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barri
 from flowdsl.runtime.training.evaluation import evaluate_bpd
 from flowdsl.runtime.training.final_report import final_report
 from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite, recovery_advice
-from flowdsl.runtime.training.metrics import MetricsLog
+from flowdsl.runtime.training.metrics import MetricsLog, prepare_plotting
 from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model, spec_sha256
 from flowdsl.runtime.training.progress import Progress, say
 from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
@@ -302,6 +303,14 @@ def _train(
     anneal_until = int(model.prior.anneal) if isinstance(model.prior, Prior) else 0
     if anneal_until:
         say(f"annealing until step {anneal_until}: best.pt is chosen among evaluations from then on", quiet, info)
+        if cfg.steps < anneal_until:
+            say(
+                f"warning: the run ends at step {cfg.steps}, before the prior's annealing ends (step {anneal_until}): "
+                "no evaluation can be chosen for best.pt, and weights.safetensors will hold the last weights "
+                f"(use at least --steps {anneal_until})",
+                False,
+                info,
+            )
 
     # --invertible-memory: the loss goes through InvertibleMemory (same parameters); evaluation,
     # the non-finite guard and checkpoints keep using the plain model
@@ -362,6 +371,20 @@ def _train(
         if path.name == "last.pt":
             good.update(path=path, step=step)
 
+    # --max-time bounds the whole command: the loop leaves time for what the end of the run needs
+    budget = TimeBudget(t_start, cfg.max_time)
+    if budget.deadline is not None and info.main:
+        prepare_plotting()  # a first matplotlib import takes seconds: spend them now, inside the limit
+    evaluator = Evaluator(model, cfg, run, info, budget, quiet)
+    evaluator.probe(run.val_eval_x if run.val_eval_x is not None else run.test_eval_x)
+    n_val_eval = len(run.val_eval_x) if run.val_eval_x is not None else 0
+    n_eval = n_val_eval + len(run.test_eval_x)  # one evaluation during the run
+    # the end: a last evaluation, the final report's scoring of the last and the best weights on
+    # the whole test split (when evaluations score part of it), the sparsity report, the samples
+    n_end = n_eval + (2 * len(run.test_x) if len(run.test_eval_x) < len(run.test_x) else 0)
+    n_end += (min(1000, len(run.test_x)) if hasattr(model.prior, "sparsity_report") else 0) + cfg.sample_n
+    last_eval: dict[str, Any] = {}
+
     log_every = cfg.log_every or max(1, cfg.steps // 50)
     interrupt = InterruptFlag()
     progress = Progress(cfg.steps, start, quiet, info)
@@ -372,6 +395,7 @@ def _train(
     last_ckpt_step = start if ckpt is not None else -1
     shard = shard_range(cfg.batch, info)
     while step < cfg.steps:
+        t_step = time.time()
         _set_step(model, step)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
@@ -407,9 +431,11 @@ def _train(
         last_gn = float(gn)
         step += 1
 
+        budget.note_step(time.time() - t_step)
         timed_out = False
         if cfg.max_time > 0 or interrupt.requested or info.active:  # every process stops at the same step
-            late = cfg.max_time > 0 and time.time() - t_start > cfg.max_time and info.main
+            next_eval = n_eval if (step + 1) % cfg.eval_every == 0 else 0
+            late = info.main and budget.must_stop(n_end + next_eval)
             flag = torch.tensor([float(late or interrupt.requested)], dtype=torch.float64)
             timed_out = bool(all_reduce_sum(flag, info)[0] > 0)
         final = step == cfg.steps or timed_out
@@ -427,15 +453,12 @@ def _train(
             acc_loss, acc_n = 0.0, 0
         if do_eval:
             _set_step(model, step)
-            vb = (
-                evaluate_bpd(model, run.val_x, dims, levels, cfg.test_batch, info)
-                if run.val_x is not None
-                else math.nan
-            )
-            tb = evaluate_bpd(model, run.test_eval_x, dims, levels, cfg.test_batch, info)
+            vb, vn = evaluator.score("validation", run.val_eval_x)
+            tb, tn = evaluator.score("test", run.test_eval_x)
+            last_eval = {"step": step, "val_bpd": vb, "val_n": vn, "test_bpd": tb, "test_n": tn}
             row.update(val_bpd=vb, test_bpd=tb)
-            score = vb if run.val_x is not None else tb
-            improved = step >= anneal_until and math.isfinite(score) and score < best["val_bpd"]
+            score, complete = (vb, vn == n_val_eval) if run.val_x is not None else (tb, tn == len(run.test_eval_x))
+            improved = complete and step >= anneal_until and math.isfinite(score) and score < best["val_bpd"]
             if improved:
                 best.update(val_bpd=score, step=step, test_bpd=tb)
                 checkpoint(out / "best.pt", step)  # before last.pt: last.pt's "best" always exists
@@ -449,8 +472,15 @@ def _train(
             last_ckpt_step = step
         if timed_out and step < cfg.steps:
             stopped_early = True
-            why = "interrupted (Ctrl-C)" if interrupt.requested else f"time limit of {cfg.max_time:g} s reached"
-            say(f"{why} at step {step}", quiet, info)
+            if interrupt.requested:
+                say(f"interrupted (Ctrl-C) at step {step}", quiet, info)
+            else:
+                say(
+                    f"time limit of {cfg.max_time:g} s: training stops at step {step}, leaving "
+                    f"{max(budget.left(), 0.0):.1f} s for the final evaluation and report",
+                    quiet,
+                    info,
+                )
             break
     interrupt.restore()
     progress.close()
@@ -484,4 +514,6 @@ def _train(
         t_start=t_start,
         quiet=quiet,
         setting_changes=setting_changes,
+        evaluator=evaluator,
+        last_eval=last_eval,
     )
