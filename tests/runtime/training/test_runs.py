@@ -314,3 +314,15 @@ def test_checkpoints_get_the_same_mode_as_the_other_run_files(tmp_path, umask, m
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "r").iterdir() if not p.name.startswith(".")}
     assert {"last.pt", "best.pt", "weights.safetensors", "spec.flow", "summary.json"} <= modes.keys()
     assert set(modes.values()) == {mode}, modes
+
+
+def test_fdrl_runs_are_locked_too(tmp_path):
+    from flowdsl.runtime.objectives.fdrl.train import train_fdrl
+
+    spec = Path(__file__).resolve().parents[3] / "specs" / "fdrl_moons.flow"
+    run = tmp_path / "r"
+    run.mkdir()
+    with RunLock(run):
+        with pytest.raises(CheckpointError, match="in use by another training"):
+            train_fdrl(spec, out=run, steps=1, quiet=True)
+    assert [p.name for p in run.iterdir()] == [".lock"]  # nothing else was written
