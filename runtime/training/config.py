@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-__all__ = ["TrainConfig", "resolve_config", "resume_changes", "SPEC_FIELDS", "RUN_DEFINING"]
+__all__ = ["TrainConfig", "resolve_config", "resume_changes", "resume_setting_changes", "SPEC_FIELDS", "RUN_DEFINING"]
 
 #: the fields the language's ``train(...)`` statement has today; any other TrainConfig field
 #: that the spec's train model gains (``schedule``, ``val_fraction``, ...) is picked up as well
@@ -172,3 +172,33 @@ def resume_changes(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, t
         if new != old:
             changes[k] = (old, new)
     return changes
+
+
+def resume_setting_changes(
+    ckpt: dict[str, Any], given: dict[str, Any], override: bool, where: str
+) -> list[dict[str, Any]]:
+    """The run's history of setting changes after this ``--resume``: the checkpoint's
+    ``extra["setting_changes"]``, plus ``{"step", "changes": {name: [old, new]}}`` when ``given``
+    changes :data:`RUN_DEFINING` settings and ``override`` allows it.
+
+    Raises:
+        CheckpointError: ``given`` changes run-defining settings without ``override`` (names each).
+    """
+    from flowdsl.errors import CheckpointError
+
+    history = list((ckpt.get("extra") or {}).get("setting_changes") or [])
+    changes = resume_changes(ckpt.get("config") or {}, given)
+    if changes and not override:
+        raise CheckpointError(
+            "--resume with settings other than the run's: "
+            + ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items())
+            + "; they change what the run trains on or how its evaluations compare, so the run would mix two",
+            filename=where,
+            notes=(
+                "resume without them, start a new run (another --out), or pass --override-settings to "
+                "continue with them (the change is recorded in the run)",
+            ),
+        )
+    if changes:
+        history.append({"step": int(ckpt["step"]), "changes": {k: [old, new] for k, (old, new) in changes.items()}})
+    return history

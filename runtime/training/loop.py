@@ -30,9 +30,17 @@ Determinism: parameters come from ``flowdsl.compile(spec, seed)``, every random 
 from seeded generators, and the process uses ``threads`` intra-op threads (default 1), so two
 runs with the same seed, data and settings produce the same weights on the same machine.
 
+The run folder is locked (``flock`` on ``RUN/.lock``) for the whole run; ``--resume`` needs a
+``last.pt`` and refuses run-defining settings other than the stored ones unless told
+``override_settings``; a fresh start clears an old run only after spec, settings, data and model
+have been checked. ``--max-time`` bounds everything from the call on, evaluations and the final
+report included (:mod:`.budget`).
+
 The pieces around the loop: :mod:`.models` (specs to models, :func:`load_model`),
-:mod:`.run_folder`, :mod:`.run_data` (splits, dequantised evaluation data), :mod:`.schedule`
-(learning rate, batch stream), :mod:`.evaluation`, :mod:`.progress` and :mod:`.final_report`.
+:mod:`.run_folder` (lock, resume point, settings, summary), :mod:`.run_checkpoints` (writes,
+the last good checkpoint), :mod:`.run_data` (splits, dequantised evaluation data),
+:mod:`.schedule` (learning rate, batch stream), :mod:`.evaluation`, :mod:`.budget` (time limit,
+evaluation progress), :mod:`.progress` and :mod:`.final_report`.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from flowdsl.errors import CheckpointError, DataError, FlowDSLError, NotAvailableError, NumericalError
+from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.training.budget import Evaluator, TimeBudget
@@ -55,18 +63,17 @@ from flowdsl.runtime.training.checkpoint import (
     read_checkpoint,
     remove_stale_temp_files,
     restore,
-    save_checkpoint,
-    spec_architecture,
 )
-from flowdsl.runtime.training.config import resolve_config, resume_changes
+from flowdsl.runtime.training.config import resolve_config, resume_setting_changes
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.evaluation import evaluate_bpd
 from flowdsl.runtime.training.final_report import final_report
-from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite, recovery_advice
+from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
 from flowdsl.runtime.training.metrics import MetricsLog, prepare_plotting
-from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model, spec_sha256
+from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model
 from flowdsl.runtime.training.progress import Progress, say
 from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
+from flowdsl.runtime.training.run_checkpoints import RunCheckpoints
 from flowdsl.runtime.training.run_data import load_run_data
 from flowdsl.runtime.training.run_folder import (
     RUN_FILES,
@@ -233,25 +240,8 @@ def _train(
     if last_path is not None:
         ckpt = read_checkpoint(last_path)
         check_spec(ckpt, spec, str(last_path))
-        stored = ckpt.get("config") or {}
-        setting_changes = list((ckpt.get("extra") or {}).get("setting_changes") or [])
-        changes = resume_changes(stored, {"data": data, **overrides})
-        if changes and not override_settings:
-            raise CheckpointError(
-                "--resume with settings other than the run's: "
-                + ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items())
-                + "; they change what the run trains on or how its evaluations compare, so the run would mix two",
-                filename=str(out),
-                notes=(
-                    "resume without them, start a new run (another --out), or pass --override-settings to "
-                    "continue with them (the change is recorded in the run)",
-                ),
-            )
-        cfg = resolve_config(stored=stored, data=data, steps=steps, **overrides)
-        if changes:
-            setting_changes.append(
-                {"step": int(ckpt["step"]), "changes": {k: [old, new] for k, (old, new) in changes.items()}}
-            )
+        setting_changes = resume_setting_changes(ckpt, {"data": data, **overrides}, override_settings, str(out))
+        cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
     if cfg.invertible_memory:
@@ -335,41 +325,8 @@ def _train(
     metrics.start(start if ckpt is not None else None)
     barrier(info)
 
-    # the last checkpoint known to be finite and complete: what an error tells the user to resume from
-    good = {"path": last_path, "step": start} if ckpt is not None else {"path": None, "step": None}
-
-    def last_good() -> str:
-        if good["path"] is None:
-            return "no checkpoint of this run was written (nothing to resume)"
-        return f"the last good checkpoint is {good['path']} (step {good['step']})"
-
-    def checkpoint(path: Path, step: int) -> None:
-        if not info.main:
-            return
-        try:
-            save_checkpoint(
-                path,
-                spec_text=getattr(spec, "source", ""),
-                spec_sha256=spec_sha256(spec),
-                arch_sha256=spec_architecture(spec),
-                spec_name=str(getattr(spec, "name", "")),
-                spec_filename=str(getattr(spec, "filename", "")),
-                step=step,
-                model_state=model.state_dict(),
-                optimizer_state=opt.state_dict(),
-                rng={"torch": torch.get_rng_state()},
-                config=cfg.to_dict(),
-                extra={"best": dict(best), "world": info.world, "setting_changes": setting_changes},
-            )
-        except NumericalError as e:
-            raise NumericalError(
-                f"training stopped at step {step}: {e.message}; {last_good()}. " + recovery_advice(last_good()),
-                filename=e.filename,
-            ) from None
-        except CheckpointError as e:
-            raise CheckpointError(f"{e.message}; {last_good()}", filename=e.filename) from None
-        if path.name == "last.pt":
-            good.update(path=path, step=step)
+    ckpts = RunCheckpoints(spec, model, opt, cfg, info, best, setting_changes, last_path, start)
+    checkpoint, last_good = ckpts.write, ckpts.last_good
 
     # --max-time bounds the whole command: the loop leaves time for what the end of the run needs
     budget = TimeBudget(t_start, cfg.max_time)
