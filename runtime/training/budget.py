@@ -30,10 +30,34 @@ from flowdsl.runtime.training.distributed import DistInfo
 from flowdsl.runtime.training.evaluation import score_bpd
 from flowdsl.runtime.training.progress import say
 
-__all__ = ["TimeBudget", "Evaluator"]
+__all__ = ["TimeBudget", "Evaluator", "command_start_time"]
 
 #: seconds kept for writing the run files (curves.png, summary.json, weights) at the end
 END_FIXED_SECONDS = 1.0
+
+
+def command_start_time() -> Optional[float]:
+    """When this process started (``time.time()`` scale), if it is the ``flowdsl`` command
+    itself (``flowdsl ...``, ``python -m flowdsl ...``, ``python -m flowdsl.runtime.training ...``),
+    so that ``--max-time`` also covers start-up (importing torch); None when flowdsl runs inside
+    another program (its time limit then starts when training is called). Linux ``/proc``;
+    None elsewhere."""
+    import os
+
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    as_module = getattr(main_spec, "name", "") in ("flowdsl.__main__", "flowdsl.runtime.training.__main__")
+    if not as_module and os.path.basename(sys.argv[0] if sys.argv else "") != "flowdsl":
+        return None
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of stat(5): starttime, in clock ticks since boot
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - age if 0 <= age < 3600 else None
 
 
 class TimeBudget:

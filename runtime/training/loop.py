@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
-from flowdsl.runtime.training.budget import Evaluator, TimeBudget
+from flowdsl.runtime.training.budget import Evaluator, TimeBudget, command_start_time
 from flowdsl.runtime.training.checkpoint import (
     check_spec,
     read_checkpoint,
@@ -191,7 +191,8 @@ def train_mle(
             the step (and the first non-finite layer) and the last good checkpoint.
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
-    t_start = time.time()  # --max-time bounds everything from here on
+    # --max-time bounds everything from here on (from the process start for the flowdsl command)
+    t_start = command_start_time() or time.time()
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
     info = init_from_env()
@@ -339,7 +340,8 @@ def _train(
     # the end: a last evaluation, the final report's scoring of the last and the best weights on
     # the whole test split (when evaluations score part of it), the sparsity report, the samples
     n_end = n_eval + (2 * len(run.test_x) if len(run.test_eval_x) < len(run.test_x) else 0)
-    n_end += (min(1000, len(run.test_x)) if hasattr(model.prior, "sparsity_report") else 0) + cfg.sample_n
+    n_end += min(1000, len(run.test_x)) if hasattr(model.prior, "sparsity_report") else 0
+    n_end += 2 * cfg.sample_n  # sampling runs the inverse: counted as two evaluated examples each
     last_eval: dict[str, Any] = {}
 
     log_every = cfg.log_every or max(1, cfg.steps // 50)

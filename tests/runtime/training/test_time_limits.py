@@ -87,6 +87,28 @@ def test_max_time_bounds_the_whole_command_evaluations_included(tmp_path, capsys
     assert math.isfinite(s["final_test_bpd"]) and math.isfinite(s["test_bpd"])
 
 
+def test_the_command_with_its_start_up_keeps_to_the_limit(tmp_path):
+    """``flowdsl train --max-time T`` as a process: start-up (importing torch) counts too."""
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "t.flow"
+    spec.write_text(GAUSS)
+    limit = 8.0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "flowdsl", "train", str(spec), "--out", str(tmp_path / "r"), "--steps", "1000000"]
+    t0 = time.time()
+    r = subprocess.run(
+        [*cmd, "--max-time", str(limit), "--eval-every", "1000000"], capture_output=True, text=True, env=env
+    )
+    took = time.time() - t0
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["seconds"] <= limit
+    assert took < limit + 1.5, (took, summary["seconds"])  # interpreter exit after the summary
+
+
 def test_a_time_limit_shorter_than_one_evaluation_cuts_it_and_says_so(tmp_path):
     _warm_up()
     s = train(
