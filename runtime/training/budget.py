@@ -2,10 +2,11 @@
 
 ``flowdsl train --max-time T`` bounds the whole run, evaluations and the final report included:
 
-* :class:`TimeBudget` holds the deadline ``t_start + T`` (``t_start``: when training was
-  called) and measures what is left to do: the time of a training step (a moving average) and
-  the time per evaluated example (measured on one batch before the loop, then on every
-  evaluation). The loop stops training as soon as one more step plus everything the end of the
+* :class:`TimeBudget` holds the deadline ``t_start + T`` (``t_start``: when the ``flowdsl``
+  process started, :func:`command_start_time`, or when training was called from Python) and
+  measures what is left to do: the time of a training step (a moving average), the time per
+  evaluated example (measured on one batch before the loop, then on every evaluation) and the
+  time of a checkpoint write. The loop stops training as soon as one more step plus everything the end of the
   run still needs — the final evaluation of the validation and test splits, the final report's
   scoring of the best weights, the samples — would no longer fit before the deadline.
 * :class:`Evaluator` scores a split through :func:`~.evaluation.score_bpd` with the deadline,
@@ -67,6 +68,7 @@ class TimeBudget:
         self.deadline: Optional[float] = t_start + max_time if max_time and max_time > 0 else None
         self.step_seconds = 0.0  # moving average of one training step
         self.example_seconds = 0.0  # per evaluated example (the largest recent measurement)
+        self.write_seconds = 0.0  # the slowest checkpoint write so far
 
     def note_step(self, seconds: float) -> None:
         self.step_seconds = seconds if self.step_seconds == 0.0 else 0.7 * self.step_seconds + 0.3 * seconds
@@ -76,6 +78,9 @@ class TimeBudget:
             rate = seconds / n
             self.example_seconds = max(rate, 0.5 * self.example_seconds + 0.5 * rate)
 
+    def note_write(self, seconds: float) -> None:
+        self.write_seconds = max(self.write_seconds, seconds)
+
     def seconds_for(self, examples: int) -> float:
         """Estimated seconds to evaluate ``examples`` examples."""
         return self.example_seconds * examples
@@ -84,6 +89,13 @@ class TimeBudget:
     def eval_deadline(self) -> Optional[float]:
         """When evaluations must stop: the deadline minus the time kept for writing the run files."""
         return None if self.deadline is None else self.deadline - END_FIXED_SECONDS
+
+    def affords(self, examples: int) -> bool:
+        """Whether ``examples`` more evaluated examples fit, keeping half of the time for the
+        run files (no time limit: always)."""
+        return (
+            self.deadline is None or time.time() + self.seconds_for(examples) + END_FIXED_SECONDS / 2 <= self.deadline
+        )
 
     def left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.time()
@@ -97,7 +109,8 @@ class TimeBudget:
         and the run files) would overrun the deadline."""
         if self.deadline is None:
             return False
-        need = self.step_seconds + self.seconds_for(end_examples) + END_FIXED_SECONDS
+        # the end writes best.pt and last.pt (at most) and the run files
+        need = self.step_seconds + self.seconds_for(end_examples) + 2 * self.write_seconds + END_FIXED_SECONDS
         return time.time() + need > self.deadline
 
 

@@ -132,7 +132,7 @@ def final_report(
             )
         except Exception as e:  # a plot must never lose a finished run
             say(f"warning: could not plot curves: {e}", quiet, info)
-    if cfg.sample_n > 0 and evaluator.budget.expired():
+    if cfg.sample_n > 0 and not evaluator.budget.affords(2 * cfg.sample_n):
         say("samples.png not written: the time limit (--max-time) is reached", quiet, info)
     elif cfg.sample_n > 0:
         from flowdsl.runtime.training.sampling import draw_samples, write_samples

@@ -327,7 +327,12 @@ def _train(
     barrier(info)
 
     ckpts = RunCheckpoints(spec, model, opt, cfg, info, best, setting_changes, last_path, start)
-    checkpoint, last_good = ckpts.write, ckpts.last_good
+    last_good = ckpts.last_good
+
+    def checkpoint(path: Path, step: int) -> None:
+        t0 = time.time()
+        ckpts.write(path, step)
+        budget.note_write(time.time() - t0)
 
     # --max-time bounds the whole command: the loop leaves time for what the end of the run needs
     budget = TimeBudget(t_start, cfg.max_time)
