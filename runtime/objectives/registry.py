@@ -172,7 +172,8 @@ def train(
     quiet: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train ``spec`` (a parsed spec, a path to a spec file, or spec text) by its objective.
+    """Train ``spec`` (a parsed spec, a path to a spec file, or spec text; with ``resume``, also a
+    run folder, whose stored spec is used and which is the run continued) by its objective.
 
     ``data``, ``steps``, ``out``, ``resume``, ``overwrite`` and ``quiet`` mean the same for every
     objective; ``options`` go to the objective's runtime (for ``mle``: the
@@ -181,7 +182,11 @@ def train(
     Returns the run's summary.
     """
     from flowdsl.runtime.training.models import ModelFactory, as_spec
+    from flowdsl.runtime.training.run_folder import spec_of_run_folder
 
+    found = spec_of_run_folder(spec, out, resume, options.get("factory"))  # train(RUN_FOLDER, resume=True)
+    if found is not None:
+        spec, out = found
     spec = as_spec(spec, options.get("factory") or ModelFactory())
     rt = get_objective_runtime(_objective_name(spec), spec)
     return rt.train(spec, data, steps, out, resume, overwrite=overwrite, quiet=quiet, **options)

@@ -5,6 +5,8 @@ tensors only, read back with ``torch.load(weights_only=True)`` (no pickled objec
 
     format, version        "flowdsl-checkpoint", 1
     spec_text, spec_sha256 the spec file's text and the sha256 of that text
+    arch_sha256            the architecture fingerprint (:mod:`flowdsl.compiler.canonical`);
+                           absent in checkpoints of flowdsl before it (they are still read)
     spec_name, spec_filename
     step                   optimizer updates done
     model                  the model's state_dict (parameters and buffers: ActNorm's
@@ -21,8 +23,11 @@ old or the new checkpoint, never a partial one.
 
 Loading checks, in this order, before anything is copied into a model: the file reads as an
 archive (truncation is caught here), the format tag, the digest (bit rot, edited fields), the
-spec hash against the spec in hand (``mismatched spec``), and every key and shape of the model
-state. Any failure is a :class:`flowdsl.errors.CheckpointError`; a model or optimizer is never
+architecture against the spec in hand (``mismatched spec``: the sha256 of the canonical form of
+the checked graph, so comments, formatting, block names and ``train(...)`` settings do not
+matter; for a checkpoint without ``arch_sha256`` the fingerprint of its stored spec text is
+computed, and only when that text no longer parses is the text hash compared), and every key
+and shape of the model state. Any failure is a :class:`flowdsl.errors.CheckpointError`; a model or optimizer is never
 left half-loaded.
 
 ``weights.safetensors`` files (written at the end of a run from the best checkpoint) hold the
@@ -35,13 +40,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import nn
 
-from flowdsl.errors import CheckpointError
+from flowdsl.errors import CheckpointError, FlowDSLError, NumericalError
 
 __all__ = [
     "FORMAT",
@@ -55,8 +62,14 @@ __all__ = [
     "resolve_checkpoint_path",
     "save_safetensors",
     "digest_of",
+    "first_nonfinite",
+    "remove_stale_temp_files",
+    "architecture_of",
+    "spec_architecture",
+    "TMP_SUFFIX",
 ]
 
+TMP_SUFFIX = ".tmp"
 FORMAT = "flowdsl-checkpoint"
 VERSION = 1
 _DIGEST_FIELDS = (
@@ -64,6 +77,7 @@ _DIGEST_FIELDS = (
     "version",
     "spec_text",
     "spec_sha256",
+    "arch_sha256",
     "spec_name",
     "spec_filename",
     "step",
@@ -73,6 +87,8 @@ _DIGEST_FIELDS = (
     "config",
     "extra",
 )
+#: fields added after version 1 was fixed: digested only when present
+_OPTIONAL_FIELDS = ("arch_sha256",)
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -107,9 +123,25 @@ def digest_of(payload: dict[str, Any]) -> str:
     """sha256 over the checkpoint fields (not over the archive bytes, which torch may vary)."""
     h = hashlib.sha256()
     for k in _DIGEST_FIELDS:
+        if k in _OPTIONAL_FIELDS and k not in payload:
+            continue  # checkpoints written before the field existed keep their digest
         h.update(f"|{k}|".encode())
         _feed(h, payload.get(k))
     return h.hexdigest()
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc tells it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - systems without /proc
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
@@ -119,6 +151,48 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     from flowdsl.outputs import atomic_write as _atomic_write
 
     _atomic_write(path, write, make_parents=True)
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, names: Iterable[str], older_than: float = 60.0) -> list[Path]:
+    """Remove ``.<name>.<random>.tmp`` files that :func:`atomic_write` left behind for ``names``
+    (a process killed mid-write) and that were last modified more than ``older_than`` seconds
+    ago; other files are never touched. Returns the removed paths."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for name in names:
+        for p in folder.glob(f".{glob_escape(name)}.*{TMP_SUFFIX}"):
+            try:
+                if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime > older_than:
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def first_nonfinite(tree: Any, where: str = "") -> Optional[str]:
+    """The path of the first tensor (or float) in ``tree`` holding NaN or ±Inf, or None."""
+    if isinstance(tree, torch.Tensor):
+        if tree.dtype.is_floating_point or tree.dtype.is_complex:
+            if tree.numel() and not bool(torch.isfinite(tree).all()):
+                return where or "tensor"
+        return None
+    if isinstance(tree, float):
+        return None if math.isfinite(tree) else (where or "value")
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            bad = first_nonfinite(v, f"{where}.{k}" if where else str(k))
+            if bad is not None:
+                return bad
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            bad = first_nonfinite(v, f"{where}[{i}]")
+            if bad is not None:
+                return bad
+    return None
 
 
 def _plain(obj: Any) -> Any:
@@ -145,8 +219,19 @@ def save_checkpoint(
     extra: Optional[dict[str, Any]] = None,
     spec_name: str = "",
     spec_filename: str = "",
+    arch_sha256: Optional[str] = None,
 ) -> None:
-    """Write a checkpoint atomically (see the module docstring for the fields)."""
+    """Write a checkpoint atomically (see the module docstring for the fields).
+
+    Raises:
+        NumericalError: a model or optimizer tensor holds NaN/Inf (nothing is written: a
+            checkpoint is always a state training can continue from).
+        CheckpointError: the file could not be written (full disk, file size limit, ...); the
+            previous file of that name is left as it was.
+    """
+    bad = first_nonfinite({"model": dict(model_state), "optimizer": optimizer_state})
+    if bad is not None:
+        raise NumericalError(f"not writing {Path(path).name}: {bad} holds NaN or infinite values", filename=str(path))
     payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
@@ -161,8 +246,23 @@ def save_checkpoint(
         "config": _plain(config or {}),
         "extra": _plain(extra or {}),
     }
+    if arch_sha256 is not None:
+        payload["arch_sha256"] = str(arch_sha256)
     payload["digest"] = digest_of(payload)
-    atomic_write(path, lambda f: torch.save(payload, f))
+    _write_or_raise(path, lambda f: torch.save(payload, f))
+
+
+def _write_or_raise(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """:func:`atomic_write`; a failed write (OSError, or torch's RuntimeError from its archive
+    writer, e.g. under ``ulimit -f``) is a :class:`CheckpointError` naming the file."""
+    try:
+        atomic_write(path, write)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, OSError):
+            reason = e.strerror or str(e)
+        else:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot write {Path(path).name}: {reason}", filename=str(path)) from None
 
 
 def save_safetensors(
@@ -173,8 +273,10 @@ def save_safetensors(
     spec_sha256: str,
     step: int,
     spec_name: str = "",
+    arch_sha256: Optional[str] = None,
 ) -> None:
-    """Model weights (and the spec text, as metadata) in the safetensors format, atomically."""
+    """Model weights (and the spec text, as metadata) in the safetensors format, atomically
+    (a failed write is a :class:`CheckpointError`)."""
     from safetensors.torch import save as st_save
 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model_state.items()}
@@ -185,8 +287,10 @@ def save_safetensors(
         "step": str(int(step)),
         "spec_name": spec_name,
     }
+    if arch_sha256 is not None:
+        meta["arch_sha256"] = str(arch_sha256)
     data = st_save(tensors, metadata=meta)
-    atomic_write(path, lambda f: f.write(data))
+    _write_or_raise(path, lambda f: f.write(data))
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
@@ -209,7 +313,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         step = int(meta.get("step", "0"))
     except ValueError:
         raise CheckpointError("safetensors metadata: bad step", filename=str(path)) from None
-    return {
+    out = {
         "format": FORMAT,
         "version": VERSION,
         "spec_text": text,
@@ -223,6 +327,9 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         "config": {},
         "extra": {},
     }
+    if meta.get("arch_sha256"):
+        out["arch_sha256"] = meta["arch_sha256"]
+    return out
 
 
 def resolve_checkpoint_path(path: str | os.PathLike, prefer: str = "best") -> Path:
@@ -278,19 +385,69 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
+def spec_architecture(spec: Any) -> Optional[str]:
+    """The architecture fingerprint of a parsed spec (None for stand-ins without a graph)."""
+    from flowdsl.compiler.canonical import architecture_sha256
+
+    try:
+        return architecture_sha256(spec)
+    except TypeError:
+        return None
+
+
+_ARCH_OF_TEXT: dict[str, Optional[str]] = {}
+
+
+def architecture_of(ckpt: dict[str, Any]) -> Optional[str]:
+    """The checkpoint's architecture fingerprint: its ``arch_sha256``, or (checkpoints written
+    before the field existed) that of its stored spec text; None when that text no longer parses."""
+    arch = ckpt.get("arch_sha256")
+    if isinstance(arch, str) and arch:
+        return arch
+    text = ckpt.get("spec_text")
+    if not isinstance(text, str):
+        return None
+    key = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if key not in _ARCH_OF_TEXT:
+        import flowdsl
+
+        try:
+            _ARCH_OF_TEXT[key] = spec_architecture(flowdsl.parse(text))
+        except FlowDSLError:
+            _ARCH_OF_TEXT[key] = None
+    return _ARCH_OF_TEXT[key]
+
+
 def check_spec(ckpt: dict[str, Any], spec: Any, path: str = "") -> None:
-    """Raise :class:`CheckpointError` unless ``ckpt`` was written for ``spec`` (same text hash)."""
-    want = getattr(spec, "sha256", None) or hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
-    if ckpt["spec_sha256"] != want:
-        theirs = ckpt.get("spec_name") or "?"
-        ours = getattr(spec, "name", "?")
-        raise CheckpointError(
-            f"checkpoint belongs to another spec: it was written for {theirs!r} "
-            f"(spec sha256 {ckpt['spec_sha256'][:12]}…), "
-            f"this spec is {ours!r} (sha256 {want[:12]}…)",
-            filename=path or ckpt.get("path", "<checkpoint>"),
-            notes=("the checkpoint keeps its own spec text: `flowdsl sample CKPT` needs no spec file",),
-        )
+    """Raise :class:`CheckpointError` unless ``ckpt`` was written for the architecture of ``spec``.
+
+    The architecture fingerprints are compared (:mod:`flowdsl.compiler.canonical`: comments,
+    formatting, block names and ``train(...)`` settings do not change it); only where one side
+    has none (a stored spec text that no longer parses, a stand-in spec) the text hashes are."""
+    text_hash = getattr(spec, "sha256", None) or hashlib.sha256(getattr(spec, "source", "").encode("utf-8")).hexdigest()
+    ours = spec_architecture(spec)
+    theirs = architecture_of(ckpt) if ours is not None else None
+    if ours is not None and theirs is not None:
+        if ours == theirs:
+            return
+        what, mine, other = "architecture", ours, theirs
+    else:
+        if ckpt["spec_sha256"] == text_hash:
+            return
+        what, mine, other = "spec text", text_hash, ckpt["spec_sha256"]
+    theirs_name = ckpt.get("spec_name") or "?"
+    ours_name = getattr(spec, "name", "?")
+    raise CheckpointError(
+        f"checkpoint belongs to another spec: it was written for {theirs_name!r} "
+        f"({what} sha256 {other[:12]}…), "
+        f"this spec is {ours_name!r} ({what} sha256 {mine[:12]}…)",
+        filename=path or ckpt.get("path", "<checkpoint>"),
+        notes=(
+            "comments, formatting, block names and train(...) settings do not matter; layers, their "
+            "arguments and shapes, the input and the prior do",
+            "the checkpoint keeps its own spec text: `flowdsl sample CKPT` needs no spec file",
+        ),
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, spec: Any = None) -> dict[str, Any]:

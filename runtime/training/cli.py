@@ -78,10 +78,10 @@ def _train_types() -> dict:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from flowdsl.cliargs import steps
+    from flowdsl.cliargs import nonnegative_int, steps
     from flowdsl.runtime.training.device import add_device_argument, add_precision_argument
 
-    p.add_argument("spec", help="spec file (.flow)")
+    p.add_argument("spec", metavar="SPEC|RUN", help="spec file (.flow), or with --resume a run folder")
     p.add_argument(
         "--data",
         default=None,
@@ -96,10 +96,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="number of updates (default: the spec's train(steps=...))",
     )
     p.add_argument("--out", "-o", default=None, metavar="RUN", help="run folder (default: runs/<flow name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run from its last checkpoint: the run folder (or SPEC with --out RUN); never a fresh start",
+    )
     p.add_argument("--overwrite", action="store_true", help="start again in a run folder that holds a checkpoint")
+    p.add_argument(
+        "--override-settings",
+        action="store_true",
+        help="with --resume: allow settings that change what the run trains (data, batch, lr, seed, ...); "
+        "the change is recorded in the run",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     types = _train_types()
+    p.add_argument(
+        "--eval-max",
+        dest="eval_max",
+        type=nonnegative_int(),
+        default=None,
+        metavar="N",
+        help="score at most N validation and N test examples at each evaluation during the run "
+        "(default 0: all; the final report scores the whole test split)",
+    )
     for flag, dest, typ, text in _TRAIN_FLAGS:
         extra = (
             {"choices": ("cosine", "constant")}
@@ -152,19 +171,33 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from flowdsl.errors import FlowDSLError
     from flowdsl.runtime.objectives.registry import objective_options, train
     from flowdsl.runtime.training.models import ModelFactory, as_spec
+    from flowdsl.runtime.training.run_folder import spec_of_run_folder
 
-    spec = as_spec(args.spec, ModelFactory())
+    out = args.out
+    found = spec_of_run_folder(args.spec, out, args.resume)  # flowdsl train RUN --resume
+    if found is not None:
+        spec, out = found
+    else:
+        spec = as_spec(args.spec, ModelFactory())
     name = getattr(getattr(spec, "objective", None), "name", None) or "mle"
     overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _TRAIN_FLAGS}
+    overrides["eval_max"] = args.eval_max
     overrides.update(objective_options(args, name, "train", args.spec))
     overrides.update(device=args.device, precision=args.precision)
+    if args.override_settings:
+        if name != "mle":
+            raise FlowDSLError(
+                f"--override-settings applies to objective mle; {args.spec} has objective {name}", filename=args.spec
+            )
+        overrides["override_settings"] = True
     train(
         spec,
         data=args.data,
         steps=args.steps,
-        out=args.out,
+        out=out,
         resume=args.resume,
         overwrite=args.overwrite,
         quiet=args.quiet,

@@ -8,10 +8,11 @@ flags given explicitly override them (so a resumed run continues with what it st
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-__all__ = ["TrainConfig", "resolve_config", "SPEC_FIELDS"]
+__all__ = ["TrainConfig", "resolve_config", "resume_changes", "resume_setting_changes", "SPEC_FIELDS", "RUN_DEFINING"]
 
 #: the fields the language's ``train(...)`` statement has today; any other TrainConfig field
 #: that the spec's train model gains (``schedule``, ``val_fraction``, ...) is picked up as well
@@ -27,6 +28,26 @@ SPEC_FIELDS = (
     "eval_every",
     "checkpoint_every",
     "test_batch",
+)
+
+
+#: settings that decide what a run trains on and how its evaluations are compared: changing one on
+#: ``--resume`` would mix two runs (another test split, another "best"), so it needs
+#: ``--override-settings`` (and is recorded in the run); steps, max_time, eval_every,
+#: checkpoint_every, log_every, test_batch, threads, sample_n and invertible_memory may change freely
+RUN_DEFINING = (
+    "data",
+    "batch",
+    "lr",
+    "seed",
+    "weight_decay",
+    "warmup",
+    "clip",
+    "schedule",
+    "min_lr_ratio",
+    "val_fraction",
+    "val_max",
+    "eval_max",
 )
 
 
@@ -69,54 +90,65 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> None:
+        """Every value in range and finite (also when called from Python, where no argparse type
+        checked it): a bad setting is a :class:`flowdsl.errors.DataError` before anything is written."""
         from flowdsl.errors import DataError
 
         problems = []
-        if self.batch < 1:
-            problems.append(f"batch must be ≥ 1, got {self.batch}")
-        if not self.lr > 0:
-            problems.append(f"lr must be > 0, got {self.lr}")
-        if self.steps < 0:
-            problems.append(f"steps must be ≥ 0, got {self.steps}")
+
+        def number(k: str, lo: float, hi: float = math.inf, *, open_lo: bool = False, whole: bool = False) -> None:
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (whole and not isinstance(v, int)):
+                problems.append(f"{k} must be a {'whole ' if whole else ''}number, got {v!r}")
+            elif not math.isfinite(v):
+                problems.append(f"{k} must be finite, got {v}")
+            elif (v <= lo if open_lo else v < lo) or v > hi:
+                low = f"> {lo:g}" if open_lo else f"≥ {lo:g}"
+                problems.append(f"{k} must be {low}" + (f" and ≤ {hi:g}" if hi < math.inf else "") + f", got {v}")
+
+        number("batch", 1, whole=True)
+        number("lr", 0, open_lo=True)
+        number("steps", 0, whole=True)
+        number("seed", 0, 2**63 - 1, whole=True)
+        number("weight_decay", 0)
+        number("warmup", 0, whole=True)
+        number("clip", 0, open_lo=True)
+        for k in ("eval_every", "checkpoint_every", "test_batch", "threads"):
+            number(k, 1, whole=True)
+        for k in ("val_max", "eval_max", "log_every", "sample_n"):
+            number(k, 0, whole=True)
+        number("min_lr_ratio", 0, 1)
+        number("max_time", 0)
+        number("sample_temperature", 0, open_lo=True)
         if self.schedule not in ("cosine", "constant"):
             problems.append(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if not 0 <= self.val_fraction < 1:
+        number("val_fraction", 0)
+        vf = self.val_fraction
+        if isinstance(vf, (int, float)) and not isinstance(vf, bool) and math.isfinite(vf) and not 0 <= vf < 1:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not isinstance(self.invertible_memory, bool):
             problems.append(f"invertible_memory must be true or false, got {self.invertible_memory!r}")
         if self.precision not in ("32", "bf16-mixed"):
             problems.append(f"precision must be 32 or bf16-mixed, got {self.precision!r}")
-        if self.threads < 1:
-            problems.append(f"threads must be ≥ 1, got {self.threads}")
-        for k in ("eval_every", "checkpoint_every", "test_batch"):
-            if getattr(self, k) < 1:
-                problems.append(f"{k} must be ≥ 1, got {getattr(self, k)}")
         problems += _range_problems(self)
         if problems:
-            raise DataError("invalid training settings: " + "; ".join(problems), filename="train")
+            raise DataError("invalid training settings: " + "; ".join(dict.fromkeys(problems)), filename="train")
 
 
 def _range_problems(cfg: "TrainConfig") -> list[str]:
-    """The flags' ranges (flowdsl.cliargs, the language's train(...)) for values that reach the
-    config another way (keyword arguments, stored settings): finite, and on the right side of 0."""
-    import math
-
+    """The resource limits of values that reach the config by keyword or stored settings (the
+    flags check them too): threads ≤ LIMITS.max_threads, batches ≤ LIMITS.max_batch."""
     from flowdsl.compiler.limits import LIMITS
 
     out = []
-    for k in ("lr", "clip", "weight_decay", "max_time", "min_lr_ratio", "sample_temperature"):
+    for k, most, env in (
+        ("threads", LIMITS.max_threads, "FLOWDSL_MAX_THREADS"),
+        ("batch", LIMITS.max_batch, "FLOWDSL_MAX_BATCH"),
+        ("test_batch", LIMITS.max_batch, "FLOWDSL_MAX_BATCH"),
+    ):
         v = getattr(cfg, k)
-        if not math.isfinite(v):
-            out.append(f"{k} must be a finite number, got {v}")
-        elif k in ("clip", "sample_temperature") and not v > 0:
-            out.append(f"{k} must be > 0, got {v}")
-        elif v < 0:
-            out.append(f"{k} must be ≥ 0, got {v}")
-    for k in ("warmup", "log_every", "sample_n", "seed"):
-        if getattr(cfg, k) < 0:
-            out.append(f"{k} must be ≥ 0, got {getattr(cfg, k)}")
-    if cfg.threads > LIMITS.max_threads:
-        out.append(f"threads must be at most {LIMITS.max_threads} (FLOWDSL_MAX_THREADS), got {cfg.threads}")
+        if isinstance(v, int) and not isinstance(v, bool) and v > most:
+            out.append(f"{k} must be at most {most:,} ({env}), got {v:,}")
     return out
 
 
@@ -146,3 +178,48 @@ def resolve_config(spec: Any = None, stored: dict[str, Any] | None = None, **ove
         setattr(cfg, k, v)
     cfg.validate()
     return cfg
+
+
+def resume_changes(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (stored value, given value)}`` for the :data:`RUN_DEFINING` settings given
+    (not None) with a value other than the run's stored one."""
+    base = TrainConfig.from_dict({**TrainConfig().to_dict(), **(stored or {})})
+    changes = {}
+    for k in RUN_DEFINING:
+        new = given.get(k)
+        if new is None:
+            continue
+        old = getattr(base, k)
+        if new != old:
+            changes[k] = (old, new)
+    return changes
+
+
+def resume_setting_changes(
+    ckpt: dict[str, Any], given: dict[str, Any], override: bool, where: str
+) -> list[dict[str, Any]]:
+    """The run's history of setting changes after this ``--resume``: the checkpoint's
+    ``extra["setting_changes"]``, plus ``{"step", "changes": {name: [old, new]}}`` when ``given``
+    changes :data:`RUN_DEFINING` settings and ``override`` allows it.
+
+    Raises:
+        CheckpointError: ``given`` changes run-defining settings without ``override`` (names each).
+    """
+    from flowdsl.errors import CheckpointError
+
+    history = list((ckpt.get("extra") or {}).get("setting_changes") or [])
+    changes = resume_changes(ckpt.get("config") or {}, given)
+    if changes and not override:
+        raise CheckpointError(
+            "--resume with settings other than the run's: "
+            + ", ".join(f"{k} {old!r} → {new!r}" for k, (old, new) in changes.items())
+            + "; they change what the run trains on or how its evaluations compare, so the run would mix two",
+            filename=where,
+            notes=(
+                "resume without them, start a new run (another --out), or pass --override-settings to "
+                "continue with them (the change is recorded in the run)",
+            ),
+        )
+    if changes:
+        history.append({"step": int(ckpt["step"]), "changes": {k: [old, new] for k, (old, new) in changes.items()}})
+    return history

@@ -2,13 +2,16 @@
 
 :func:`evaluate_bpd` scores already dequantised data in eval mode without gradients (under
 torchrun each process takes a strided shard and the sums are all-reduced) and converts the
-mean negative log-likelihood to bits/dim of the discrete data. :func:`latent_sparsity` is the
-spike_slab prior's report on the latents of some examples (None for other priors).
+mean negative log-likelihood to bits/dim of the discrete data; :func:`score_bpd` does the same
+within a wall-clock deadline (``--max-time``), reporting progress and how many examples it
+scored. :func:`latent_sparsity` is the spike_slab prior's report on the latents of some
+examples (None for other priors).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +19,7 @@ from torch import Tensor, nn
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum
 
-__all__ = ["evaluate_bpd", "latent_sparsity", "model_device"]
+__all__ = ["evaluate_bpd", "score_bpd", "latent_sparsity", "model_device"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -29,30 +32,57 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_bpd(
-    model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()
-) -> float:
-    """Mean bits/dim of already dequantised data ``x01`` (strided shards under torchrun).
+def score_bpd(
+    model: nn.Module,
+    x01: Tensor,
+    dims: int,
+    levels: Optional[int],
+    batch: int,
+    info: DistInfo = DistInfo(),
+    *,
+    deadline: Optional[float] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[float, int]:
+    """``(mean bits/dim, examples scored)`` of already dequantised data ``x01``.
 
+    The mean is over the first examples scored in batches of ``batch`` (strided shards under
+    torchrun): all of them, unless the wall-clock ``deadline`` (``time.time()`` value) passes
+    first, after which no further batch is started (every process stops at the same batch).
+    ``progress(done, total)`` is called after every batch (examples of this process).
     ``x01`` may live on the CPU: each batch is moved to the model's device; the sums stay on that
-    device (one host read at the end)."""
+    device (one host read at the end).
+    """
     was = model.training
     model.eval()
     dev = model_device(model)
+    xs = x01[info.rank :: info.world] if info.active else x01
+    total = torch.zeros(2, dtype=torch.float64, device=dev)
     try:
-        xs = x01[info.rank :: info.world] if info.active else x01
-        total = torch.zeros(2, dtype=torch.float64, device=dev)
         for i in range(0, len(xs), batch):
+            if deadline is not None and i > 0:
+                late = torch.tensor([float(time.time() > deadline)], dtype=torch.float64, device=dev)
+                if all_reduce_sum(late, info)[0] > 0:
+                    break
             lp = model.log_prob(xs[i : i + batch].to(dev, non_blocking=True)).to(torch.float64)
             total[0] += lp.sum()
             total[1] += lp.numel()
+            if progress is not None:
+                progress(min(i + batch, len(xs)), len(xs))
         all_reduce_sum(total, info)
     finally:
         model.train(was)
-    if total[1] == 0:
-        return float("nan")
+    n = int(total[1])
+    if n == 0:
+        return float("nan"), 0
     nll = float(-total[0] / total[1]) / dims
-    return float(nats_to_bits_per_dim(nll, levels))
+    return float(nats_to_bits_per_dim(nll, levels)), n
+
+
+def evaluate_bpd(
+    model: nn.Module, x01: Tensor, dims: int, levels: Optional[int], batch: int, info: DistInfo = DistInfo()
+) -> float:
+    """Mean bits/dim of already dequantised data ``x01`` (all of it; strided shards under torchrun)."""
+    return score_bpd(model, x01, dims, levels, batch, info)[0]
 
 
 def latent_sparsity(model: nn.Module, x: Tensor) -> Optional[dict[str, Any]]:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
-from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors
+from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors, spec_architecture
 from flowdsl.runtime.training.config import TrainConfig
 from flowdsl.runtime.training.distributed import DistInfo
-from flowdsl.runtime.training.evaluation import evaluate_bpd, latent_sparsity
+from flowdsl.runtime.training.evaluation import latent_sparsity
 from flowdsl.runtime.training.metrics import plot_curves
 from flowdsl.runtime.training.models import spec_sha256
 from flowdsl.runtime.training.progress import say
@@ -46,31 +46,53 @@ def final_report(
     n_params: int,
     t_start: float,
     quiet: bool,
+    setting_changes: Optional[list] = None,
+    evaluator: Any = None,
+    last_eval: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Score, write the run's results and return its summary (see the module docstring).
 
     ``best`` is the loop's ``{"val_bpd", "step", "test_bpd"}`` of the best evaluation (step -1:
-    none), ``step`` the updates done, ``t_start`` the run's ``time.time()`` at its start.
+    none), ``step`` the updates done, ``t_start`` the run's ``time.time()`` at its start,
+    ``evaluator`` the loop's :class:`~.budget.Evaluator` (its deadline bounds the scoring here
+    too) and ``last_eval`` the loop's evaluation of the last weights (``{"step", "val_bpd",
+    "val_n", "test_bpd", "test_n"}``), which is not repeated.
     """
-    levels, dims = data.levels, data.dims
-    final_test = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
-    final_val = (
-        evaluate_bpd(model, data.val_x, dims, levels, cfg.test_batch, info) if data.val_x is not None else math.nan
-    )
+    levels = data.levels
+    if evaluator is None:
+        from flowdsl.runtime.training.budget import Evaluator, TimeBudget
+
+        evaluator = Evaluator(model, cfg, data, info, TimeBudget(t_start, cfg.max_time), quiet)
+    last = last_eval if (last_eval or {}).get("step") == step else {}
+    whole_test = len(data.test_eval_x) == len(data.test_x)
+    # the last weights: the loop's final evaluation scored them already (all of the test split
+    # unless --eval-max cut it)
+    if last and whole_test and last["test_n"] == len(data.test_x):
+        final_test = last["test_bpd"]
+    else:
+        final_test, _ = evaluator.score("test (last weights)", data.test_x)
+    final_val = last["val_bpd"] if last else evaluator.score("validation (last weights)", data.val_eval_x)[0]
     best_path = out / "best.pt"
     test_best = final_test
     weights_step = step  # no candidate for best.pt (e.g. the run ended while annealing): the last state
     if best_path.exists() and best["step"] >= 0:
         bck = read_checkpoint(best_path)
-        restore(model, bck)
-        test_best = evaluate_bpd(model, data.test_x, dims, levels, cfg.test_batch, info)
         weights_step = int(bck["step"])
+        if weights_step != step:
+            restore(model, bck)
+        if weights_step == step:
+            test_best = final_test
+        elif whole_test and math.isfinite(best.get("test_bpd", math.nan)):
+            test_best = best["test_bpd"]  # scored on the whole test split when it was chosen
+        else:
+            test_best, _ = evaluator.score("test (best weights)", data.test_x)
     if info.main:
         save_safetensors(
             out / "weights.safetensors",
             model.state_dict(),
             spec_text=getattr(spec, "source", ""),
             spec_sha256=spec_sha256(spec),
+            arch_sha256=spec_architecture(spec),
             step=weights_step,
             spec_name=str(getattr(spec, "name", "")),
         )
@@ -86,7 +108,7 @@ def final_report(
         "best_step": int(best["step"]),
         "weights_step": weights_step,
         "anneal_until": anneal_until,
-        "best_val_bpd": float(best["val_bpd"]),
+        "best_val_bpd": float(best["val_bpd"]) if best["step"] >= 0 else None,
         "test_bpd": float(test_best),
         "final_val_bpd": float(final_val),
         "final_test_bpd": float(final_test),
@@ -97,6 +119,9 @@ def final_report(
         "out": str(out),
         "sparsity": sparsity,
         "uniform_bpd": math.log2(levels) if levels else None,
+        "setting_changes": list(setting_changes or []),
+        "eval_max": cfg.eval_max,
+        "partial_evaluations": list(evaluator.partial),
     }
     if info.main:
         try:
@@ -108,7 +133,9 @@ def final_report(
             )
         except Exception as e:  # a plot must never lose a finished run
             say(f"warning: could not plot curves: {e}", quiet, info)
-    if cfg.sample_n > 0:
+    if cfg.sample_n > 0 and not evaluator.budget.affords(2 * cfg.sample_n):
+        say("samples.png not written: the time limit (--max-time) is reached", quiet, info)
+    elif cfg.sample_n > 0:
         from flowdsl.runtime.training.sampling import draw_samples, write_samples
 
         xs = draw_samples(model, cfg.sample_n, cfg.sample_temperature, cfg.seed, info)
@@ -122,15 +149,19 @@ def final_report(
                 data=None if image else data.train.x[:5000],
                 title=f"{summary['spec']} T={cfg.sample_temperature:g}",
             )
+    summary["seconds"] = round(time.time() - t_start, 2)
     if info.main:
         write_summary(out, summary)
-    say(
-        f"done: {plural(step, 'step')} in {summary['seconds']:.1f} s; "
+    chosen = (
         f"best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
-        f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights); run folder {out}",
-        quiet,
-        info,
+        f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights)"
+        if best["step"] >= 0
+        else f"no best.pt (no evaluation qualified{'; the run ended while annealing' if anneal_until > step else ''}); "
+        f"test {final_test:.4f} bits/dim (last weights, in weights.safetensors)"
     )
+    say(f"done: {plural(step, 'step')} in {summary['seconds']:.1f} s; {chosen}; run folder {out}", quiet, info)
+    for note in evaluator.partial:
+        say(f"note: evaluation cut short by the time limit: {note}", quiet, info)
     if sparsity is not None:
         say(
             f"latent sparsity: {100 * sparsity['fraction_in_spike']:.1f}% of test latents within the spike "

@@ -12,7 +12,14 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-__all__ = ["InterruptFlag", "raise_nonfinite"]
+__all__ = ["InterruptFlag", "raise_nonfinite", "recovery_advice"]
+
+
+def recovery_advice(last_good: str) -> str:
+    """What to do after a numerical failure, given the loop's account of its last good checkpoint."""
+    if last_good.startswith("no checkpoint"):
+        return "Lower the learning rate or raise clip and start again"
+    return "Lower the learning rate or raise clip, then continue with --resume"
 
 
 class InterruptFlag:
@@ -41,8 +48,10 @@ class InterruptFlag:
             self._old = None
 
 
-def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path) -> None:
-    """Stop training with a message naming the step and the first layer that went non-finite."""
+def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path, last_good: str = "") -> None:
+    """Stop training with a message naming the step, the first layer that went non-finite and
+    ``last_good`` (the loop's account of its last finite checkpoint, e.g. "the last good
+    checkpoint is RUN/last.pt (step 40)")."""
     from flowdsl.errors import NumericalError
 
     where = None
@@ -59,7 +68,7 @@ def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: P
         else "; every layer is finite on this batch (the loss itself overflowed)"
     )
     raise NumericalError(
-        f"training stopped at step {step}: the loss is {value}{detail}. The last good checkpoint is {out / 'last.pt'}; "
-        "lower the learning rate or raise clip, then continue with --resume",
+        f"training stopped at step {step}: the loss is {value}{detail}; {last_good or 'see ' + str(out)}. "
+        + recovery_advice(last_good),
         filename=str(out),
     )

@@ -38,9 +38,17 @@ Determinism: parameters come from ``flowdsl.compile(spec, seed)``, every random 
 from seeded generators, and the process uses ``threads`` intra-op threads (default 1), so two
 runs with the same seed, data and settings produce the same weights on the same machine.
 
+The run folder is locked (``flock`` on ``RUN/.lock``) for the whole run; ``--resume`` needs a
+``last.pt`` and refuses run-defining settings other than the stored ones unless told
+``override_settings``; a fresh start clears an old run only after spec, settings, data and model
+have been checked. ``--max-time`` bounds everything from the call on, evaluations and the final
+report included (:mod:`.budget`).
+
 The pieces around the loop: :mod:`.models` (specs to models, :func:`load_model`),
-:mod:`.run_folder`, :mod:`.run_data` (splits, dequantised evaluation data), :mod:`.schedule`
-(learning rate, batch stream), :mod:`.evaluation`, :mod:`.progress` and :mod:`.final_report`.
+:mod:`.run_folder` (lock, resume point, settings, summary), :mod:`.run_checkpoints` (writes,
+the last good checkpoint), :mod:`.run_data` (splits, dequantised evaluation data),
+:mod:`.schedule` (learning rate, batch stream), :mod:`.evaluation`, :mod:`.budget` (time limit,
+evaluation progress), :mod:`.progress` and :mod:`.final_report`.
 """
 
 from __future__ import annotations
@@ -57,20 +65,33 @@ from torch import Tensor, nn
 from flowdsl.errors import DataError, FlowDSLError, NotAvailableError
 from flowdsl.runtime.data import nats_to_bits_per_dim
 from flowdsl.runtime.priors.base import Prior
-from flowdsl.runtime.training.checkpoint import check_spec, read_checkpoint, restore, save_checkpoint
-from flowdsl.runtime.training.config import resolve_config
+from flowdsl.runtime.training.budget import Evaluator, TimeBudget, command_start_time
+from flowdsl.runtime.training.checkpoint import (
+    check_spec,
+    read_checkpoint,
+    remove_stale_temp_files,
+    restore,
+)
+from flowdsl.runtime.training.config import resolve_config, resume_setting_changes
 from flowdsl.runtime.training.device import resolve_device
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
 from flowdsl.runtime.training.evaluation import evaluate_bpd
 from flowdsl.runtime.training.final_report import final_report
 from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
-from flowdsl.runtime.training.metrics import MetricsLog
-from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model, spec_sha256
+from flowdsl.runtime.training.metrics import MetricsLog, prepare_plotting
+from flowdsl.runtime.training.models import ModelFactory, as_spec, load_model
 from flowdsl.runtime.training.precision import autocast_conditioners
 from flowdsl.runtime.training.progress import Progress, say
 from flowdsl.runtime.training.recompute import memory_saving_model, require_one_process
+from flowdsl.runtime.training.run_checkpoints import RunCheckpoints
 from flowdsl.runtime.training.run_data import load_run_data
-from flowdsl.runtime.training.run_folder import clear_run_files, resume_point, write_run_settings
+from flowdsl.runtime.training.run_folder import (
+    RUN_FILES,
+    RunLock,
+    clear_run_files,
+    resume_point,
+    write_run_settings,
+)
 from flowdsl.runtime.training.schedule import BatchStream, _gen, lr_at
 from flowdsl.wording import plural
 
@@ -116,16 +137,18 @@ def _unused_parameters(model: nn.Module, x: Tensor) -> bool:
 
 
 def _prepare_out(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> Optional[Path]:
-    """The checkpoint to resume from (or None); refuses to clobber a run unless told to.
-    On a fresh start every process has looked before the main one clears the folder."""
-    last = resume_point(out, resume, overwrite)
-    if last is not None:
-        return last
-    barrier(info)  # every rank has looked before rank 0 clears the folder
+    """The checkpoint to resume from (or None); refuses to clobber a run unless told to, and
+    to start afresh on ``resume``. Nothing is removed here (see :func:`_clear_for_fresh_start`)."""
+    return resume_point(out, resume, overwrite)
+
+
+def _clear_for_fresh_start(out: Path, info: DistInfo) -> None:
+    """A fresh start, once spec, settings and data have been checked: every process has looked
+    at the folder before the main one clears it."""
+    barrier(info)
     if info.main:
         clear_run_files(out)
     barrier(info)
-    return None
 
 
 def train_mle(
@@ -136,6 +159,7 @@ def train_mle(
     resume: bool = False,
     *,
     overwrite: bool = False,
+    override_settings: bool = False,
     quiet: bool = False,
     factory: Optional[ModelFactory] = None,
     device: str | torch.device = "auto",
@@ -149,8 +173,14 @@ def train_mle(
         steps: number of updates (default: the spec's ``train(steps=...)``).
         out: run folder (default ``runs/<spec name>``); gets last.pt, best.pt,
             weights.safetensors, metrics.csv, curves.png, samples.png, summary.json, spec.flow.
-        resume: continue from ``out/last.pt`` (exactly; a fresh start when there is none).
-        overwrite: start again in a folder that already holds a checkpoint.
+        resume: continue from ``out/last.pt`` (exactly; without one it is a CheckpointError, never
+            a fresh start). The run's stored settings apply; given ones that change what the run
+            trains (:data:`~flowdsl.runtime.training.config.RUN_DEFINING`: data, batch, lr, ...)
+            are refused unless ``override_settings``.
+        overwrite: start again in a folder that already holds a checkpoint (everything is
+            checked before anything is removed).
+        override_settings: let ``resume`` change run-defining settings; the change is recorded
+            in the checkpoints (``extra["setting_changes"]``), config.json and summary.json.
         quiet: no progress output.
         factory: how specs are parsed and built (tests substitute a stand-in).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun
@@ -168,10 +198,15 @@ def train_mle(
         NotAvailableError: the spec has another objective (:func:`flowdsl.runtime.training.train`
             dispatches to the runtime of each objective).
         DataError: missing data or data that does not fit the spec's input.
-        CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec.
-        NumericalError: the loss became NaN/Inf; names the step and the first non-finite layer.
+        CheckpointError: ``--resume`` from a corrupt checkpoint or one of another spec, or with
+            nothing to resume; the run folder is in use by another training (it is locked while
+            a run writes to it); a checkpoint could not be written (names the last good one).
+        NumericalError: the loss, or the state about to be checkpointed, became NaN/Inf; names
+            the step (and the first non-finite layer) and the last good checkpoint.
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
+    # --max-time bounds everything from here on (from the process start for the flowdsl command)
+    t_start = command_start_time() or time.time()
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
     info = init_from_env(resolve_device(device if device is not None else "auto"))
@@ -181,20 +216,30 @@ def train_mle(
 
     main_thread = threading.current_thread() is threading.main_thread()
     prev_sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))
+    lock = None
     try:
-        return _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info)
+        if info.main:
+            lock = RunLock(out)  # before anything in the folder is looked at
+            remove_stale_temp_files(out, RUN_FILES + ("spec.flow", "config.json"))
+        return _train(
+            spec, data, steps, out, resume, overwrite, override_settings, quiet, factory, overrides, info, t_start
+        )
     except OSError as e:  # unwritable run folder, full disk, ...: a user error with the path
         where = e.filename or out or "the run folder"
         raise FlowDSLError(f"cannot write the run files: {e.strerror or e} ({where})", filename=str(where)) from None
     finally:
+        if lock is not None:
+            lock.release()
         if main_thread and prev_sigint is not None:
             signal.signal(signal.SIGINT, prev_sigint)  # also when the loop raised
         torch.set_num_threads(prev_threads)
         shutdown(info)
 
 
-def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides, info: DistInfo) -> dict[str, Any]:
-    t_start = time.time()
+def _train(
+    spec, data, steps, out, resume, overwrite, override_settings, quiet, factory, overrides, info: DistInfo, t_start
+) -> dict[str, Any]:
     obj = getattr(getattr(spec, "objective", None), "name", "mle")
     if obj != "mle":
         raise NotAvailableError(
@@ -204,12 +249,13 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             span=spec.objective.span,
             source=getattr(spec, "source", None),
         )
-    out = Path(out) if out is not None else Path("runs") / str(getattr(spec, "name", "run"))
     last_path = _prepare_out(out, resume, overwrite, info)
     ckpt = None
+    setting_changes: list[dict[str, Any]] = []
     if last_path is not None:
         ckpt = read_checkpoint(last_path)
         check_spec(ckpt, spec, str(last_path))
+        setting_changes = resume_setting_changes(ckpt, {"data": data, **overrides}, override_settings, str(out))
         cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
@@ -267,6 +313,14 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     anneal_until = int(model.prior.anneal) if isinstance(model.prior, Prior) else 0
     if anneal_until:
         say(f"annealing until step {anneal_until}: best.pt is chosen among evaluations from then on", quiet, info)
+        if cfg.steps < anneal_until:
+            say(
+                f"warning: the run ends at step {cfg.steps}, before the prior's annealing ends (step {anneal_until}): "
+                "no evaluation can be chosen for best.pt, and weights.safetensors will hold the last weights "
+                f"(use at least --steps {anneal_until})",
+                False,
+                info,
+            )
 
     # --invertible-memory: the loss goes through InvertibleMemory (same parameters); evaluation,
     # the non-finite guard and checkpoints keep using the plain model
@@ -278,28 +332,42 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         ids = [dev.index] if dev.type == "cuda" else None
         net = DDP(net, device_ids=ids, find_unused_parameters=_unused_parameters(model, probe))
 
+    if ckpt is None:  # spec, settings, data and model are all fine: only now is an old run removed
+        _clear_for_fresh_start(out, info)
+    if setting_changes and ckpt is not None and setting_changes[-1]["step"] == start:
+        say(
+            f"settings changed on resume at step {start} (recorded in the run): {setting_changes[-1]['changes']}",
+            quiet,
+            info,
+        )
     metrics = MetricsLog(out / "metrics.csv", enabled=info.main)
     if info.main:
-        write_run_settings(out, spec, cfg)
+        write_run_settings(out, spec, cfg, setting_changes)
     metrics.start(start if ckpt is not None else None)
     barrier(info)
 
+    ckpts = RunCheckpoints(spec, model, opt, cfg, info, best, setting_changes, last_path, start)
+    last_good = ckpts.last_good
+
     def checkpoint(path: Path, step: int) -> None:
-        if not info.main:
-            return
-        save_checkpoint(
-            path,
-            spec_text=getattr(spec, "source", ""),
-            spec_sha256=spec_sha256(spec),
-            spec_name=str(getattr(spec, "name", "")),
-            spec_filename=str(getattr(spec, "filename", "")),
-            step=step,
-            model_state=model.state_dict(),
-            optimizer_state=opt.state_dict(),
-            rng={"torch": torch.get_rng_state()},
-            config=cfg.to_dict(),
-            extra={"best": dict(best), "world": info.world},
-        )
+        t0 = time.time()
+        ckpts.write(path, step)
+        budget.note_write(time.time() - t0)
+
+    # --max-time bounds the whole command: the loop leaves time for what the end of the run needs
+    budget = TimeBudget(t_start, cfg.max_time)
+    if budget.deadline is not None and info.main:
+        prepare_plotting()  # a first matplotlib import takes seconds: spend them now, inside the limit
+    evaluator = Evaluator(model, cfg, run, info, budget, quiet)
+    evaluator.probe(run.val_eval_x if run.val_eval_x is not None else run.test_eval_x)
+    n_val_eval = len(run.val_eval_x) if run.val_eval_x is not None else 0
+    n_eval = n_val_eval + len(run.test_eval_x)  # one evaluation during the run
+    # the end: a last evaluation, the final report's scoring of the last and the best weights on
+    # the whole test split (when evaluations score part of it), the sparsity report, the samples
+    n_end = n_eval + (2 * len(run.test_x) if len(run.test_eval_x) < len(run.test_x) else 0)
+    n_end += min(1000, len(run.test_x)) if hasattr(model.prior, "sparsity_report") else 0
+    n_end += 2 * cfg.sample_n  # sampling runs the inverse: counted as two evaluated examples each
+    last_eval: dict[str, Any] = {}
 
     log_every = cfg.log_every or max(1, cfg.steps // 50)
     interrupt = InterruptFlag()
@@ -311,6 +379,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
     last_ckpt_step = start if ckpt is not None else -1
     shard = shard_range(cfg.batch, info)
     while step < cfg.steps:
+        t_step = time.time()
         _set_step(model, step)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
@@ -321,7 +390,9 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             lp = net(x)
         loss = -lp.mean() / dims
         if cfg.invertible_memory and not bool(torch.isfinite(loss)):  # one process: stop before the
-            raise_nonfinite(model, x, step, float(loss.detach()), out)  # recomputing backward inverts NaN/Inf
+            raise_nonfinite(
+                model, x, step, float(loss.detach()), out, last_good()
+            )  # recomputing backward inverts NaN/Inf
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip) if n_params else torch.zeros(())
@@ -339,15 +410,17 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
         if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
-            raise_nonfinite(model, x, step, float(lv), out)
+            raise_nonfinite(model, x, step, float(lv), out, last_good())
         acc_loss += float(lv) / info.world
         acc_n += 1
         last_gn = float(gn)
         step += 1
 
+        budget.note_step(time.time() - t_step)
         timed_out = False
         if cfg.max_time > 0 or interrupt.requested or info.active:  # every process stops at the same step
-            late = cfg.max_time > 0 and time.time() - t_start > cfg.max_time and info.main
+            next_eval = n_eval if (step + 1) % cfg.eval_every == 0 else 0
+            late = info.main and budget.must_stop(n_end + next_eval)
             flag = torch.tensor([float(late or interrupt.requested)], dtype=torch.float64, device=dev)
             timed_out = bool(all_reduce_sum(flag, info)[0] > 0)
         final = step == cfg.steps or timed_out
@@ -365,15 +438,12 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             acc_loss, acc_n = 0.0, 0
         if do_eval:
             _set_step(model, step)
-            vb = (
-                evaluate_bpd(model, run.val_x, dims, levels, cfg.test_batch, info)
-                if run.val_x is not None
-                else math.nan
-            )
-            tb = evaluate_bpd(model, run.test_eval_x, dims, levels, cfg.test_batch, info)
+            vb, vn = evaluator.score("validation", run.val_eval_x)
+            tb, tn = evaluator.score("test", run.test_eval_x)
+            last_eval = {"step": step, "val_bpd": vb, "val_n": vn, "test_bpd": tb, "test_n": tn}
             row.update(val_bpd=vb, test_bpd=tb)
-            score = vb if run.val_x is not None else tb
-            improved = step >= anneal_until and math.isfinite(score) and score < best["val_bpd"]
+            score, complete = (vb, vn == n_val_eval) if run.val_x is not None else (tb, tn == len(run.test_eval_x))
+            improved = complete and step >= anneal_until and math.isfinite(score) and score < best["val_bpd"]
             if improved:
                 best.update(val_bpd=score, step=step, test_bpd=tb)
                 checkpoint(out / "best.pt", step)  # before last.pt: last.pt's "best" always exists
@@ -387,8 +457,15 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
             last_ckpt_step = step
         if timed_out and step < cfg.steps:
             stopped_early = True
-            why = "interrupted (Ctrl-C)" if interrupt.requested else f"time limit of {cfg.max_time:g} s reached"
-            say(f"{why} at step {step}", quiet, info)
+            if interrupt.requested:
+                say(f"interrupted (Ctrl-C) at step {step}", quiet, info)
+            else:
+                say(
+                    f"time limit of {cfg.max_time:g} s: training stops at step {step}, leaving "
+                    f"{max(budget.left(), 0.0):.1f} s for the final evaluation and report",
+                    quiet,
+                    info,
+                )
             break
     interrupt.restore()
     progress.close()
@@ -396,7 +473,14 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         checkpoint(out / "last.pt", step)
     barrier(info)
     if interrupt.requested:
-        say(f"checkpoint of step {step} written to {out / 'last.pt'}; continue with --resume", quiet, info)
+        import shlex
+
+        say(
+            f"checkpoint of step {step} written to {out / 'last.pt'}; continue with:\n"
+            f"  flowdsl train {shlex.quote(str(out))} --resume",
+            quiet,
+            info,
+        )
         raise KeyboardInterrupt
 
     return final_report(
@@ -414,4 +498,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         n_params=n_params,
         t_start=t_start,
         quiet=quiet,
+        setting_changes=setting_changes,
+        evaluator=evaluator,
+        last_eval=last_eval,
     )

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["COLUMNS", "MetricsLog", "read_metrics", "read_metric_rows", "plot_curves"]
+__all__ = ["COLUMNS", "MetricsLog", "read_metrics", "read_metric_rows", "plot_curves", "prepare_plotting"]
 
 COLUMNS = ("step", "lr", "train_loss", "train_bpd", "grad_norm", "val_bpd", "test_bpd", "seconds")
 
@@ -79,6 +79,15 @@ class MetricsLog:
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow([_fmt(row.get(k)) for k in COLUMNS])
             f.flush()
+
+
+def prepare_plotting() -> None:
+    """Import matplotlib (Agg) now: its first import can take seconds, which a run under
+    ``--max-time`` would rather spend at its start, where the time limit sees it, than at its end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def plot_curves(

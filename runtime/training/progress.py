@@ -49,9 +49,8 @@ class Progress:
             f"train {row['train_bpd']:.3f} bits/dim  lr {lr:.2e}"
         )
         if do_eval:
-            msg += (
-                f"  | val {row['val_bpd']:.3f}  test {row['test_bpd']:.3f} bits/dim  "
-                f"(best val {best['val_bpd']:.3f} @ {best['step']})"
+            msg += f"  | val {row['val_bpd']:.3f}  test {row['test_bpd']:.3f} bits/dim  " + (
+                f"(best val {best['val_bpd']:.3f} @ {best['step']})" if best["step"] >= 0 else "(no best yet)"
             )
         if self.bar is not None:
             self.bar.set_postfix_str(

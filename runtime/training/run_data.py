@@ -3,8 +3,8 @@
 The train split of the spec's data set loses a fixed share (``val_fraction``, 10 %, at most
 ``val_max`` examples; a PCG64(0) permutation, independent of the seed) to validation.
 Validation and test data are dequantised once with fixed noise, so every evaluation scores the
-same numbers; evaluations during the run score the first ``eval_max`` test examples (0: all),
-the final report all of them.
+same numbers; evaluations during the run score the first ``eval_max`` validation and test
+examples each (0: all; ``--eval-max``), the final report all test examples.
 Training batches are dequantised per step with a generator the loop seeds by (seed, step).
 """
 
@@ -33,6 +33,7 @@ class RunData:
     dims: int  # dimensions per example
     mode: str  # dequantisation: the spec's (uniform, ...) or "none" for real data
     val_x: Optional[Tensor]  # dequantised validation data (None without a validation split)
+    val_eval_x: Optional[Tensor]  # the part of val_x scored at evaluations (first eval_max examples)
     test_x: Tensor  # dequantised test data
     test_eval_x: Tensor  # the part of test_x scored at evaluations during the run
     notes: list[str]  # how the data was prepared
@@ -73,6 +74,7 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
     mode = getattr(spec, "dequantize", "uniform") if levels is not None else "none"
     val_x = dequantize(val_ds.x, levels, mode, _gen("eval-noise", "val")) if val_ds is not None else None
     n_test_eval = min(len(test), cfg.eval_max) if cfg.eval_max else len(test)
+    val_eval_x = val_x[: cfg.eval_max] if val_x is not None and cfg.eval_max else val_x
     test_x = dequantize(test.x, levels, mode, _gen("eval-noise", "test"))
     return RunData(
         train=train_ds,
@@ -82,6 +84,7 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
         dims=dims,
         mode=mode,
         val_x=val_x,
+        val_eval_x=val_eval_x,
         test_x=test_x,
         test_eval_x=test_x[:n_test_eval],
         notes=full.notes,

@@ -137,8 +137,12 @@ def train_fdrl(
             filename=spec.filename,
         )
     prev_threads = torch.get_num_threads()
+    from flowdsl.runtime.training.run_folder import RunLock
+
+    out = Path(out) if out is not None else Path("runs") / str(spec.name)
     try:
-        return _train(spec, data, steps, out, resume, overwrite, quiet, dict(fdrl or {}), overrides)
+        with RunLock(out):  # one training per run folder (see runtime/training/run_folder.py)
+            return _train(spec, data, steps, out, resume, overwrite, quiet, dict(fdrl or {}), overrides)
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -156,9 +160,7 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
 
     t_start = time.time()
     out = Path(out) if out is not None else Path("runs") / str(spec.name)
-    last_path = resume_point(out, resume, overwrite)
-    if last_path is None:  # a fresh start: no stale best.pt or metrics from an earlier run
-        clear_run_files(out)
+    last_path = resume_point(out, resume, overwrite)  # removes nothing: a fresh start clears below
     ckpt = None
     if last_path is not None:
         ckpt = read_checkpoint(last_path)
@@ -234,6 +236,8 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, fdrl_over, override
         quiet,
     )
 
+    if last_path is None:  # a fresh start, all checked: no stale best.pt or metrics from an earlier run
+        clear_run_files(out)
     metrics = FDRLMetricsLog(out / "metrics.csv")
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.flow").write_text(getattr(spec, "source", ""), encoding="utf-8")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +49,9 @@ def test_nonfinite_loss_stops_naming_step_and_layer(tmp_path):
         train(SPEC, out=tmp_path / "run", factory=PoisonAfter(), quiet=True, sample_n=0)
     msg = str(info.value)
     assert "training stopped at step" in msg and "coupling1" in msg and "line 4" in msg
-    assert (tmp_path / "run" / "last.pt").exists() or "last.pt" in msg
+    # the message tells the truth about checkpoints: step 3 comes before the first checkpoint
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert "no checkpoint of this run was written" in msg and "start again" in msg and "--resume" not in msg
 
 
 def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
@@ -79,11 +84,15 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_finishes(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
-    assert "continue with --resume" in out + err
+    # the message gives the exact command that continues the run (a run folder: its spec is stored)
+    m = re.search(r"continue with:\n  (flowdsl train .+ --resume)\n", out)
+    assert m, out
+    cmd = shlex.split(m.group(1))
+    assert cmd[:2] == ["flowdsl", "train"] and Path(cmd[2]) == run and cmd[3:] == ["--resume"]
     step = read_checkpoint(run / "last.pt")["step"]
     assert step > 0
     done = subprocess.run(
-        args[:-4] + ["--steps", str(step + 10), "--resume", "--sample-n", "0"],
+        [sys.executable, "-m", *cmd, "--steps", str(step + 10), "--sample-n", "0"],
         capture_output=True,
         text=True,
         env=env,
