@@ -255,8 +255,13 @@ def save_checkpoint(
 def _write_or_raise(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """:func:`atomic_write`; a failed write (OSError, or torch's RuntimeError from its archive
     writer, e.g. under ``ulimit -f``) is a :class:`CheckpointError` naming the file."""
+    from flowdsl.outputs import OutputError
+
     try:
         atomic_write(path, write)
+    except OutputError as e:  # the writer's own message ("cannot write the output: File too large")
+        reason = e.message.split(": ", 1)[-1] if e.message.startswith("cannot write") else e.message
+        raise CheckpointError(f"cannot write {Path(path).name}: {reason}", filename=str(path)) from None
     except (OSError, RuntimeError) as e:
         if isinstance(e, OSError):
             reason = e.strerror or str(e)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,7 +125,8 @@ def test_composite_bodies_and_split_latents_are_in_it():
     bodies = form["layers"][0]["bodies"]
     assert [label for label, _ in bodies][:2] == ["level0.disentangler", "level0.decimator"]
     assert bodies[0][1][1]["kind"] == "coupling" and bodies[0][1][1]["in"] == [1, 2, 2]
-    assert _arch(rg.replace("decimator    { repeat 2", "decimator    { repeat 3")) != _arch(rg)
+    deeper = re.sub(r"(decimator\s*\{\s*repeat )2", r"\g<1>3", rg, count=1)
+    assert deeper != rg and _arch(deeper) != _arch(rg)
     glow = (ROOT / "specs" / "glow_digits.flow").read_text()
     form = canonical_form(flowdsl.parse(glow))
     assert len(form["latents"]) == 2 and any("latent" in layer for layer in form["layers"])
