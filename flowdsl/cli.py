@@ -4,6 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
+    flowdsl lsp [--stdio]                 the language server for editors (flowdsl.lsp)
     (train, sample, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint), 2 internal error.
@@ -25,7 +26,7 @@ __all__ = ["main", "build_parser"]
 
 #: subcommands defined here; they need neither torch nor the runtime's command modules, so
 #: ``flowdsl check`` starts in the time it takes to import lark, pydantic and networkx
-CORE_COMMANDS = ("check", "graph", "export", "demo")
+CORE_COMMANDS = ("check", "graph", "export", "demo", "lsp")
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
 #: unless the command line names a core command); the training module also adds the subcommands
@@ -135,6 +136,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, steps=args.steps, sweep=args.sweep, specs_dir=args.specs)
 
 
+def _cmd_lsp(args: argparse.Namespace) -> int:
+    from flowdsl.lsp.server import serve
+
+    return serve()
+
+
 def _command_of(argv: Sequence[str]) -> str | None:
     """The subcommand named on the command line (the first word that is not an option)."""
     return next((a for a in argv if not a.startswith("-")), None)
@@ -174,6 +181,10 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     d.add_argument("--sweep", action="store_true", help="also check, round-trip and export every bundled spec")
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
+
+    ls = sub.add_parser("lsp", help="run the language server (LSP over stdin/stdout) for editors")
+    ls.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
+    ls.set_defaults(func=_cmd_lsp)
 
     for mod in PLUGIN_MODULES if plugins else ():
         try:
