@@ -44,7 +44,7 @@ DEQUANTIZE_MODES = ("uniform", "none")
 LAYER_MATH = {
     "actnorm": "y = s ⊙ x + b, per channel; log|det J| = H·W·Σ log|s|",
     "conv1x1": "y = W·x at every pixel, W ∈ R^{C×C} (lu: W = P·L·(U + diag s)); log|det J| = H·W·log|det W|",
-    "conv": "y = W ⋆ x, an invertible k×k convolution; log|det J| from its triangular (emerging) or Fourier (periodic) form",
+    "conv": "y = W ⋆ x, an invertible k×k convolution; log|det J| from its triangular (emerging) or Fourier form",
     "butterfly": "y = B_depth ⋯ B_1·x, level ℓ mixes entries j and j + n/2^(ℓ+1) with a free 2×2 matrix per pair",
     "coupling": "y_a = x_a,  y_b = x_b ⊙ exp(s(x_a)) + t(x_a) (additive: y_b = x_b + t(x_a))",
     "permute": "y = x[π], a fixed permutation of the channels; log|det J| = 0",

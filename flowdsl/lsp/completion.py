@@ -113,7 +113,7 @@ def _top_level_segments(s: str) -> list[str]:
     return parts
 
 
-def _item(label: str, kind: T.CompletionItemKind, detail: str = "", insert: str | None = None, **kw) -> T.CompletionItem:
+def _item(label: str, kind: T.CompletionItemKind, detail: str = "", insert: str | None = None, **kw):
     return T.CompletionItem(label=label, kind=kind, detail=detail or None, insert_text=insert, **kw)
 
 
@@ -207,7 +207,7 @@ def complete(text: str, line0: int, col0: int) -> list[T.CompletionItem]:
         if vm:
             info = next((a for a in args if a.name == vm.group(1)), None)
             items = [
-                _item(v, T.CompletionItemKind.EnumMember, f"{vm.group(1)}" + (" (default)" if v == info.default else ""))
+                _item(v, T.CompletionItemKind.EnumMember, vm.group(1) + (" (default)" if v == info.default else ""))
                 for v in (info.choices if info else ())
             ]
             if params:

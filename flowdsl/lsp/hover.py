@@ -181,7 +181,8 @@ def hover(an: Analysis, graph_an: Analysis | None, line0: int, col0: int) -> T.H
         b = an.blocks.get(word)
         if b is not None and (isinstance(st, S.Call) or b.name_span.line == line):
             n_calls = sum(1 for s in an.calls() if s.stmt.name == word)
-            md = [f"```flowdsl\n{block_signature(an, b)}\n```", f"defined on line {b.name_span.line}; {n_calls} call(s)"]
+            md = [f"```flowdsl\n{block_signature(an, b)}\n```"]
+            md.append(f"defined on line {b.name_span.line}; {n_calls} call(s)")
         elif isinstance(st, S.Call) and catalog.layer_args(st.name) is not None:
             md = _layer_md(st.name, at, graph_an)
         elif isinstance(st, S.PriorStmt) and catalog.prior_args(st.name) is not None:
