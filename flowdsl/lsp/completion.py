@@ -29,7 +29,7 @@ __all__ = ["complete", "blank", "block_headers", "enclosing_block"]
 _QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*')
 _BLOCK = re.compile(r"\bblock\s+([A-Za-z_]\w*)\s*(?:\(([^()]*)\))?\s*\{?")
 _PARAM = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:=\s*(.*?))?\s*$")
-_HEAD = re.compile(r"(?:\b(prior|objective|input)\s+)?([A-Za-z_]\w*)\s*$")
+_HEAD = re.compile(r"(?:\b(prior|objective|input)[ \t]+)?([A-Za-z_]\w*)\s*$")
 _SCAN_LIMIT = 20_000  # characters looked back for an open parenthesis
 
 
