@@ -4,6 +4,7 @@
     flowdsl graph FILE -o out.svg|.png|.dot
     flowdsl export FILE [--checkpoint CKPT] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
+    flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
     flowdsl lsp [--stdio]                 the language server for editors (flowdsl.lsp)
     (train, sample, explain, bench: registered by their runtime modules)
 
@@ -26,7 +27,7 @@ __all__ = ["main", "build_parser"]
 
 #: subcommands defined here; they need neither torch nor the runtime's command modules, so
 #: ``flowdsl check`` starts in the time it takes to import lark, pydantic and networkx
-CORE_COMMANDS = ("check", "graph", "export", "demo", "lsp")
+CORE_COMMANDS = ("check", "graph", "export", "demo", "fmt", "lsp")
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
 #: unless the command line names a core command); the training module also adds the subcommands
@@ -181,6 +182,10 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     d.add_argument("--sweep", action="store_true", help="also check, round-trip and export every bundled spec")
     d.add_argument("--specs", default=None, help="folder of spec files for --sweep (default: the bundled specs)")
     d.set_defaults(func=_cmd_demo)
+
+    from flowdsl.fmt import register as register_fmt  # `flowdsl fmt`: torch-free, like check
+
+    register_fmt(sub)
 
     ls = sub.add_parser("lsp", help="run the language server (LSP over stdin/stdout) for editors")
     ls.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
