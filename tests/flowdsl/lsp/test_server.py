@@ -19,8 +19,31 @@ from lsprotocol import types as T
 
 from flowdsl.lsp.client import LspSession
 
-ROOT = Path(__file__).resolve().parents[3]
-GLOW = (ROOT / "specs" / "glow_digits.flow").read_text()
+# specs/glow_digits.flow as formatted by flowdsl fmt (a copy: the tests point into its text)
+GLOW = """\
+# Glow for scikit-learn's 8x8 digits: 1 channel, 17 grey levels (0..16).
+# Two scales: squeeze to (4, 4, 4), four steps, split half the channels off, squeeze again.
+block step(hidden=64) {
+    actnorm
+    conv1x1(param=lu)
+    coupling(kind=affine, hidden=$hidden, net=conv, depth=2)
+}
+
+flow glow_digits {
+    input image(channels=1, height=8, width=8, levels=17)
+    dequantize uniform
+
+    squeeze(factor=2)  # (1, 8, 8) -> (4, 4, 4)
+    repeat 4 { step(hidden=64) }
+    split              # (2, 4, 4) leave as latents of scale 0
+    squeeze(factor=2)  # (2, 4, 4) -> (8, 2, 2)
+    repeat 4 { step(hidden=64) }
+
+    prior gaussian(learned=true)
+    objective mle
+    train(data=digits, batch=64, lr=1e-3, steps=3000, seed=0, weight_decay=1e-4, eval_every=250)
+}
+"""
 LINES = GLOW.split("\n")
 
 
@@ -72,7 +95,7 @@ def test_bad_spec_diagnostic_at_check_location_then_cleared_by_a_fix(lsp, tmp_pa
     lsp.edit(uri, 2, (row, col - 1 + 2), (row, col - 1 + 3), "")
     assert lsp.wait_diagnostics(uri, version=2) == []
     # a full change that breaks the syntax: a parse error where check puts it
-    broken = GLOW.replace("squeeze(factor=2)            # (1", "squeeze(factor=)            # (1")
+    broken = GLOW.replace("squeeze(factor=2)  # (1", "squeeze(factor=)            # (1")
     lsp.change(uri, broken, 3)
     (d,) = lsp.wait_diagnostics(uri, version=3)
     line, col, _, message = _check_output(tmp_path, "diag3.flow", broken)
@@ -94,7 +117,7 @@ def test_hover_on_a_layer_shows_its_shape_in_and_out(lsp):
     uri = "file:///work/hover.flow"
     lsp.open(uri, GLOW)
     assert lsp.wait_diagnostics(uri, version=1) == []
-    row = _line_of(GLOW, "squeeze(factor=2)            # (1, 8, 8)")
+    row = _line_of(GLOW, "squeeze(factor=2)  # (1, 8, 8)")
     h = lsp.hover(uri, row, LINES[row].index("squeeze") + 2)
     text = h.contents.value
     assert "**squeeze**" in text and "factor=2" in text
@@ -152,7 +175,7 @@ def test_completion_of_statements_priors_and_args_not_given(lsp):
     row = _line_of(text, "coupling(kind=additive, ")
     labels = {i.label for i in lsp.completion(uri, row, len(lines[row]))}
     assert labels == {"hidden", "net", "depth", "mask"}
-    row = _line_of(text, "    squeeze(factor=2)            # (2")
+    row = _line_of(text, "    squeeze(factor=2)  # (2")
     labels = {i.label for i in lsp.completion(uri, row, 4)}
     assert {"actnorm", "coupling", "step", "repeat", "prior gaussian", "objective fdrl"} <= labels
 
@@ -202,17 +225,22 @@ def _apply(text: str, edits) -> str:
     return text
 
 
-def test_formatting_is_flowdsl_fmt(lsp):
-    fmt = pytest.importorskip("flowdsl.fmt")
+def test_formatting_is_flowdsl_fmt(lsp, tmp_path):
     uri = "file:///work/fmt.flow"
     messy = "block  b( h=4 ){coupling( hidden=$h ,net=mlp)}\nflow   f{input vector( dim=4 )\n  b(h=8)   actnorm}\n"
     lsp.open(uri, messy)
     edits = lsp.formatting(uri)
-    expected = fmt.format_source(messy, "/work/fmt.flow")
+    f = tmp_path / "fmt.flow"  # `flowdsl fmt FILE` rewrites the file in place
+    f.write_text(messy)
+    out = subprocess.run([sys.executable, "-m", "flowdsl", "fmt", str(f)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    expected = f.read_text()
     assert expected != messy
     assert _apply(messy, edits) == expected
     lsp.change(uri, expected, 2)
-    assert lsp.formatting(uri) == []
+    assert list(lsp.formatting(uri)) == []  # already formatted: no edit
+    lsp.change(uri, messy.replace("actnorm}", "actnorm("), 3)  # does not parse: no edit, no error
+    assert lsp.formatting(uri) is None
 
 
 def test_the_server_never_imports_torch(tmp_path):
