@@ -8,7 +8,7 @@ editor features need (layer instances by source position, the syntax statements)
 first use, so a change costs one pipeline run until a hover, hint or completion asks for more.
 
 :class:`DocumentStore` caches the analysis by (uri, version) and remembers each document's last
-analysis that had a graph, which hover and inlay hints fall back to while the text is broken.
+analysis that had a graph, which hover and navigation fall back to while the text does not parse.
 
 Positions: spans are 1-based line and character columns; LSP positions are 0-based lines and
 UTF-16 code units. :func:`to_lsp_col` / :func:`from_lsp_col` convert on one line of text.
@@ -86,6 +86,9 @@ class Analysis:
     graph: Any = None
     error: FlowDSLError | None = None
     internal: str | None = None  # an unexpected exception (a bug): shown as a diagnostic, not raised
+    #: the graph as far as the passes got when a later pass (shapes, checks) failed: shapes are
+    #: known up to the failing layer
+    partial_graph: Any = None
     warnings: list[CheckWarning] = field(default_factory=list)
 
     @functools.cached_property
@@ -99,12 +102,15 @@ class Analysis:
     @functools.cached_property
     def instances(self) -> dict[tuple[int, int], list[Any]]:
         """Layer nodes of the graph keyed by the (line, column) of the statement that made them:
-        a statement in a repeat or a block has one node per instance, in forward order."""
+        a statement in a repeat or a block has one node per instance, in forward order. When a
+        pass after ``build_graph`` failed, the nodes whose shapes it reached."""
         out: dict[tuple[int, int], list[Any]] = {}
-        if self.graph is None:
+        graph = self.graph if self.graph is not None else self.partial_graph
+        if graph is None:
             return out
-        for node in self.graph.layers():
-            out.setdefault((node.span.line, node.span.column), []).append(node)
+        for node in graph.layers():
+            if node.in_shape is not None:
+                out.setdefault((node.span.line, node.span.column), []).append(node)
         return out
 
     @functools.cached_property
@@ -165,6 +171,8 @@ def analyze(text: str, filename: str = "<string>", version: int | None = None) -
     except Exception as e:  # a compiler bug must not take the editor's server down
         res.internal = f"internal error: {type(e).__name__}: {e}"
     res.tree = seen.get("parse")
+    if res.graph is None:
+        res.partial_graph = seen.get("build_graph")
     return res
 
 
@@ -186,15 +194,9 @@ class DocumentStore:
             self.last_good[uri] = res
         return res
 
-    def with_graph(self, uri: str) -> Analysis | None:
-        """The current analysis if it has a graph, else the last one that had."""
-        cur = self.current.get(uri)
-        if cur is not None and cur.graph is not None:
-            return cur
-        return self.last_good.get(uri)
-
     def with_tree(self, uri: str) -> Analysis | None:
-        """The current analysis if its text parsed, else the last one with a graph."""
+        """The current analysis if its text parsed, else the last one with a graph (its tree,
+        graph and text go together, so positions in it agree)."""
         cur = self.current.get(uri)
         if cur is not None and cur.tree is not None:
             return cur

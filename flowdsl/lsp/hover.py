@@ -73,19 +73,21 @@ def _instances_md(nodes) -> list[str]:
     return out
 
 
-def _layer_md(name: str, at: StmtAt | None, graph_an: Analysis | None) -> list[str]:
+def _layer_md(an: Analysis, name: str, at: StmtAt | None) -> list[str]:
     from flowdsl.compiler.kinds import get_layer
 
     kind = get_layer(name)
     md = [f"**{name}** — {kind.description}" if kind.description else f"**{name}**", ""]
     md += [f"`{catalog.LAYER_MATH.get(name, kind.description or name)}`", ""]
     md += ["arguments: " + _args_line(catalog.layer_args(name)), ""]
-    if at is not None and graph_an is not None:
-        nodes = graph_an.instances.get((at.stmt.span.line, at.stmt.span.column), [])
+    if at is not None:
+        nodes = an.instances.get((at.stmt.span.line, at.stmt.span.column), [])
         if nodes:
             md += _instances_md(nodes)
+            if an.graph is None:
+                md.append("_(shapes as far as the checker got: the spec has an error)_")
         else:
-            md.append("_no instance: the spec does not check yet_")
+            md.append("_no shapes: the spec has an error before this layer's shape is known_")
     return md
 
 
@@ -130,7 +132,7 @@ def _ref_use(an: Analysis, block: S.BlockDef, line: int, col: int) -> tuple[Stmt
     return None
 
 
-def _param_md(an: Analysis, graph_an: Analysis | None, name: str, line: int, col: int) -> list[str] | None:
+def _param_md(an: Analysis, name: str, line: int, col: int) -> list[str] | None:
     b = an.block_at(line)
     if b is None:
         return None
@@ -140,9 +142,9 @@ def _param_md(an: Analysis, graph_an: Analysis | None, name: str, line: int, col
     default = f", default {source_text(an, p.default.span)}" if p.default is not None else " (no default)"
     md = [f"**${name}** — parameter of `{block_signature(an, b)}`{default}", ""]
     use = _ref_use(an, b, line, col)
-    if use is not None and graph_an is not None and catalog.layer_args(use[0].stmt.name) is not None:
+    if use is not None and catalog.layer_args(use[0].stmt.name) is not None:
         st, arg = use
-        nodes = graph_an.instances.get((st.stmt.span.line, st.stmt.span.column), [])
+        nodes = an.instances.get((st.stmt.span.line, st.stmt.span.column), [])
         if nodes:
             md.append(f"value as `{st.stmt.name}({arg.name}=…)` in each instance:")
             for n in nodes[:MAX_INSTANCES]:
@@ -163,9 +165,9 @@ def _kind_md(what: str, name: str, args) -> list[str]:
     return [f"**{what} {name}**", "", "arguments: " + _args_line(args)]
 
 
-def hover(an: Analysis, graph_an: Analysis | None, line0: int, col0: int) -> T.Hover | None:
-    """The hover at 0-based line ``line0`` and character column ``col0`` of ``an``'s text (``an``
-    has a syntax tree; ``graph_an`` is the latest analysis with a graph, for shapes)."""
+def hover(an: Analysis, line0: int, col0: int) -> T.Hover | None:
+    """The hover at 0-based line ``line0`` and character column ``col0`` of ``an``'s text (an
+    analysis with a syntax tree; shapes from its graph, or as far as its passes got)."""
     hit = word_at(an.line(line0), col0)
     if hit is None:
         return None
@@ -174,7 +176,7 @@ def hover(an: Analysis, graph_an: Analysis | None, line0: int, col0: int) -> T.H
     sp = Span(line, col, line, col + len(word))
     md: list[str] | None = None
     if word.startswith("$"):
-        md = _param_md(an, graph_an, word[1:], line, col)
+        md = _param_md(an, word[1:], line, col)
     else:
         at = an.stmt_at(line, col)
         st = at.stmt if at is not None else None
@@ -184,7 +186,7 @@ def hover(an: Analysis, graph_an: Analysis | None, line0: int, col0: int) -> T.H
             md = [f"```flowdsl\n{block_signature(an, b)}\n```"]
             md.append(f"defined on line {b.name_span.line}; {n_calls} call(s)")
         elif isinstance(st, S.Call) and catalog.layer_args(st.name) is not None:
-            md = _layer_md(st.name, at, graph_an)
+            md = _layer_md(an, st.name, at)
         elif isinstance(st, S.PriorStmt) and catalog.prior_args(st.name) is not None:
             md = _kind_md("prior", st.name, catalog.prior_args(st.name))
         elif isinstance(st, S.ObjectiveStmt) and catalog.objective_args(st.name) is not None:

@@ -107,7 +107,7 @@ def create_server() -> FlowServer:
         if an is None:
             return None
         line0, col0 = ls.char_position(uri, params.position)
-        return hover_at(an, ls.store.with_graph(uri), line0, col0)
+        return hover_at(an, line0, col0)
 
     @server.feature(T.TEXT_DOCUMENT_COMPLETION, T.CompletionOptions(trigger_characters=COMPLETION_TRIGGERS))
     def completion(ls: FlowServer, params: T.CompletionParams) -> T.CompletionList:

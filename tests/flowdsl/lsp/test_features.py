@@ -127,13 +127,13 @@ def test_hover_follows_a_parameter_through_blocks():
     an = analyze(NESTED, "n.flow")
     assert an.error is None, an.error
     lines = NESTED.split("\n")
-    h = hover(an, an, 1, lines[1].index("$width") + 1).contents.value
+    h = hover(an, 1, lines[1].index("$width") + 1).contents.value
     # instances: 2 from the repeat (w=32), one from `outer` (w default 16), one from inner() (8)
     assert [int(v) for v in re.findall(r"`coupling\d`: hidden=(\d+)", h)] == [32, 32, 16, 8]
     assert "32 — line 5 in block outer ← $w at line 10 (×2)" in h
     assert "16 — line 5 in block outer ← $w at line 11, the default" in h
     assert "8 — line 12, the default" in h
-    sig = hover(an, an, 9, lines[9].index("outer") + 1).contents.value
+    sig = hover(an, 9, lines[9].index("outer") + 1).contents.value
     assert "block outer(w=16)" in sig and "2 call(s)" in sig
 
 
@@ -141,10 +141,10 @@ def test_hover_on_prior_and_objective_and_nothing():
     an = analyze(GLOW, "g.flow")
     lines = GLOW.split("\n")
     row = next(i for i, line in enumerate(lines) if "prior gaussian" in line)
-    text = hover(an, an, row, lines[row].index("gaussian") + 1).contents.value
+    text = hover(an, row, lines[row].index("gaussian") + 1).contents.value
     assert "prior gaussian" in text and "`learned=false` (true | false)" in text
-    assert hover(an, an, row, 0) is None  # whitespace
-    assert hover(an, an, 0, 3) is None  # a comment's word names nothing
+    assert hover(an, row, 0) is None  # whitespace
+    assert hover(an, 0, 3) is None  # a comment's word names nothing
 
 
 def test_hover_uses_the_last_good_graph_while_the_text_is_broken():
@@ -153,11 +153,11 @@ def test_hover_uses_the_last_good_graph_while_the_text_is_broken():
     broken = GLOW.replace("objective mle", "objective mle(")
     cur = store.analysis("u", broken, "g.flow", 2)
     assert cur.error is not None and cur.tree is None and cur.graph is None
-    assert store.with_graph("u").version == 1 and store.with_tree("u").version == 1
+    assert store.with_tree("u").version == 1
     assert store.analysis("u", broken, "g.flow", 2) is cur  # cached by version
     lines = GLOW.split("\n")
     row = next(i for i, line in enumerate(lines) if "conv1x1" in line)
-    text = hover(store.with_tree("u"), store.with_graph("u"), row, 6).contents.value
+    text = hover(store.with_tree("u"), row, 6).contents.value
     assert "8 instances" in text
 
 
@@ -187,3 +187,16 @@ def test_positions_count_utf16_units():
     assert err.value.span.column == text.split("\n")[err.value.line - 1].index("0, lr") + 1
     assert d.range.start.character == err.value.span.column - 1 + 1  # the emoji is 2 UTF-16 units
     assert d.message == err.value.message and d.severity == T.DiagnosticSeverity.Error
+
+
+def test_hover_shows_shapes_as_far_as_the_checker_got():
+    last = "    repeat 4 { step(hidden=64) }\n\n"
+    text = GLOW.replace(last, last[:-1] + "    squeeze(factor=3)\n\n")
+    an = analyze(text, "g.flow")
+    assert an.error is not None and an.graph is None and "factor 3 does not divide" in an.error.message
+    lines = text.split("\n")
+    first = lines.index("    squeeze(factor=2)  # (1, 8, 8) -> (4, 4, 4)")
+    h = hover(an, first, 6).contents.value
+    assert "(1, 8, 8) → (4, 4, 4)" in h and "as far as the checker got" in h
+    bad = lines.index("    squeeze(factor=3)")
+    assert "(8, 2, 2) → ?" in hover(an, bad, 6).contents.value  # the failing layer: its input only
