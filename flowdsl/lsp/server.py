@@ -158,10 +158,7 @@ def create_server() -> FlowServer:
         if not ls.inlay_hints_enabled:
             return []
         uri = params.text_document.uri
-        an = ls.analysis(uri)
-        if an.graph is None:  # hints of a broken text would sit on stale lines
-            return []
-        return inlay_hints(an, params.range)
+        return inlay_hints(ls.analysis(uri), params.range)  # none while the text does not parse
 
     @server.feature(T.TEXT_DOCUMENT_FORMATTING)
     def formatting(ls: FlowServer, params: T.DocumentFormattingParams) -> list[T.TextEdit] | None:

@@ -124,8 +124,9 @@ def _statement_end(an: Analysis, st: S.Call) -> tuple[int, int]:
 
 
 def inlay_hints(an: Analysis, rng: T.Range) -> list[T.InlayHint]:
-    """``→ shape`` after each layer statement between the range's lines (``an`` has a graph)."""
-    if an.graph is None or an.tree is None:
+    """``→ shape`` after each layer statement between the range's lines (when the checker
+    failed, those whose shapes it reached)."""
+    if an.tree is None:
         return []
     first, last = rng.start.line + 1, rng.end.line + 1
     out = []
@@ -133,7 +134,7 @@ def inlay_hints(an: Analysis, rng: T.Range) -> list[T.InlayHint]:
         st = s.stmt
         if not (first <= st.span.line <= last):
             continue
-        nodes = an.instances.get((st.span.line, st.span.column))
+        nodes = [n for n in an.instances.get((st.span.line, st.span.column), ()) if n.out_shape is not None]
         if not nodes:
             continue
         shapes = list(dict.fromkeys(_shape(n.out_shape) for n in nodes))

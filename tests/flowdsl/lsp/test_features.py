@@ -200,3 +200,18 @@ def test_hover_shows_shapes_as_far_as_the_checker_got():
     assert "(1, 8, 8) → (4, 4, 4)" in h and "as far as the checker got" in h
     bad = lines.index("    squeeze(factor=3)")
     assert "(8, 2, 2) → ?" in hover(an, bad, 6).contents.value  # the failing layer: its input only
+
+
+def test_inlay_hints_up_to_a_failing_layer_and_none_without_a_tree():
+    from flowdsl.lsp.symbols import inlay_hints
+
+    whole = T.Range(start=T.Position(0, 0), end=T.Position(99, 0))
+    last = "    repeat 4 { step(hidden=64) }\n\n"
+    text = GLOW.replace(last, last[:-1] + "    squeeze(factor=3)\n\n")
+    an = analyze(text, "g.flow")
+    hints = {h.position.line: h.label for h in inlay_hints(an, whole)}
+    lines = text.split("\n")
+    assert hints[lines.index("    squeeze(factor=2)  # (1, 8, 8) -> (4, 4, 4)")] == "→ (4, 4, 4)"
+    assert hints[lines.index("    squeeze(factor=2)  # (2, 4, 4) -> (8, 2, 2)")] == "→ (8, 2, 2)"
+    assert lines.index("    squeeze(factor=3)") not in hints  # the failing layer: no output shape
+    assert inlay_hints(analyze(GLOW.replace("objective mle", "objective mle("), "g.flow"), whole) == []
