@@ -5,6 +5,7 @@
     flowdsl export FILE|RUN|CKPT [--checkpoint CKPT | --untrained] --out DIR
     flowdsl demo [--out DIR] [--sweep]    the main job on the bundled default (train digits, sample, export)
     flowdsl fmt FILE... [--check]         the canonical layout, comments kept (flowdsl/fmt.py)
+    flowdsl lsp [--stdio]                 the language server for editors (flowdsl.lsp)
     (train, sample, eval, explain, bench: registered by their runtime modules)
 
 Exit codes: 0 success, 1 user error (bad spec, data or checkpoint, and usage errors such as an
@@ -27,7 +28,7 @@ __all__ = ["main", "build_parser"]
 
 #: subcommands defined here; they need neither torch nor the runtime's command modules, so
 #: ``flowdsl check`` starts in the time it takes to import lark, pydantic and networkx
-CORE_COMMANDS = ("check", "graph", "export", "demo", "fmt")
+CORE_COMMANDS = ("check", "graph", "export", "demo", "fmt", "lsp")
 
 #: modules that add subcommands with a ``register(subparsers)`` function, when present (loaded
 #: unless the command line names a core command); the training module also adds the subcommands
@@ -183,6 +184,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 DEBUG_HELP = "show tracebacks for every error (also FLOWDSL_DEBUG=1)"
+def _cmd_lsp(args: argparse.Namespace) -> int:
+    from flowdsl.lsp.server import serve
+
+    return serve()
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
@@ -248,6 +253,10 @@ def build_parser(extra: Sequence[Callable] = (), plugins: bool = True) -> argpar
     from flowdsl.fmt_cli import register as register_fmt  # `flowdsl fmt`: torch-free, like check
 
     register_fmt(sub)
+
+    ls = sub.add_parser("lsp", help="run the language server (LSP over stdin/stdout) for editors")
+    ls.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
+    ls.set_defaults(func=_cmd_lsp)
 
     for mod in PLUGIN_MODULES if plugins else ():
         try:

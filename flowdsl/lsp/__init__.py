@@ -1,0 +1,1 @@
+"""The flowdsl language server."""
