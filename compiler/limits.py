@@ -1,7 +1,12 @@
 """Resource limits the checker enforces before anything is allocated.
 
 Each limit can be raised with an environment variable (read when flowdsl is imported) or by
-assigning to ``LIMITS`` in Python.
+assigning to ``LIMITS`` in Python. Every input path checks its limit before it allocates: spec
+text (``max_source_bytes``: files are read up to the limit plus one byte, and only regular files),
+data files (``max_data_bytes``: ``.npy`` headers, ``.npz`` members' uncompressed sizes from the zip
+directory, CSV files; ``max_image_pixels``: image sizes from the file header), sample counts
+(``max_samples``), batch sizes (``max_batch``: the spec's ``train(batch=...)``, flags and Python
+keyword arguments) and thread counts (``max_threads``). The README's Robustness section lists them.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ class Limits:
     max_samples: int = _env_int("FLOWDSL_MAX_SAMPLES", 1_000_000)
     #: most torch / onnxruntime threads a command may ask for
     max_threads: int = _env_int("FLOWDSL_MAX_THREADS", 256)
+    #: largest spec file or text (bytes; a file is read up to this plus one byte, never further)
+    max_source_bytes: int = _env_int("FLOWDSL_MAX_SOURCE_BYTES", 1_000_000)
+    #: most bytes one data file may expand to in memory (an .npy array, one .npz member, a CSV's values)
+    max_data_bytes: int = _env_int("FLOWDSL_MAX_DATA_BYTES", 4 * 1024**3)
+    #: most pixels of one image file (width × height, read from its header before decoding)
+    max_image_pixels: int = _env_int("FLOWDSL_MAX_IMAGE_PIXELS", 16_777_216)
 
 
 LIMITS = Limits()
