@@ -7,6 +7,7 @@ column and a message that names what was expected in words a user knows.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import re
 import stat
@@ -26,9 +27,15 @@ KEYWORDS = ("flow block input dequantize prior objective train repeat rg disenta
 MAX_SOURCE_BYTES = LIMITS.max_source_bytes  # the default; the check reads LIMITS each time
 MAX_NESTING = 64
 MAX_IDENTIFIER = 256
-# comments and strings are matched (and skipped) so that a long word inside them is not taken for
+# comments and strings (an unterminated one up to the end of its line: a regex that has to fail at
+# every quote would be quadratic) are matched and skipped so that a long word inside them is not taken for
 # an identifier; only the third group is one
-_LONG_IDENT = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"|([A-Za-z_][A-Za-z0-9_]{%d,})' % MAX_IDENTIFIER)
+_LONG_IDENT = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"?|([A-Za-z_][A-Za-z0-9_]{%d,})' % MAX_IDENTIFIER)
+# one match = one token with the blanks and comments before it (counting needs no Python loop)
+_ONE_TOKEN = re.compile(
+    r'(?>(?:[ \t\f\r\n]+|#[^\n]*)*)("(?:[^"\\\n]|\\.)*"?|[A-Za-z_][A-Za-z0-9_]*'
+    r"|[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|[^ \t\f\r\n#])"
+)
 _BRACKET = re.compile(r"[{}()\[\]]")
 
 _TOKEN_WORDS = {
@@ -70,6 +77,25 @@ def _describe(expected: set[str]) -> str:
     if len(words) > 6:
         words = words[:6] + ["..."]
     return ", expected " + " or ".join(words) if len(words) <= 2 else ", expected one of " + ", ".join(words)
+
+
+def _check_tokens(text: str, filename: str) -> None:
+    """Refuse more than ``LIMITS.max_tokens`` tokens before the parser sees any (C-speed scan)."""
+    limit = LIMITS.max_tokens
+    if len(text) <= limit:  # every token is at least one character
+        return
+    over = next(itertools.islice(_ONE_TOKEN.finditer(text), limit, None), None)
+    if over is None:
+        return
+    i = over.start(1)
+    line = text.count("\n", 0, i) + 1
+    col = i - (text.rfind("\n", 0, i) + 1) + 1
+    raise ParseError(
+        f"the spec has more than {limit:,} tokens (FLOWDSL_MAX_TOKENS); this is token {limit + 1:,}",
+        filename=filename,
+        span=Span(line, col, line, col + len(over.group(1))),
+        source=text,
+    )
 
 
 def _check_nesting(text: str, filename: str) -> None:
@@ -181,6 +207,7 @@ def parse_syntax(text: str | bytes, filename: str = "<string>") -> tuple[SpecFil
         line = text.count("\n", 0, i) + 1
         col = i - (text.rfind("\n", 0, i) + 1) + 1
         raise ParseError("NUL character in spec text", filename=filename, span=Span(line, col), source=text)
+    _check_tokens(text, filename)
     _check_nesting(text, filename)
     long_ident = _find_long_identifier(text)
     if long_ident:
