@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -27,7 +27,16 @@ from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, check_values, fixed_split, format_shape
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
-__all__ = ["load_array_file", "arrange", "infer_levels"]
+__all__ = [
+    "load_array_file",
+    "load_in_memory",
+    "in_memory_arrays",
+    "remember_arrays",
+    "remembered",
+    "dataset_from_arrays",
+    "arrange",
+    "infer_levels",
+]
 
 _SINGLE_KEYS = ("x", "X", "data", "images", "arr_0")
 
@@ -182,13 +191,97 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
     if not path.is_file():
         raise DataError("no such data file", filename=name)
     arrays, has_split = _read(path)
+    return dataset_from_arrays(name, arrays, has_split, input_shape, levels, split)
+
+
+def in_memory_arrays(data: Any) -> dict[str, np.ndarray] | None:
+    """The arrays of in-memory data given to ``train(spec, data=...)`` in Python: a numpy array or
+    a torch tensor (N, *shape), or a dict of them (``train``/``test``, ``x_train``/``x_test``, ...);
+    None when ``data`` is none of these (a name or a path)."""
+
+    def as_array(v: Any) -> np.ndarray | None:
+        if isinstance(v, np.ndarray):
+            return v
+        if type(v).__module__.startswith("torch") and hasattr(v, "detach"):  # a tensor, without importing torch
+            return v.detach().cpu().numpy()
+        return None
+
+    a = as_array(data)
+    if a is not None:
+        return {"x": a}
+    if isinstance(data, dict) and data:
+        out = {}
+        for k, v in data.items():
+            arr = as_array(v)
+            if arr is None:
+                arr = np.asarray(v)
+            out[str(k)] = arr
+        return out
+    return None
+
+
+_REMEMBERED: dict[str, Any] = {}
+
+
+def remember_arrays(data: Any) -> Any:
+    """In-memory data as a name a run can store: ``data`` itself when it is a name or a path,
+    else a label ``<array N×D sha256:…>`` (the content's hash, so the same array given again —
+    e.g. to resume — gets the same label) under which :func:`load_for_spec` finds it again.
+    The last few arrays are kept (they are the caller's objects, not copies)."""
+    arrays = in_memory_arrays(data)
+    if arrays is None:
+        return data
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B") if a.dtype != object else repr(a).encode())
+    shapes = (
+        ", ".join(f"{k} {'×'.join(map(str, a.shape))}" for k, a in arrays.items())
+        if len(arrays) > 1
+        else ("×".join(map(str, next(iter(arrays.values())).shape)))
+    )
+    label = f"<array {shapes} sha256:{h.hexdigest()[:12]}>"
+    _REMEMBERED.pop(label, None)
+    _REMEMBERED[label] = data
+    while len(_REMEMBERED) > 4:
+        _REMEMBERED.pop(next(iter(_REMEMBERED)))
+    return label
+
+
+def remembered(label: Any) -> Any:
+    """The in-memory data behind a label of :func:`remember_arrays` (None if unknown)."""
+    return _REMEMBERED.get(label) if isinstance(label, str) else None
+
+
+def load_in_memory(data: Any, input_shape, levels, split: str = "train", name: str = "<array>") -> Dataset:
+    """A :class:`Dataset` from in-memory arrays (see :func:`in_memory_arrays`); same rules as files."""
+    arrays = in_memory_arrays(data)
+    if arrays is None:
+        raise DataError(f"data of type {type(data).__name__} is neither a name, a path nor an array", filename=name)
+    has_split = any(k in arrays for k in ("train", "x_train", "X_train"))
+    return dataset_from_arrays(name, arrays, has_split, input_shape, levels, split, source="array")
+
+
+def dataset_from_arrays(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    has_split: bool,
+    input_shape,
+    levels,
+    split: str = "train",
+    source: str = "file",
+) -> Dataset:
+    """The ``split`` of arrays read from a file (or given in memory): see the module docstring."""
     labels = None
     if has_split:
         sx = ("train", "x_train", "X_train") if split == "train" else ("test", "x_test", "X_test")
         x = _pick(arrays, sx)
         if x is None:
             raise DataError(
-                f"the file has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
+                f"the {source} has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
             )
         labels = _pick(arrays, ("y_train",) if split == "train" else ("y_test",))
         note = f"{name}: arrays for the {split} split"

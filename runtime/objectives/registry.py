@@ -180,10 +180,12 @@ def train(
     :func:`flowdsl.runtime.training.loop.train_mle`; for ``fdrl`` also the FDRL settings).
     Returns the run's summary.
     """
+    from flowdsl.runtime.data.arrays import remember_arrays
     from flowdsl.runtime.training.models import ModelFactory, as_spec
 
     spec = as_spec(spec, options.get("factory") or ModelFactory())
     rt = get_objective_runtime(_objective_name(spec), spec)
+    data = remember_arrays(data)  # in-memory arrays (numpy, torch) travel as a label the run can store
     return rt.train(spec, data, steps, out, resume, overwrite=overwrite, quiet=quiet, **options)
 
 

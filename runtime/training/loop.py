@@ -158,8 +158,11 @@ def train_mle(
         NumericalError: the loss became NaN/Inf; names the step and the first non-finite layer.
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
+    from flowdsl.runtime.data.arrays import remember_arrays
+
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
+    data = remember_arrays(data)  # numpy arrays / tensors: a label the run's config can store
     info = init_from_env()
     prev_threads = torch.get_num_threads()
     import signal
