@@ -202,6 +202,10 @@ def _train(spec, data, steps, out, resume, overwrite, quiet, factory, overrides,
         cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
+    from flowdsl.compiler.passes.check import check_run_sizes
+
+    # flags and keyword arguments against the limits and the activation estimate, before allocating
+    check_run_sizes(spec.graph, batch=cfg.batch, test_batch=cfg.test_batch, threads=cfg.threads)
     if cfg.invertible_memory:
         require_one_process(info.world, "train")
     torch.set_num_threads(cfg.threads)
