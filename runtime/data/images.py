@@ -13,7 +13,9 @@ already have the spec's height and width — they are not resized; a mismatch is
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,22 @@ def list_images(directory: str | os.PathLike) -> list[Path]:
 def is_image_dir(directory: str | os.PathLike) -> bool:
     d = Path(directory)
     return d.is_dir() and any(True for _ in list_images(d)[:1])
+
+
+@contextlib.contextmanager
+def _open_header_only(image_module, path: Path):
+    """``PIL.Image.open`` without PIL's own decompression-bomb check (warning or error): the size
+    is checked here, from the header, against ``LIMITS.max_image_pixels`` before decoding."""
+    saved = image_module.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+        image_module.MAX_IMAGE_PIXELS = None
+        try:
+            im = image_module.open(path)
+        finally:
+            image_module.MAX_IMAGE_PIXELS = saved
+        with im:
+            yield im
 
 
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -65,7 +83,7 @@ def _read_images(files: list[Path], root: Path, shape, notes: list[str] | None =
     labels = np.full(len(files), -1, dtype=np.int64)
     for i, p in enumerate(files):
         try:
-            with Image.open(p) as im:  # reads the header only; decoding happens in convert()
+            with _open_header_only(Image, p) as im:  # reads the header only; decoding happens in convert()
                 iw, ih = im.size
                 if iw * ih > LIMITS.max_image_pixels:
                     raise DataError(

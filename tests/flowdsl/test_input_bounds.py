@@ -19,7 +19,7 @@ OK = "flow f { input vector(dim=2) prior gaussian }\n"
 
 def test_long_word_in_comment_and_string_is_accepted():
     word = "w" * 300
-    text = f"# {word}\nflow f {{ input vector(dim=2) # {word}\n train(data=\"{word}.npy\") prior gaussian }}\n"
+    text = f'# {word}\nflow f {{ input vector(dim=2) # {word}\n train(data="{word}.npy") prior gaussian }}\n'
     spec = flowdsl.parse(text)
     assert spec.train.data == f"{word}.npy"
 
@@ -85,9 +85,7 @@ def test_cli_check_and_train_do_not_hang_on_special_files(tmp_path, target):
         target = str(tmp_path / "s.flow")
         os.mkfifo(target)
     for cmd in (["check", target], ["train", target, "--steps", "1", "--out", str(tmp_path / "run")]):
-        r = subprocess.run(
-            [sys.executable, "-m", "flowdsl", *cmd], capture_output=True, text=True, timeout=60
-        )
+        r = subprocess.run([sys.executable, "-m", "flowdsl", *cmd], capture_output=True, text=True, timeout=60)
         assert r.returncode == 1, r.stderr
         assert "not a regular file" in r.stderr
 
