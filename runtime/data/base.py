@@ -127,10 +127,9 @@ def check_values(name: str, array: np.ndarray, discrete: bool) -> None:
     flat = a.reshape(a.shape[0], -1)
     lo, hi = flat.min(axis=0), flat.max(axis=0)
     if (lo == hi).all():
+        same = f"every value is {float(lo[0]):g}" if (lo == lo[0]).all() else "every example is the same"
         raise DataError(
-            f"data {name!r} is constant: all {a.shape[0]:,} examples are the same (every value "
-            f"{'is ' + format(float(lo[0]), 'g') if (lo == lo[0]).all() else 'per dimension fixed'}); "
-            "a flow cannot learn a density from it",
+            f"data {name!r} is constant: {same} (all {a.shape[0]:,} examples); a flow cannot learn a density from it",
             filename=str(name),
         )
     if not discrete:

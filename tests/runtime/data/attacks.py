@@ -72,7 +72,7 @@ def npy_claiming_rows(path: Path, rows: int = 10**10, cols: int = 2) -> Path:
     return path
 
 
-def png_of_size(path: Path, width: int, height: int, mode: str = "L") -> Path:
+def png_of_size(path: Path, width: int, height: int, mode: str = "L", value: int = 128) -> Path:
     """A PNG of one colour; 8-bit grey (``L``) or RGB. Compresses to about 1/1000 of its pixels."""
     channels = {"L": 1, "RGB": 3}[mode]
     colour = {"L": 0, "RGB": 2}[mode]
@@ -81,7 +81,7 @@ def png_of_size(path: Path, width: int, height: int, mode: str = "L") -> Path:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    row = b"\x00" + bytes([128]) * (width * channels)  # filter byte 0, then the pixels
+    row = b"\x00" + bytes([value]) * (width * channels)  # filter byte 0, then the pixels
     k = max(1, min(height, _BLOCK // len(row)))  # rows per compressed block (repeated, as in the zip bomb)
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = c.compress(row * k) + c.flush(zlib.Z_FULL_FLUSH)
