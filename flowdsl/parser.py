@@ -149,6 +149,8 @@ def read_source(path: str | os.PathLike) -> bytes:
             data = f.read(limit + 1)
     except OSError as e:
         raise ParseError(f"cannot read spec file: {e.strerror or e}", filename=name) from None
+    except ValueError as e:  # a NUL in the path
+        raise ParseError(f"cannot read spec file: {e}", filename=name.replace("\x00", "\\x00")) from None
     if len(data) > limit:  # grew since the stat
         raise ParseError(_too_large(limit), filename=name, span=Span(1, 1))
     return data

@@ -103,8 +103,8 @@ def _header(f: BinaryIO, name: str, member: str = "") -> tuple[tuple[int, ...], 
             shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=10_000)
         else:  # pragma: no cover - read_magic refuses other versions
             raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
-        raise DataError(f"cannot read array file: {where}{e}", filename=name) from None
+    except Exception as e:  # noqa: BLE001 - numpy parses the header with Python's tokenizer: any error is a bad file
+        raise DataError(f"cannot read array file: {where}{type(e).__name__}: {e}", filename=name) from None
     if dtype.hasobject:
         raise DataError(f"{where}array of Python objects (pickled data is not read)", filename=name)
     n = 1

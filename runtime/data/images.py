@@ -104,7 +104,8 @@ def _read_images(files: list[Path], root: Path, shape, notes: list[str] | None =
                     converted[f"{mode} → {want}"] = converted.get(f"{mode} → {want}", 0) + 1
                 im = im.convert(want)
                 a = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError, EOFError) as e:
+            # PIL reports broken chunks as SyntaxError, truncated ones as OSError or EOFError
             raise DataError(f"cannot read image: {e}", filename=str(p)) from None
         if a.shape[:2] != (h, w):
             raise DataError(

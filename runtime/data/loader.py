@@ -56,6 +56,29 @@ def load_dataset(
     n: int | None = None,
     base_dir: str | os.PathLike | None = None,
 ) -> Dataset:
+    """See :func:`_load_dataset` (the same arguments). File-system errors on the way (a folder
+    that cannot be listed, a name too long, a NUL in the path) are :class:`DataError` too."""
+    where = os.fspath(name_or_path)
+    try:
+        return _load_dataset(name_or_path, input_shape, levels, split, seed, n=n, base_dir=base_dir)
+    except OSError as e:
+        raise DataError(f"cannot read data: {e.strerror or e}", filename=str(e.filename or where)) from None
+    except ValueError as e:
+        if "null" not in str(e):
+            raise
+        raise DataError(f"cannot read data: {e}", filename=where.replace("\x00", "\\x00")) from None
+
+
+def _load_dataset(
+    name_or_path: str | os.PathLike,
+    input_shape,
+    levels: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    n: int | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> Dataset:
     """Load ``split`` (``"train"`` or ``"test"``) of a data set for a spec input.
 
     Args:

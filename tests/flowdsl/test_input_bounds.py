@@ -93,3 +93,9 @@ def test_cli_check_and_train_do_not_hang_on_special_files(tmp_path, target):
 def test_non_text_spec_is_a_parse_error():
     with pytest.raises(ParseError, match="str or bytes"):
         flowdsl.parse(123)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["a\x00b.flow", "x" * 5000 + ".flow", ""])
+def test_odd_spec_paths_are_parse_errors(path):
+    with pytest.raises(ParseError, match="cannot read spec file"):
+        flowdsl.load(path)

@@ -242,3 +242,77 @@ def test_batch_larger_than_the_training_set_is_announced():
     assert any("batch 256 is larger than the" in n for n in run.notes)
     cfg = resolve_config(spec, data=remember_arrays(_rows(50)), batch=8)
     assert not any("larger than" in n for n in load_run_data(spec, cfg).notes)
+
+
+# -- corrupt files ---------------------------------------------------------------------------------
+
+
+def test_idx_header_size_is_checked_before_the_body_is_read(tmp_path, monkeypatch):
+    from flowdsl.runtime.data import idx
+
+    d = tmp_path / "idx"
+    d.mkdir()
+    idx.write_idx(d / "train-images-idx3-ubyte.gz", np.zeros((2000, 28, 28), np.uint8))
+    monkeypatch.setattr(LIMITS, "max_data_bytes", 1_000_000)
+    with pytest.raises(DataError, match=r"promises \(2000, 28, 28\).*FLOWDSL_MAX_DATA_BYTES"):
+        idx.read_idx(d / "train-images-idx3-ubyte.gz")
+
+
+def _mutations(raw: bytes, rng, k: int):
+    for i in range(k):
+        b = bytearray(raw)
+        op = i % 4
+        if op == 0:
+            b = b[: rng.randrange(len(b))]
+        elif op == 1:
+            for _ in range(rng.randint(1, 10)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif op == 2:
+            at = rng.randrange(len(b) + 1)
+            b[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
+        else:
+            b = bytearray(rng.randbytes(rng.randint(0, 300)))
+        yield bytes(b)
+
+
+def test_corrupt_data_files_are_data_errors(tmp_path):
+    """Truncated, bit-flipped, spliced and random files of every format: a DataError or a load,
+    never another exception (numpy's header tokenizer, PIL's SyntaxError, ...)."""
+    import random
+
+    from PIL import Image
+
+    from flowdsl.runtime.data import idx
+
+    rng = random.Random(0)
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "a.npz", x=x)
+    (tmp_path / "a.csv").write_text("\n".join(",".join(str(v) for v in r) for r in x))
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.fromarray((np.arange(64).reshape(8, 8) * (i + 1)).astype(np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "idx").mkdir()
+    idx.write_idx(tmp_path / "idx" / "train-images-idx3-ubyte.gz", np.arange(640).reshape(10, 8, 8).astype(np.uint8))
+    cases = {
+        "a.npy": ("a.npy", (3,), None),
+        "a.npz": ("a.npz", (3,), None),
+        "a.csv": ("a.csv", (3,), None),
+        "img/0.png": ("img", (1, 8, 8), 256),
+        "idx/train-images-idx3-ubyte.gz": ("idx", (1, 8, 8), 256),
+    }
+    for file, (target, shape, levels) in cases.items():
+        raw = (tmp_path / file).read_bytes()
+        for b in _mutations(raw, rng, 40):
+            (tmp_path / file).write_bytes(b)
+            try:
+                load_dataset(str(tmp_path / target), shape, levels, "train")
+            except DataError:
+                pass
+        (tmp_path / file).write_bytes(raw)
+
+
+@pytest.mark.parametrize("path", ["a\x00b.npy", "x" * 5000 + ".npy"])
+def test_odd_paths_are_data_errors(path):
+    with pytest.raises(DataError):
+        load_dataset(path, (3,), None)
