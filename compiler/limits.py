@@ -42,6 +42,9 @@ class Limits:
     max_expansion_steps: int = _env_int("FLOWDSL_MAX_EXPANSION_STEPS", 200_000)
     #: most activation memory for one training step at the spec's batch size (bytes, float32)
     max_activation_bytes: int = _env_int("FLOWDSL_MAX_ACTIVATION_BYTES", 16 * 1024**3)
+    #: most memory one layer's inverse may take to plan when it is built (bytes; estimated by the
+    #: kind, e.g. ``compiler.kinds.conv.plan_bytes``, and checked before anything is allocated)
+    max_plan_bytes: int = _env_int("FLOWDSL_MAX_PLAN_BYTES", 2 * 1024**3)
     #: largest batch size (training, evaluation, export checks)
     max_batch: int = _env_int("FLOWDSL_MAX_BATCH", 65_536)
     #: most samples one command draws (they are drawn in batches of at most max_batch)
