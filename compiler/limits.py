@@ -55,8 +55,9 @@ class Limits:
     max_source_bytes: int = _env_int("FLOWDSL_MAX_SOURCE_BYTES", 1_000_000)
     #: most tokens (names, numbers, strings, punctuation; comments not counted) of one spec: the
     #: parser's time is linear in them, and this bound keeps the worst spec under the front end's
-    #: 2 s (real specs have a few hundred; 5,000 written-out Glow layers about 21,000)
-    max_tokens: int = _env_int("FLOWDSL_MAX_TOKENS", 25_000)
+    #: 2 s (real specs have a few hundred; 5,000 written-out Glow layers about 21,000, and a
+    #: 1,000-deep block chain with 4,999 written-out layers about 26,500)
+    max_tokens: int = _env_int("FLOWDSL_MAX_TOKENS", 30_000)
     #: most bytes one data file may expand to in memory (an .npy array, one .npz member, a CSV's values)
     max_data_bytes: int = _env_int("FLOWDSL_MAX_DATA_BYTES", 4 * 1024**3)
     #: most pixels of one image file (width × height, read from its header before decoding)
