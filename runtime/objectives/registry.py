@@ -200,6 +200,15 @@ def sample(
 ) -> dict[str, Any]:
     """Sample a trained run (folder or checkpoint) by the objective of its spec; writes ``out``
     and returns ``{"path", "n", "step", "spec", "message", ...}``."""
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ResourceLimitError(f"n must be a whole number ≥ 1, got {n!r}", filename="sample")
+    if n > LIMITS.max_samples:  # checked before the run is even read
+        raise ResourceLimitError(
+            f"n {n:,} is above the limit of {LIMITS.max_samples:,} samples (FLOWDSL_MAX_SAMPLES)", filename="sample"
+        )
     name, spec = run_objective(run, options.get("factory"))
     return get_objective_runtime(name, spec).sample(run, n, out=out, seed=seed, data=data, **options)
 

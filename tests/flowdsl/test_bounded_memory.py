@@ -164,6 +164,16 @@ def test_python_api_batch_and_threads_are_checked_before_allocating(tmp_path):
         train(spec, steps=1, out=tmp_path / "b", threads=100_000, quiet=True)
 
 
+def test_python_api_sample_count_is_checked_before_reading_the_run(tmp_path):
+    from flowdsl.errors import ResourceLimitError
+    from flowdsl.runtime.objectives.registry import sample
+
+    with pytest.raises(ResourceLimitError, match="FLOWDSL_MAX_SAMPLES"):
+        sample(tmp_path / "no-such-run", n=2_000_000)
+    with pytest.raises(ResourceLimitError, match="whole number"):
+        sample(tmp_path / "no-such-run", n=0)
+
+
 def test_activation_estimate_refuses_a_python_batch(tmp_path, monkeypatch):
     import flowdsl
     from flowdsl.compiler.limits import LIMITS
