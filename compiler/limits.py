@@ -1,7 +1,12 @@
 """Resource limits the checker enforces before anything is allocated.
 
 Each limit can be raised with an environment variable (read when flowdsl is imported) or by
-assigning to ``LIMITS`` in Python.
+assigning to ``LIMITS`` in Python. Every input path checks its limit before it allocates: spec
+text (``max_source_bytes``: files are read up to the limit plus one byte, and only regular files),
+data files (``max_data_bytes``: ``.npy`` headers, ``.npz`` members' uncompressed sizes from the zip
+directory, CSV files; ``max_image_pixels``: image sizes from the file header), sample counts
+(``max_samples``), batch sizes (``max_batch``: the spec's ``train(batch=...)``, flags and Python
+keyword arguments) and thread counts (``max_threads``). The README's Robustness section lists them.
 """
 
 from __future__ import annotations
@@ -37,12 +42,26 @@ class Limits:
     max_expansion_steps: int = _env_int("FLOWDSL_MAX_EXPANSION_STEPS", 200_000)
     #: most activation memory for one training step at the spec's batch size (bytes, float32)
     max_activation_bytes: int = _env_int("FLOWDSL_MAX_ACTIVATION_BYTES", 16 * 1024**3)
+    #: most memory one layer's inverse may take to plan when it is built (bytes; estimated by the
+    #: kind, e.g. ``compiler.kinds.conv.plan_bytes``, and checked before anything is allocated)
+    max_plan_bytes: int = _env_int("FLOWDSL_MAX_PLAN_BYTES", 2 * 1024**3)
     #: largest batch size (training, evaluation, export checks)
     max_batch: int = _env_int("FLOWDSL_MAX_BATCH", 65_536)
     #: most samples one command draws (they are drawn in batches of at most max_batch)
     max_samples: int = _env_int("FLOWDSL_MAX_SAMPLES", 1_000_000)
     #: most torch / onnxruntime threads a command may ask for
     max_threads: int = _env_int("FLOWDSL_MAX_THREADS", 256)
+    #: largest spec file or text (bytes; a file is read up to this plus one byte, never further)
+    max_source_bytes: int = _env_int("FLOWDSL_MAX_SOURCE_BYTES", 1_000_000)
+    #: most tokens (names, numbers, strings, punctuation; comments not counted) of one spec: the
+    #: parser's time is linear in them, and this bound keeps the worst spec under the front end's
+    #: 2 s (real specs have a few hundred; 5,000 written-out Glow layers about 21,000, and a
+    #: 1,000-deep block chain with 4,999 written-out layers about 26,500)
+    max_tokens: int = _env_int("FLOWDSL_MAX_TOKENS", 30_000)
+    #: most bytes one data file may expand to in memory (an .npy array, one .npz member, a CSV's values)
+    max_data_bytes: int = _env_int("FLOWDSL_MAX_DATA_BYTES", 4 * 1024**3)
+    #: most pixels of one image file (width × height, read from its header before decoding)
+    max_image_pixels: int = _env_int("FLOWDSL_MAX_IMAGE_PIXELS", 16_777_216)
 
 
 LIMITS = Limits()

@@ -11,7 +11,6 @@ returns is known to compile; every rejection is a located :class:`flowdsl.FlowDS
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdsl.errors import ParseError
@@ -38,12 +37,11 @@ def parse(text: str | bytes, filename: str = "<string>") -> FlowSpec:
 
 def load(path: str | os.PathLike) -> FlowSpec:
     """Read and parse a spec file (see :func:`parse`)."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ParseError(f"cannot read spec file: {e.strerror}", filename=str(p)) from None
-    return parse(data, filename=str(path))
+    from flowdsl.parser import read_source
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ParseError(f"flowdsl.load expects a path, not {type(path).__name__}")
+    return parse(read_source(path), filename=os.fspath(path))
 
 
 def check_graph(spec: FlowSpec | str) -> Any:

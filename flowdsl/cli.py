@@ -89,10 +89,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise FlowDSLError(f"cannot read spec file: {e.strerror}", filename=path) from None
+    from flowdsl.parser import read_source  # bounded: regular files only, at most the limit + 1 byte
+
+    return read_source(path)
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:

@@ -35,10 +35,29 @@ __all__ = [
     "did_you_mean",
     "show_value",
     "source_lines",
+    "escape_controls",
 ]
 
 
 _TAB = 4  # tab stops of the printed source line
+
+# C0 controls but tab and newline, DEL, C1 controls; and the bidirectional overrides, which reorder
+# the printed text
+_CONTROL = "".join(chr(c) for c in [*range(0, 9), *range(11, 32), *range(0x7F, 0xA0), *range(0x202A, 0x202F)]) + (
+    "\u2066\u2067\u2068\u2069"
+)
+_ESCAPE = str.maketrans({c: f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in _CONTROL})
+# in the printed source line each control character becomes ONE visible character (the Unicode
+# "control pictures" U+2400..U+2421 for C0 and DEL; U+FFFD else), so the caret stays under its column
+_PICTURE = str.maketrans(
+    {c: chr(0x2400 + ord(c)) if ord(c) < 32 else "\u2421" if ord(c) == 0x7F else "\ufffd" for c in _CONTROL}
+)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (NUL, BEL, ESC, DEL, C1, bidi overrides; not tab or
+    newline) written as ``\\xNN`` / ``\\uNNNN`` escapes, so an error never prints them raw."""
+    return text.translate(_ESCAPE)
 
 
 @dataclass(frozen=True)
@@ -106,11 +125,14 @@ class FlowDSLError(Exception):
 
     def render(self) -> str:
         """``file:line:col: error: message``, then the source line with a caret under the span."""
-        loc = f"{self.filename}:{self.line}:{self.column}" if self.line else self.filename
-        out = [f"{loc}: {self.kind}: {self.message}"]
+        # control characters from the spec, a file name or data are escaped: a NUL, BEL or ESC
+        # printed raw rings the terminal, hides text or changes its colours
+        name = escape_controls(str(self.filename)).replace("\n", "\\n")
+        loc = f"{name}:{self.line}:{self.column}" if self.line else name
+        out = [f"{loc}: {self.kind}: {escape_controls(str(self.message))}"]
         if self.source_line is not None:
             raw = self.source_line.rstrip("\r\n")
-            text = "(empty file)" if self._empty_file else raw.expandtabs(_TAB)
+            text = "(empty file)" if self._empty_file else raw.expandtabs(_TAB).translate(_PICTURE)
             out.append("    " + text)
             col = max(self.column, 1)
             end = col + 1
@@ -122,7 +144,7 @@ class FlowDSLError(Exception):
             through = len(raw[: end - 1].expandtabs(_TAB)) + max(0, end - 1 - len(raw))
             width = max(1, min(through - pad, max(1, len(text) - pad)))
             out.append("    " + " " * pad + "^" + "~" * (width - 1))
-        out.extend(f"  note: {n}" for n in self.notes)
+        out.extend(f"  note: {escape_controls(str(n))}" for n in self.notes)
         return "\n".join(out)
 
     def __str__(self) -> str:  # keep str() in sync if attributes are edited

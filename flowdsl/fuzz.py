@@ -6,11 +6,17 @@ non-UTF-8 bytes; stretch identifiers; truncate. Every input must, within ``time_
 either parse and check (and, when small, compile) or raise a :class:`FlowDSLError` whose line is
 known. Anything else is a bug, reported with the input that caused it.
 
+Besides mutations, a share of the inputs (``family_fraction``) comes from :func:`generate`: large
+inputs of the families that once made the front end slow or crash — huge lists, many arguments,
+deep block chains, long comments and strings, many blocks, many lines — each up to ``max_size``
+items (the CI test keeps it small; ``flowdsl fuzz --max-size`` goes up to the token limit).
+
 ``flowdsl fuzz --n 100000`` runs a long campaign; the test suite runs a fixed 5,000-input one.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -20,7 +26,7 @@ from typing import Callable
 
 from flowdsl.errors import FlowDSLError
 
-__all__ = ["seed_specs", "mutate", "check_input", "run_fuzz", "FuzzReport", "register"]
+__all__ = ["seed_specs", "mutate", "generate", "FAMILIES", "check_input", "run_fuzz", "FuzzReport", "register"]
 
 _TOKEN = re.compile(
     r"\s+|#[^\n]*|\"(?:[^\"\\]|\\.)*\"|[A-Za-z_][A-Za-z0-9_]*|[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\$|.", re.S
@@ -179,6 +185,91 @@ def mutate(text: str, rng: random.Random, rounds: int | None = None) -> str | by
     return out
 
 
+_HEAD = "flow f {\n  input vector(dim=2)\n"
+_IMG_HEAD = "flow f {\n  input image(channels=2, height=4, width=4)\n"
+_LAYERS = ["actnorm", "permute", "conv1x1", "coupling(hidden=8)", "conv1x1(param=lu)", "actnorm()", "coupling"]
+
+
+def _value(rng: random.Random) -> str:
+    return rng.choice(["1", "0", "-3", "2.5", "1e9", "true", '"s"', "lu", "$h", "[1, 2]", "mlp(hidden=4)", "1" * 30])
+
+
+def _huge_list(rng: random.Random, k: int) -> str:
+    items = [_value(rng) if rng.random() < 0.1 else str(rng.randint(0, 9)) for _ in range(k)]
+    inner = ", ".join(items) + ("," if rng.random() < 0.3 else "")
+    arg = rng.choice(["seed", "hidden", "x", "kernel"])
+    layer = rng.choice(["permute", "coupling", "actnorm", "conv1x1"])
+    return _HEAD + f"  {layer}({arg}=[{inner}])\n  prior gaussian\n}}\n"
+
+
+def _many_args(rng: random.Random, k: int) -> str:
+    names = [rng.choice(["hidden", "mask", f"a{i}", f"hiden{i}", "seed"]) for i in range(k)]
+    args = ", ".join(f"{n}={_value(rng)}" for n in names)
+    if rng.random() < 0.5:
+        return _HEAD + f"  coupling({args})\n  prior gaussian\n}}\n"
+    params = ", ".join(f"p{i}=1" for i in range(rng.randint(0, k)))
+    return f"block b({params}) {{ actnorm }}\n" + _HEAD + f"  b({args})\n  prior gaussian\n}}\n"
+
+
+def _deep_chain(rng: random.Random, k: int) -> str:
+    d = max(1, k)
+    end = rng.choice(["actnorm", "coupling(hidden=$h)", "b0", "missing", "repeat 2 { actnorm }"])
+    with_param = rng.random() < 0.5
+    sig = "(h=4)" if with_param else ""
+    call = "(h=$h)" if with_param else ""
+    if not with_param:
+        end = end.replace("$h", "4")
+    blocks = [f"block b{i}{sig} {{ b{i + 1}{call} }}" for i in range(d - 1)] + [f"block b{d - 1}{sig} {{ {end} }}"]
+    if rng.random() < 0.5:
+        rng.shuffle(blocks)
+    return "\n".join(blocks) + "\n" + _HEAD + "  b0\n  prior gaussian\n}\n"
+
+
+def _long_comment(rng: random.Random, k: int) -> str:
+    word = rng.choice(["w", "é", "x1_", "\t", "\x07", "#", '\\"']) * max(1, k * 5)
+    where = rng.randrange(4)
+    if where == 0:
+        return f"# {word}\n" + _HEAD + "  actnorm\n  prior gaussian\n}\n"
+    if where == 1:
+        return _HEAD + f"  actnorm # {word}\n  prior gaussian\n}}\n"
+    if where == 2:
+        return _HEAD + f'  prior gaussian\n  train(data="{word}")\n}}\n'
+    return _HEAD + f"  {word}\n  prior gaussian\n}}\n"  # a long identifier (or junk)
+
+
+def _many_blocks(rng: random.Random, k: int) -> str:
+    blocks = [f"block b{i}(h=8) {{ {rng.choice(_LAYERS)} }}" for i in range(k)]
+    call = rng.choice([f"b{rng.randrange(k)}", f"bx{rng.randrange(k)}", "b", f"b{rng.randrange(k)}(h=16)", "c0"])
+    return "\n".join(blocks) + "\n" + _HEAD + f"  {call}\n  prior gaussian\n}}\n"
+
+
+def _many_lines(rng: random.Random, k: int) -> str:
+    head = _IMG_HEAD if rng.random() < 0.3 else _HEAD
+    lines = [f"  {rng.choice(_LAYERS)}" for _ in range(k)]
+    if rng.random() < 0.3:
+        lines[rng.randrange(k)] = "  " + rng.choice(["actnrom", "squeeze", "}", ")", "split", "layer"])
+    return head + "\n".join(lines) + "\n  prior gaussian\n}\n"
+
+
+#: the generated families: name -> ``fn(rng, size)`` returning spec text
+FAMILIES: dict[str, Callable[[random.Random, int], str]] = {
+    "huge_list": _huge_list,
+    "many_args": _many_args,
+    "deep_chain": _deep_chain,
+    "long_comment": _long_comment,
+    "many_blocks": _many_blocks,
+    "many_lines": _many_lines,
+}
+
+
+def generate(rng: random.Random, max_size: int = 2000, family: str | None = None) -> str:
+    """One large input of a family (random unless named) with up to ``max_size`` items; sizes
+    are drawn log-uniformly, so small and large inputs are both common."""
+    name = family or rng.choice(sorted(FAMILIES))
+    k = max(1, int(round(math.exp(rng.uniform(0.0, math.log(max(2, max_size)))))))
+    return FAMILIES[name](rng, k)
+
+
 @dataclass
 class FuzzReport:
     inputs: int = 0
@@ -238,9 +329,12 @@ def run_fuzz(
     time_limit: float = 2.0,
     on_progress: Callable[[int], None] | None = None,
     compile_fraction: float = 0.25,
+    family_fraction: float = 0.1,
+    max_size: int = 2000,
 ) -> FuzzReport:
     """Fuzz ``n`` inputs. The time limit applies to the accept/reject decision (the check);
-    a ``compile_fraction`` of the accepted small specs is also compiled and run both ways."""
+    a ``compile_fraction`` of the accepted small specs is also compiled and run both ways.
+    A ``family_fraction`` of the inputs comes from :func:`generate` (up to ``max_size`` items)."""
     rng = random.Random(seed)
     seeds = seed_specs()
     rep = FuzzReport()
@@ -250,7 +344,7 @@ def run_fuzz(
         except FlowDSLError:
             pass
     for i in range(n):
-        data = mutate(rng.choice(seeds), rng)
+        data = generate(rng, max_size) if rng.random() < family_fraction else mutate(rng.choice(seeds), rng)
         timings: list[float] = []
         try:
             outcome = check_input(data, compile_small=rng.random() < compile_fraction, timings=timings)
@@ -274,7 +368,14 @@ def run_fuzz(
 
 
 def _cmd_fuzz(args) -> int:
-    rep = run_fuzz(args.n, seed=args.seed, time_limit=args.time_limit, on_progress=lambda k: print(f"  {k} inputs ..."))
+    rep = run_fuzz(
+        args.n,
+        seed=args.seed,
+        time_limit=args.time_limit,
+        on_progress=lambda k: print(f"  {k} inputs ..."),
+        family_fraction=args.family_fraction,
+        max_size=args.max_size,
+    )
     print(rep.summary())
     for data, msg in rep.failures[:10]:
         print(f"FAILURE: {msg}\n  input: {data!r:.400}")
@@ -284,10 +385,21 @@ def _cmd_fuzz(args) -> int:
 
 
 def register(subparsers) -> None:
-    from flowdsl.cliargs import positive_float, positive_int, seed
-
     p = subparsers.add_parser("fuzz", help="fuzz the front end: mutated specs must be accepted or get a located error")
-    p.add_argument("--n", type=positive_int(100_000_000), default=20_000, help="mutated specs to try (default 20000)")
-    p.add_argument("--seed", type=seed, default=0, help="random seed of the mutations (default 0)")
-    p.add_argument("--time-limit", type=positive_float(), default=2.0, help="seconds one input may take (default 2)")
+    from flowdsl.cliargs import float_range, positive_float, positive_int, seed
+
+    p.add_argument("--n", type=positive_int(10_000_000), default=20_000, help="number of inputs (default 20,000)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the campaign (default 0)")
+    p.add_argument(
+        "--time-limit", type=positive_float(), default=2.0, help="seconds one accept/reject may take (default 2)"
+    )
+    p.add_argument(
+        "--family-fraction",
+        type=float_range(0.0, 1.0),
+        default=0.1,
+        help="share of generated large inputs (huge lists, many arguments/blocks/lines, deep chains, long comments)",
+    )
+    p.add_argument(
+        "--max-size", type=positive_int(1_000_000), default=8000, help="most items of a generated input (default 8,000)"
+    )
     p.set_defaults(func=_cmd_fuzz)

@@ -16,7 +16,7 @@ from flowdsl.compiler.passes.diagnostics import Diagnostics
 from flowdsl.compiler.registry import CheckContext
 from flowdsl.errors import ResourceLimitError
 
-__all__ = ["check", "estimate_activation_bytes"]
+__all__ = ["check", "estimate_activation_bytes", "check_run_sizes"]
 
 
 def _ctx(diag: Diagnostics, what: str, span, arg_spans) -> CheckContext:
@@ -65,6 +65,15 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
             span,
             ResourceLimitError,
         )
+    spans = getattr(spec.train, "arg_spans", {}) or {}
+    for field in ("batch", "test_batch"):
+        value = getattr(spec.train, field, None)
+        if isinstance(value, int) and value > LIMITS.max_batch:
+            diag.fail(
+                f"train({field}={value:,}) is above the limit of {LIMITS.max_batch:,} (FLOWDSL_MAX_BATCH)",
+                spans.get(field, spec.train.span),
+                ResourceLimitError,
+            )
     act = estimate_activation_bytes(graph, spec.train.batch)
     if act > LIMITS.max_activation_bytes:
         worst = max(graph.layers(), key=lambda n: math.prod(n.in_shape or (0,)))
@@ -77,3 +86,35 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
         )
     graph.passes_run.append("check")
     return graph
+
+
+def check_run_sizes(
+    graph: FlowGraph,
+    *,
+    batch: int | None = None,
+    test_batch: int | None = None,
+    threads: int | None = None,
+    filename: str = "train",
+) -> None:
+    """The sizes of a run given outside the spec (flags, Python keyword arguments) against the
+    limits, before anything is allocated: batch sizes (``max_batch``, and the activation estimate
+    of one training step at ``batch`` against ``max_activation_bytes``) and threads (``max_threads``).
+
+    Raises:
+        ResourceLimitError: naming the value, the limit and its environment variable.
+    """
+    problems = []
+    for name, value in (("batch", batch), ("test_batch", test_batch)):
+        if value is not None and value > LIMITS.max_batch:
+            problems.append(f"{name} {value:,} is above the limit of {LIMITS.max_batch:,} (FLOWDSL_MAX_BATCH)")
+    if threads is not None and threads > LIMITS.max_threads:
+        problems.append(f"threads {threads:,} is above the limit of {LIMITS.max_threads:,} (FLOWDSL_MAX_THREADS)")
+    if batch is not None and not problems:
+        act = estimate_activation_bytes(graph, batch)
+        if act > LIMITS.max_activation_bytes:
+            problems.append(
+                f"a training step at batch {batch:,} needs about {act / 1024**3:.1f} GiB of activations, above the "
+                f"limit of {LIMITS.max_activation_bytes / 1024**3:.1f} GiB (FLOWDSL_MAX_ACTIVATION_BYTES)"
+            )
+    if problems:
+        raise ResourceLimitError("; ".join(problems), filename=filename)

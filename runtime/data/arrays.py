@@ -18,14 +18,25 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from flowdsl.compiler.limits import LIMITS
 from flowdsl.errors import DataError
-from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+from flowdsl.runtime.data.base import Dataset, as_dataset, check_values, fixed_split, format_shape
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
-__all__ = ["load_array_file", "arrange", "infer_levels"]
+__all__ = [
+    "load_array_file",
+    "load_in_memory",
+    "in_memory_arrays",
+    "remember_arrays",
+    "remembered",
+    "dataset_from_arrays",
+    "arrange",
+    "infer_levels",
+]
 
 _SINGLE_KEYS = ("x", "X", "data", "images", "arr_0")
 
@@ -73,11 +84,93 @@ def infer_levels(name: str, a: np.ndarray, levels: int | None) -> int | None:
     raise DataError(f"data {name!r} holds values up to {hi:g}, above the spec's levels={levels}", filename=name)
 
 
+def _too_big(what: str, nbytes: int, name: str) -> DataError:
+    limit = LIMITS.max_data_bytes
+    return DataError(
+        f"{what} would take {nbytes:,} bytes in memory, above the limit of {limit:,} (FLOWDSL_MAX_DATA_BYTES)",
+        filename=name,
+    )
+
+
+def _header(f: BinaryIO, name: str, member: str = "") -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes) of the ``.npy`` stream ``f`` from its header alone (nothing allocated)."""
+    where = f"member {member!r}: " if member else ""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=10_000)
+        elif version in ((2, 0), (3, 0)):
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=10_000)
+        else:  # pragma: no cover - read_magic refuses other versions
+            raise ValueError(f"unknown .npy version {version}")
+    except Exception as e:  # noqa: BLE001 - numpy parses the header with Python's tokenizer: any error is a bad file
+        raise DataError(f"cannot read array file: {where}{type(e).__name__}: {e}", filename=name) from None
+    if dtype.hasobject:
+        raise DataError(f"{where}array of Python objects (pickled data is not read)", filename=name)
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return tuple(int(d) for d in shape), dtype, n * dtype.itemsize
+
+
+def _check_npy(path: Path) -> None:
+    """Refuse a ``.npy`` whose header asks for more memory than the limit or than the file holds."""
+    name = str(path)
+    with open(path, "rb") as f:
+        shape, dtype, nbytes = _header(f, name)
+        data_at = f.tell()
+    if nbytes > LIMITS.max_data_bytes:
+        raise _too_big(f"the array {shape} of {dtype}", nbytes, name)
+    size = path.stat().st_size
+    if size - data_at < nbytes:
+        raise DataError(
+            f"the header says {shape} of {dtype} ({nbytes:,} bytes) but the file holds {size - data_at:,} "
+            "bytes of data (truncated or corrupt)",
+            filename=name,
+        )
+
+
+def _check_npz(path: Path) -> None:
+    """Refuse a ``.npz`` whose members expand beyond the limit: the uncompressed sizes in the zip
+    directory (``ZipInfo.file_size``; reads stop there) and each member's ``.npy`` header are
+    checked before any member is read."""
+    name = str(path)
+    limit = LIMITS.max_data_bytes
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            total = sum(i.file_size for i in infos)
+            if total > limit:
+                big = max(infos, key=lambda i: i.file_size)
+                raise _too_big(
+                    f"the archive's members ({len(infos)}, the largest {big.filename!r} of {big.file_size:,} bytes)",
+                    total,
+                    name,
+                )
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    shape, dtype, nbytes = _header(f, name, info.filename)
+                if nbytes > info.file_size:
+                    raise DataError(
+                        f"member {info.filename!r}: the header says {shape} of {dtype} ({nbytes:,} bytes) but the "
+                        f"member holds {info.file_size:,} bytes (truncated or corrupt)",
+                        filename=name,
+                    )
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise DataError(f"cannot read array file: {e}", filename=name) from None
+
+
 def _read(path: Path) -> tuple[dict[str, np.ndarray], bool]:
-    """Arrays in the file, and whether it already separates train and test."""
+    """Arrays in the file, and whether it already separates train and test. Sizes are checked
+    from the headers first (:func:`_check_npy`, :func:`_check_npz`): nothing larger than
+    ``LIMITS.max_data_bytes`` is allocated."""
     try:
         if path.suffix == ".npy":
+            _check_npy(path)
             return {"x": np.load(path, allow_pickle=False)}, False
+        _check_npz(path)
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -98,13 +191,97 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
     if not path.is_file():
         raise DataError("no such data file", filename=name)
     arrays, has_split = _read(path)
+    return dataset_from_arrays(name, arrays, has_split, input_shape, levels, split)
+
+
+def in_memory_arrays(data: Any) -> dict[str, np.ndarray] | None:
+    """The arrays of in-memory data given to ``train(spec, data=...)`` in Python: a numpy array or
+    a torch tensor (N, *shape), or a dict of them (``train``/``test``, ``x_train``/``x_test``, ...);
+    None when ``data`` is none of these (a name or a path)."""
+
+    def as_array(v: Any) -> np.ndarray | None:
+        if isinstance(v, np.ndarray):
+            return v
+        if type(v).__module__.startswith("torch") and hasattr(v, "detach"):  # a tensor, without importing torch
+            return v.detach().cpu().numpy()
+        return None
+
+    a = as_array(data)
+    if a is not None:
+        return {"x": a}
+    if isinstance(data, dict) and data:
+        out = {}
+        for k, v in data.items():
+            arr = as_array(v)
+            if arr is None:
+                arr = np.asarray(v)
+            out[str(k)] = arr
+        return out
+    return None
+
+
+_REMEMBERED: dict[str, Any] = {}
+
+
+def remember_arrays(data: Any) -> Any:
+    """In-memory data as a name a run can store: ``data`` itself when it is a name or a path,
+    else a label ``<array N×D sha256:…>`` (the content's hash, so the same array given again —
+    e.g. to resume — gets the same label) under which :func:`load_for_spec` finds it again.
+    The last few arrays are kept (they are the caller's objects, not copies)."""
+    arrays = in_memory_arrays(data)
+    if arrays is None:
+        return data
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape};".encode())
+        h.update(memoryview(a).cast("B") if a.dtype != object else repr(a).encode())
+    shapes = (
+        ", ".join(f"{k} {'×'.join(map(str, a.shape))}" for k, a in arrays.items())
+        if len(arrays) > 1
+        else ("×".join(map(str, next(iter(arrays.values())).shape)))
+    )
+    label = f"<array {shapes} sha256:{h.hexdigest()[:12]}>"
+    _REMEMBERED.pop(label, None)
+    _REMEMBERED[label] = data
+    while len(_REMEMBERED) > 4:
+        _REMEMBERED.pop(next(iter(_REMEMBERED)))
+    return label
+
+
+def remembered(label: Any) -> Any:
+    """The in-memory data behind a label of :func:`remember_arrays` (None if unknown)."""
+    return _REMEMBERED.get(label) if isinstance(label, str) else None
+
+
+def load_in_memory(data: Any, input_shape, levels, split: str = "train", name: str = "<array>") -> Dataset:
+    """A :class:`Dataset` from in-memory arrays (see :func:`in_memory_arrays`); same rules as files."""
+    arrays = in_memory_arrays(data)
+    if arrays is None:
+        raise DataError(f"data of type {type(data).__name__} is neither a name, a path nor an array", filename=name)
+    has_split = any(k in arrays for k in ("train", "x_train", "X_train"))
+    return dataset_from_arrays(name, arrays, has_split, input_shape, levels, split, source="array")
+
+
+def dataset_from_arrays(
+    name: str,
+    arrays: dict[str, np.ndarray],
+    has_split: bool,
+    input_shape,
+    levels,
+    split: str = "train",
+    source: str = "file",
+) -> Dataset:
+    """The ``split`` of arrays read from a file (or given in memory): see the module docstring."""
     labels = None
     if has_split:
         sx = ("train", "x_train", "X_train") if split == "train" else ("test", "x_test", "X_test")
         x = _pick(arrays, sx)
         if x is None:
             raise DataError(
-                f"the file has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
+                f"the {source} has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
             )
         labels = _pick(arrays, ("y_train",) if split == "train" else ("y_test",))
         note = f"{name}: arrays for the {split} split"
@@ -131,6 +308,7 @@ def load_array_file(path: str | os.PathLike, input_shape, levels, split: str = "
             f"array of shape {getattr(x, 'shape', '?')} and type {x.dtype}: expected numbers (N, ...)", filename=name
         )
     x = arrange(name, x, input_shape)
+    check_values(name, x[:0], discrete=levels is not None)  # the type only: complex, objects, strings
     data_levels = infer_levels(name, x, levels)
     if data_levels is None and not np.issubdtype(x.dtype, np.number):
         raise DataError(f"array of type {x.dtype} is not numeric", filename=name)

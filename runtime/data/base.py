@@ -17,7 +17,7 @@ import torch
 
 from flowdsl.errors import DataError
 
-__all__ = ["Dataset", "format_shape", "check_shape", "to_levels", "as_dataset", "fixed_split"]
+__all__ = ["Dataset", "format_shape", "check_shape", "check_values", "to_levels", "as_dataset", "fixed_split"]
 
 Shape = tuple[int, ...]
 
@@ -90,6 +90,60 @@ def check_shape(name: str, data_shape: Shape, data_levels: int | None, input_sha
         )
 
 
+def check_values(name: str, array: np.ndarray, discrete: bool) -> None:
+    """Refuse values a flow cannot be trained on, naming the file: complex numbers (a cast to
+    float would drop the imaginary part), NaN or infinite values (also values beyond float32's
+    range, which become infinite), and constant data (the first layer's data-dependent scale divides
+    by the spread: real data with a constant dimension, or data of one value only, trains to
+    losses like 1e19). One example alone is not called constant."""
+    a = np.asarray(array)
+    if np.iscomplexobj(a):
+        raise DataError(
+            f"data {name!r} holds complex numbers ({a.dtype}); flows model real values: give the real and "
+            "imaginary parts as separate dimensions",
+            filename=str(name),
+        )
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise DataError(f"data {name!r} is not numeric (type {a.dtype})", filename=str(name))
+    if a.size == 0:
+        return
+    if np.issubdtype(a.dtype, np.floating):
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = np.argwhere(~finite)[0]
+            raise DataError(
+                f"data {name!r} holds NaN or infinite values (the first at example {int(bad[0])}, "
+                f"index {tuple(int(i) for i in bad[1:])}: {a[tuple(bad)]!r})",
+                filename=str(name),
+            )
+        big = float(np.abs(a).max())
+        if big > float(np.finfo(np.float32).max):
+            raise DataError(
+                f"data {name!r} holds values up to {big:g}, beyond float32's range (they would become infinite)",
+                filename=str(name),
+            )
+    if a.ndim < 2 or a.shape[0] < 2:
+        return
+    flat = a.reshape(a.shape[0], -1)
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    if (lo == hi).all():
+        same = f"every value is {float(lo[0]):g}" if (lo == lo[0]).all() else "every example is the same"
+        raise DataError(
+            f"data {name!r} is constant: {same} (all {a.shape[0]:,} examples); a flow cannot learn a density from it",
+            filename=str(name),
+        )
+    if not discrete:
+        const = np.flatnonzero(lo == hi)
+        if const.size:
+            shown = ", ".join(str(int(i)) for i in const[:5]) + (", ..." if const.size > 5 else "")
+            raise DataError(
+                f"data {name!r} has {const.size} constant dimension{'s' * (const.size > 1)} (index {shown}, "
+                f"value {float(lo[const[0]]):g}); real-valued data needs spread in every dimension "
+                "(drop the dimension, or add noise)",
+                filename=str(name),
+            )
+
+
 def to_levels(
     x: np.ndarray, data_levels: int, levels: int | None, name: str, notes: list[str]
 ) -> tuple[np.ndarray, int]:
@@ -133,6 +187,7 @@ def as_dataset(
     if array.shape[0] == 0:
         raise DataError(f"data {name!r} ({split} split) is empty", filename=str(name))
     check_shape(name, array.shape[1:], data_levels, input_shape, levels)
+    check_values(name, array, discrete=data_levels is not None)
     if data_levels is not None:
         array, data_levels = to_levels(array, data_levels, levels, name, notes)
     elif levels is not None:

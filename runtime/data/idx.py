@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from flowdsl.compiler.limits import LIMITS
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset
 
@@ -66,19 +68,31 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with _open(path) as f:
-            raw = f.read()
-    except OSError as e:  # includes gzip.BadGzipFile
+            # the header first: the size it promises is checked before the body is read (a .gz
+            # file may expand to anything), and no more than that is ever read
+            raw = f.read(4)
+            if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
+                raise DataError("not an IDX file (bad magic number)", filename=str(path))
+            dtype = np.dtype(_DTYPES[raw[2]])
+            ndim = raw[3]
+            head = 4 + 4 * ndim
+            raw += f.read(4 * ndim)
+            if len(raw) < head:
+                raise DataError("truncated IDX header", filename=str(path))
+            dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+            count = 1
+            for d in dims:
+                count *= d
+            need = head + count * dtype.itemsize
+            if need - head > LIMITS.max_data_bytes:
+                raise DataError(
+                    f"the IDX header promises {dims} of {dtype} ({need - head:,} bytes), above the limit of "
+                    f"{LIMITS.max_data_bytes:,} (FLOWDSL_MAX_DATA_BYTES)",
+                    filename=str(path),
+                )
+            raw += f.read(need - head)
+    except (OSError, EOFError, zlib.error) as e:  # includes gzip.BadGzipFile
         raise DataError(f"cannot read IDX file: {e}", filename=str(path)) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise DataError("not an IDX file (bad magic number)", filename=str(path))
-    dtype = np.dtype(_DTYPES[raw[2]])
-    ndim = raw[3]
-    head = 4 + 4 * ndim
-    if len(raw) < head:
-        raise DataError("truncated IDX header", filename=str(path))
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 1
-    need = head + count * dtype.itemsize
     if len(raw) < need:
         raise DataError(f"truncated IDX file: {len(raw)} bytes, the header promises {need}", filename=str(path))
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=head).reshape(dims)

@@ -13,11 +13,14 @@ already have the spec's height and width — they are not resized; a mismatch is
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from flowdsl.compiler.limits import LIMITS
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
@@ -37,22 +40,72 @@ def is_image_dir(directory: str | os.PathLike) -> bool:
     return d.is_dir() and any(True for _ in list_images(d)[:1])
 
 
-def _read_images(files: list[Path], root: Path, shape) -> tuple[np.ndarray, np.ndarray]:
+@contextlib.contextmanager
+def _open_header_only(image_module, path: Path):
+    """``PIL.Image.open`` without PIL's own decompression-bomb check (warning or error): the size
+    is checked here, from the header, against ``LIMITS.max_image_pixels`` before decoding."""
+    saved = image_module.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+        image_module.MAX_IMAGE_PIXELS = None
+        try:
+            im = image_module.open(path)
+        finally:
+            image_module.MAX_IMAGE_PIXELS = saved
+        with im:
+            yield im
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _read_images(files: list[Path], root: Path, shape, notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``files`` into (N, C, H, W) uint8. Every file's size is read from its header and
+    checked (the spec's height and width; at most ``LIMITS.max_image_pixels``) before it is
+    decoded; the whole set is checked against ``LIMITS.max_data_bytes`` before allocating.
+    Colour conversions are announced in ``notes``."""
     from PIL import Image, UnidentifiedImageError
 
     c, h, w = shape
     if c not in (1, 3):
         raise DataError(f"image folders give 1 or 3 channels, the spec's input has {c}", filename=str(root))
+    need = len(files) * c * h * w * 5  # the uint8 images and their float32 copy
+    if need > LIMITS.max_data_bytes:
+        raise DataError(
+            f"{len(files):,} images of {format_shape(shape)} would take {need:,} bytes in memory, above the limit "
+            f"of {LIMITS.max_data_bytes:,} (FLOWDSL_MAX_DATA_BYTES)",
+            filename=str(root),
+        )
     out = np.empty((len(files), c, h, w), dtype=np.uint8)
+    converted: dict[str, int] = {}
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     cls_index = {n: i for i, n in enumerate(classes)}
     labels = np.full(len(files), -1, dtype=np.int64)
     for i, p in enumerate(files):
         try:
-            with Image.open(p) as im:
-                im = im.convert("L" if c == 1 else "RGB")
+            with _open_header_only(Image, p) as im:  # reads the header only; decoding happens in convert()
+                iw, ih = im.size
+                if iw * ih > LIMITS.max_image_pixels:
+                    raise DataError(
+                        f"image of {iw}×{ih} pixels is above the limit of {LIMITS.max_image_pixels:,} pixels "
+                        "(FLOWDSL_MAX_IMAGE_PIXELS); it was not decoded",
+                        filename=str(p),
+                    )
+                if (ih, iw) != (h, w):
+                    raise DataError(
+                        f"image of shape {format_shape((c, ih, iw))} but the spec's input is {format_shape(shape)} "
+                        "(images are not resized)",
+                        filename=str(p),
+                    )
+                mode = im.mode
+                want = "L" if c == 1 else "RGB"
+                grey = mode in _GREY_MODES
+                if (c == 1 and not grey) or (c == 3 and grey):
+                    converted[f"{mode} → {want}"] = converted.get(f"{mode} → {want}", 0) + 1
+                im = im.convert(want)
                 a = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as e:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError, EOFError) as e:
+            # PIL reports broken chunks as SyntaxError, truncated ones as OSError or EOFError
             raise DataError(f"cannot read image: {e}", filename=str(p)) from None
         if a.shape[:2] != (h, w):
             raise DataError(
@@ -64,6 +117,12 @@ def _read_images(files: list[Path], root: Path, shape) -> tuple[np.ndarray, np.n
         parts = p.relative_to(root).parts
         if len(parts) > 1:
             labels[i] = cls_index[parts[0]]
+    if notes is not None:
+        for what, k in sorted(converted.items()):
+            how = "to grey (PIL's ITU-R 601-2 luma)" if what.endswith("L") else "to RGB (grey repeated)"
+            notes.append(
+                f"converted {k} of {len(files)} images {how}: {what}, for the spec's {c} channel{'s' * (c > 1)}"
+            )
     return out, labels
 
 
@@ -78,20 +137,22 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
     if (root / "train").is_dir() and (root / "test").is_dir():
         sub = root / ("train" if split == "train" else "test")
         files = list_images(sub)
-        x, labels = _read_images(files, sub, shape) if files else (None, None)
-        note = f"images in {sub}"
+        notes: list[str] = []
+        x, labels = _read_images(files, sub, shape, notes) if files else (None, None)
+        notes.insert(0, f"images in {sub}")
     else:
         files = list_images(root)
         tr, te = fixed_split(len(files), test_fraction=0.1, seed=0)
         files = [files[i] for i in (tr if split == "train" else te)]
-        x, labels = _read_images(files, root, shape) if files else (None, None)
-        note = f"{split} split of the images in {root} (fixed PCG64(0) permutation, 10% test)"
+        notes = []
+        x, labels = _read_images(files, root, shape, notes) if files else (None, None)
+        notes.insert(0, f"{split} split of the images in {root} (fixed PCG64(0) permutation, 10% test)")
     if not files:
         raise DataError(f"no PNG/JPEG images for the {split} split", filename=str(root))
     if labels is not None and (labels < 0).any():
         labels = None
     return as_dataset(
-        str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=[note]
+        str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=notes
     )
 
 

@@ -56,6 +56,29 @@ def load_dataset(
     n: int | None = None,
     base_dir: str | os.PathLike | None = None,
 ) -> Dataset:
+    """See :func:`_load_dataset` (the same arguments). File-system errors on the way (a folder
+    that cannot be listed, a name too long, a NUL in the path) are :class:`DataError` too."""
+    where = os.fspath(name_or_path)
+    try:
+        return _load_dataset(name_or_path, input_shape, levels, split, seed, n=n, base_dir=base_dir)
+    except OSError as e:
+        raise DataError(f"cannot read data: {e.strerror or e}", filename=str(e.filename or where)) from None
+    except ValueError as e:
+        if "null" not in str(e):
+            raise
+        raise DataError(f"cannot read data: {e}", filename=where.replace("\x00", "\\x00")) from None
+
+
+def _load_dataset(
+    name_or_path: str | os.PathLike,
+    input_shape,
+    levels: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    *,
+    n: int | None = None,
+    base_dir: str | os.PathLike | None = None,
+) -> Dataset:
     """Load ``split`` (``"train"`` or ``"test"``) of a data set for a spec input.
 
     Args:
@@ -106,15 +129,37 @@ def load_dataset(
 
 
 def load_for_spec(
-    spec: Any, data: str | None = None, split: str = "train", seed: int | None = None, n: int | None = None
+    spec: Any, data: Any = None, split: str = "train", seed: int | None = None, n: int | None = None
 ) -> Dataset:
-    """:func:`load_dataset` for a parsed spec: its ``input``, its ``train(data=…)`` unless ``data``."""
-    name = data or getattr(getattr(spec, "train", None), "data", None)
+    """:func:`load_dataset` for a parsed spec: its ``input``, its ``train(data=…)`` unless ``data``.
+
+    ``data`` may also be in-memory arrays (a numpy array, a torch tensor, or a dict of them:
+    :func:`flowdsl.runtime.data.arrays.load_in_memory`)."""
+    from flowdsl.runtime.data.arrays import in_memory_arrays, load_in_memory, remembered
+
+    inp = spec.input
+    label = data if isinstance(data, str) and data.startswith("<array ") else "<array>"
+    if remembered(data) is not None:  # a label of remember_arrays: the arrays a Python caller gave
+        data = remembered(data)
+    elif isinstance(data, str) and data.startswith("<array "):
+        raise DataError(
+            "in-memory data is gone (a run trained on an array resumes only with the array given again)",
+            filename=label,
+        )
+    if in_memory_arrays(data) is not None:
+        levels = getattr(inp, "levels", None) if getattr(inp, "kind", "image") == "image" else None
+        return load_in_memory(data, tuple(inp.shape), levels, split, name=label)
+    if data is not None and not isinstance(data, (str, os.PathLike)):
+        raise DataError(
+            f"data must be a data set name, a path, or an array (numpy or torch), not {type(data).__name__}",
+            filename="data",
+        )
+    name = os.fspath(data) if data is not None and os.fspath(data) else None
+    name = name or getattr(getattr(spec, "train", None), "data", None)
     if not name:
         raise DataError(
             "no data: give --data or train(data=...) in the spec", filename=getattr(spec, "filename", "<string>")
         )
-    inp = spec.input
     levels = getattr(inp, "levels", None) if getattr(inp, "kind", "image") == "image" else None
     if seed is None:
         seed = int(getattr(getattr(spec, "train", None), "seed", 0) or 0)

@@ -181,6 +181,7 @@ def train(
     :func:`flowdsl.runtime.training.loop.train_mle`; for ``fdrl`` also the FDRL settings).
     Returns the run's summary.
     """
+    from flowdsl.runtime.data.arrays import remember_arrays
     from flowdsl.runtime.training.models import ModelFactory, as_spec
     from flowdsl.runtime.training.run_folder import spec_of_run_folder
 
@@ -189,6 +190,7 @@ def train(
         spec, out = found
     spec = as_spec(spec, options.get("factory") or ModelFactory())
     rt = get_objective_runtime(_objective_name(spec), spec)
+    data = remember_arrays(data)  # in-memory arrays (numpy, torch) travel as a label the run can store
     return rt.train(spec, data, steps, out, resume, overwrite=overwrite, quiet=quiet, **options)
 
 
@@ -203,6 +205,15 @@ def sample(
 ) -> dict[str, Any]:
     """Sample a trained run (folder or checkpoint) by the objective of its spec; writes ``out``
     and returns ``{"path", "n", "step", "spec", "message", ...}``."""
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ResourceLimitError(f"n must be a whole number ≥ 1, got {n!r}", filename="sample")
+    if n > LIMITS.max_samples:  # checked before the run is even read
+        raise ResourceLimitError(
+            f"n {n:,} is above the limit of {LIMITS.max_samples:,} samples (FLOWDSL_MAX_SAMPLES)", filename="sample"
+        )
     name, spec = run_objective(run, options.get("factory"))
     return get_objective_runtime(name, spec).sample(run, n, out=out, seed=seed, data=data, **options)
 

@@ -205,10 +205,13 @@ def train_mle(
             the step (and the first non-finite layer) and the last good checkpoint.
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` of the current step is written.
     """
+    from flowdsl.runtime.data.arrays import remember_arrays
+
     # --max-time bounds everything from here on (from the process start for the flowdsl command)
     t_start = command_start_time() or time.time()
     factory = factory or ModelFactory()
     spec = as_spec(spec, factory)
+    data = remember_arrays(data)  # numpy arrays / tensors: a label the run's config can store
     info = init_from_env(resolve_device(device if device is not None else "auto"))
     prev_threads = torch.get_num_threads()
     import signal
@@ -259,6 +262,10 @@ def _train(
         cfg = resolve_config(stored=ckpt.get("config") or {}, data=data, steps=steps, **overrides)
     else:
         cfg = resolve_config(spec, data=data, steps=steps, **overrides)
+    from flowdsl.compiler.passes.check import check_run_sizes
+
+    # flags and keyword arguments against the limits and the activation estimate, before allocating
+    check_run_sizes(spec.graph, batch=cfg.batch, test_batch=cfg.test_batch, threads=cfg.threads)
     if cfg.invertible_memory:
         require_one_process(info.world, "train")
         if cfg.precision != "32":  # the recomputing backward would rerun the nets in float32

@@ -76,6 +76,12 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
     n_test_eval = min(len(test), cfg.eval_max) if cfg.eval_max else len(test)
     val_eval_x = val_x[: cfg.eval_max] if val_x is not None and cfg.eval_max else val_x
     test_x = dequantize(test.x, levels, mode, _gen("eval-noise", "test"))
+    notes = list(full.notes)
+    if cfg.batch > len(train_ds):  # announced: the batch stream then repeats examples within a batch
+        notes.append(
+            f"batch {cfg.batch} is larger than the {len(train_ds)} training examples: every batch holds "
+            f"examples more than once (about {cfg.batch / len(train_ds):.1f} passes over the data per step)"
+        )
     return RunData(
         train=train_ds,
         val=val_ds,
@@ -87,5 +93,5 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
         val_eval_x=val_eval_x,
         test_x=test_x,
         test_eval_x=test_x[:n_test_eval],
-        notes=full.notes,
+        notes=notes,
     )
