@@ -21,6 +21,7 @@ from flowdsl.errors import Span
 from flowdsl.lsp import catalog
 from flowdsl.lsp.analysis import Analysis, StmtAt
 from flowdsl.lsp.convert import span_range
+from flowdsl.wording import plural
 
 __all__ = ["hover", "word_at", "block_signature", "source_text"]
 
@@ -184,7 +185,7 @@ def hover(an: Analysis, line0: int, col0: int) -> T.Hover | None:
         if b is not None and (isinstance(st, S.Call) or b.name_span.line == line):
             n_calls = sum(1 for s in an.calls() if s.stmt.name == word)
             md = [f"```flowdsl\n{block_signature(an, b)}\n```"]
-            md.append(f"defined on line {b.name_span.line}; {n_calls} call(s)")
+            md.append(f"defined on line {b.name_span.line}; {plural(n_calls, 'call')}")
         elif isinstance(st, S.Call) and catalog.layer_args(st.name) is not None:
             md = _layer_md(an, st.name, at)
         elif isinstance(st, S.PriorStmt) and catalog.prior_args(st.name) is not None:

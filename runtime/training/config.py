@@ -130,26 +130,8 @@ class TrainConfig:
             problems.append(f"invertible_memory must be true or false, got {self.invertible_memory!r}")
         if self.precision not in ("32", "bf16-mixed"):
             problems.append(f"precision must be 32 or bf16-mixed, got {self.precision!r}")
-        problems += _range_problems(self)
         if problems:
             raise DataError("invalid training settings: " + "; ".join(dict.fromkeys(problems)), filename="train")
-
-
-def _range_problems(cfg: "TrainConfig") -> list[str]:
-    """The resource limits of values that reach the config by keyword or stored settings (the
-    flags check them too): threads ≤ LIMITS.max_threads, batches ≤ LIMITS.max_batch."""
-    from flowdsl.compiler.limits import LIMITS
-
-    out = []
-    for k, most, env in (
-        ("threads", LIMITS.max_threads, "FLOWDSL_MAX_THREADS"),
-        ("batch", LIMITS.max_batch, "FLOWDSL_MAX_BATCH"),
-        ("test_batch", LIMITS.max_batch, "FLOWDSL_MAX_BATCH"),
-    ):
-        v = getattr(cfg, k)
-        if isinstance(v, int) and not isinstance(v, bool) and v > most:
-            out.append(f"{k} must be at most {most:,} ({env}), got {v:,}")
-    return out
 
 
 def resolve_config(spec: Any = None, stored: dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:

@@ -28,7 +28,6 @@ from flowdsl.runtime.training.config import resolve_config
         ("warmup", -1),
         ("seed", -1),
         ("sample_n", -1),
-        ("threads", 100_000),
     ],
 )
 def test_bad_setting_is_refused(key, value):
