@@ -134,7 +134,7 @@ def test_hover_follows_a_parameter_through_blocks():
     assert "16 — line 5 in block outer ← $w at line 11, the default" in h
     assert "8 — line 12, the default" in h
     sig = hover(an, 9, lines[9].index("outer") + 1).contents.value
-    assert "block outer(w=16)" in sig and "2 call(s)" in sig
+    assert "block outer(w=16)" in sig and "2 calls" in sig
 
 
 def test_hover_on_prior_and_objective_and_nothing():
