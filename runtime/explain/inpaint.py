@@ -24,6 +24,7 @@ from flowdsl.runtime.explain.latents import latent_levels, randomise_parameters
 
 __all__ = ["touched_latents", "InpaintResult", "inpaint"]
 
+
 def touched_latents(model: nn.Module, mask: Tensor) -> Tensor:
     """Bool tensor of the input shape: the latents whose generation cone meets ``mask``.
 

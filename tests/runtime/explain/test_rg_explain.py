@@ -130,7 +130,7 @@ class _ProbeOnly(nn.Module):
 
 def test_inpaint_benchmark_table():
     table, rows = inpaint_benchmark(sizes=(8, 16, 32), hole=4, steps=2)
-    assert table.count("\n| ") == 3 and "touched (cone)" in table
+    assert table.count("\n| ") == 3 and "touched latents (cone)" in table and "ratio full / cone" in table
     touched = [r["cone"]["n_free"] for r in rows]
     assert [r["all"]["n_free"] for r in rows] == [64, 256, 1024]
     assert touched[2] - touched[1] == touched[1] - touched[0]  # constant per extra level: O(log L)
