@@ -117,30 +117,40 @@ def _cmd_mix(model, args) -> None:
 
 
 def _cmd_inpaint(model, args) -> None:
-    from flowdsl.runtime.explain.inpaint import inpaint
+    from flowdsl.runtime.explain.inpaint import hole_visibility, inpaint
     from flowdsl.runtime.explain.latents import latent_levels
     from flowdsl.runtime.explain.plots import plot_inpainting
 
     levels = latent_levels(model)
     C, Hh, W = levels.shape
-    x, what = _images(model, 1, args.data, args.seed)
     hole = args.hole or max(1, W // 4)
     mask = torch.zeros(Hh, W, dtype=torch.bool)
     c0, c1 = Hh // 2 - hole // 2, W // 2 - hole // 2
     mask[c0 : c0 + hole, c1 : c1 + hole] = True
+    xs, what = _images(model, args.candidates, args.data, args.seed)
+    vis = hole_visibility(xs, mask)
+    pick = int(torch.argmax(vis))  # an image whose hole shows: not a flat patch
+    x = xs[pick : pick + 1]
     results = {}
     for region in ("cone", "all"):
         results[region] = inpaint(
-            model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed
+            model, x[0], mask, steps=args.steps, region=region, method=args.method, seed=args.seed, context=args.context
         )
     out = plot_inpainting(x[0], mask, results, levels, args.output or "inpaint.png")
     lv = levels
     cone = results["cone"].free
     per_level = [int((cone & (lv == h)).sum()) for h in range(int(lv.max()) + 1)]
-    print(f"inpainting a {hole}×{hole} hole in {what}, {args.steps} {args.method} steps:")
+    print(
+        f"inpainting a {hole}×{hole} hole in image {pick} of {what} (the most visible hole: RMS "
+        f"{float(vis[pick]):.3f} from the fill, median {float(vis.median()):.3f}), {args.steps} {args.method} steps:"
+    )
     for name, r in results.items():
         err = float(((r.x - x)[0][:, mask] ** 2).mean().sqrt())
-        print(f"  {name:>4}: {r.n_free:>6} free latents, {r.seconds:6.2f} s, hole RMSE {err:.4f}")
+        how = "cone generator" if r.incremental else "whole generator"
+        print(
+            f"  {name:>4}: {r.n_free:>6} free latents, {r.ms_per_step:7.2f} ms/step ({how}, {r.patches_per_step} "
+            f"patches/step), hole RMSE {err:.4f}"
+        )
     print(f"  touched latents per level (fine→coarse): {per_level}")
     print(f"wrote {out}")
 
@@ -332,6 +342,9 @@ def register(subparsers) -> None:
     e.add_argument("--pairs", type=int, default=3, help="image pairs / draws in the mixing grid")
     e.add_argument("--t-high", type=float, default=0.8)
     e.add_argument("--t-low", type=float, default=0.2)
+    e.add_argument(
+        "--candidates", type=positive_int(4096), default=16, help="inpaint: images to pick the most visible hole from"
+    )
     e.add_argument("--hole", type=int, default=None, help="hole side in pixels (default L/4; benchmark: 4)")
     e.add_argument("--steps", type=int, default=100, help="inpainting optimisation steps")
     e.add_argument("--method", choices=["map", "langevin"], default="map")

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from flowdsl.runtime.explain.cone import only_rg_mixes_positions
 from flowdsl.runtime.explain.latents import latent_levels, randomise_parameters
 
-__all__ = ["touched_latents", "InpaintResult", "inpaint"]
+__all__ = ["touched_latents", "hole_visibility", "InpaintResult", "inpaint"]
 
 
 def touched_latents(model: nn.Module, mask: Tensor) -> Tensor:
@@ -51,6 +51,22 @@ def touched_latents(model: nn.Module, mask: Tensor) -> Tensor:
         x = probe.inverse(z)
         (g,) = torch.autograd.grad((x * w * m.to(x)).sum(), z)
     return g[0].abs() > 0
+
+
+def hole_visibility(x: Tensor, mask: Tensor) -> Tensor:
+    """(N,): how visible a hole is in each image: RMS over the hole of x − (mean of the known pixels).
+
+    x (N, C, H, W), mask (H, W) or (C, H, W) bool. 0 when the hole's content equals the fill
+    (a flat region: erasing it changes nothing and a picture shows nothing); pictures pick the
+    image with the largest value.
+    """
+    N, C, H, W = x.shape
+    m = mask.to(torch.bool).to(x.device)
+    m = m.unsqueeze(0).expand(C, H, W) if m.dim() == 2 else m
+    known = (~m).to(x.dtype)
+    fill = (x * known).sum(dim=(1, 2, 3)) / known.sum().clamp_min(1)
+    d = (x - fill.view(N, 1, 1, 1)) * m.to(x.dtype)
+    return (d.pow(2).sum(dim=(1, 2, 3)) / m.sum().clamp_min(1)).sqrt()
 
 
 @dataclass

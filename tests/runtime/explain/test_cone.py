@@ -164,3 +164,42 @@ def test_cone_generator_rejects_bad_input():
         ConeGenerator(m, torch.zeros(8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="region"):
         inpaint(m, torch.rand(1, 8, 8), torch.ones(8, 8, dtype=torch.bool), steps=1, region="some")
+
+
+# --------------------------------------------------------------------------------------------
+# the --inpaint picture: an image whose hole shows, and a legend for the level colours
+def test_picture_picks_a_visible_hole():
+    from flowdsl.runtime.explain.inpaint import hole_visibility
+
+    L = 8
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    mask[3:5, 3:5] = True
+    flat = torch.full((1, L, L), 0.3)  # the hole equals the fill: invisible
+    edge = torch.full((1, L, L), 0.3)
+    edge[:, 3:5, 4:] = 0.9  # an edge runs through the hole
+    dark = torch.full((1, L, L), 0.3)
+    dark[:, 4, 4] = 0.0
+    vis = hole_visibility(torch.stack([flat, dark, edge]), mask)
+    assert float(vis[0]) == 0.0 and int(torch.argmax(vis)) == 2
+    known = ~mask
+    fill = edge[0][known].mean()
+    assert torch.isclose(vis[2], ((edge[0][mask] - fill) ** 2).mean().sqrt())
+
+
+def test_inpaint_picture_has_a_level_colour_bar(tmp_path, monkeypatch):
+    from flowdsl.runtime.explain import plots
+
+    figs = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: (figs.append(fig), save(plt, fig, path))[1])
+    m = _model(8, 2, std=0.05, dtype=torch.float32)
+    x = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[3:5, 3:5] = True
+    res = {r: inpaint(m, x, mask, steps=2, region=r) for r in ("cone", "all")}
+    plots.plot_inpainting(x, mask, res, m.latent_scales(), tmp_path / "p.png")
+    (fig,) = figs
+    bars = [a for a in fig.axes if a.get_ylabel().startswith("RG level")]
+    assert len(bars) == 1
+    assert [int(round(t)) for t in bars[0].get_yticks()] == [0, 1, 2]  # one tick per level (3 for L=8, K=2)
+    assert (tmp_path / "p.png").stat().st_size > 5000
