@@ -203,3 +203,15 @@ def test_inpaint_picture_has_a_level_colour_bar(tmp_path, monkeypatch):
     assert len(bars) == 1
     assert [int(round(t)) for t in bars[0].get_yticks()] == [0, 1, 2]  # one tick per level (3 for L=8, K=2)
     assert (tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_cone_generation_compiles_without_graph_breaks():
+    L = 8
+    m = _model(L, 4, C=2, dtype=torch.float32)
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    mask[1:3, 5:6] = True
+    gen = ConeGenerator(m, mask)
+    z = torch.randn(2, 2, L, L, generator=torch.Generator().manual_seed(1))
+    step = torch.compile(lambda zf, z: gen.generate(zf, z), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert torch.allclose(step(gen.gather(z), z), gen.window(m.inverse(z)), atol=1e-5)
