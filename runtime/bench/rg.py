@@ -2,7 +2,7 @@
 
     quick_fit(model, steps)            a few MLE steps on the spec's data (for pictures and benchmarks)
     rg_spec_text(L)                    a small RG-Flow spec for an L×L image
-    inpaint_benchmark()                touched latents and time vs L for a fixed hole (markdown)
+    inpaint_benchmark()                ms/step of cone vs full-image inpainting vs L, fixed hole (markdown)
 
 ``flowdsl explain --inpaint-benchmark`` and ``flowdsl bench`` (section ``rg``) run the benchmark;
 ``benchmarks/rg.md`` explains its columns.

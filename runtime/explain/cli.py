@@ -3,7 +3,7 @@
     flowdsl explain SPEC_OR_CKPT --receptive-fields -o rf.png     one RF map per level
     flowdsl explain SPEC_OR_CKPT --mix -o mix.png                 scale and temperature mixing
     flowdsl explain SPEC_OR_CKPT --inpaint -o inpaint.png         O(log L) inpainting vs all latents
-    flowdsl explain --inpaint-benchmark -o benchmarks/rg.md       touched latents and time vs L
+    flowdsl explain --inpaint-benchmark -o benchmarks/rg.md       ms/step, cone-only vs full image, vs L
 
 SPEC_OR_CKPT is a ``.flow`` file (optionally with ``--checkpoint``) or a checkpoint written by
 ``flowdsl train``. An untrained spec is the identity up to constant scales, so its receptive

@@ -35,6 +35,10 @@ Each level has its own parameters (the compiler builds one body ``Chain`` per in
 is the identity at every level (e.g. ``rg { decimator { ... } }`` is the tree-structured flow
 without disentanglers).
 
+Incremental generation (inpainting): :meth:`RGFlow.cone_inverse` regenerates only the patches in
+the causal cone of a pixel set (:mod:`flowdsl.runtime.layers._rg_cone`), O(log L) patches for a
+hole of fixed size, from the latents that cone touches.
+
 Export: only ``index_select`` (ONNX Gather), ``reshape`` and ``cat``; dynamic batch (every
 reshape uses −1 for the batch); no in-place writes, no ``.item()``; ``torch.compile`` captures
 it with ``fullgraph=True``.
