@@ -219,6 +219,14 @@ def _benchmark_markdown(table: str, rows: list[dict], cmd: str, args) -> str:
             "given generic random weights (N(0, 0.05²) added to every parameter); the ground truth is a model "
             "sample at T=0.7 (the timings do not depend on the weights)"
         )
+    rmse_note = (
+        ""
+        if args.fit
+        else (
+            " With random weights the model is no image model, so neither completion beats the mean\n"
+            "  fill by much: these columns show only that the two variants complete the hole alike."
+        )
+    )
     summary = ""
     if len(rows) >= 2:
         touched = [float(r["cone"]["n_free"]) for r in rows]
@@ -280,7 +288,7 @@ Reading the table:
 * **hole RMSE** compares each completion with the ground truth; **RMSE cone vs full (hole)**
   compares the two completions; **hole RMSE mean-fill** is the trivial baseline. The cone's data
   term sees only the known pixels of its window, the full one every known pixel; the completion
-  of the hole depends only on z_T in both.
+  of the hole depends only on z_T in both.{rmse_note}
 """
 
 
