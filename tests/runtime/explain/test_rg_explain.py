@@ -134,6 +134,11 @@ def test_inpaint_benchmark_table():
     touched = [r["cone"]["n_free"] for r in rows]
     assert [r["all"]["n_free"] for r in rows] == [64, 256, 1024]
     assert touched[2] - touched[1] == touched[1] - touched[0]  # constant per extra level: O(log L)
+    cone = [r["cone"]["patches"] for r in rows]
+    assert [r["all"]["patches"] for r in rows] == [10, 42, 170]  # Σ_h 2·(L/(4·2^h))²
+    assert cone[2] - cone[1] == cone[1] - cone[0] and cone[2] < 170 // 2  # O(log L) patches per step
+    assert all(r["cone"]["incremental"] and not r["all"]["incremental"] for r in rows)
+    assert all(r["max_diff"] < 1e-4 and r["ratio"] > 0 for r in rows)
     print("\n" + table)
 
 
