@@ -2,7 +2,7 @@
 
     quick_fit(model, steps)            a few MLE steps on the spec's data (for pictures and benchmarks)
     rg_spec_text(L)                    a small RG-Flow spec for an L×L image
-    inpaint_benchmark()                touched latents and time vs L for a fixed hole (markdown)
+    inpaint_benchmark()                ms/step of cone vs full-image inpainting vs L, fixed hole (markdown)
 
 ``flowdsl explain --inpaint-benchmark`` and ``flowdsl bench`` (section ``rg``) run the benchmark;
 ``benchmarks/rg.md`` explains its columns.
@@ -90,22 +90,27 @@ def inpaint_benchmark(
     seed: int = 0,
     repeats: int = 1,
     verbose: bool = False,
+    depth: int = 1,
 ) -> tuple[str, list[dict]]:
-    """How the touched latents and the time grow with L for a fixed hole; cone vs all latents.
+    """Time per inpainting step vs L for a fixed hole: cone (incremental) against full-image.
 
-    For each L an RG-Flow is compiled from :func:`rg_spec_text`. With ``fit_steps`` > 0 it is
-    trained for that many MLE steps on ``data`` (natural-image crops by default) and the ground
-    truth is a held-out crop; otherwise its weights are randomised and the ground truth is a
-    model sample at T = 0.7. A hole×hole square at the centre is erased, then :func:`inpaint`
-    (MAP, ``steps`` Adam steps) runs once over the touched latents and once over all latents.
-    The optimisation is deterministic; with ``repeats`` > 1 it is timed that many times and the
-    fastest run is reported (the machines are shared). Returns (markdown table, rows).
+    For each L an RG-Flow is compiled from :func:`rg_spec_text` (``hidden``, ``depth``). With
+    ``fit_steps`` > 0 it is trained for that many MLE steps on ``data`` and the ground truth is a
+    held-out crop; otherwise its weights are randomised and the ground truth is a model sample at
+    T = 0.7. A hole×hole square at the centre is erased, then :func:`inpaint` (MAP, ``steps`` Adam
+    steps) runs over the touched latents with the cone generator (only the hole's causal cone is
+    regenerated per step) and over all latents with the whole generator (full-image inpainting).
+    The two are timed alternately ``repeats`` times (CPU time of the process, the order swapped
+    every repeat, so both see the same machine load) and the fastest run of each is kept.
+    Returns (markdown table, rows).
     """
     import flowdsl
+    from flowdsl.runtime.explain.cone import ConeGenerator
 
     rows = []
     for L in sizes:
-        model = flowdsl.compile(flowdsl.parse(rg_spec_text(L, kernel, channels, hidden, data=data)), seed=seed)
+        spec = rg_spec_text(L, kernel, channels, hidden, depth=depth, data=data)
+        model = flowdsl.compile(flowdsl.parse(spec), seed=seed)
         row: dict = {"L": L, "latents": channels * L * L}
         if fit_steps > 0:
             t0 = time.perf_counter()
@@ -128,43 +133,53 @@ def inpaint_benchmark(
         row["levels"] = int(levels.max()) + 1
         fill = truth[0][:, ~mask].mean()
         row["mean_fill_rmse"] = float(((truth[0][:, mask] - fill) ** 2).mean().sqrt())
+        runs: dict[str, list] = {"cone": [], "all": []}
+        for r in range(max(1, repeats)):
+            for region in ("cone", "all") if r % 2 == 0 else ("all", "cone"):
+                runs[region].append(inpaint(model, truth, mask, steps=steps, lr=0.05, region=region, seed=seed))
         for region in ("cone", "all"):
-            runs = [
-                inpaint(model, truth, mask, steps=steps, lr=0.05, region=region, seed=seed)
-                for _ in range(max(1, repeats))
-            ]
-            res = min(runs, key=lambda r: r.cpu_seconds)
-            hole_err = float(((res.x - truth)[0][:, mask] ** 2).mean().sqrt())
-            known_err = float(((res.raw - truth)[0][:, ~mask] ** 2).mean().sqrt())
+            res = min(runs[region], key=lambda r: r.cpu_seconds)
             row[region] = {
                 "n_free": res.n_free,
                 "seconds": res.cpu_seconds,
                 "wall": res.seconds,
-                "hole_rmse": hole_err,
-                "known_rmse": known_err,
+                "ms_per_step": res.ms_per_step,
+                "patches": res.patches_per_step,
+                "incremental": res.incremental,
+                "hole_rmse": float(((res.x - truth)[0][:, mask] ** 2).mean().sqrt()),
+                "known_rmse": float(((res.raw - truth)[0][:, ~mask] ** 2).mean().sqrt()),
                 "x": res.x,
+                "z": res.z,
             }
             if region == "cone":
                 row["per_level"] = [int((res.free[0] & (levels == h)).sum()) * channels for h in range(row["levels"])]
+        gen = ConeGenerator(model, mask)
+        row["window"] = int(gen.pixels.numel())
+        with torch.no_grad():  # the incremental generator against the whole one at the cone's optimum
+            z = row["cone"]["z"]
+            row["max_diff"] = float((gen.generate(gen.gather(z), z) - gen.window(model.inverse(z))).abs().max())
+        row["ratio"] = row["all"]["ms_per_step"] / row["cone"]["ms_per_step"]
         row["cone_vs_all"] = float(((row["cone"]["x"] - row["all"]["x"])[0][:, mask] ** 2).mean().sqrt())
         for region in ("cone", "all"):
-            del row[region]["x"]
+            del row[region]["x"], row[region]["z"]
         rows.append(row)
         if verbose:
             fit = f", fit {row['fit_seconds']:.0f} s to {row['fit_bpd']:.2f} bits/dim" if fit_steps > 0 else ""
             print(
-                f"L={L}: touched {row['cone']['n_free']} / {row['latents']} "
-                f"({row['cone']['seconds']:.2f} s vs {row['all']['seconds']:.2f} s{fit})",
+                f"L={L}: touched {row['cone']['n_free']} / {row['latents']}, patches {row['cone']['patches']} / "
+                f"{row['all']['patches']}: {row['cone']['ms_per_step']:.2f} ms/step vs "
+                f"{row['all']['ms_per_step']:.2f} ms/step (×{row['ratio']:.2f}){fit}",
                 flush=True,
             )
     fit_cols = fit_steps > 0
     head = (
-        f"| L | levels | latents | touched (cone) | per level (fine→coarse) | touched / log2 L | "
-        f"CPU time cone (s, {steps} steps) | CPU time all (s, {steps} steps) "
-        "| hole RMSE cone | hole RMSE all | RMSE cone vs all (hole) | hole RMSE mean-fill | "
-        "known-pixel RMSE cone | known-pixel RMSE all |"
+        "| L | levels | latents | touched latents (cone) | per level (fine→coarse) "
+        "| patches recomputed per step (cone) | patches per step (full) | window pixels "
+        "| ms/step cone | ms/step full | ratio full / cone "
+        "| ms/step cone per 100 touched | max abs diff cone vs full generator (window) "
+        "| hole RMSE cone | hole RMSE full | RMSE cone vs full (hole) | hole RMSE mean-fill |"
         + (" model bits/dim |" if fit_cols else "")
-        + "\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + "\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         + ("---:|" if fit_cols else "")
         + "\n"
     )
@@ -173,8 +188,9 @@ def inpaint_benchmark(
         cone, al = r["cone"], r["all"]
         lines.append(
             f"| {r['L']} | {r['levels']} | {r['latents']} | {cone['n_free']} | {', '.join(map(str, r['per_level']))} "
-            f"| {cone['n_free'] / math.log2(r['L']):.1f} | {cone['seconds']:.2f} | {al['seconds']:.2f} "
-            f"| {cone['hole_rmse']:.3f} | {al['hole_rmse']:.3f} | {r['cone_vs_all']:.3f} | {r['mean_fill_rmse']:.3f} "
-            f"| {cone['known_rmse']:.4f} | {al['known_rmse']:.4f} |" + (f" {r['fit_bpd']:.2f} |" if fit_cols else "")
+            f"| {cone['patches']} | {al['patches']} | {r['window']} | {cone['ms_per_step']:.2f} "
+            f"| {al['ms_per_step']:.2f} | {r['ratio']:.2f} | {100 * cone['ms_per_step'] / cone['n_free']:.2f} "
+            f"| {r['max_diff']:.1e} | {cone['hole_rmse']:.3f} | {al['hole_rmse']:.3f} | {r['cone_vs_all']:.3f} "
+            f"| {r['mean_fill_rmse']:.3f} |" + (f" {r['fit_bpd']:.2f} |" if fit_cols else "")
         )
     return head + "\n".join(lines) + "\n", rows

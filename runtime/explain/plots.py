@@ -134,17 +134,19 @@ def plot_mix_grid(
 def plot_inpainting(
     x: Tensor, mask: Tensor, results: dict[str, InpaintResult], levels: Tensor, path: str | Path
 ) -> str:
-    """Original, corrupted, the touched latents (coloured by level) and each completion."""
+    """Original, corrupted, the touched latents (coloured by level, with a colour bar) and each
+    completion (the hole outlined in red everywhere)."""
     plt = _plt()
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     n = 3 + len(results)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(2.7 * n + 0.6, 3.2), squeeze=False)
     ax = axes[0]
     m = mask.to(torch.bool).cpu()
     if m.dim() == 3:
         m = m.any(0)
     corrupted = x.detach().cpu().clone()
     corrupted[:, m] = 0.5
-    _outline(ax[1], m, "red", "-", 1.5)
     panels = [("original", x), ("corrupted", corrupted)]
     for a, (t, im) in zip(ax[:2], panels):
         arr = _to_img(im)
@@ -152,17 +154,27 @@ def plot_inpainting(
         a.set_title(t, fontsize=9)
     any_res = next(iter(results.values()))
     lv = levels[0].cpu().float() if levels.dim() == 3 else levels.cpu().float()
+    n_lv = int(lv.max()) + 1
     cone_free = results.get("cone", any_res).free
     cf = cone_free.any(0) if cone_free.dim() == 3 else cone_free
     shown = torch.where(cf, lv, torch.full_like(lv, float("nan")))
-    ax[2].imshow(shown.numpy(), cmap="viridis", vmin=0, vmax=float(lv.max()), interpolation="nearest")
-    _outline(ax[2], m, "red", "-", 1.5)
-    ax[2].set_title(f"touched latents: {results.get('cone', any_res).n_free}\n(colour = level)", fontsize=9)
+    cmap = ListedColormap(plt.get_cmap("viridis", n_lv)(range(n_lv)))
+    cmap.set_bad("white")
+    norm = BoundaryNorm([h - 0.5 for h in range(n_lv + 1)], n_lv)
+    im = ax[2].imshow(shown.numpy(), cmap=cmap, norm=norm, interpolation="nearest")
+    cb = fig.colorbar(im, ax=ax[2], fraction=0.046, pad=0.04, ticks=list(range(n_lv)))
+    cb.set_label("RG level of the latent (0 = finest)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    ax[2].set_title(
+        f"touched latents: {results.get('cone', any_res).n_free}\n(white: not touched; red: hole)", fontsize=9
+    )
     for a, (name, r) in zip(ax[3:], results.items()):
         arr = _to_img(r.x[0])
         a.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        a.set_title(f"{name}: {r.n_free} free latents\n{r.seconds:.2f} s", fontsize=9)
+        how = "cone only" if r.incremental else "whole G"
+        a.set_title(f"{name}: {r.n_free} free latents\n{r.ms_per_step:.1f} ms/step ({how})", fontsize=9)
     for a in ax:
+        _outline(a, m, "red", "-", 1.2)
         a.set_xticks([])
         a.set_yticks([])
     return _save(plt, fig, path)

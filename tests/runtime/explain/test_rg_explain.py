@@ -130,10 +130,15 @@ class _ProbeOnly(nn.Module):
 
 def test_inpaint_benchmark_table():
     table, rows = inpaint_benchmark(sizes=(8, 16, 32), hole=4, steps=2)
-    assert table.count("\n| ") == 3 and "touched (cone)" in table
+    assert table.count("\n| ") == 3 and "touched latents (cone)" in table and "ratio full / cone" in table
     touched = [r["cone"]["n_free"] for r in rows]
     assert [r["all"]["n_free"] for r in rows] == [64, 256, 1024]
     assert touched[2] - touched[1] == touched[1] - touched[0]  # constant per extra level: O(log L)
+    cone = [r["cone"]["patches"] for r in rows]
+    assert [r["all"]["patches"] for r in rows] == [10, 42, 170]  # Σ_h 2·(L/(4·2^h))²
+    assert cone[2] - cone[1] == cone[1] - cone[0] and cone[2] < 170 // 2  # O(log L) patches per step
+    assert all(r["cone"]["incremental"] and not r["all"]["incremental"] for r in rows)
+    assert all(r["max_diff"] < 1e-4 and r["ratio"] > 0 for r in rows)
     print("\n" + table)
 
 
