@@ -106,8 +106,8 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/priors/laplace.py",
-                "b = temperature * torch.exp(self.log_b.to(dtype))",
-                "b = temperature * torch.exp(self.log_b.to(dtype)) * math.sqrt(2.0)",
+                "b = temperature * torch.exp(self.log_b.to(v.dtype))",
+                "b = temperature * torch.exp(self.log_b.to(v.dtype)) * math.sqrt(2.0)",
             ),
         ),
         ("tests/runtime/priors/test_priors_reference.py",),
