@@ -162,8 +162,10 @@ def test_compiles_fullgraph_without_graph_breaks():
         assert torch.allclose(inv(z), fused.inverse(z), atol=1e-5)
 
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-@pytest.mark.parametrize("inp, layer", [SPLINE_SPECS[0], SPLINE_SPECS[4]])
+@pytest.mark.parametrize(
+    "inp, layer, exporter",
+    [(*SPLINE_SPECS[0], "torchscript"), (*SPLINE_SPECS[4], "torchscript"), (*SPLINE_SPECS[0], "dynamo")],
+)
 def test_onnx_forward_and_inverse_parity_including_tails(inp, layer, exporter, tmp_path):
     import onnxruntime as ort
 
@@ -183,6 +185,28 @@ def test_onnx_forward_and_inverse_parity_including_tails(inp, layer, exporter, t
     assert np.abs(oz - z.numpy()).max() <= 1e-4 * max(1.0, float(z.abs().max()))
     assert np.abs(old - ld.numpy()).max() <= 1e-4 * max(1.0, float(ld.abs().max()))
     assert np.abs(ox - xb.numpy()).max() <= 1e-4 * max(1.0, float(xb.abs().max()))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    which=st.sampled_from([0, 2, 4]),
+    magnitude=st.sampled_from([1e3, 1e6, 1e8]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_layer_with_extreme_parameters_stays_finite_both_ways(which, magnitude, dtype, seed):
+    """Every parameter of the spline coupling randomised to ±magnitude·N(0, 1); inputs in [−1e4, 1e4]."""
+    text = "flow t {\n  " + SPLINE_SPECS[which][0] + "\n  " + SPLINE_SPECS[which][1] + "\n}\n"
+    model = flowdsl.compile(flowdsl.parse(text)).to(dtype)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=F64).to(dtype) * magnitude)
+        x = ((torch.rand(16, *model.input_shape, generator=gen, dtype=F64) * 2 - 1) * 1e4).to(dtype)
+        x[:8] = x[:8] / 1e4 * 4  # half near the bound
+        z, ld = model(x)
+        back = model.inverse(x)
+    assert torch.isfinite(z).all() and torch.isfinite(ld).all() and torch.isfinite(back).all()
 
 
 def test_nonfinite_training_output_names_the_spline_layer():
