@@ -148,8 +148,21 @@ def test_layer_with_tails_fused_equals_unfused(inp, layer):
         assert ((fused.inverse(z) - model.inverse(z)).abs() / x.abs().clamp(min=1.0)).max() <= 1e-12
 
 
-def test_compiles_fullgraph_without_graph_breaks():
-    model, x = compiled(_spec(*SPLINE_SPECS[1]))
+@pytest.mark.parametrize("mask", ["channel", "checkerboard"])
+def test_layer_inputs_exactly_at_the_bound_and_far_outside(mask):
+    """No actnorm in front: the spline sees ±bound, ±1e4 and bin-edge-free random values directly."""
+    text = f"flow t {{\n  input vector(dim=6)\n  coupling(kind=spline, mask={mask}, hidden=8, bound=2.5)\n}}\n"
+    model, x = compiled(text, batch=6)
+    x = x * 4 - 1
+    x[2] = torch.tensor([2.5, 0.3, 1e4, -2.5, -1e4, -0.7], dtype=F64)  # mixed in one row
+    x[0] = torch.tensor([2.5, -2.5, 2.5, -2.5, 2.5, -2.5], dtype=F64)
+    x[1] = torch.tensor([1e4, -1e4, 1e4, -1e4, 1e4, -1e4], dtype=F64)
+    check_invertible(model, x, samples=6)
+
+
+@pytest.mark.parametrize("which", [1, 2])
+def test_compiles_fullgraph_without_graph_breaks(which):
+    model, x = compiled(_spec(*SPLINE_SPECS[which]))
     fused = model.fuse().float()
     x = x.float() * 6 - 3
     torch._dynamo.reset()
