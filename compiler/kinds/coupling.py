@@ -1,9 +1,14 @@
-"""``coupling(kind=affine|additive, hidden, net=conv|resnet|mlp, depth, mask=channel|checkerboard)``:
-RealNVP/Glow coupling, language side.
+"""``coupling(kind=affine|additive|spline, hidden, net=conv|resnet|mlp, depth, mask=channel|checkerboard,
+bins, bound)``: RealNVP/Glow/neural-spline coupling, language side.
+
+``bins`` (≥ 2, default 8) and ``bound`` (> 0, default 3.0) belong to ``kind=spline`` only (a
+monotonic rational-quadratic spline on [−bound, bound] with identity tails, Durkan et al. 2019);
+written on another kind they are rejected at their location.
 
 Shapes: (C, H, W) or (D,) -> unchanged. Parameters: the conditioner nets (one for a channel mask,
 two for a checkerboard), each mapping n_in to n_out = mult·(updated part) with mult = 2 for
-affine (shift and scale) and 1 for additive:
+affine (shift and scale), 1 for additive and 3K − 1 for a spline of K bins (K widths, K heights
+and K − 1 interior derivatives; the boundary derivatives are 1, matching the identity tails):
 
     conv    3×3 (n_in→h) + (depth−1)·1×1 (h→h) + 3×3 (h→n_out), with biases
     resnet  3×3 (n_in→h) + depth·(3×3 (h→h) + 1×1 (h→h)) + 3×3 (h→n_out), with biases
@@ -19,7 +24,9 @@ from pydantic import Field
 
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 
-__all__ = ["CouplingKind", "net_param_count"]
+__all__ = ["CouplingKind", "net_param_count", "SPLINE_DEFAULTS"]
+
+SPLINE_DEFAULTS = {"bins": 8, "bound": 3.0}
 
 
 def _dense(n_in: int, n_out: int, taps: int = 1) -> int:
@@ -39,14 +46,30 @@ def net_param_count(net: str, n_in: int, n_out: int, hidden: int, depth: int) ->
 @register_layer
 class CouplingKind(LayerKind):
     name = "coupling"
-    description = "affine or additive coupling with a conv, resnet or mlp conditioner"
+    description = "affine, additive or rational-quadratic spline coupling with a conv, resnet or mlp conditioner"
 
     class Args(ArgsModel):
-        kind: Literal["affine", "additive"] = "affine"
+        kind: Literal["affine", "additive", "spline"] = "affine"
         hidden: int = Field(default=512, ge=1, le=2**31)
         net: Optional[Literal["conv", "resnet", "mlp"]] = None  # None: conv on images, mlp on vectors
         depth: int = Field(default=2, ge=1, le=64)
         mask: Literal["channel", "checkerboard"] = "channel"
+        bins: Optional[int] = Field(default=None, ge=2, le=512)  # None: 8 for kind=spline
+        bound: Optional[float] = Field(default=None, gt=0.0, le=1e6, allow_inf_nan=False)  # None: 3.0
+
+    @staticmethod
+    def spline(args) -> tuple[int, float]:
+        """(bins, bound) of a ``kind=spline`` coupling, defaults filled in."""
+        bins = SPLINE_DEFAULTS["bins"] if args.bins is None else args.bins
+        bound = SPLINE_DEFAULTS["bound"] if args.bound is None else float(args.bound)
+        return bins, bound
+
+    @classmethod
+    def mult(cls, args) -> int:
+        """Conditioner outputs per updated entry: 2 (affine), 1 (additive), 3K − 1 (spline)."""
+        if args.kind == "spline":
+            return 3 * cls.spline(args)[0] - 1
+        return 2 if args.kind == "affine" else 1
 
     @classmethod
     def resolved_net(cls, args, shape) -> str:
@@ -54,11 +77,20 @@ class CouplingKind(LayerKind):
 
     @classmethod
     def shown_args(cls, args, shape) -> dict:
-        return {**args.model_dump(), "net": cls.resolved_net(args, shape)}
+        shown = {**args.model_dump(), "net": cls.resolved_net(args, shape)}
+        if args.kind == "spline":
+            shown["bins"], shown["bound"] = cls.spline(args)
+        else:
+            shown.pop("bins"), shown.pop("bound")
+        return shown
 
     @classmethod
     def infer_shape(cls, args, shape, ctx):
         net = cls.resolved_net(args, shape)
+        if args.kind != "spline":
+            for name in ("bins", "bound"):
+                if getattr(args, name) is not None:
+                    ctx.fail(f"'{name}' belongs to kind=spline, not kind={args.kind}", arg=name)
         if len(shape) == 1 and net != "mlp":
             ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
         if args.mask == "channel" and shape[0] < 2:
@@ -83,12 +115,13 @@ class CouplingKind(LayerKind):
         spatial = math.prod(shape[1:]) if len(shape) > 1 else 1
         if cls.resolved_net(args, shape) == "mlp":
             spatial = 1
-        return math.prod(shape) * 3 + nets * args.hidden * spatial * (args.depth + 1)
+        extra = cls.mult(args) if args.kind == "spline" else 0  # the spline's parameters per entry
+        return math.prod(shape) * (3 + extra) + nets * args.hidden * spatial * (args.depth + 1)
 
     @classmethod
     def param_count(cls, args, shape) -> int:
         net = cls.resolved_net(args, shape)
-        mult = 2 if args.kind == "affine" else 1
+        mult = cls.mult(args)
         c = shape[0]
         rest = math.prod(shape[1:]) if len(shape) > 1 else 1
         per = 1 if net != "mlp" else rest

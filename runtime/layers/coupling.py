@@ -1,4 +1,5 @@
-"""``coupling``: RealNVP/Glow coupling layer (affine with a bounded scale, or additive).
+"""``coupling``: RealNVP/Glow coupling layer (affine with a bounded scale, additive, or a
+rational-quadratic spline).
 
 Shapes: x (B, C, H, W) or (B, D) -> y of the same shape.
 
@@ -12,6 +13,11 @@ Shapes: x (B, C, H, W) or (B, D) -> y of the same shape.
 (vectors: even entries), broadcast over channels; step 1 updates the entries where m = 0 from
 NN(m ⊙ x), step 2 updates the entries where m = 1 from NN((1−m) ⊙ y):
     y = m ⊙ x + (1−m) ⊙ ((x + shift) ⊙ s),  log-det Σ (1−m) ⊙ log s   (and the same with 1−m)
+
+``kind=spline`` (Durkan et al. 2019): h = NN(x₁) gives 3K − 1 unnormalised values per updated
+entry (h viewed as (B, C₂, 3K − 1, …), moved last); y₂ = g(x₂; h) elementwise, the monotonic
+rational-quadratic spline of ``_rq_spline.py`` on [−bound, bound] with identity tails;
+inverse x₂ = g⁻¹(y₂; h); log-det Σ log g'(x₂). Checkerboard: the same two steps as above.
 
 Nets (``_nets.py``): ``conv`` (Glow's 3×3 → 1×1 → zero 3×3), ``resnet``, ``mlp`` (flattened
 input; the default and only choice on vectors). The last layer starts at zero, so a new
@@ -29,6 +35,7 @@ from torch import Tensor, nn
 from flowdsl.compiler.kinds.coupling import CouplingKind
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._nets import make_net
+from flowdsl.runtime.layers._rq_spline import spline_forward, spline_inverse
 from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Coupling"]
@@ -43,13 +50,25 @@ def _checkerboard(shape: tuple[int, ...]) -> Tensor:
 
 
 class Coupling(Bijector):
-    def __init__(self, shape: tuple[int, ...], kind: str, hidden: int, net: str, depth: int, mask: str) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        kind: str,
+        hidden: int,
+        net: str,
+        depth: int,
+        mask: str,
+        bins: int = 8,
+        bound: float = 3.0,
+    ) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.affine = kind == "affine"
+        self.is_spline = kind == "spline"
+        self.bins, self.bound = int(bins), float(bound)
         self.net_kind = net
         self.mask_kind = mask
-        mult = 2 if self.affine else 1
+        mult = 3 * self.bins - 1 if self.is_spline else (2 if self.affine else 1)
         c = shape[0]
         rest = math.prod(shape[1:]) if len(shape) > 1 else 1
         self.spatial = tuple(shape[1:])
@@ -79,7 +98,37 @@ class Coupling(Bijector):
         shift, raw = h.chunk(2, dim=1)
         return shift, 2.0 * torch.tanh(0.5 * raw)
 
+    @staticmethod
+    def _sum(t: Tensor) -> Tensor:
+        return t.reshape(t.shape[0], -1).sum(1)
+
+    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.mask_kind == "channel":
+            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+            y2, ld = spline_forward(x2, self._cond(0, x1), self.bins, self.bound)
+            return torch.cat([x1, y2], dim=1), self._sum(ld).to(x.dtype)
+        m = self.mask.to(x.dtype)
+        y, logdet = x, x.new_zeros(x.shape[0])
+        for i, keep in enumerate((m, 1.0 - m)):
+            z, ld = spline_forward(y, self._cond(i, y * keep), self.bins, self.bound)
+            y = keep * y + (1.0 - keep) * z
+            logdet = logdet + self._sum((1.0 - keep) * ld).to(x.dtype)
+        return y, logdet
+
+    def _spline_inverse(self, y: Tensor) -> Tensor:
+        if self.mask_kind == "channel":
+            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
+            return torch.cat([y1, spline_inverse(y2, self._cond(0, y1), self.bins, self.bound)], dim=1)
+        m = self.mask.to(y.dtype)
+        x = y
+        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+            z = spline_inverse(x, self._cond(i, x * keep), self.bins, self.bound)
+            x = keep * x + (1.0 - keep) * z
+        return x
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.is_spline:
+            return self._spline_forward(x)
         if self.mask_kind == "channel":
             x1, x2 = x[:, : self.c1], x[:, self.c1 :]
             shift, logs = self._params(self._cond(0, x1))
@@ -100,6 +149,8 @@ class Coupling(Bijector):
         return y, logdet
 
     def inverse(self, y: Tensor) -> Tensor:
+        if self.is_spline:
+            return self._spline_inverse(y)
         if self.mask_kind == "channel":
             y1, y2 = y[:, : self.c1], y[:, self.c1 :]
             shift, logs = self._params(self._cond(0, y1))
@@ -118,4 +169,6 @@ class Coupling(Bijector):
 
 @lowering("coupling")
 def lower_coupling(args, shape, bodies=None):
-    return Coupling(shape, args.kind, args.hidden, CouplingKind.resolved_net(args, shape), args.depth, args.mask)
+    net = CouplingKind.resolved_net(args, shape)
+    bins, bound = CouplingKind.spline(args)
+    return Coupling(shape, args.kind, args.hidden, net, args.depth, args.mask, bins, bound)

@@ -59,14 +59,26 @@ def _args_strategy(kind_name: str):
                 "over": st.sampled_from(["all", "channels", "width", "height"]),
             }
         ),
-        "coupling": st.fixed_dictionaries(
-            {
-                "kind": st.sampled_from(["affine", "additive"]),
-                "hidden": hidden,
-                "net": st.sampled_from([None, "conv", "resnet", "mlp"]),
-                "depth": st.integers(1, 4),
-                "mask": st.sampled_from(["channel", "checkerboard"]),
-            }
+        "coupling": st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "kind": st.sampled_from(["affine", "additive"]),
+                    "hidden": hidden,
+                    "net": st.sampled_from([None, "conv", "resnet", "mlp"]),
+                    "depth": st.integers(1, 4),
+                    "mask": st.sampled_from(["channel", "checkerboard"]),
+                }
+            ),
+            st.fixed_dictionaries(
+                {
+                    "kind": st.just("spline"),
+                    "hidden": hidden,
+                    "net": st.sampled_from([None, "conv", "resnet", "mlp"]),
+                    "depth": st.integers(1, 4),
+                    "mask": st.sampled_from(["channel", "checkerboard"]),
+                },
+                optional={"bins": st.integers(2, 12), "bound": st.floats(0.5, 5.0)},
+            ),
         ),
         "permute": st.fixed_dictionaries({"kind": st.sampled_from(["reverse", "shuffle"]), "seed": st.integers(0, 9)}),
         "squeeze": st.fixed_dictionaries({"factor": st.sampled_from([1, 2, 3])}),

@@ -14,6 +14,9 @@ Rewrite (weight-only, exact up to rounding):
     * the log-det is Σ log s (summed from the very values the scale uses), accumulated in float32
       for 16-bit inputs.
 ``net=mlp`` keeps its PyTorch modules (a frozen copy).
+``kind=spline`` keeps the spline math of ``runtime/layers/_rq_spline.py`` (the same functions, so
+fused equals unfused to rounding), with the frozen conditioner above; the log-det is summed in
+float32 for 16-bit inputs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
 from flowdsl.runtime.fusion.ops.conv_program import ConvProgram
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, acc_dtype
+from flowdsl.runtime.layers._rq_spline import spline_forward, spline_inverse
 
 __all__ = ["InferenceCoupling", "CouplingInference"]
 
@@ -55,6 +59,7 @@ class InferenceCoupling(InferenceModule):
     def __init__(self, src: nn.Module) -> None:
         super().__init__()
         self.affine, self.mask_kind, self.net_kind = src.affine, src.mask_kind, src.net_kind
+        self.is_spline, self.bins, self.bound = src.is_spline, src.bins, src.bound
         self.spatial = tuple(src.spatial)
         self.out_channels = list(src.out_channels)
         self.c1 = getattr(src, "c1", 0)
@@ -73,7 +78,33 @@ class InferenceCoupling(InferenceModule):
     def _sum(t: Tensor, dtype: torch.dtype) -> Tensor:
         return t.sum(dim=tuple(range(1, t.dim())), dtype=dtype)
 
+    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        acc = acc_dtype(x.dtype)
+        if self.mask_kind == "channel":
+            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+            y2, ld = spline_forward(x2, self._cond(0, x1), self.bins, self.bound)
+            return torch.cat([x1, y2], dim=1), self._sum(ld, acc)
+        m = self.mask.to(x.dtype)
+        y, logdet = x, x.new_zeros(x.shape[0], dtype=acc)
+        for i, keep in enumerate((m, 1.0 - m)):
+            z, ld = spline_forward(y, self._cond(i, y * keep), self.bins, self.bound)
+            y = keep * y + (1.0 - keep) * z
+            logdet = logdet + self._sum((1.0 - keep).to(ld.dtype) * ld, acc)
+        return y, logdet
+
+    def _spline_inverse(self, y: Tensor) -> Tensor:
+        if self.mask_kind == "channel":
+            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
+            return torch.cat([y1, spline_inverse(y2, self._cond(0, y1), self.bins, self.bound)], dim=1)
+        m = self.mask.to(y.dtype)
+        x = y
+        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+            x = keep * x + (1.0 - keep) * spline_inverse(x, self._cond(i, x * keep), self.bins, self.bound)
+        return x
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.is_spline:
+            return self._spline_forward(x)
         acc = acc_dtype(x.dtype)
         if self.mask_kind == "channel":
             x1, x2 = x[:, : self.c1], x[:, self.c1 :]
@@ -99,6 +130,8 @@ class InferenceCoupling(InferenceModule):
         return y, logdet
 
     def inverse(self, y: Tensor) -> Tensor:
+        if self.is_spline:
+            return self._spline_inverse(y)
         if self.mask_kind == "channel":
             y1, y2 = y[:, : self.c1], y[:, self.c1 :]
             h = self._cond(0, y1)
@@ -147,6 +180,8 @@ class CouplingInference(FusionRule):
         args = nodes[0].args
         net = args.net or ("mlp" if len(nodes[0].in_shape) == 1 else "conv")
         parts = ["log s = 4σ(r) − 2 (one sigmoid, no tanh)"] if args.kind == "affine" else []
+        if args.kind == "spline":
+            parts.append("rational-quadratic spline (bin search by comparisons and sums)")
         if net in ("conv", "resnet"):
             parts.append(f"net={net} as a conv program: conv+ReLU fused, weights prepacked (CPU)")
         else:

@@ -35,6 +35,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         (VEC.format(d=5), "coupling(hidden=16)"),
         (VEC.format(d=4), "coupling(kind=additive, hidden=16, depth=3)"),
         (VEC.format(d=5), "coupling(mask=checkerboard, hidden=16)"),
+        (IMG.format(c=4, h=3, w=3), "coupling(kind=spline, hidden=8)"),
+        (IMG.format(c=3, h=4, w=4), "coupling(kind=spline, bins=4, bound=2.0, net=resnet, depth=1, hidden=8)"),
+        (IMG.format(c=2, h=3, w=3), "coupling(kind=spline, bins=3, net=mlp, hidden=8)"),
+        (IMG.format(c=1, h=4, w=4), "coupling(kind=spline, mask=checkerboard, bins=5, bound=1.5, hidden=8)"),
+        (VEC.format(d=5), "coupling(kind=spline, hidden=16)"),
+        (VEC.format(d=4), "coupling(kind=spline, mask=checkerboard, bins=2, bound=0.5, hidden=16)"),
     ],
     "permute": [
         (IMG.format(c=5, h=2, w=2), "permute"),
