@@ -68,7 +68,7 @@ def labels_at(text: str, marker: str, after: bool = True) -> list[str]:
 
 def test_catalog_reads_the_registry_models():
     coupling = {a.name: a for a in catalog.layer_args("coupling")}
-    assert coupling["kind"].default == "affine" and coupling["kind"].choices == ("affine", "additive")
+    assert coupling["kind"].default == "affine" and coupling["kind"].choices == ("affine", "additive", "spline")
     assert coupling["hidden"].default == "512" and coupling["net"].choices == ("conv", "resnet", "mlp")
     assert [a.signature() for a in catalog.layer_args("conv1x1")] == ["param=lu"]
     assert {a.name: a.choices for a in catalog.prior_args("gaussian")} == {"learned": ("true", "false")}
@@ -83,7 +83,11 @@ def test_catalog_reads_the_registry_models():
         (GLOW.replace("conv1x1(param=lu)", "conv1x1("), "conv1x1(", ["param"]),
         (GLOW.replace("conv1x1(param=lu)", "conv1x1(param="), "conv1x1(param=", ["lu", "qr", "plain", "$hidden"]),
         (GLOW.replace("conv1x1(param=lu)", "conv1x1(param=q"), "conv1x1(param=q", ["lu", "qr", "plain", "$hidden"]),
-        (GLOW.replace("conv1x1(param=lu)", "coupling(net=mlp, "), "net=mlp, ", ["kind", "hidden", "depth", "mask"]),
+        (
+            GLOW.replace("conv1x1(param=lu)", "coupling(net=mlp, "),
+            "net=mlp, ",
+            ["kind", "hidden", "depth", "mask", "bins", "bound"],
+        ),
         (GLOW.replace("conv1x1(param=lu)", "conv(kind="), "conv(kind=", ["emerging", "periodic", "$hidden"]),
         (GLOW.replace("hidden=$hidden", "hidden=$"), "hidden=$", ["$hidden"]),
         (GLOW.replace("prior gaussian(learned=true)", "prior laplace("), "prior laplace(", ["scale", "learned"]),
