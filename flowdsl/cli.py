@@ -306,6 +306,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(e.render(), file=sys.stderr)
         return 1
+    except MemoryError:  # an input or setting larger than this machine holds: the user's to change
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(
+            "flowdsl: error: out of memory; use a smaller batch, sample count or input, or lower the "
+            "FLOWDSL_MAX_* limits (README, Robustness) so such inputs are refused before they allocate",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -79,3 +79,25 @@ def test_export_fails_with_exit_1_when_parity_is_nan(tmp_path, monkeypatch, caps
     assert main(["export", str(SPECS / "realnvp_moons.flow"), "--untrained", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "onnxruntime disagrees with PyTorch" in err and "log_prob nan" in err and "Traceback" not in err
+
+
+def test_out_of_memory_is_a_user_error_with_a_message(monkeypatch, capsys):
+    import flowdsl.cli as cli
+
+    def exhausted(args):
+        raise MemoryError
+
+    real = cli.build_parser
+
+    def parser_with_a_hungry_check(*a, **k):
+        p = real(*a, **k)
+        p.set_defaults(func=exhausted)
+        for action in p._subparsers._group_actions:
+            for sub in action.choices.values():
+                sub.set_defaults(func=exhausted)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser_with_a_hungry_check)
+    assert cli.main(["check", "x.flow"]) == 1
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "FLOWDSL_MAX_" in err and "Traceback" not in err
