@@ -30,6 +30,7 @@ import math
 from typing import Any
 
 from flowdsl.compiler.ir import FlowGraph, Node
+from flowdsl.compiler.registry import get_layer
 
 __all__ = ["FORMAT", "canonical_form", "canonical_text", "architecture_sha256"]
 
@@ -39,9 +40,11 @@ FORMAT = "flowdsl-architecture/1"
 
 
 def _plain(value: Any) -> Any:
-    """Arguments as JSON values: models dumped, tuples as lists, non-finite floats as strings."""
-    if hasattr(value, "model_dump"):
-        return _plain(value.model_dump())
+    """Arguments as JSON values: models dumped (unset fields left out), tuples as lists, non-finite
+    floats as strings."""
+    if hasattr(value, "model_dump"):  # an argument left unset (None) is left out, so a kind that
+        # gains an optional argument keeps the identity of every spec that does not use it
+        return {str(k): _plain(v) for k, v in value.model_dump().items() if v is not None}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -57,10 +60,22 @@ def _shape(shape: Any) -> Any:
     return None if shape is None else [int(d) for d in shape]
 
 
+def _layer_args(node: Node) -> dict[str, Any]:
+    """The layer's arguments with the defaults its kind resolves from the input filled in
+    (``LayerKind.shown_args``: ``coupling``'s net, a spline's bins and bound), unset ones left out,
+    so ``coupling(kind=spline)`` and ``coupling(kind=spline, bins=8)`` are one architecture."""
+    if node.args is None:
+        return {}
+    kind = get_layer(node.kind)
+    if kind is None:  # a kind unregistered since the graph was built: its arguments as written
+        return _plain(node.args)
+    return _plain({k: v for k, v in kind.shown_args(node.args, node.in_shape).items() if v is not None})
+
+
 def _layer(graph: FlowGraph, node: Node) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": node.kind,
-        "args": _plain(node.args) if node.args is not None else {},
+        "args": _layer_args(node),
         "in": _shape(node.in_shape),
         "out": _shape(node.out_shape),
     }

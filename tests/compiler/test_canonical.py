@@ -103,7 +103,7 @@ def test_the_form_of_a_small_flow():
             {"kind": "actnorm", "args": {}, "in": [2], "out": [2]},
             {
                 "kind": "coupling",
-                "args": {"kind": "affine", "hidden": 8, "net": None, "depth": 2, "mask": "channel"},
+                "args": {"kind": "affine", "hidden": 8, "net": "mlp", "depth": 2, "mask": "channel"},
                 "in": [2],
                 "out": [2],
             },
@@ -144,3 +144,16 @@ def test_every_bundled_spec_has_a_fingerprint_and_no_torch_is_imported():
     assert out.returncode == 0, out.stderr
     distinct, total, torch_loaded = out.stdout.split()
     assert int(distinct) == int(total) == len(specs) and torch_loaded == "False"
+
+
+def test_an_unset_optional_argument_is_not_part_of_the_identity():
+    """A kind that gains an optional argument (coupling's bins/bound for kind=spline) keeps the
+    identity of every spec that does not use it."""
+    text = "flow f { input vector(dim=2) coupling(hidden=8, mask=channel) prior gaussian }"
+    form = canonical_form(flowdsl.parse(text))
+    args = form["layers"][0]["args"]
+    assert "bins" not in args and "bound" not in args and args["net"] == "mlp"  # resolved from the input
+    spline = canonical_form(flowdsl.parse(text.replace("hidden=8", "kind=spline, hidden=8")))
+    assert spline["layers"][0]["args"]["bins"] == 8
+    explicit = canonical_form(flowdsl.parse(text.replace("hidden=8", "kind=spline, bins=8, hidden=8, net=mlp")))
+    assert explicit == spline
