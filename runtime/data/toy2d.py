@@ -16,10 +16,11 @@ Known densities (:func:`log_density`, natural log, points (n, 2) → (n,)):
 * ``pinwheel``: arm k (probability 1/5, angle θ_k = 2πk/5) draws v = (r, t), r ~ N(1, 0.3²),
   t ~ N(0, 0.1²), and emits x = 2·R(−a)v with a = θ_k + 0.25·e^r (R a rotation). By the change of
   variables, p(x) = ¼ Σ_k Σ_{v ∈ preimages} ⅕ N(r) N(t) / |1 + 0.25·e^r·t| (the Jacobian of
-  v ↦ R(−a(r))v is 1 + a'(r)·t). |v| = |x|/2 and the angle ψ of v solves
+  v ↦ R(−a(r))v has determinant 1 + a'(r)·t). |v| = |x|/2 and the angle ψ of v solves
   ψ − θ_k − 0.25·e^{|v|cos ψ} ≡ angle(x) (mod 2π); the roots are bracketed on a grid of 256
   angles and refined by bisection (to 1e-12 rad), so the value is exact but for two roots closer
-  than one grid step, which needs 0.25·|v|·e^{r}·|t| > 1 (t beyond ~10 standard deviations).
+  than one grid step; more than one root per arm needs a fold, 1 + 0.25·e^r·t < 0, far in the
+  tails (r = 1 needs t < −1.47, 15 standard deviations; r = 2 needs t < −0.54).
 * ``moons`` has no closed form (a uniform arc convolved with a Gaussian): no ``log_density``.
 """
 
