@@ -57,6 +57,8 @@ def test_fixed_sets_ignore_the_seed_and_repeat(name):
     x = load_dataset(name, (dim,), None, "train", seed=0).x
     assert torch.equal(x, load_dataset(name, (dim,), None, "train", seed=0).x)
     assert torch.equal(x, load_dataset(name, (dim,), None, "train", seed=7).x)
+    ds = load_dataset(name, (dim,), None, "train")
+    assert ds.subset([0, 1], split="val").standardization is ds.standardization  # kept by the validation split
 
 
 def test_digits64_dequantisation_is_seeded_and_uniform():
