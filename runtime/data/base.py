@@ -10,7 +10,7 @@ A dataset is held in memory as one float32 tensor ``x`` of shape (N, *shape):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ class Dataset:
         labels: optional int64 tensor (N,).
         split: ``"train"`` or ``"test"``.
         notes: how the data was prepared (printed by ``flowdsl train``).
+        standardization: for standardised sources (:mod:`.tabular`), the map that was applied
+            (``standardization.inverse`` undoes it); None otherwise.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Dataset:
     labels: Optional[torch.Tensor] = None
     split: str = "train"
     notes: list[str] = field(default_factory=list)
+    standardization: Optional[Any] = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -69,6 +72,7 @@ class Dataset:
             labels=None if self.labels is None else self.labels[index],
             split=split or self.split,
             notes=list(self.notes),
+            standardization=self.standardization,
         )
 
 

@@ -1,7 +1,7 @@
 """One entry point for every data source: :func:`load_dataset` (and :func:`load_for_spec`).
 
 ``name_or_path`` is a name from the data-source table (:mod:`.registry`; the built-in sources
-register in :mod:`.digits`, :mod:`.mnist`, :mod:`.patches` and :mod:`.toy2d`), or a
+register in :mod:`.digits`, :mod:`.mnist`, :mod:`.patches`, :mod:`.toy2d` and :mod:`.tabular`), or a
 path to a file or folder that one of the table's formats reads (IDX folders in :mod:`.mnist`, image
 folders in :mod:`.images`, ``.npy``/``.npz`` in :mod:`.arrays`). ``python -c "import
 flowdsl.runtime.data as d; print(d.describe_sources())"`` prints the table.

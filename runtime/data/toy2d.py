@@ -6,6 +6,22 @@ https://arxiv.org/abs/1810.01367, ``lib/toy_data.py``); samples come from
 The **train** split of a run with seed ``s`` is drawn with seed ``s``; the **test** split with
 seed ``s + 1_000_003`` (independent draws of the same density). Sizes: 50,000 train and
 5,000 test points by default. All sets are roughly centred with a spread of about ±4.
+
+Known densities (:func:`log_density`, natural log, points (n, 2) → (n,)):
+
+* ``8gaussians``: the equal-weight mixture of 8 isotropic Gaussians, centres 4·(cos kπ/4, sin kπ/4)/1.414,
+  std 0.5/1.414: log p(x) = logsumexp_k(−|x − c_k|²/(2σ²)) − log 8 − log(2πσ²).
+* ``checkerboard``: uniform on the 8 dark 2×2 squares of [−4, 4)² (area 32): log p = −log 32 there,
+  −inf elsewhere; a square is dark when ⌊x₁/2⌋ + ⌊x₂/2⌋ is even.
+* ``pinwheel``: arm k (probability 1/5, angle θ_k = 2πk/5) draws v = (r, t), r ~ N(1, 0.3²),
+  t ~ N(0, 0.1²), and emits x = 2·R(−a)v with a = θ_k + 0.25·e^r (R a rotation). By the change of
+  variables, p(x) = ¼ Σ_k Σ_{v ∈ preimages} ⅕ N(r) N(t) / |1 + 0.25·e^r·t| (the Jacobian of
+  v ↦ R(−a(r))v has determinant 1 + a'(r)·t). |v| = |x|/2 and the angle ψ of v solves
+  ψ − θ_k − 0.25·e^{|v|cos ψ} ≡ angle(x) (mod 2π); the roots are bracketed on a grid of 256
+  angles and refined by bisection (to 1e-12 rad), so the value is exact but for two roots closer
+  than one grid step; more than one root per arm needs a fold, 1 + 0.25·e^r·t < 0, far in the
+  tails (r = 1 needs t < −1.47, 15 standard deviations; r = 2 needs t < −0.54).
+* ``moons`` has no closed form (a uniform arc convolved with a Gaussian): no ``log_density``.
 """
 
 from __future__ import annotations
@@ -27,6 +43,8 @@ __all__ = [
     "checkerboard",
     "pinwheel",
     "load_toy",
+    "log_density",
+    "TOY_LOG_DENSITIES",
 ]
 
 TEST_SEED_OFFSET = 1_000_003
@@ -80,6 +98,84 @@ def pinwheel(
     return 2 * np.einsum("ti,tij->tj", feats, rot)
 
 
+def eight_gaussians_log_density(x: np.ndarray, scale: float = 4.0, std: float = 0.5) -> np.ndarray:
+    """log p(x) of :func:`eight_gaussians` (see the module docstring); x (n, 2) → (n,)."""
+    x = np.asarray(x, dtype=np.float64)
+    angles = np.arange(8) * (np.pi / 4)
+    centers = scale * np.stack([np.cos(angles), np.sin(angles)], 1) / 1.414
+    s2 = (std / 1.414) ** 2
+    q = -((x[:, None, :] - centers[None]) ** 2).sum(-1) / (2 * s2)  # (n, 8)
+    m = q.max(1)
+    return m + np.log(np.exp(q - m[:, None]).sum(1)) - np.log(8.0) - np.log(2 * np.pi * s2)
+
+
+def checkerboard_log_density(x: np.ndarray) -> np.ndarray:
+    """log p(x) of :func:`checkerboard`: −log 32 on the dark squares of [−4, 4)², −inf elsewhere."""
+    x = np.asarray(x, dtype=np.float64)
+    inside = np.all((x >= -4) & (x < 4), axis=1)
+    dark = (np.floor(x[:, 0] / 2) + np.floor(x[:, 1] / 2)) % 2 == 0
+    return np.where(inside & dark, -np.log(32.0), -np.inf)
+
+
+def pinwheel_log_density(
+    x: np.ndarray,
+    radial_std: float = 0.3,
+    tangential_std: float = 0.1,
+    arms: int = 5,
+    rate: float = 0.25,
+    grid: int = 256,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """log p(x) of :func:`pinwheel` by the change of variables (see the module docstring)."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty(len(x))
+    for i in range(0, len(x), chunk):
+        out[i : i + chunk] = _pinwheel_log_density(x[i : i + chunk], radial_std, tangential_std, arms, rate, grid)
+    return out
+
+
+def _pinwheel_log_density(x, radial_std, tangential_std, arms, rate, grid) -> np.ndarray:
+    w = x / 2
+    rho = np.hypot(w[:, 0], w[:, 1])[:, None, None]  # (n, 1, 1)
+    phi = np.arctan2(w[:, 1], w[:, 0])[:, None, None]
+    theta = np.linspace(0, 2 * np.pi, arms, endpoint=False)[None, :, None]  # (1, K, 1)
+    two_pi = 2 * np.pi
+
+    psi = np.linspace(0, two_pi, grid + 1)[None, None, :]  # (1, 1, G+1)
+    # F(ψ)/2π (increases by 1 over one turn of ψ); the exponential does not depend on the arm
+    fv = (psi - rate * np.exp(rho * np.cos(psi)) - theta - phi) / two_pi  # (n, K, G+1)
+    m = np.floor(fv)
+    # a root of F ≡ 0 (mod 2π) in [ψ_j, ψ_{j+1}) for each integer crossed: ⌊F/2π⌋ changes there
+    cross = m[..., 1:] != m[..., :-1]
+    n_idx, k_idx, j_idx = np.nonzero(cross)
+    lo = psi[0, 0, j_idx].copy()
+    hi = psi[0, 0, j_idx + 1].copy()
+    target = np.maximum(m[n_idx, k_idx, j_idx], m[n_idx, k_idx, j_idx + 1])  # the integer crossed
+    r_, th, ph = rho[n_idx, 0, 0], theta[0, k_idx, 0], phi[n_idx, 0, 0]
+
+    def g(p):
+        return (p - rate * np.exp(r_ * np.cos(p)) - th - ph) / two_pi - target
+
+    up = g(lo) < 0  # increasing through the integer
+    for _ in range(40):  # bisection: (2π/grid)·2^-40 < 1e-12 rad
+        mid = (lo + hi) / 2
+        below = g(mid) < 0
+        go_right = below == up
+        lo = np.where(go_right, mid, lo)
+        hi = np.where(go_right, hi, mid)
+    p = (lo + hi) / 2
+    r, t = r_ * np.cos(p), r_ * np.sin(p)
+    log_n = (
+        -0.5 * ((r - 1.0) / radial_std) ** 2
+        - 0.5 * (t / tangential_std) ** 2
+        - np.log(2 * np.pi * radial_std * tangential_std)
+    )
+    log_terms = log_n - np.log(np.abs(1 + rate * np.exp(r) * t)) - np.log(arms) - np.log(4.0)
+    out = np.full(len(x), -np.inf)
+    np.logaddexp.at(out, n_idx, log_terms)
+    return out
+
+
 TOY_SAMPLERS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "moons": two_moons,
     "8gaussians": eight_gaussians,
@@ -87,6 +183,26 @@ TOY_SAMPLERS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "pinwheel": pinwheel,
 }
 TOY_ALIASES = {"two_moons": "moons", "twomoons": "moons", "eight_gaussians": "8gaussians", "gaussians8": "8gaussians"}
+
+TOY_LOG_DENSITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "8gaussians": eight_gaussians_log_density,
+    "checkerboard": checkerboard_log_density,
+    "pinwheel": pinwheel_log_density,
+}
+
+
+def log_density(name: str, x) -> np.ndarray:
+    """The exact log-density (nats) of the toy ``name`` at points ``x`` (n, 2) → (n,) float64.
+
+    Raises :class:`DataError` for a toy without a closed form (``moons``) or an unknown name."""
+    key = TOY_ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in TOY_LOG_DENSITIES:
+        why = "has no closed-form density" if key in TOY_SAMPLERS else "is not a toy density"
+        raise DataError(f"{name!r} {why} (known densities: {', '.join(TOY_LOG_DENSITIES)})", filename=str(name))
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise DataError(f"log_density takes points of shape (n, 2), got {x.shape}", filename=str(name))
+    return TOY_LOG_DENSITIES[key](x)
 
 
 def sample_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
