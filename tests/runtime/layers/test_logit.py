@@ -26,6 +26,7 @@ from flowdsl.runtime.layers.logit import Logit
 
 F64 = torch.float64
 
+
 def _closed_form(alpha: float, xs: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract's formulas in 60-digit decimal arithmetic (exact p and 1 − p): (y, log-det)."""
     with decimal.localcontext() as ctx:
@@ -94,9 +95,7 @@ def _compiled(text: str, batch: int = 4, seed: int = 0):
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.05, 0.3])
-@pytest.mark.parametrize(
-    "inp", ["input vector(dim=5)", "input image(channels=2, height=3, width=4)"]
-)
+@pytest.mark.parametrize("inp", ["input vector(dim=5)", "input image(channels=2, height=3, width=4)"])
 def test_in_a_flow_full_jacobian_and_fused_equals_unfused(alpha, inp):
     text = f"flow t {{\n  {inp}\n  logit(alpha={alpha})\n  actnorm\n  conv1x1\n  coupling(hidden=8)\n}}\n"
     model, x = _compiled(text, batch=5)
