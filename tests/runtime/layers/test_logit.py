@@ -11,6 +11,7 @@ from __future__ import annotations
 import decimal
 import math
 from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -28,15 +29,18 @@ F64 = torch.float64
 
 
 def _closed_form(alpha: float, xs: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The contract's formulas in 60-digit decimal arithmetic (exact p and 1 − p): (y, log-det)."""
+    """The contract's formulas with p and 1 − p exact (fractions), their logs to 50 digits: (y, log-det)."""
+    a = Fraction(alpha)
+    ys, lds = [], []
     with decimal.localcontext() as ctx:
-        ctx.prec = 60
-        a = Decimal(alpha)
-        ys, lds = [], []
+        ctx.prec = 50
+        log_scale = (Decimal((1 - 2 * a).numerator) / Decimal((1 - 2 * a).denominator)).ln()
         for x in xs:
-            p = a + (1 - 2 * a) * Decimal(x)
-            ys.append(float(p.ln() - (1 - p).ln()))
-            lds.append(float((1 - 2 * a).ln() - p.ln() - (1 - p).ln()))
+            p = a + (1 - 2 * a) * Fraction(x)
+            log_p = (Decimal(p.numerator) / Decimal(p.denominator)).ln()
+            log_q = (Decimal((1 - p).numerator) / Decimal((1 - p).denominator)).ln()
+            ys.append(float(log_p - log_q))
+            lds.append(float(log_scale - log_p - log_q))
     return torch.tensor(ys, dtype=F64), torch.tensor(lds, dtype=F64)
 
 
@@ -64,7 +68,9 @@ def test_round_trip_and_logdet_against_the_autograd_derivative(alpha, inside, ed
     assert ((y.detach().reshape(-1) - ref_y).abs() / ref_y.abs().clamp(min=1.0)).max() <= 1e-10
     assert ((ld.detach() - ref_ld).abs() / ref_ld.abs().clamp(min=1.0)).max() <= 1e-10
     ref = torch.log(dydx.reshape(-1))
-    assert ((ld.detach() - ref).abs() / ref.abs().clamp(min=1.0)).max() <= 1e-10
+    ok = torch.isfinite(ref)  # autograd's 1/q overflows only for a subnormal α at x = 1 (the closed form covers it)
+    assert ok.all() or alpha < 1e-300
+    assert ((ld.detach() - ref).abs() / ref.abs().clamp(min=1.0))[ok].max() <= 1e-10
     back = layer.inverse(y.detach())
     # p = α + (1 − 2α)x rounds away x's last bits times 1/(1 − 2α): that is the map's own conditioning,
     # so the bound is 1e-10 until 1 − 2α < 1e-5 (α = 0.4999999 gives 1.4e-10 in practice)
