@@ -1,6 +1,6 @@
 """The built-in kinds, imported explicitly (one module per kind; each registers itself).
 
-    layers      actnorm conv1x1 conv butterfly coupling permute squeeze split rg
+    layers      actnorm conv1x1 conv butterfly coupling permute squeeze split rg logit
     priors      gaussian laplace spike_slab
     objectives  mle fdrl
 
@@ -20,6 +20,7 @@ from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its k
     fdrl,
     gaussian,
     laplace,
+    logit,
     mle,
     permute,
     rg,

@@ -12,6 +12,7 @@ from flowdsl.runtime.layers import (  # noqa: F401  (each import registers a low
     conv,
     conv1x1,
     coupling,
+    logit,
     permute,
     rg,
     split,

@@ -83,6 +83,7 @@ def _args_strategy(kind_name: str):
         "permute": st.fixed_dictionaries({"kind": st.sampled_from(["reverse", "shuffle"]), "seed": st.integers(0, 9)}),
         "squeeze": st.fixed_dictionaries({"factor": st.sampled_from([1, 2, 3])}),
         "split": st.just({}),
+        "logit": st.fixed_dictionaries({"alpha": st.floats(0.0, 0.5, exclude_max=True)}),
         "rg": st.fixed_dictionaries({"kernel": st.sampled_from([2, 4]), "levels": st.sampled_from(["auto", 1, 2])}),
     }
     return table[kind_name]

@@ -47,6 +47,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         (IMG.format(c=5, h=2, w=2), "permute(kind=shuffle, seed=3)"),
         (VEC.format(d=7), "permute(kind=shuffle)"),
     ],
+    "logit": [
+        (IMG.format(c=2, h=3, w=3), "logit"),
+        (VEC.format(d=5), "logit(alpha=0.0)"),
+        (VEC.format(d=4), "logit(alpha=0.45)"),
+    ],
     "squeeze": [(IMG.format(c=2, h=4, w=6), "squeeze"), (IMG.format(c=1, h=6, w=3), "squeeze(factor=3)")],
     "split": [(IMG.format(c=3, h=2, w=3), "split"), (VEC.format(d=5), "split")],
     "conv": [
@@ -76,6 +81,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+# kinds whose domain is [0, 1] (``logit``): the example inputs in [−0.5, 1.5) are mapped onto [0, 1)
+UNIT_DOMAIN = {"logit"}
+
 CASES = [(kind, inp, layer) for kind, exs in EXAMPLES.items() for inp, layer in exs]
 
 
@@ -93,6 +101,8 @@ def test_every_kind_has_an_example():
 )
 def test_kind_roundtrip_and_jacobian_logdet(kind, inp, layer):
     model, x = compiled(spec_text(inp, layer))
+    if kind in UNIT_DOMAIN:
+        x = (x + 0.5) / 2
     check_invertible(model, x, tol=1e-10)
     fused = model.fuse()
     with torch.no_grad():
