@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "spline_coupling_forward",
+    "spline_coupling_inverse",
     "spline_forward",
     "spline_inverse",
     "spline_params",
@@ -150,3 +152,41 @@ def spline_forward(x: Tensor, h: Tensor, bins: int, bound: float) -> tuple[Tenso
 def spline_inverse(y: Tensor, h: Tensor, bins: int, bound: float) -> Tensor:
     """Inverse of ``spline_forward`` for the same h."""
     return rq_spline_inverse(y, _spline_raw(h, bins), bins, bound)
+
+
+def spline_coupling_forward(
+    x: Tensor, cond, mask_kind: str, c1: int, mask: Tensor | None, bins: int, bound: float, acc: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """A spline coupling over a channel or checkerboard mask: (y, log|det|) with the log-det
+    summed per example in ``acc``. ``cond(i, x_kept)`` gives the i-th conditioner's output h
+    (B, C·(3K−1), *S) for the kept entries (channel: the first ``c1`` channels, one half;
+    checkerboard: ``mask`` then ``1 − mask``, two halves). Shared by the layer and its frozen form."""
+
+    def total(ld: Tensor) -> Tensor:
+        return ld.sum(dim=tuple(range(1, ld.dim())), dtype=acc)
+
+    if mask_kind == "channel":
+        x1, x2 = x[:, :c1], x[:, c1:]
+        y2, ld = spline_forward(x2, cond(0, x1), bins, bound)
+        return torch.cat([x1, y2], dim=1), total(ld)
+    m = mask.to(x.dtype)
+    y, logdet = x, x.new_zeros(x.shape[0], dtype=acc)
+    for i, keep in enumerate((m, 1.0 - m)):
+        z, ld = spline_forward(y, cond(i, y * keep), bins, bound)
+        y = keep * y + (1.0 - keep) * z
+        logdet = logdet + total((1.0 - keep).to(ld.dtype) * ld)
+    return y, logdet
+
+
+def spline_coupling_inverse(
+    y: Tensor, cond, mask_kind: str, c1: int, mask: Tensor | None, bins: int, bound: float
+) -> Tensor:
+    """Inverse of :func:`spline_coupling_forward` for the same conditioners."""
+    if mask_kind == "channel":
+        y1, y2 = y[:, :c1], y[:, c1:]
+        return torch.cat([y1, spline_inverse(y2, cond(0, y1), bins, bound)], dim=1)
+    m = mask.to(y.dtype)
+    x = y
+    for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+        x = keep * x + (1.0 - keep) * spline_inverse(x, cond(i, x * keep), bins, bound)
+    return x

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from flowdsl.compiler.kinds.coupling import CouplingKind
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.layers._nets import make_net
-from flowdsl.runtime.layers._rq_spline import spline_forward, spline_inverse
+from flowdsl.runtime.layers._rq_spline import spline_coupling_forward, spline_coupling_inverse
 from flowdsl.runtime.layers.lowering import lowering
 
 __all__ = ["Coupling"]
@@ -98,33 +98,18 @@ class Coupling(Bijector):
         shift, raw = h.chunk(2, dim=1)
         return shift, 2.0 * torch.tanh(0.5 * raw)
 
-    @staticmethod
-    def _sum(t: Tensor) -> Tensor:
-        return t.reshape(t.shape[0], -1).sum(1)
+    @property
+    def _spline_layout(self) -> tuple[str, int, Tensor | None]:
+        """(mask kind, split channel c1, checkerboard mask) for the shared spline coupling."""
+        if self.mask_kind == "channel":
+            return self.mask_kind, self.c1, None
+        return self.mask_kind, 0, self.mask
 
     def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.mask_kind == "channel":
-            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
-            y2, ld = spline_forward(x2, self._cond(0, x1), self.bins, self.bound)
-            return torch.cat([x1, y2], dim=1), self._sum(ld).to(x.dtype)
-        m = self.mask.to(x.dtype)
-        y, logdet = x, x.new_zeros(x.shape[0])
-        for i, keep in enumerate((m, 1.0 - m)):
-            z, ld = spline_forward(y, self._cond(i, y * keep), self.bins, self.bound)
-            y = keep * y + (1.0 - keep) * z
-            logdet = logdet + self._sum((1.0 - keep) * ld).to(x.dtype)
-        return y, logdet
+        return spline_coupling_forward(x, self._cond, *self._spline_layout, self.bins, self.bound, x.dtype)
 
     def _spline_inverse(self, y: Tensor) -> Tensor:
-        if self.mask_kind == "channel":
-            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
-            return torch.cat([y1, spline_inverse(y2, self._cond(0, y1), self.bins, self.bound)], dim=1)
-        m = self.mask.to(y.dtype)
-        x = y
-        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
-            z = spline_inverse(x, self._cond(i, x * keep), self.bins, self.bound)
-            x = keep * x + (1.0 - keep) * z
-        return x
+        return spline_coupling_inverse(y, self._cond, *self._spline_layout, self.bins, self.bound)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.is_spline:

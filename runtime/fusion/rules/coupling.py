@@ -31,7 +31,7 @@ from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
 from flowdsl.runtime.fusion.ops.conv_program import ConvProgram
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, acc_dtype
-from flowdsl.runtime.layers._rq_spline import spline_forward, spline_inverse
+from flowdsl.runtime.layers._rq_spline import spline_coupling_forward, spline_coupling_inverse
 
 __all__ = ["InferenceCoupling", "CouplingInference"]
 
@@ -78,29 +78,18 @@ class InferenceCoupling(InferenceModule):
     def _sum(t: Tensor, dtype: torch.dtype) -> Tensor:
         return t.sum(dim=tuple(range(1, t.dim())), dtype=dtype)
 
-    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        acc = acc_dtype(x.dtype)
+    @property
+    def _spline_layout(self) -> tuple[str, int, Tensor | None]:
+        """(mask kind, split channel c1, checkerboard mask) for the shared spline coupling."""
         if self.mask_kind == "channel":
-            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
-            y2, ld = spline_forward(x2, self._cond(0, x1), self.bins, self.bound)
-            return torch.cat([x1, y2], dim=1), self._sum(ld, acc)
-        m = self.mask.to(x.dtype)
-        y, logdet = x, x.new_zeros(x.shape[0], dtype=acc)
-        for i, keep in enumerate((m, 1.0 - m)):
-            z, ld = spline_forward(y, self._cond(i, y * keep), self.bins, self.bound)
-            y = keep * y + (1.0 - keep) * z
-            logdet = logdet + self._sum((1.0 - keep).to(ld.dtype) * ld, acc)
-        return y, logdet
+            return self.mask_kind, self.c1, None
+        return self.mask_kind, 0, self.mask
+
+    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return spline_coupling_forward(x, self._cond, *self._spline_layout, self.bins, self.bound, acc_dtype(x.dtype))
 
     def _spline_inverse(self, y: Tensor) -> Tensor:
-        if self.mask_kind == "channel":
-            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
-            return torch.cat([y1, spline_inverse(y2, self._cond(0, y1), self.bins, self.bound)], dim=1)
-        m = self.mask.to(y.dtype)
-        x = y
-        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
-            x = keep * x + (1.0 - keep) * spline_inverse(x, self._cond(i, x * keep), self.bins, self.bound)
-        return x
+        return spline_coupling_inverse(y, self._cond, *self._spline_layout, self.bins, self.bound)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.is_spline:
