@@ -13,38 +13,11 @@ import pytest
 import torch
 
 from flowdsl.cli import main
-from flowdsl.runtime.training import train
-
-MOONS = """
-flow tiny_moons {
-    input vector(dim=2)
-    repeat 2 { actnorm coupling(kind=affine, net=mlp, hidden=8, depth=1) permute(kind=reverse) }
-    prior gaussian(learned=true)
-    train(data=moons, batch=32, lr=3e-3, steps=2, seed=1, warmup=1, eval_every=2)
-}
-"""
-
-IMAGE = """
-flow tiny_digits {
-    input image(channels=1, height=8, width=8, levels=17)
-    dequantize uniform
-    squeeze(factor=2)
-    actnorm conv1x1 coupling(hidden=4, net=conv, depth=1)
-    prior gaussian
-    train(data=digits, batch=16, lr=2e-3, steps=2, seed=0, warmup=1, eval_every=2)
-}
-"""
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("eval_runs")
-    out = {}
-    for name, text in (("moons", MOONS), ("digits", IMAGE)):
-        (d / f"{name}.flow").write_text(text, encoding="utf-8")
-        train(d / f"{name}.flow", out=d / name, steps=2, eval_every=2, sample_n=0, val_max=32, quiet=True)
-        out[name] = d / name
-    return out
+def runs(tiny_runs) -> dict[str, Path]:
+    return tiny_runs  # tests/runtime/training/conftest.py: trained once per session, only read here
 
 
 def _eval(*args: str) -> int:
