@@ -60,6 +60,12 @@ class FlowServer(LanguageServer):
             if isinstance(settings, dict) and "inlayHints" in settings:
                 self.inlay_hints_enabled = bool(settings["inlayHints"])
 
+    def tree(self, uri: str):
+        """The newest analysis of ``uri`` that has a syntax tree (the current one when the text
+        parses, else the last good one), or None; analyses the current text first."""
+        self.analysis(uri)
+        return self.store.with_tree(uri)
+
     def char_position(self, uri: str, pos: T.Position) -> tuple[int, int]:
         """An LSP position as (0-based line, character column) of the document's text."""
         doc = self.workspace.get_text_document(uri)
@@ -102,8 +108,7 @@ def create_server() -> FlowServer:
         from flowdsl.lsp.hover import hover as hover_at
 
         uri = params.text_document.uri
-        ls.analysis(uri)
-        an = ls.store.with_tree(uri)
+        an = ls.tree(uri)
         if an is None:
             return None
         line0, col0 = ls.char_position(uri, params.position)
@@ -123,8 +128,7 @@ def create_server() -> FlowServer:
         from flowdsl.lsp.symbols import definition as definition_at
 
         uri = params.text_document.uri
-        ls.analysis(uri)
-        an = ls.store.with_tree(uri)
+        an = ls.tree(uri)
         if an is None:
             return None
         line0, col0 = ls.char_position(uri, params.position)
@@ -135,8 +139,7 @@ def create_server() -> FlowServer:
         from flowdsl.lsp.symbols import references as references_at
 
         uri = params.text_document.uri
-        ls.analysis(uri)
-        an = ls.store.with_tree(uri)
+        an = ls.tree(uri)
         if an is None:
             return []
         line0, col0 = ls.char_position(uri, params.position)
@@ -147,8 +150,7 @@ def create_server() -> FlowServer:
         from flowdsl.lsp.symbols import document_symbols
 
         uri = params.text_document.uri
-        ls.analysis(uri)
-        an = ls.store.with_tree(uri)
+        an = ls.tree(uri)
         return document_symbols(an) if an is not None else []
 
     @server.feature(T.TEXT_DOCUMENT_INLAY_HINT)
