@@ -41,6 +41,10 @@ __all__ = [
 ]
 
 
+#: temporary files are named ``.<name>.<random>.tmp`` beside their target
+TMP_SUFFIX = ".tmp"
+
+
 class OutputError(FlowDSLError):
     """An output path that cannot or must not be written (folder, device, FIFO, missing folder ...);
     ``filename`` is the path, so it renders as ``PATH: error: ...``."""
@@ -181,7 +185,7 @@ def atomic_write(
     """
     target = check_output_path(path, make_parents=make_parents, what=what)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     except OSError as e:
         raise OutputError(f"cannot write the {what}: {e.strerror}", filename=os.fspath(path)) from None
     try:

@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from flowdsl.errors import CheckpointError, FlowDSLError, NumericalError
+from flowdsl.outputs import TMP_SUFFIX
 
 __all__ = [
     "FORMAT",
@@ -69,7 +70,6 @@ __all__ = [
     "TMP_SUFFIX",
 ]
 
-TMP_SUFFIX = ".tmp"
 FORMAT = "flowdsl-checkpoint"
 VERSION = 1
 _DIGEST_FIELDS = (
@@ -128,20 +128,6 @@ def digest_of(payload: dict[str, Any]) -> str:
         h.update(f"|{k}|".encode())
         _feed(h, payload.get(k))
     return h.hexdigest()
-
-
-def _umask() -> int:
-    """The process umask (read without changing it where /proc tells it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # pragma: no cover - systems without /proc
-    os.umask(mask)
-    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
