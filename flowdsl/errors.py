@@ -28,6 +28,7 @@ __all__ = [
     "ResourceLimitError",
     "DataError",
     "CheckpointError",
+    "ContextError",
     "NumericalError",
     "NumericalWarning",
     "ArgumentValueError",
@@ -181,6 +182,11 @@ class DataError(FlowDSLError):
 
 class CheckpointError(FlowDSLError):
     """A checkpoint that is corrupt, truncated, or belongs to another spec."""
+
+
+class ContextError(FlowDSLError):
+    """A context given to a model that does not fit what the spec declares (missing, superfluous,
+    wrong dtype or shape, a label outside 0…K−1); the message names the declared context."""
 
 
 class NumericalError(FlowDSLError):
