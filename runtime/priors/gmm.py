@@ -26,6 +26,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import prior_lowering
@@ -102,14 +103,15 @@ class GMMPrior(Prior):
         return self.from_noise({"uniform": v, "normal": eps}, temperature)
 
     def choose(self, v: Tensor) -> Tensor:
-        """One-hot component choice (B, K) from uniforms v (B,) by the cumulative weights."""
-        w = torch.softmax(self.logits.to(v.dtype), dim=0)
-        upper = torch.cumsum(w, dim=0)
-        inf = torch.full_like(upper[:1], math.inf)
-        upper = torch.cat([upper[:-1], inf])  # the last component takes whatever rounding leaves
-        lower = torch.cat([-inf, upper[:-1]])
+        """One-hot component choice (B, K) from uniforms v (B,) by the cumulative weights:
+        g_j = [v ≥ π_1 + … + π_(j+1)] for j < K−1 (non-increasing in j), and component k is chosen
+        where g_(k−1) = 1 (true for k = 0) and g_k = 0 (true for k = K−1)."""
         v = v.reshape(-1, 1)
-        return ((v >= lower) & (v < upper)).to(v.dtype)
+        if self.components == 1:
+            return torch.ones_like(v)
+        cum = torch.cumsum(torch.softmax(self.logits.to(v.dtype), dim=0), dim=0)
+        g = (v >= cum[:-1]).to(v.dtype)  # (B, K−1)
+        return F.pad(g, (1, 0), value=1.0) * F.pad(1.0 - g, (0, 1), value=1.0)
 
     def from_noise(self, noise: dict[str, Tensor], temperature=1.0) -> Tensor:
         """z = μ_k + T·σ_k·ε, k chosen by the first entry of each example's ``noise["uniform"]``."""

@@ -21,7 +21,8 @@ exactly t-distributed with ν degrees of freedom. Here
     z = μ + T·σ·t,
 
 only comparisons, exp, log, cos, erf and sqrt: ONNX exportable. Temperature T scales the width;
-ν is kept. W^(−2/ν) − 1 is computed as expm1(min(−(2/ν)·log W, 80)): the cap keeps float32 finite
+ν is kept. W^(−2/ν) − 1 is computed as expm1(min(−(2/ν)·log W, 80)) (Kahan's form of expm1 from
+exp and log, :func:`expm1`: ONNX has no Expm1 operator): the cap keeps float32 finite
 and truncates draws beyond sqrt(ν·e^80) (probability below e^(−40ν): 1e-87 at ν = 5).
 """
 
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import prior_lowering
 
-__all__ = ["StudentTPrior", "lgamma"]
+__all__ = ["StudentTPrior", "lgamma", "expm1"]
 
 #: cap of −(2/ν)·log W in the sampler (keeps exp finite in float32)
 _MAX_EXPONENT = 80.0
@@ -59,6 +60,15 @@ def lgamma(x: Tensor) -> Tensor:
     inv2 = inv * inv
     series = inv * (_STIRLING[0] + inv2 * (_STIRLING[1] + inv2 * (_STIRLING[2] + inv2 * _STIRLING[3])))
     return (y - 0.5) * torch.log(y) - y + 0.5 * math.log(2 * math.pi) + series - shift
+
+
+def expm1(x: Tensor) -> Tensor:
+    """e^x − 1 to full relative precision near 0 without an Expm1 operator (ONNX has none):
+    Kahan's (u − 1)·x / log u with u = e^x (x where u rounds to 1). For finite x ≤ 80."""
+    u = torch.exp(x)
+    one = u == 1.0
+    log_u = torch.where(one, torch.ones_like(u), torch.log(u))
+    return torch.where(one, x, (u - 1.0) * x / log_u)
 
 
 def _log_norm_float(df: float) -> float:
@@ -132,10 +142,10 @@ class StudentTPrior(Prior):
         if self.learned:
             nu = torch.exp(self.log_df.to(eps.dtype))
             expo = torch.clamp(-2.0 * log_w / nu, max=_MAX_EXPONENT)
-            t = cos_theta * torch.sqrt(nu * torch.expm1(expo))
+            t = cos_theta * torch.sqrt(nu * expm1(expo))
             return self.loc.to(eps.dtype) + temperature * torch.exp(self.log_scale.to(eps.dtype)) * t
         expo = torch.clamp(log_w * (-2.0 / self.df), max=_MAX_EXPONENT)
-        return temperature * (cos_theta * torch.sqrt(self.df * torch.expm1(expo)))
+        return temperature * (cos_theta * torch.sqrt(self.df * expm1(expo)))
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, df={self.df:g}, learned={self.learned}"
