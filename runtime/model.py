@@ -146,7 +146,7 @@ class FlowModel(nn.Module):
 
     @property
     def context_kind(self) -> str | None:
-        """"label", "vector" or "image"; None when the flow has no context."""
+        """The context kind ("label", "vector" or "image"); None when the flow has no context."""
         return None if self.context_info is None else self.context_info.kind
 
     @property
@@ -470,7 +470,8 @@ class FusedFlow(FlowModel):
     def _inverse_with_log_prob(self, z: Tensor, cv: ContextValue | None) -> tuple[Tensor, Tensor]:
         parts = self._disassemble(z)
         acc = acc_dtype(z.dtype)
-        x, logdet = self._chain_inverse_with_log_det(self._enter(parts[-1]), parts, z.new_zeros(z.shape[0], dtype=acc), cv)
+        start = z.new_zeros(z.shape[0], dtype=acc)
+        x, logdet = self._chain_inverse_with_log_det(self._enter(parts[-1]), parts, start, cv)
         zp = z.to(logdet.dtype) if z.dtype != logdet.dtype else z
         return x.contiguous(), self._prior_log_prob(zp, cv) + logdet
 

@@ -37,7 +37,7 @@ both directions, so the scales (spline: log g' at the solved θ) come with the i
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
