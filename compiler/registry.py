@@ -198,11 +198,16 @@ class PriorKind:
 
 
 class ObjectiveKind:
-    """Static definition of a training objective."""
+    """Static definition of a training objective.
+
+    ``supports_context``: the objective trains conditional flows (a file with a ``context``); a file
+    that declares a context with an objective that does not is rejected at the objective.
+    """
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
     needs_layers: ClassVar[bool] = True
+    supports_context: ClassVar[bool] = False
 
     @classmethod
     def check(cls, args: Any, spec: Any, ctx: CheckContext) -> None:

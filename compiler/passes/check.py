@@ -1,6 +1,7 @@
 """Pass ``check``: graph-level rules once every node has its shapes.
 
-* the prior and the objective accept this flow (their ``check``);
+* the prior and the objective accept this flow (their ``check``; a flow with a context needs an
+  objective that trains conditional flows, ``ObjectiveKind.supports_context``);
 * the whole model fits the resource limits: total parameters, and the activation memory of
   one training step at the spec's batch size (estimated from the shapes, before allocation).
 """
@@ -49,7 +50,13 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     ok = get_objective(spec.objective.name)
     if ok is None:  # pragma: no cover - expand rejects unknown objectives
         diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.span)
-    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans)
+    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans, spec.context)
+    if spec.context is not None and not ok.supports_context:
+        diag.fail(
+            f"objective {spec.objective.name} does not train conditional flows, but the flow declares "
+            f"context {spec.context.describe()} (line {spec.context.span.line}); use objective mle",
+            spec.objective.span,
+        )
     ok.check(spec.objective.args, spec, octx)
 
     total = graph.model_params()  # bijectors, prior and context encoder, as the compiled model has them

@@ -246,3 +246,13 @@ def test_fmt_lays_out_the_context_statement_and_round_trips():
 
     assert architecture_sha256(a) == architecture_sha256(b)
     assert a.context.shape == b.context.shape == (1, 4, 4)
+
+
+def test_an_objective_that_cannot_train_conditional_flows_is_rejected_at_the_objective():
+    text = flow("context label(classes=3)", "coupling(hidden=4)", "objective fdrl(steps=5)")
+    e = err(text)
+    assert "objective fdrl does not train conditional flows" in str(e) and "context label(classes=3)" in str(e)
+    assert (e.line, e.column) == (5, at(text, 5, "fdrl"))
+    # mle (also the default) trains them; fdrl without a context is unaffected
+    assert flowdsl.parse(flow("context label(classes=3)", "coupling(hidden=4)", "objective mle")).context
+    assert flowdsl.parse(flow("coupling(hidden=4)", "objective fdrl(steps=5)")).context is None
