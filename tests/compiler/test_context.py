@@ -302,3 +302,17 @@ def test_prior_check_sees_the_context():
         assert seen == [s.context] and s.graph.prior_conditional()
     finally:
         unregister_prior("ctxprobeprior")
+
+
+def test_bundled_unconditional_specs_carry_no_context_in_their_fingerprint_or_table():
+    from pathlib import Path
+
+    from flowdsl.compiler.canonical import canonical_text
+
+    specs = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.flow"))
+    plain = [s for s in (flowdsl.load(p) for p in specs) if s.context is None]
+    assert len(plain) >= 5
+    for s in plain:
+        text = canonical_text(s)
+        assert "context" not in text and "conditional" not in text, s.name
+        assert "context" not in s.graph.format(), s.name
