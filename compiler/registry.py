@@ -75,6 +75,10 @@ class CheckContext:
 
     ``context`` is the flow's declared context (a ``flowdsl.schema.ContextSpec``), None when the
     file declares none: a kind that reads it (``args.context``) checks that it fits.
+    ``context_size`` is the (height, width) to which an image context is resized for this layer:
+    None for a layer of the main chain (its own height and width), the composite layer's for a
+    layer inside a body (``rg`` resizes the context to its image, then cuts it into the patches
+    its bodies act on).
     """
 
     def __init__(
@@ -83,11 +87,13 @@ class CheckContext:
         warn: Callable[..., Any] | None = None,
         layer_id: str = "",
         context: Any = None,
+        context_size: tuple[int, int] | None = None,
     ) -> None:
         self._fail = fail
         self._warn = warn
         self.layer_id = layer_id
         self.context = context
+        self.context_size = context_size
 
     def fail(self, message: str, arg: str | None = None) -> None:
         self._fail(message, arg)
