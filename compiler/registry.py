@@ -16,6 +16,11 @@ Implementing a layer kind (checklist):
     * override :meth:`LayerKind.param_count` (trainable parameters of the lowered module; a test
       compares it with the module on randomised arguments) and, when the layer keeps more than
       its input for the backward pass, :meth:`LayerKind.activation_numel`;
+    * to read the flow's context (conditional flows), declare ``context: Optional[bool] = None``
+      in ``Args``: the compiler resolves it to a bool (whether the file declares a context) with
+      no change to the passes, and lists the node in ``FlowGraph.context_nodes``; the kind checks
+      the context it sees as ``ctx.context`` and counts the extra inputs in its ``param_count``
+      (:mod:`flowdsl.compiler.context`), and its lowering is called with ``context=...``;
     * decorate the class with ``@register_layer`` and import its module in
       ``flowdsl/compiler/kinds/__init__.py``; register the runtime module with
       ``@lowering("name")`` in ``flowdsl/runtime/layers/`` and import it in that package's
