@@ -272,3 +272,8 @@ def test_an_objective_that_cannot_train_conditional_flows_is_rejected_at_the_obj
     # mle (also the default) trains them; fdrl without a context is unaffected
     assert flowdsl.parse(flow("context label(classes=3)", "coupling(hidden=4)", "objective mle")).context
     assert flowdsl.parse(flow("coupling(hidden=4)", "objective fdrl(steps=5)")).context is None
+
+
+def test_a_context_without_any_input_reports_the_missing_input():
+    e = err("flow t {\n    context label(classes=3)\n    coupling\n}\n")
+    assert "has no 'input' statement" in str(e) and (e.line, e.column) == (1, 6)
