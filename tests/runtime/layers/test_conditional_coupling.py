@@ -172,7 +172,7 @@ def test_conditional_rg(ctx, kind, net):
 def test_rg_image_context_reaches_each_patch_at_its_pixels():
     """Per-patch image context = the (L, L) feature map at the patch's pixels (independent
     reference: ``patch_pixels`` of the lattice)."""
-    C, L, K = 1, 8, 4
+    L, K = 8, 4
     m = make_rg(info("image", channels=1, height=8, width=8))
     E = 5
     emb = torch.randn(2, E, L, L, dtype=torch.float64)
