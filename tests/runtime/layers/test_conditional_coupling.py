@@ -45,6 +45,19 @@ def make(shape, net, kind, mask, inf, seed=0):
     return randomize(m, seed)
 
 
+def _net_calls(module, fn):
+    """How many times the conditioner nets of ``module`` run during ``fn()`` (one pass: once each)."""
+    calls = []
+    nets = [n for m in module.modules() if hasattr(m, "nets") for n in m.nets]
+    hooks = [n.register_forward_hook(lambda *a: calls.append(1)) for n in nets]
+    try:
+        fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return len(calls), len(nets)
+
+
 def _jac_logdet(m, x, cv, n=2):
     """slogdet of the autograd Jacobian of x -> y for the first ``n`` examples (context fixed)."""
     out = []
@@ -95,6 +108,10 @@ def test_conditional_coupling(case):
         fx1, fld1 = fused.inverse_with_log_det(y, cv)
     for a, b in ((fy, y), (fld, ld), (fx, x), (fx1, x), (fld1, ld)):
         assert (a - b).abs().max() <= 1e-12
+    # one pass: every conditioner runs once (the two-pass fallback would run each twice)
+    for mod in (m, fused):
+        calls, nets = _net_calls(mod, lambda: mod.inverse_with_log_det(y, cv))
+        assert calls == nets
     # parameters: the compiler's conditioner formula with the context's extra inputs
     c, rest = shape[0], math.prod(shape[1:])
     per = rest if net == "mlp" else 1
@@ -107,9 +124,7 @@ def test_conditional_coupling(case):
     assert sum(p.numel() for p in m.parameters()) == nets * net_param_count(net, n_in + extra, n_out, 8, 2)
 
 
-@pytest.mark.parametrize(
-    "ctx_shape", [(2, 2, 2), (2, 8, 8), (2, 2, 8)], ids=["upsampled", "pooled", "mixed-axes"]
-)
+@pytest.mark.parametrize("ctx_shape", [(2, 2, 2), (2, 8, 8), (2, 2, 8)], ids=["upsampled", "pooled", "mixed-axes"])
 def test_image_context_of_another_size(ctx_shape):
     inf = info("image", channels=ctx_shape[0], height=ctx_shape[1], width=ctx_shape[2])
     m = make((4, 4, 4), "conv", "affine", "checkerboard", inf)
@@ -155,6 +170,8 @@ def test_conditional_rg(ctx, kind, net):
     assert (xb - x).abs().max() <= TOL
     assert (x1 - x).abs().max() <= TOL and (ld1 - ld).abs().max() <= TOL
     assert (ld - _jac_logdet(m, x, cv)).abs().max() <= TOL  # per example: patch contexts not mixed up
+    calls, nets = _net_calls(m, lambda: m.inverse_with_log_det(z, cv))
+    assert calls == nets  # one pass: each body's conditioners once
     other = context_value(inf, 2, seed=5)[0]
     if ctx == "label":
         raw = (cv.raw + 1) % inf.classes
