@@ -58,18 +58,25 @@ class ActNorm(Bijector):
         self._init_checked = False
         return super()._load_from_state_dict(*args, **kwargs)
 
+    def _logdet(self, x: Tensor) -> Tensor:
+        """H·W·Σ_c s_c as (B,) in x's dtype (input-independent)."""
+        spatial = 1
+        for d in self.shape[1:]:
+            spatial *= d
+        return (self.log_scale.sum() * spatial).to(x.dtype).reshape(1).expand(x.shape[0])
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._maybe_init(x)
         s = self._view(self.log_scale)
         y = x * torch.exp(s) + self._view(self.bias)
-        spatial = 1
-        for d in self.shape[1:]:
-            spatial *= d
-        logdet = (self.log_scale.sum() * spatial).to(x.dtype).reshape(1).expand(x.shape[0])
-        return y, logdet
+        return y, self._logdet(x)
 
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self._view(self.bias)) * torch.exp(-self._view(self.log_scale))
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the inverse and the constant forward log-det H·W·Σ s."""
+        return self.inverse(y), self._logdet(y)
 
     def _frozen(self) -> "ChannelAffine":
         spatial = 1
@@ -101,6 +108,9 @@ class ChannelAffine(Bijector):
 
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self.bias) * self.inv_scale
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), self.logdet.to(y.dtype).reshape(1).expand(y.shape[0])
 
 
 @lowering("actnorm")

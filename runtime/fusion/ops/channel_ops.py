@@ -67,6 +67,9 @@ class ChannelMonomial(InferenceModule):
             y = y * self.inv_scale
         return y.index_select(1, self.inv_perm) if self.has_perm else y
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), const_logdet(self.logdet, y)
+
 
 class ChannelDense(InferenceModule):
     """y = W x + b per position; buffers ``weight``, ``weight_inv`` (C, C, 1, 1 on images),
@@ -99,6 +102,9 @@ class ChannelDense(InferenceModule):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self._apply_map(y, self.weight_inv, self.bias_inv, "inv")
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), const_logdet(self.logdet, y)
 
 
 def emit(cmap: ChannelMap, shape: tuple[int, ...], dtype: torch.dtype) -> list[InferenceModule]:

@@ -43,6 +43,10 @@ class ConstantLogdet(InferenceModule):
     def inverse(self, y: Tensor) -> Tensor:
         return self.inner.inverse(y)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the inner inverse and the precomputed constant (as ``forward`` returns it)."""
+        return self.inner.inverse(y), const_logdet(self.logdet, y)
+
 
 def _constant_logdet(module: nn.Module, shape: tuple[int, ...]) -> Tensor:
     dev = next((t.device for t in module.buffers()), torch.device("cpu"))
