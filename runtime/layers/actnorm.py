@@ -5,6 +5,7 @@ Shapes: x (B, C, H, W) or (B, D); parameters ``log_scale`` and ``bias`` of shape
     forward   y = x · exp(s) + b                     (s, b broadcast over H, W)
     inverse   x = (y − b) · exp(−s)
     log-det   log|det J| = H·W·Σ_c s_c               (D-vectors: Σ_d s_d)
+    inverse_with_log_det   the inverse and that constant (one pass, as every layer here)
 
 On the first forward in training mode (and only then) s and b are set from the batch so that y
 has zero mean and unit variance per channel; the flag is a buffer, so a loaded checkpoint is

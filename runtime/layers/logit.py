@@ -6,6 +6,8 @@ Shapes: x (B, C, H, W) or (B, D) -> same shape; log-det (B,). Elementwise, no pa
               y = log p − log q
     log-det   Σ_entries [log(1 − 2α) − log p − log q]
     inverse   x = (σ(y) − α) / (1 − 2α)
+    inverse_with_log_det   x and the forward log-det at that x, elementwise from x by the
+              forward's own formula (one pass over the entries, no second layer call)
 
 ``q`` is computed from ``1 − x`` rather than as ``1 − p``, so neither log loses digits near
 x = 1 (for α = 0, ``1 − x`` is exact for x ≥ ½). The data must lie in [0, 1]: nothing is

@@ -7,6 +7,8 @@ Both store their float64-derived quantities (W, W⁻¹, b, −W⁻¹b, 1/s, the 
 H·W·log|det A|) as buffers in the module dtype; the log-det stays float32 under 16-bit casts.
 The inverse of ChannelDense is one 1×1 map with W⁻¹ and bias −W⁻¹b; on images the map is one
 matmul over the channels (``kernels.pointwise_conv``).
+``inverse_with_log_det`` returns the inverse and the constant log-det (one pass, float32 under
+16-bit casts like ``forward``).
 :func:`emit` picks the module for a :class:`~flowdsl.runtime.fusion.ops.channel_map.ChannelMap`
 (nothing at all for the identity).
 """
