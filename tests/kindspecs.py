@@ -32,7 +32,7 @@ VECTOR = (4,)
 #: size arguments shrunk so that every model is tiny (the kinds' defaults are for real data)
 SMALL = {"hidden": 8}
 #: the layers written into every body of a composite kind (``rg``'s disentangler/decimator)
-BODY = "actnorm coupling(net=mlp, mask=checkerboard, hidden=8)"
+BODY = (("actnorm", {}), ("coupling", {"net": "mlp", "mask": "checkerboard", "hidden": 8}))
 
 SKIP_FIELDS = {"context"}
 
@@ -42,6 +42,9 @@ class LayerCase:
     kind: str
     layer: str  # the layer statement, e.g. "conv(kind=periodic)"
     shape: tuple[int, ...]  # the input shape
+    #: the statement with ``context=false`` on the layers inside bodies (an image context cannot
+    #: enter the patches of a composite kind's bodies: a located check error)
+    layer_bodies_without_context: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -90,21 +93,34 @@ def _variants(kind_cls: type) -> list[dict[str, Any]]:
     return out
 
 
-def _layer_text(kind_cls: type, args: dict[str, Any]) -> str:
+def _call(kind_cls: type, args: dict[str, Any]) -> str:
+    return kind_cls.name + (f"({', '.join(f'{k}={_fmt(v)}' for k, v in args.items())})" if args else "")
+
+
+def _layer_text(kind_cls: type, args: dict[str, Any], body_context: bool = True) -> str:
     fields = kind_cls.Args.model_fields
     full = {k: v for k, v in SMALL.items() if k in fields}
     full.update(args)
-    call = kind_cls.name + (f"({', '.join(f'{k}={_fmt(v)}' for k, v in full.items())})" if full else "")
+    call = _call(kind_cls, full)
     if kind_cls.bodies:
-        call += " { " + " ".join(f"{b} {{ {BODY} }}" for b in kind_cls.bodies) + " }"
+        body = []
+        for name, body_args in BODY:
+            body_cls = layer_kinds()[name]
+            opt_out = {} if body_context or "context" not in body_cls.Args.model_fields else {"context": False}
+            body.append(_call(body_cls, {**body_args, **opt_out}))
+        call += " { " + " ".join(f"{b} {{ {' '.join(body)} }}" for b in kind_cls.bodies) + " }"
     return call
 
 
-def spec_text(case: LayerCase, context: str | None = None, prior: str | None = None) -> str:
+def spec_text(case: LayerCase, context: str | None = None, prior: str | None = None, body_context: bool = True) -> str:
+    """The flow file of a case: input, context (if any), the layer, prior (if any). With
+    ``body_context=False`` the layers inside a composite kind's bodies opt out of the context."""
     lines = [case.input]
     if context:
         lines.append(context)
-    lines.append(case.layer)
+    lines.append(
+        case.layer if body_context or not case.layer_bodies_without_context else case.layer_bodies_without_context
+    )
     if prior:
         lines.append(prior)
     return "flow t {\n  " + "\n  ".join(lines) + "\n}\n"
@@ -132,7 +148,7 @@ def layer_cases(kinds: list[str] | None = None) -> list[LayerCase]:
             for args in _variants(kind_cls):
                 layer = _layer_text(kind_cls, args)
                 for shape in (IMAGE, VECTOR):
-                    case = LayerCase(name, layer, shape)
+                    case = LayerCase(name, layer, shape, _layer_text(kind_cls, args, body_context=False))
                     if _checks(spec_text(case)):
                         cases.append(case)
             if not cases:
