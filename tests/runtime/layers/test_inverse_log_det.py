@@ -39,7 +39,7 @@ from flowdsl.runtime.layers import lowered_kinds
 from flowdsl.runtime.training.demo import randomize_parameters
 
 #: kinds whose one-pass ``inverse_with_log_det`` is written by another lane (kind -> lane)
-PENDING = {"coupling": "ctxrt", "rg": "ctxrt"}
+PENDING: dict[str, str] = {}
 
 CASES = kindspecs.layer_cases()
 DOUBLE_TAIL = "actnorm"  # after the layer written twice: position moves are then composed, not absorbed
