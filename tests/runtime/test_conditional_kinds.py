@@ -36,6 +36,7 @@ import torch
 from flowtest import jacobian
 
 import flowdsl
+from flowdsl.compiler.kinds import layer_kinds
 from flowdsl.runtime.training.demo import randomize_parameters
 
 CONTEXTS = {
@@ -106,6 +107,9 @@ def test_every_kind_has_every_context_kind():
 def test_conditional_kind(case, ctx_kind):
     model, x, c = build(case, ctx_kind)
     assert model.context_kind == ctx_kind
+    readers = {model.graph.node(nid).kind for nid in model.graph.context_nodes}
+    if "context" in layer_kinds()[case.kind].Args.model_fields:  # a kind that takes the context reads it
+        assert case.kind in readers, f"{case.kind} does not read the context (context_nodes: {readers})"
     shape = tuple(model.input_shape)
     n = math.prod(shape)
 
