@@ -64,7 +64,8 @@ class ActNorm(Bijector):
         spatial = 1
         for d in self.shape[1:]:
             spatial *= d
-        return (self.log_scale.sum() * spatial).to(x.dtype).reshape(1).expand(x.shape[0])
+        logdet = (self.log_scale.sum() * spatial).to(x.dtype).reshape(1).expand(x.shape[0])
+        return logdet
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._maybe_init(x)
