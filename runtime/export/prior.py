@@ -9,14 +9,14 @@ The graph is the prior's ``from_noise`` (:mod:`flowdsl.runtime.priors.base`) wit
              temperature (1,) float32, finite and ≥ 0
     output   z (B, *input_shape), distributed as the prior at that temperature
 
-and ``inverse.onnx`` maps z to samples x. The recipe (numpy + onnxruntime, no torch)::
+and ``inverse.onnx`` maps z to samples x and their log_prob. The recipe (numpy + onnxruntime, no torch)::
 
     rng = np.random.default_rng(seed)
     feeds = {"temperature": np.array([T], np.float32)}
     for i in prior.get_inputs():
         if i.name == "normal":  feeds["normal"] = rng.standard_normal((n, *shape), dtype=np.float32)
         if i.name == "uniform": feeds["uniform"] = rng.random((n, *shape), dtype=np.float32)
-    (z,) = prior.run(None, feeds); (x,) = inverse.run(None, {"z": z})
+    (z,) = prior.run(None, feeds); x, log_prob = inverse.run(None, {"z": z})
 
 A prior kind without ``from_noise`` exports no ``prior.onnx`` (its metadata says so).
 """
@@ -33,7 +33,7 @@ __all__ = ["PriorGraph", "PriorGraph2", "can_export_prior", "export_prior", "pri
 
 SAMPLING_RECIPE = (
     "z = prior.onnx(normal ~ N(0,1), uniform ~ U[0,1) as its inputs ask, each (B, *input_shape), "
-    "temperature (1,)); x = inverse.onnx(z)"
+    "temperature (1,)); x, log_prob = inverse.onnx(z)"
 )
 
 
