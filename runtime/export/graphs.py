@@ -31,6 +31,7 @@ __all__ = [
     "context_dtype",
     "context_signature",
     "forward_with_log_prob",
+    "prior_uses_context",
 ]
 
 
@@ -99,25 +100,25 @@ def inverse_with_log_prob(model: nn.Module, z: Tensor, context: Tensor | None = 
     return h, model.prior.log_prob(zz) + logdet
 
 
-def _prior_uses_context(model: nn.Module) -> bool:
+def prior_uses_context(model: nn.Module) -> bool:
+    """Whether the model's prior is conditional (``prior ...(conditional=true)``)."""
     return bool(getattr(model.prior, "uses_context", False))
 
 
 def forward_with_log_prob(model: nn.Module, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor, Tensor]:
     """(z, logdet, log_prob) of ``x``: one forward pass, the prior scored at z.
 
-    A conditional prior needs the encoded context, which only the model makes: then log_prob is
-    ``model.log_prob(x, context=...)`` (the same module twice in the graph; onnxruntime's common
-    subexpression elimination merges what it can)."""
+    A conditional prior takes the encoded context (``model.encode_context``: the model's own
+    validation and encoder, so the label table / embedding net is the one the steps see)."""
     if context is None:
         z, logdet = model(x)
-        zz = z if z.dtype == logdet.dtype else z.to(logdet.dtype)
-        return z, logdet, model.prior.log_prob(zz) + logdet
-    z, logdet = model(x, context=context)
-    if _prior_uses_context(model):
-        return z, logdet, model.log_prob(x, context=context)
+        cv = None
+    else:
+        z, logdet = model(x, context=context)
+        cv = model.encode_context(context, x.shape[0], x.device, x.dtype) if prior_uses_context(model) else None
     zz = z if z.dtype == logdet.dtype else z.to(logdet.dtype)
-    return z, logdet, model.prior.log_prob(zz) + logdet
+    lp = model.prior.log_prob(zz) if cv is None else model.prior.log_prob(zz, cv)
+    return z, logdet, lp + logdet
 
 
 class ForwardGraph(nn.Module):

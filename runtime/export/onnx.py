@@ -32,7 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.export.graphs import ForwardGraph, InverseGraph, context_signature, example_context
+from flowdsl.runtime.export.graphs import (
+    ForwardGraph,
+    InverseGraph,
+    context_signature,
+    example_context,
+    prior_uses_context,
+)
 from flowdsl.runtime.export.parity import PARITY_OUTPUTS, check_parity, parity_failures, parity_table
 
 __all__ = [
@@ -238,6 +244,9 @@ def export_onnx(
         extra["flowdsl.prior_noise"] = ",".join(prior_noise(fused.prior))
     if c is not None:
         extra["flowdsl.context"] = context_signature(fused)
+        if sampler:
+            who = "prior.onnx and inverse.onnx take" if prior_uses_context(fused) else "inverse.onnx takes"
+            extra["flowdsl.sampling"] += f"; {who} the context too (input 'context')"
         if fused.context_kind == "label":
             extra["flowdsl.context_classes"] = str(int(fused.context_classes))
     if weights is not None:
@@ -252,7 +261,9 @@ def export_onnx(
         _export(InverseGraph(fused), inv_ex, raw["inverse.onnx"], inv_ins, list(INVERSE_OUTPUTS), exporter)
         if sampler:
             with torch.no_grad():
-                export_prior(fused.prior, shape, raw["prior.onnx"], _export, exporter)
+                export_prior(
+                    fused.prior, shape, raw["prior.onnx"], _export, exporter, example_batch, model=fused, context=c
+                )
         for f in files:
             _finalize(raw[f], stage / f, spec, f.split(".")[0], extra)
         pair.write_manifest(stage, eid, files, {"spec_sha256": spec.sha256, "weights": weights})
