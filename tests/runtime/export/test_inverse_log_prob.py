@@ -6,13 +6,17 @@ float64 at the x onnxruntime returned (log p_prior(z) + Σ log|det ∂z/∂x|), 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import onnx
 import pytest
 import torch
 
 import flowdsl
+from flowdsl.errors import ContextError
 from flowdsl.runtime.export.graphs import InverseGraph, inverse_with_log_prob
+from flowdsl.runtime.export.onnx import sample_onnx
 from flowdsl.runtime.export.parity import ort_session
 
 IMAGE = """
@@ -48,8 +52,11 @@ def test_inverse_onnx_returns_x_and_its_log_prob(text, tmp_path):
     assert res.parity["inverse_log_prob_rel"] <= 1e-4 and res.parity["inverse_rel"] <= 1e-4
     g = onnx.load(res.inverse).graph
     assert [i.name for i in g.input] == ["z"] and [o.name for o in g.output] == ["x", "log_prob"]
+    assert [i.name for i in onnx.load(res.forward).graph.input] == ["x"]  # unconditional: no context input
+    with pytest.raises(ContextError, match="unconditional"):
+        sample_onnx(tmp_path / "o", 2, context=np.zeros(2))
     sess = ort_session(res.inverse)
-    m64 = model.double()
+    m64 = copy.deepcopy(model).double()
     gen = torch.Generator().manual_seed(5)
     for b in (1, 9):  # the batch dimension is dynamic
         z = 0.8 * torch.randn((b, *model.input_shape), generator=gen)
