@@ -19,9 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.bijector import call_inverse_with_log_det
-from flowdsl.runtime.fusion.ops.kernels import acc_dtype
-
 __all__ = [
     "ForwardGraph",
     "InverseGraph",
@@ -75,29 +72,12 @@ def example_context(model: nn.Module, batch: int, generator: torch.Generator) ->
 
 
 def inverse_with_log_prob(model: nn.Module, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(x, log p(x)) from one inverse pass: the model's ``inverse_with_log_prob`` when it has one.
-
-    Fallback (a model without that method, i.e. unconditional and older): the steps backwards
-    through the bijector protocol, ``call_inverse_with_log_det`` (forward log-det at the returned
-    point), split steps merging their latents back, plus the prior's log-density of ``z``."""
-    fn = getattr(model, "inverse_with_log_prob", None)
-    if fn is not None:
-        return fn(z) if context is None else fn(z, context=context)
-    if context is not None:
-        raise TypeError(f"{type(model).__name__} has no inverse_with_log_prob: it cannot take a context")
-    parts = model._disassemble(z)
-    h = parts[-1]
-    logdet = z.new_zeros(z.shape[0], dtype=acc_dtype(z.dtype))
-    k = len(parts) - 2
-    for step in reversed(model.steps):
-        if step.factor_out:
-            h = step.merge(h, parts[k])
-            k -= 1
-        else:
-            h, ld = call_inverse_with_log_det(step, h)
-            logdet = logdet + ld
-    zz = z if z.dtype == logdet.dtype else z.to(logdet.dtype)
-    return h, model.prior.log_prob(zz) + logdet
+    """(x, log p(x)) from one inverse pass: ``model.inverse_with_log_prob`` (every step's inverse
+    with its forward log-det at the point it returns, plus the prior's log-density of z), called
+    without ``context`` for an unconditional model."""
+    if context is None:
+        return model.inverse_with_log_prob(z)
+    return model.inverse_with_log_prob(z, context=context)
 
 
 def prior_uses_context(model: nn.Module) -> bool:

@@ -77,16 +77,24 @@ def _feed(c: torch.Tensor) -> np.ndarray:
     return c.numpy() if c.dtype == torch.int64 else c.float().numpy()
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """{kind: (model, folder, parity)}: each spec exported once, checked in onnxruntime."""
-    out = {}
-    for kind in KINDS:
+class _Exports(dict):
+    """kind -> (model, folder, parity): each spec exported once (on first use), checked in onnxruntime."""
+
+    def __init__(self, factory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def __missing__(self, kind: str):
         model = _model(kind)
-        folder = tmp_path_factory.mktemp(kind) / "onnx"
+        folder = self.factory.mktemp(kind) / "onnx"
         res = flowdsl.export_onnx(model, folder, check=True, check_batch=5)
-        out[kind] = (model, folder, res.parity)
-    return out
+        self[kind] = (model, folder, res.parity)
+        return self[kind]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> _Exports:
+    return _Exports(tmp_path_factory)
 
 
 def _io(path) -> tuple[list, list]:
