@@ -154,7 +154,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Export and check through ``flowdsl.export_onnx``; a parity failure (above ``--tolerance`` or
     NaN) is its FlowDSLError, printed with the error table by ``main`` (exit 1)."""
     import flowdsl
-    from flowdsl.runtime.export.onnx import describe_io, parity_table
+    from flowdsl.runtime.export.onnx import describe_io, fed_contexts, parity_table
 
     model, weights = _load_for_export(args)
     print(f"weights: {weights}")
@@ -172,9 +172,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     prior = Path(res.forward).with_name("prior.onnx")
     if prior.exists():
         print(f"wrote {prior}: {describe_io(prior)} (the prior's sampler: see the README's ONNX section)")
-    context = res.parity.get("context")
-    fed = f", {context} contexts" if context else ""
-    print(f"onnxruntime vs PyTorch (float32, batch {args.batch}{fed}):")
+    print(f"onnxruntime vs PyTorch (float32, batch {args.batch}{fed_contexts(res.parity)}):")
     for line in parity_table(res.parity):
         print(f"  {line}")
     return 0

@@ -289,9 +289,14 @@ def export_onnx(
             f"onnxruntime disagrees with PyTorch on {spec.name!r} (relative error above {tolerance:g} or NaN: "
             f"{worst}); the files were written to {str(out)!r}",
             filename=spec.filename,
-            notes=[f"float32, batch {check_batch}:", *parity_table(parity)],
+            notes=[f"float32, batch {check_batch}{fed_contexts(parity)}:", *parity_table(parity)],
         )
     return ExportResult(str(fwd_path), str(inv_path), parity)
+
+
+def fed_contexts(parity: dict) -> str:
+    """``", label contexts"`` when the parity check fed contexts (conditional models), else ``""``."""
+    return f", {parity['context']} contexts" if parity.get("context") else ""
 
 
 def describe_io(path: str | os.PathLike) -> str:
