@@ -55,6 +55,7 @@ __all__ = [
     "INVERSE_OUTPUTS",
     "sample_onnx",
     "describe_io",
+    "fed_contexts",
 ]
 
 OPSET = 18
