@@ -29,6 +29,7 @@ __all__ = [
     "context_signature",
     "forward_with_log_prob",
     "prior_uses_context",
+    "strict_labels",
 ]
 
 
@@ -71,6 +72,15 @@ def example_context(model: nn.Module, batch: int, generator: torch.Generator) ->
     return torch.rand((batch, *shape), generator=generator)
 
 
+def strict_labels(model: nn.Module, context: Tensor | None) -> Tensor | None:
+    """Label contexts with every negative label replaced by K, so that onnxruntime rejects a label
+    outside 0…K−1 as PyTorch does: ONNX ``Gather`` (the label tables) fails on an index ≥ K but
+    counts a negative one from the end. Other contexts pass unchanged."""
+    if context is None or context_kind(model) != "label":
+        return context
+    return torch.where(context < 0, torch.full_like(context, int(model.context_classes)), context)
+
+
 def inverse_with_log_prob(model: nn.Module, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(x, log p(x)) from one inverse pass: ``model.inverse_with_log_prob`` (every step's inverse
     with its forward log-det at the point it returns, plus the prior's log-density of z), called
@@ -109,7 +119,7 @@ class ForwardGraph(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        return forward_with_log_prob(self.model, x, context)
+        return forward_with_log_prob(self.model, x, strict_labels(self.model, context))
 
 
 class InverseGraph(nn.Module):
@@ -120,4 +130,4 @@ class InverseGraph(nn.Module):
         self.model = model
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return inverse_with_log_prob(self.model, z, context)
+        return inverse_with_log_prob(self.model, z, strict_labels(self.model, context))

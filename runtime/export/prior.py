@@ -94,8 +94,10 @@ class ConditionalPriorGraph(nn.Module):
         self.names = prior_noise(model.prior)
 
     def _z(self, noise: dict[str, Tensor], context: Tensor, temperature: Tensor) -> Tensor:
+        from flowdsl.runtime.export.graphs import strict_labels
+
         a = next(iter(noise.values()))
-        cv = self.model.encode_context(context, a.shape[0], a.device, a.dtype)
+        cv = self.model.encode_context(strict_labels(self.model, context), a.shape[0], a.device, a.dtype)
         return self.model.prior.from_noise(noise, temperature, cv)
 
     def forward(self, a: Tensor, context: Tensor, temperature: Tensor) -> Tensor:

@@ -177,6 +177,17 @@ def test_sampling_an_export_checks_the_context(exported, tmp_path):
         sample_onnx(folder, 2, context=np.array([0, 4]))
     with pytest.raises(ContextError, match="integers"):
         sample_onnx(folder, 2, context=np.array([0.0, 1.0]))
+    import onnxruntime as ort
+
+    for name, first in (("forward", "x"), ("inverse", "z")):  # in the graphs: ONNX Gather wraps -1 around
+        sess = ort_session(str(folder / f"{name}.onnx"))
+        for bad in (-1, 4):
+            with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
+                sess.run(None, {first: np.zeros((2, 3), np.float32), "context": np.array([0, bad], np.int64)})
+    prior = ort_session(str(folder / "prior.onnx"))
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
+        feeds = {"normal": np.zeros((1, 3), np.float32), "temperature": np.ones(1, np.float32)}
+        prior.run(None, {**feeds, "context": np.array([-1], np.int64)})
     _, vfolder, _ = exported["vector"]
     with pytest.raises(ContextError, match=r"shape \(2, 3\), expected \(2, 2\)"):
         sample_onnx(vfolder, 2, context=np.zeros((2, 3)))
