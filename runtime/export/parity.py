@@ -6,7 +6,7 @@ to ``forward.onnx`` and the resulting z to ``inverse.onnx``, and compares every 
 same float32 module in PyTorch:
 
     z, logdet, log_prob     forward.onnx against the module's forward pass
-    inverse                 inverse.onnx's x against the x that was fed forward
+    inverse                 inverse.onnx's x against the module's inverse of the same z
     inverse_log_prob        inverse.onnx's log_prob against the module's one-pass inverse log_prob
 
 Each as a max abs error and a relative one (abs / max |reference|); NaN is a failure.
@@ -61,8 +61,9 @@ def check_parity(
     model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1
 ) -> dict[str, float]:
     """Max abs and relative errors of onnxruntime against PyTorch (float32) at ``batch``, for
-    each name in :data:`PARITY_OUTPUTS`; also ``roundtrip_abs`` (PyTorch's own inverse error)
-    and, for a conditional model, the ``context`` kind it was fed.
+    each name in :data:`PARITY_OUTPUTS`; also ``roundtrip_abs`` (PyTorch's own round-trip error
+    |inverse(forward(x)) − x|, float32: a property of the flow, not of the export), ``onnx_roundtrip_abs``
+    (the same through the two files) and, for a conditional model, the ``context`` kind it was fed.
 
     Raises :class:`FlowDSLError` when the two files carry different export ids (a mixed pair)."""
     from flowdsl.runtime.export.pair import check_same_export
@@ -84,11 +85,12 @@ def check_parity(
         ("z", oz, z),
         ("logdet", old, logdet),
         ("log_prob", olp, lp),
-        ("inverse", ox, x),
+        ("inverse", ox, x_back),
         ("inverse_log_prob", oilp, lp_back),
     ):
         res[f"{name}_abs"], res[f"{name}_rel"] = _err(a, b)
     res["roundtrip_abs"] = float((x_back - x).abs().max())
+    res["onnx_roundtrip_abs"] = float(np.max(np.abs(ox - x.numpy()))) if ox.size else 0.0
     if c is not None:
         res["context"] = getattr(m, "context_kind", None)
     return res
