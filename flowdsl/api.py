@@ -80,10 +80,12 @@ def export_onnx(
     tolerance: float = 1e-4,
     weights: str | None = None,
 ) -> ExportResult:
-    """Write ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x) and
-    ``prior.onnx`` (noise, temperature → z: the prior's sampler) into out_dir, as one unit (a
-    folder swap; out_dir must be new or hold only a previous export). ``weights`` describes the
-    weights (recorded in the metadata).
+    """Write ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x, log_prob, in
+    one inverse pass) and ``prior.onnx`` (noise, temperature → z: the prior's sampler) into
+    out_dir, as one unit (a folder swap; out_dir must be new or hold only a previous export). A
+    conditional model's files also take ``context`` (labels int64 (B,), vectors (B, D), images
+    (B, C, H, W)), with the batch dimension of x/z. ``weights`` describes the weights (recorded in
+    the metadata).
 
     ``exporter`` is ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or
     ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against the
