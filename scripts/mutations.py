@@ -58,8 +58,8 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/layers/coupling.py",
-                "return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)",
-                "return torch.cat([x1, y2], dim=1), -logs.reshape(-1, logs[0].numel()).sum(1)",
+                "return torch.cat([x1, y2], dim=1), self._sum(logs, acc)",
+                "return torch.cat([x1, y2], dim=1), -self._sum(logs, acc)",
             ),
         ),
         ("tests/runtime/layers/test_every_kind.py",),
