@@ -63,6 +63,10 @@ flow cimage {
     context image(channels=1, height=4, width=4)
     coupling(hidden=8, mask=checkerboard, kind=spline, bins=4)
     coupling(hidden=4, net=mlp, mask=checkerboard)
+    rg(kernel=4) {
+        disentangler { coupling(kind=affine, net=mlp, mask=checkerboard, hidden=8) }
+        decimator { coupling(kind=spline, net=conv, mask=checkerboard, hidden=8, bins=3) }
+    }
     squeeze
     coupling(hidden=8)
     squeeze
@@ -137,7 +141,7 @@ def test_api_attributes_and_parameter_count(built):
         assert (nid in graph.context_nodes) == (getattr(node.args, "context", None) is True)
     if model.context_kind == "vector":  # coupling(context=false) opts out
         assert not model.steps[-1].uses_context
-    if model.context_kind == "label":  # the rg bodies read it too
+    if model.context_kind in ("label", "image"):  # the rg bodies read it too
         assert any(isinstance(s, RGFlow) and s.uses_context for s in model.steps)
 
 
