@@ -254,19 +254,27 @@ flow cimage {
 @pytest.mark.parametrize("kind,fused", [("label", False), ("label", True), ("image", True)])
 def test_compile_fullgraph_forward_and_sample(kind, fused):
     """fullgraph=True raises at the first graph break; the label range check (a host read) is
-    skipped under compilation, everything else is traced."""
+    skipped under compilation, everything else is traced. The fused label flow is compiled with
+    dynamic=True: a new batch size (of x and the context together) does not recompile."""
     model, x, c = build(COMPILE[kind])
     m = model.fuse() if fused else model
     torch._dynamo.reset()
 
     def both(x, c):
-        s, slp = m.sample(B, temperature=0.7, context=c, return_log_prob=True)
+        s, slp = m.sample(x.shape[0], temperature=0.7, context=c, return_log_prob=True)
         return m.log_prob(x, context=c), s, slp
 
+    dynamic = kind == "label" and fused
+    compiled = torch.compile(both, fullgraph=True, backend="eager", dynamic=dynamic)
     with torch.no_grad():
-        lp, s, slp = torch.compile(both, fullgraph=True, backend="eager")(x, c)
-        assert (lp - m.log_prob(x, context=c)).abs().max() <= 1e-10
-        assert ((slp - m.log_prob(s, context=c)).abs() / slp.abs().clamp_min(1)).max() <= 1e-10
+        for b in (3, 5) if dynamic else (3,):
+            xb = torch.randn(b, *m.input_shape, dtype=torch.float64)
+            cb = context_for(m, b, seed=b)
+            with torch._dynamo.config.patch(error_on_recompile=b != 3):
+                lp, s, slp = compiled(xb, cb)
+            assert s.shape == xb.shape
+            assert (lp - m.log_prob(xb, context=cb)).abs().max() <= 1e-10
+            assert ((slp - m.log_prob(s, context=cb)).abs() / slp.abs().clamp_min(1)).max() <= 1e-10
 
 
 def test_bad_contexts_through_the_model_api():
