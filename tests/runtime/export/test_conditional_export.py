@@ -24,13 +24,13 @@ from flowdsl.runtime.export.parity import ort_session
 
 MLP = "coupling(kind=affine, net=mlp, hidden=8, depth=1) permute(kind=reverse)"
 SPECS = {
-    "label": f"""
-flow cond_label {{
-    input vector(dim=3)
+    "label": """
+flow cond_label {
+    input image(channels=2, height=4, width=4)
     context label(classes=4)
-    repeat 2 {{ actnorm {MLP} }}
+    actnorm coupling(hidden=8) squeeze split conv1x1
     prior gaussian(learned=true, conditional=true)
-}}
+}
 """,
     "vector": f"""
 flow cond_vector {{
@@ -166,7 +166,7 @@ def test_conditional_prior_onnx_samples_as_the_model(kind, exported):
         rlp = m64.log_prob(torch.from_numpy(x).double(), context=c)
     np.testing.assert_allclose(lp, rlp.numpy(), rtol=0, atol=1e-4 * max(1.0, float(rlp.abs().max())))
     one, _ = sample_onnx(folder, 3, seed=1, with_log_prob=True, context=_feed(c[2]))  # one example, repeated
-    assert one.shape == (3, 3) and np.isfinite(one).all()
+    assert one.shape == (3, *model.input_shape) and np.isfinite(one).all()
 
 
 def test_sampling_an_export_checks_the_context(exported, tmp_path):
@@ -183,10 +183,10 @@ def test_sampling_an_export_checks_the_context(exported, tmp_path):
         sess = ort_session(str(folder / f"{name}.onnx"))
         for bad in (-1, 4):
             with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
-                sess.run(None, {first: np.zeros((2, 3), np.float32), "context": np.array([0, bad], np.int64)})
+                sess.run(None, {first: np.zeros((2, 2, 4, 4), np.float32), "context": np.array([0, bad], np.int64)})
     prior = ort_session(str(folder / "prior.onnx"))
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
-        feeds = {"normal": np.zeros((1, 3), np.float32), "temperature": np.ones(1, np.float32)}
+        feeds = {"normal": np.zeros((1, 2, 4, 4), np.float32), "temperature": np.ones(1, np.float32)}
         prior.run(None, {**feeds, "context": np.array([-1], np.int64)})
     _, vfolder, _ = exported["vector"]
     with pytest.raises(ContextError, match=r"shape \(2, 3\), expected \(2, 2\)"):
@@ -199,7 +199,7 @@ def test_the_export_command_prints_the_context_input(tmp_path, capsys):
     (tmp_path / "c.flow").write_text(SPECS["label"], encoding="utf-8")
     assert main(["export", str(tmp_path / "c.flow"), "--untrained", "--out", str(tmp_path / "o"), "--batch", "9"]) == 0
     text = capsys.readouterr().out
-    assert "forward.onnx: x (B,3), context (B) int64 -> z, logdet, log_prob" in text
-    assert "inverse.onnx: z (B,3), context (B) int64 -> x, log_prob" in text
-    assert "prior.onnx: normal (B,3), context (B) int64, temperature (1) -> z" in text
+    assert "forward.onnx: x (B,2,4,4), context (B) int64 -> z, logdet, log_prob" in text
+    assert "inverse.onnx: z (B,2,4,4), context (B) int64 -> x, log_prob" in text
+    assert "prior.onnx: normal (B,2,4,4), context (B) int64, temperature (1) -> z" in text
     assert "batch 9, label contexts" in text and "inverse_log_prob" in text
