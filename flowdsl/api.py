@@ -2,6 +2,8 @@
 
     spec = flowdsl.parse(text, filename="<string>")     # or flowdsl.load(path)
     model = flowdsl.compile(spec)                      # torch.nn.Module (FlowModel)
+    z, logdet = model(x, context=c)                    # c only for a flow that declares a context
+    x, log_prob = model.sample(n, context=c, return_log_prob=True)
     forward_path, inverse_path = flowdsl.export_onnx(model, out_dir)
 
 ``parse`` runs every static pass (expansion, graph, shape inference, checks), so a spec it
@@ -55,7 +57,9 @@ def compile(spec: FlowSpec | str, seed: int | None = None) -> Any:  # noqa: A001
     """Build the trainable PyTorch module of a spec (or of spec text).
 
     Parameters are initialised from ``seed`` (default: the spec's ``train(seed=...)``), without
-    disturbing the global random state.
+    disturbing the global random state. A conditional flow (a ``context`` statement) takes
+    ``context=`` in every call (see :mod:`flowdsl.runtime.model`); ``model.context_shape`` is None
+    for an unconditional one.
     """
     from flowdsl.runtime.model import FlowModel
 
