@@ -93,7 +93,7 @@ class AutoregressiveKind(LayerKind):
         if len(shape) != 1:
             dims = "×".join(str(s) for s in shape)
             ctx.fail(
-                f"autoregressive works on vectors only, got an image of shape {dims}; "
+                f"needs vector input, got an image of shape {dims}; "
                 "use coupling (or conv(kind=emerging)) on images"
             )
         d = shape[0]
@@ -101,7 +101,7 @@ class AutoregressiveKind(LayerKind):
         if d > limit:
             slow = "inverse (sampling)" if args.direction == "forward" else "forward (density)"
             ctx.fail(
-                f"autoregressive on {d:,} entries takes {d:,} sequential passes in its {slow} direction, "
+                f"{d:,} entries take {d:,} sequential passes in the {slow} direction, "
                 f"above the limit of {limit:,} (FLOWDSL_MAX_SEQUENTIAL_PASSES)"
             )
         return shape
