@@ -11,6 +11,12 @@ affine map with a bounded log-scale (as coupling's) or the rational-quadratic sp
 ``coupling(kind=spline)``; ``bins`` (≥ 2, default 8) and ``bound`` (> 0, default 3.0) belong to
 ``kind=spline`` only and are rejected at their location on ``kind=affine``.
 
+``context`` (default: whether the file declares a context; resolved to a bool by the compiler):
+MADE also reads the context's embedding (E = CONTEXT_EMBED features, image embeddings
+average-pooled), unmasked, in its first layer, and hidden units of degree 0 see only the
+context, so every entry, the first in the order too, is conditioned
+(:mod:`flowdsl.compiler.context`).
+
 The D sequential passes are bounded by ``LIMITS.max_sequential_passes``
 (``FLOWDSL_MAX_SEQUENTIAL_PASSES``): a vector longer than that is rejected at the layer.
 
@@ -19,7 +25,7 @@ Parameters (dense masked weights; the masked-out entries stay zero in effect), w
 (affine) or 3K − 1 (spline of K bins) outputs per entry and E the context embedding width
 (0 without a context):
 
-    Linear (D→h) + (depth−1)·Linear (h→h) + Linear (h→D·P), with biases;  + E·h with a context
+    Linear (D→h) + (depth−1)·Linear (h→h) + Linear (h→D·P), with biases;  + E·h (no bias) with a context
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from flowdsl.compiler.context import CONTEXT_EMBED
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 
@@ -80,8 +87,7 @@ class AutoregressiveKind(LayerKind):
             shown["bins"], shown["bound"] = cls.spline(args)
         else:
             shown.pop("bins"), shown.pop("bound")
-        if shown.get("context") is None:
-            shown.pop("context")
+        shown["context"] = shown.pop("context")  # last, as coupling shows it
         return shown
 
     @classmethod
@@ -93,8 +99,7 @@ class AutoregressiveKind(LayerKind):
         if len(shape) != 1:
             dims = "×".join(str(s) for s in shape)
             ctx.fail(
-                f"needs vector input, got an image of shape {dims}; "
-                "use coupling (or conv(kind=emerging)) on images"
+                f"needs vector input, got an image of shape {dims}; use coupling (or conv(kind=emerging)) on images"
             )
         d = shape[0]
         limit = LIMITS.max_sequential_passes
@@ -108,7 +113,8 @@ class AutoregressiveKind(LayerKind):
 
     @classmethod
     def param_count(cls, args, shape) -> int:
-        return made_param_count(shape[0], args.hidden, args.depth, cls.per_entry(args))
+        extra = CONTEXT_EMBED if args.context else 0
+        return made_param_count(shape[0], args.hidden, args.depth, cls.per_entry(args), extra)
 
     @classmethod
     def activation_numel(cls, args, shape) -> int:

@@ -24,13 +24,14 @@ of ``flowdsl.runtime.context``), unmasked, in its first layer.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from flowdsl.compiler.kinds.autoregressive import AutoregressiveKind
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.context import ContextValue, EncodedContextInfo, context_features
 from flowdsl.runtime.layers._made import MADE, MadeWeights, made_parallel, made_sequential
 from flowdsl.runtime.layers._rq_spline import rq_spline_forward, rq_spline_inverse
 from flowdsl.runtime.layers.lowering import lowering
@@ -100,11 +101,9 @@ def ar_inverse(
     return x, None if ld is None else _total(ld, acc)
 
 
-def context_input(context: Any, shape: tuple[int, ...]) -> Tensor:
-    """The (B, E) context features a vector layer concatenates (``flowdsl.runtime.context``)."""
-    from flowdsl.runtime.context import context_features
-
-    return context_features(context, shape)
+def context_input(context: ContextValue, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The (B, E) context features a vector layer reads (``flowdsl.runtime.context``), in ``dtype``."""
+    return context_features(context, shape).to(dtype)
 
 
 class Autoregressive(Bijector):
@@ -132,19 +131,20 @@ class Autoregressive(Bijector):
         self.uses_context = context > 0
         self.g = ElementMap(kind, self.bins, self.bound, tanh_log_scale)
 
-    def _ctx(self, context: Any) -> Tensor | None:
-        return context_input(context, self.shape) if self.uses_context else None
+    def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
+        return context_input(context, self.shape, x.dtype) if self.uses_context else None
 
-    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        return ar_forward(x, self.made.weights(), self.made.plan, self.g, self.direction, x.dtype, self._ctx(context))
-
-    def inverse(self, y: Tensor, context: Any = None) -> Tensor:
+    def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
         w = self.made.weights()
-        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context))[0]
+        return ar_forward(x, w, self.made.plan, self.g, self.direction, x.dtype, self._ctx(context, x))
 
-    def inverse_with_log_det(self, y: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: ContextValue | None = None) -> Tensor:
         w = self.made.weights()
-        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context), True)
+        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context, y))[0]
+
+    def inverse_with_log_det(self, y: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        w = self.made.weights()
+        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context, y), True)
 
     def _frozen(self) -> Bijector:
         from flowdsl.runtime.fusion.rules.autoregressive import InferenceAutoregressive
@@ -158,9 +158,9 @@ class Autoregressive(Bijector):
 
 
 @lowering("autoregressive")
-def lower_autoregressive(args, shape, bodies=None, context=None):
+def lower_autoregressive(args, shape, bodies=None, context: EncodedContextInfo | None = None):
     bins, bound = AutoregressiveKind.spline(args)
-    width = int(getattr(context, "embedding", 0) or getattr(context, "dim", 0) or 0) if context is not None else 0
+    width = context.width if context is not None else 0
     return Autoregressive(
         math.prod(shape),
         args.kind,

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
+from flowdsl.runtime.context import ContextValue
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, acc_dtype
 from flowdsl.runtime.layers._made import MadeWeights
 from flowdsl.runtime.layers.autoregressive import ElementMap, ar_forward, ar_inverse, context_input
@@ -80,19 +81,20 @@ class InferenceAutoregressive(InferenceModule):
             per_entry=self.per_entry,
         )
 
-    def _ctx(self, context: Any) -> Tensor | None:
-        return context_input(context, self.shape) if self.uses_context else None
+    def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
+        return context_input(context, self.shape, x.dtype) if self.uses_context else None
 
-    def forward(self, x: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
-        return ar_forward(x, self._weights(), self.plan, self.g, self.direction, acc_dtype(x.dtype), self._ctx(context))
+    def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        acc = acc_dtype(x.dtype)
+        return ar_forward(x, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, x))
 
-    def inverse(self, y: Tensor, context: Any = None) -> Tensor:
+    def inverse(self, y: Tensor, context: ContextValue | None = None) -> Tensor:
         acc = acc_dtype(y.dtype)
-        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context))[0]
+        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, y))[0]
 
-    def inverse_with_log_det(self, y: Tensor, context: Any = None) -> tuple[Tensor, Tensor]:
+    def inverse_with_log_det(self, y: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
         acc = acc_dtype(y.dtype)
-        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context), True)
+        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, y), True)
 
 
 @register_rule
@@ -130,4 +132,6 @@ class AutoregressiveInference(FusionRule):
         else:
             parts.append("rational-quadratic spline (bin search by comparisons and sums)")
         parts.append(f"{slow}: {d} sequential steps on the hidden units each step needs")
+        if getattr(args, "context", None) is True:
+            parts.append("context embedding read by the first layer (unmasked)")
         return "; ".join(parts)
