@@ -44,6 +44,7 @@ __all__ = [
     "MadeWeights",
     "made_parallel",
     "made_sequential",
+    "step_order",
 ]
 
 
@@ -84,17 +85,22 @@ def step_plan(in_deg: list[int], hid_deg: list[int]) -> list[tuple[int, int]]:
 class MadeWeights:
     """The masked weights of one MADE as plain tensors (what both schemes read).
 
-    w1 (H, D), w1_cols (D, H) (= w1ᵀ: row i is the column of entry i), b1 (H,), wc (H, E) or None,
-    hidden [(W (H, H), b (H,))] × (depth − 1), wo (D·P, H), bo (D·P,), per_entry P."""
+    w1 (H, D), b1 (H,), wc (H, E) or None, hidden [(W (H, H), b (H,))] × (depth − 1),
+    wo (D·P, H), bo (D·P,) (entry-major rows), per_entry P; and, for the sequential steps, the same
+    weights in step order: w1_steps (D, H) (row k = W₁'s column of entry e_k), wo_steps (D, P, H)
+    and bo_steps (D, P) (the output rows of entry e_k). :meth:`MADE.weights` derives the step-order
+    views per call; the frozen form stores them."""
 
     w1: Tensor
-    w1_cols: Tensor
     b1: Tensor
     wc: Tensor | None
     hidden: list[tuple[Tensor, Tensor]]
     wo: Tensor
     bo: Tensor
     per_entry: int
+    w1_steps: Tensor
+    wo_steps: Tensor
+    bo_steps: Tensor
 
 
 class MADE(nn.Module):
@@ -122,21 +128,35 @@ class MADE(nn.Module):
         self.register_buffer("mask_first", first)
         self.register_buffer("mask_hidden", hid)
         self.register_buffer("mask_out", out)
+        #: the entries in step order (e_1 … e_D); None for the natural order (no reordering needed)
+        steps = [e for e, _ in self.plan]
+        self.register_buffer("step_entries", None if steps == list(range(d)) else torch.tensor(steps))
 
     def weights(self) -> MadeWeights:
         """The masked weights (recomputed per call, so autograd sees the masks)."""
         w1 = self.first.weight * self.mask_first.to(self.first.weight.dtype)
         mh = self.mask_hidden.to(w1.dtype)
+        wo = self.out.weight * self.mask_out.to(w1.dtype)
         return MadeWeights(
             w1=w1,
-            w1_cols=w1.t(),
             b1=self.first.bias,
             wc=None if self.ctx is None else self.ctx.weight,
             hidden=[(layer.weight * mh, layer.bias) for layer in self.layers],
-            wo=self.out.weight * self.mask_out.to(w1.dtype),
+            wo=wo,
             bo=self.out.bias,
             per_entry=self.per_entry,
+            **step_order(w1, wo, self.out.bias, self.per_entry, self.step_entries),
         )
+
+
+def step_order(w1: Tensor, wo: Tensor, bo: Tensor, per_entry: int, entries: Tensor | None) -> dict[str, Tensor]:
+    """``w1_steps``, ``wo_steps``, ``bo_steps`` of :class:`MadeWeights` (``entries``: e_1 … e_D, or
+    None for the natural order)."""
+    d = w1.shape[1]
+    w1_steps, wo_steps, bo_steps = w1.t(), wo.reshape(d, per_entry, -1), bo.reshape(d, per_entry)
+    if entries is not None:
+        w1_steps, wo_steps, bo_steps = (t.index_select(0, entries) for t in (w1_steps, wo_steps, bo_steps))
+    return {"w1_steps": w1_steps, "wo_steps": wo_steps, "bo_steps": bo_steps}
 
 
 def made_parallel(x: Tensor, w: MadeWeights, ctx: Tensor | None = None) -> Tensor:
@@ -161,26 +181,25 @@ def made_sequential(
     of the other side is ``step(v[:, e_k], θ_k)`` with θ_k computed from the entries solved
     before it. Returns the solved side (B, D) and Σ_k log g'_k (B,) (None if ``step`` gives none).
     """
-    p = w.per_entry
-    a = w.b1.expand(v.shape[0], -1)
+    batch = v.shape[0]
+    a = w.b1.expand(batch, -1)
     if w.wc is not None and ctx is not None:
         a = a + F.linear(ctx, w.wc)
     cols: list[Tensor | None] = [None] * len(plan)
     logdet: Tensor | None = None
     last = len(plan) - 1
     for k, (e, n) in enumerate(plan):
-        rows = slice(e * p, (e + 1) * p)
         if n == 0:
-            theta = w.bo[rows].expand(v.shape[0], p)
+            theta = w.bo_steps[k].expand(batch, w.per_entry)
         else:
             h = torch.relu(a[:, :n])
             for wl, bl in w.hidden:
                 h = torch.relu(F.linear(h, wl[:n, :n], bl[:n]))
-            theta = F.linear(h, w.wo[rows, :n], w.bo[rows])
+            theta = F.linear(h, w.wo_steps[k, :, :n], w.bo_steps[k])
         out, ld = step(v[:, e], theta)
         cols[e] = out
         if ld is not None:
             logdet = ld if logdet is None else logdet + ld
         if k < last:
-            a = torch.addcmul(a, out.unsqueeze(1), w.w1_cols[e].unsqueeze(0))
+            a = torch.addr(a, out, w.w1_steps[k])
     return torch.stack(cols, dim=1), logdet  # type: ignore[arg-type]

@@ -4,8 +4,9 @@ Pattern: one ``autoregressive`` layer. Check: its module must be the ``Autoregre
 ``runtime/layers/autoregressive.py`` (anything else is refused).
 
 Rewrite (weight-only, exact up to rounding):
-    * the MADE masks are multiplied into the weights once (W ⊙ M stored as buffers, and W₁ᵀ stored
-      contiguous for the sequential steps' rank-1 updates), so no call multiplies a mask;
+    * the MADE masks are multiplied into the weights once (W ⊙ M stored as buffers), so no call
+      multiplies a mask, and the sequential steps' weights are stored in step order (W₁'s columns
+      for the rank-1 updates, the output rows of each step's entry), so no call reorders them;
     * the affine log-scale 2·tanh(r/2) is computed as 4·σ(r) − 2 (the same function; one sigmoid
       is cheaper than a tanh on the CPU, as in ``coupling_inference``);
     * the log-det is summed in float32 for 16-bit inputs.
@@ -58,7 +59,9 @@ class InferenceAutoregressive(InferenceModule):
         with torch.no_grad():
             w = made.weights()
             self.register_buffer("w1", _buffer(w.w1))
-            self.register_buffer("w1_cols", _buffer(w.w1.t()))
+            self.register_buffer("w1_steps", _buffer(w.w1_steps))
+            self.register_buffer("wo_steps", _buffer(w.wo_steps))
+            self.register_buffer("bo_steps", _buffer(w.bo_steps))
             self.register_buffer("b1", _buffer(w.b1))
             self.register_buffer("wc", None if w.wc is None else _buffer(w.wc))
             for i, (wl, bl) in enumerate(w.hidden):
@@ -72,13 +75,15 @@ class InferenceAutoregressive(InferenceModule):
     def _weights(self) -> MadeWeights:
         return MadeWeights(
             w1=self.w1,
-            w1_cols=self.w1_cols,
             b1=self.b1,
             wc=self.wc,
             hidden=[(getattr(self, f"wh{i}"), getattr(self, f"bh{i}")) for i in range(self.n_hidden)],
             wo=self.wo,
             bo=self.bo,
             per_entry=self.per_entry,
+            w1_steps=self.w1_steps,
+            wo_steps=self.wo_steps,
+            bo_steps=self.bo_steps,
         )
 
     def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
