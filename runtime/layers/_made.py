@@ -201,5 +201,5 @@ def made_sequential(
         if ld is not None:
             logdet = ld if logdet is None else logdet + ld
         if k < last:
-            a = torch.addr(a, out, w.w1_steps[k])
+            a = torch.addcmul(a, out.unsqueeze(1), w.w1_steps[k].unsqueeze(0))  # (torch.addr has no ONNX export)
     return torch.stack(cols, dim=1), logdet  # type: ignore[arg-type]
