@@ -244,10 +244,13 @@ def test_onnx_forward_and_inverse_parity(tmp_path):
     fs = ort.InferenceSession(str(tmp_path / "forward.onnx"), opts, providers=["CPUExecutionProvider"])
     is_ = ort.InferenceSession(str(tmp_path / "inverse.onnx"), opts, providers=["CPUExecutionProvider"])
     oz, old, _ = fs.run(None, {"x": x.numpy()})
-    (ox,) = is_.run(None, {"z": z.numpy()})
+    ox, olp = is_.run(None, {"z": z.numpy()})[:2]  # inverse.onnx: x and its log-density (one pass)
+    with torch.no_grad():
+        xi, lpi = fused.inverse_with_log_prob(z)
     assert np.abs(oz - z.numpy()).max() <= 1e-4 * max(1.0, float(z.abs().max()))
     assert np.abs(old - ld.numpy()).max() <= 1e-4 * max(1.0, float(ld.abs().max()))
     assert np.abs(ox - x.numpy()).max() <= 1e-4 * max(1.0, float(x.abs().max()))
+    assert np.abs(olp - lpi.numpy()).max() <= 1e-4 * max(1.0, float(lpi.abs().max()))
 
 
 def test_nonfinite_training_output_names_the_layer_and_line():
