@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
-from flowtest import compiled, jacobian
+from flowtest import compiled, jacobian, randomize_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -304,3 +304,13 @@ def test_conditional_layers_read_the_context_in_every_entry(context):
     for nid, step in zip(model.graph.chain, model.steps):
         assert step.uses_context
         assert model.graph.node(nid).n_params == sum(p.numel() for p in step.parameters())
+
+
+def test_conditional_onnx_forward_and_inverse_parity(tmp_path):
+    """The context enters both ONNX graphs (a label input); onnxruntime agrees both ways."""
+    text = MIXED.replace("input vector(dim=3)\n", "input vector(dim=3)\n  context label(classes=3)\n")
+    model = flowdsl.compile(flowdsl.parse(text))
+    randomize_parameters(model, scale=1.0)
+    res = flowdsl.export_onnx(model, tmp_path, exporter="torchscript", check=True)
+    assert res.parity["context"] == "label"
+    assert max(v for k, v in res.parity.items() if k.endswith("_rel")) <= 1e-4
