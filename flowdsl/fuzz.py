@@ -326,8 +326,12 @@ def check_input(data: str | bytes, compile_small: bool = True, timings: list | N
         with torch.no_grad():
             model.eval()
             x = torch.rand(2, *model.input_shape)
-            z, _ = model(x)
-            model.inverse(z)
+            c = None  # a conditional flow runs with a context of the declared kind
+            if spec.context is not None:
+                ctx = spec.context
+                c = torch.randint(0, ctx.classes, (2,)) if ctx.kind == "label" else torch.randn(2, *ctx.shape)
+            z, _ = model(x, context=c)
+            model.inverse(z, context=c)
         return "compiled"
     return "accepted"
 

@@ -277,3 +277,11 @@ def test_an_objective_that_cannot_train_conditional_flows_is_rejected_at_the_obj
 def test_a_context_without_any_input_reports_the_missing_input():
     e = err("flow t {\n    context label(classes=3)\n    coupling\n}\n")
     assert "has no 'input' statement" in str(e) and (e.line, e.column) == (1, 6)
+
+
+def test_the_fuzzer_runs_conditional_seed_specs_with_a_context():
+    from flowdsl.fuzz import check_input, seed_specs
+
+    conditional = [s for s in seed_specs() if "context " in s]
+    assert len(conditional) >= 2
+    assert [check_input(s) for s in conditional] == ["compiled"] * len(conditional)
