@@ -294,7 +294,8 @@ def dataset_from_arrays(
         if context is None:  # a y array of vectors is a vector context too
             context = labels
         if context is None:
-            context = ContextProblem(f"the {source} {name!r} has no {ckey} array (keys: {', '.join(arrays)})")
+            keys = ", ".join(arrays)
+            context = ContextProblem(f"the {source} {name!r} has no {ckey} or y_{split} array (keys: {keys})")
         context, labels = _rows(name, context, labels, len(x), ckey, f"y_{split}")
         note = f"{name}: arrays for the {split} split"
     else:
@@ -316,7 +317,8 @@ def dataset_from_arrays(
         if context is None:  # a y/labels array of vectors is a vector context too
             context = labels
         if context is None:
-            context = ContextProblem(f"the {source} {name!r} has no context array (keys: {', '.join(arrays)})")
+            keys = ", ".join(arrays)
+            context = ContextProblem(f"the {source} {name!r} has no context, y or labels array (keys: {keys})")
         context, labels = _rows(name, context, labels, len(x), "context", "y/labels")
         labels = labels[idx] if labels is not None else None
         context = context[idx] if isinstance(context, np.ndarray) else context
