@@ -44,6 +44,7 @@ def evaluate_run(
     device: str = "auto",
     seed: int = 0,
     quiet: bool = True,
+    factory: Any = None,
 ) -> dict[str, Any]:
     """Score the model of ``run`` on ``data`` (default: the run's training data), split ``split``.
 
@@ -68,7 +69,7 @@ def evaluate_run(
     if eval_max is not None and int(eval_max) < 1:
         raise FlowDSLError(f"--eval-max must be at least 1, got {eval_max}", filename="eval")
     dev = resolve_device(device)
-    spec, model, ckpt = load_model(run)
+    spec, model, ckpt = load_model(run, factory=factory)
     path = ckpt.get("path", os.fspath(run))
     check_finite_weights(model, path, "evaluation")
     name = data or (ckpt.get("config") or {}).get("data") or getattr(getattr(spec, "train", None), "data", None)
