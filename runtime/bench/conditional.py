@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["digits_classifier", "class_fidelity", "toy_kl", "conditional_section"]
+__all__ = ["digits_classifier", "class_fidelity", "toy_kl", "model_kl", "conditional_section"]
 
 TEMPERATURE = 0.7
 PER_CLASS = 100
@@ -63,11 +63,16 @@ def class_fidelity(run: str | Path, clf: Any, per_class: int = PER_CLASS, temper
 def toy_kl(run: str | Path, data: str = "rotated_gaussian", seed: int = 0) -> dict[str, float]:
     """Expected KL of the conditional toy run's model on its test split (module docstring)."""
     from flowdsl.runtime.data import load_for_spec
-    from flowdsl.runtime.data.ctoy2d import conditional_entropy, conditional_log_density
     from flowdsl.runtime.training.models import load_model
 
     spec, model, _ = load_model(run)
-    ds = load_for_spec(spec, data, "test", seed=seed)
+    return model_kl(model, load_for_spec(spec, data, "test", seed=seed), data)
+
+
+def model_kl(model: Any, ds: Any, data: str = "rotated_gaussian") -> dict[str, float]:
+    """The expected-KL estimate of ``model`` on the pairs of ``ds`` (x, context) of the toy ``data``."""
+    from flowdsl.runtime.data.ctoy2d import conditional_entropy, conditional_log_density
+
     with torch.no_grad():
         lq = model.log_prob(ds.x, context=ds.context).double().numpy()
     lp = conditional_log_density(data, ds.x.numpy(), ds.context.numpy())
