@@ -205,9 +205,7 @@ def attach_context(ds: Any, decl: Optional[ContextDecl], name: str, option: Opti
     context dropped). ``option``: a data option of :data:`CONTEXT_OPTIONS` (``lowres``)."""
     if decl is None:
         if option is not None:
-            raise DataError(
-                f"the data option '+{option}' derives a context, but the spec declares none", filename=name
-            )
+            raise DataError(f"the data option '+{option}' derives a context, but the spec declares none", filename=name)
         return replace(ds, context=None)
     n = len(ds)
     if option == "lowres":
