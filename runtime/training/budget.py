@@ -165,9 +165,7 @@ class Evaluator:
         xb = x[: self.cfg.test_batch]
         cb = None if context is None else context[: self.cfg.test_batch]
         t0 = time.time()
-        _, n = score_bpd(
-            self.model, xb, self.data.dims, self.data.levels, self.cfg.test_batch, self.info, context=cb
-        )
+        _, n = score_bpd(self.model, xb, self.data.dims, self.data.levels, self.cfg.test_batch, self.info, context=cb)
         self.budget.note_eval(time.time() - t0, n)
 
     def score(self, label: str, x: Optional[Tensor], context: Optional[Tensor] = None) -> tuple[float, int]:
