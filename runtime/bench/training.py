@@ -73,10 +73,12 @@ def training_table(
     quiet: bool = True,
     conditional: bool = True,
     toy_steps: int = 0,
+    reuse: bool = False,
 ) -> str:
     """Train each spec for ``steps`` updates; return a markdown report with the tables (and, with
     ``conditional``, the conditional benchmarks of :mod:`flowdsl.runtime.bench.conditional`, the toy
-    trained for ``toy_steps``, 0: its spec's steps)."""
+    trained for ``toy_steps``, 0: its spec's steps). ``reuse``: a run folder in ``out_dir`` that
+    already finished this spec (same spec text) with ``steps`` steps is reported instead of retrained."""
     import flowdsl
     from flowdsl.runtime.training import train
     from flowdsl.runtime.training.demo import bundled_specs
@@ -91,7 +93,11 @@ def training_table(
             continue
         spec = flowdsl.load(available[name])
         t0 = time.time()
-        s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
+        s = _finished(out_dir / spec.name, spec, steps) if reuse else None
+        if s is None:
+            s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
+        else:
+            t0 -= float(s["seconds"])  # the wall time of the run reused
         runs[name] = {"summary": s, "out": out_dir / spec.name}
         rows.append(
             (
@@ -130,6 +136,21 @@ def training_table(
     if mnist_steps > 0:
         lines += ["", *mnist_table(mnist_steps, out_dir, quiet)]
     return "\n".join(lines) + "\n"
+
+
+def _finished(run: Path, spec, steps: int) -> dict | None:
+    """The summary of a run in ``run`` that trained ``spec`` (same text) for ``steps`` steps to
+    the end, or None."""
+    import json
+
+    from flowdsl.runtime.training.models import spec_sha256
+
+    try:
+        s = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = s.get("spec_sha256") == spec_sha256(spec) and s.get("step") == steps == s.get("steps")
+    return s if ok and not s.get("stopped_early") else None
 
 
 def mnist_table(steps: int, out_dir: Path, quiet: bool = True) -> list[str]:
@@ -182,6 +203,7 @@ def _cmd(args) -> int:
         quiet=not args.verbose,
         conditional=args.conditional,
         toy_steps=args.toy_steps,
+        reuse=args.reuse,
     )
     print(md)
     if args.out:
@@ -189,6 +211,7 @@ def _cmd(args) -> int:
         cmd += f" --specs {args.specs}" if args.specs else ""
         cmd += f" --toy-steps {args.toy_steps}" if args.toy_steps else ""
         cmd += "" if args.conditional else " --no-conditional"
+        cmd += " --reuse" if args.reuse else ""
         cmd += f" --out {args.out}"
         atomic_write_text(args.out, f"Produced by `{cmd}`.\n\n" + md, what="benchmark report")
     return 0
@@ -230,6 +253,12 @@ def register(subparsers) -> None:
         help="training steps of the conditional 2-D toy (default 0: its spec's)",
     )
     p.add_argument("--runs", default="runs/bench_training", help="folder for the training runs")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="report a run already in --runs that finished the same spec text with --steps steps instead of "
+        "training it again (its own wall time is shown)",
+    )
     p.add_argument("--out", default=None, help="write the markdown report here (e.g. benchmarks/training.md)")
     p.add_argument("--verbose", action="store_true", help="show the training runs' progress")
     p.set_defaults(func=_cmd)
