@@ -73,6 +73,8 @@ class MLERuntime(ObjectiveRuntime):
             f"wrote {plural(res['n'], 'sample')} of {res['spec']} (step {res['step']}, temperature "
             f"{res['temperature']:g}) to {res['path']}"
         )
+        if res.get("contexts"):
+            res["message"] += f"; contexts: {res['contexts']}"
         if res.get("nonfinite"):
             res["message"] += (
                 f"\nwarning: {res['nonfinite']} of {res['n']} samples hold NaN or Inf (drawn as 0 in pictures, "

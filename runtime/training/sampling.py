@@ -328,8 +328,9 @@ def sample_grid(
     rank 0 writes the file. ``device``: where the model samples (``auto``, ``cpu``, ``cuda[:N]``;
     under torchrun ``cuda:$LOCAL_RANK``). The samples are drawn from the global generator of that
     device, so the same seed gives other samples on CUDA than on the CPU.
-    Returns ``{"path", "n", "temperature", "step", "spec", "nonfinite"}``
-    (``nonfinite``: samples with a NaN or Inf entry).
+    Returns ``{"path", "n", "temperature", "step", "spec", "nonfinite", "contexts"}``
+    (``nonfinite``: samples with a NaN or Inf entry; ``contexts``: how a conditional run's
+    contexts were chosen, None for unconditional runs).
 
     Raises:
         OutputError: a suffix not in :data:`SAMPLE_FORMATS`, or a path that must not be written.
@@ -396,4 +397,5 @@ def sample_grid(
         "step": int(ckpt["step"]),
         "spec": getattr(spec, "name", ""),
         "nonfinite": nonfinite,
+        "contexts": contexts.title.strip() if contexts else None,
     }
