@@ -20,7 +20,9 @@ is True, always a bool once ``expand`` has resolved it), in forward order, bodie
 ``Node.meta`` holds analysis results under documented keys:
     ``"latent_index"``   index of a latent node (0 = first split, ..., last = final z);
     ``"fused_from"``     ids of the nodes a fused node replaces (fusion passes);
-    ``"logdet_constant"``  True when log|det J| does not depend on the input.
+    ``"logdet_constant"``  True when log|det J| does not depend on the input;
+    ``"file_context"``   whether the file declares a context (layers; a ``context=false`` that a
+                         file without one could not have made true is then not shown).
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ class Node:
     via: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def args_text(self, conditional: bool = True) -> str:
+    def args_text(self, conditional: bool | None = None) -> str:
         """The arguments as shown (``LayerKind.shown_args``); with ``conditional=False`` (a file
-        without a context) a ``context=false`` that the file could not have made true is left out."""
+        without a context; None: ``meta["file_context"]``) a ``context=false`` that the file could
+        not have made true is left out."""
+        if conditional is None:
+            conditional = bool(self.meta.get("file_context", True))
         if self.args is None:
             return ""
         data = self.args.model_dump() if hasattr(self.args, "model_dump") else dict(self.args)

@@ -87,7 +87,11 @@ def _infer_chain(
                     suffix = child.id[len(prefix) :] if child.id.startswith(prefix) else child.id
                     cnode = graph.add(
                         layer_node(
-                            child, node_id=f"{node.id}.{inst.label}.{suffix}", parent=node.id, body_label=inst.label
+                            child,
+                            node_id=f"{node.id}.{inst.label}.{suffix}",
+                            parent=node.id,
+                            body_label=inst.label,
+                            file_context=graph.context is not None,
                         )
                     )
                     graph.link(chain_ids[-1] if chain_ids else node.id, cnode.id, port="out" if chain_ids else "body")

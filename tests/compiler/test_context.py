@@ -244,5 +244,9 @@ def test_coupling_shows_its_resolved_context():
     table = g.format()
     assert "context=true" in table and "context=false" in table
     assert "context label(classes=10), shape (); enters coupling0" in table
-    plain = parse(spec("coupling(hidden=8)", context=None)).graph.format()
-    assert "context=" not in plain
+    plain = parse(spec("coupling(hidden=8)", context=None)).graph
+    assert "context=" not in plain.format()
+    # every display of a node's arguments (the graph drawing too) follows the file
+    assert [n.args_text().endswith("context=true") for n in g.layers()] == [True, False]
+    assert [n.args_text().endswith("context=false") for n in g.layers()] == [False, True]
+    assert all("context" not in n.args_text() for n in plain.layers())

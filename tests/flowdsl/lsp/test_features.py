@@ -103,7 +103,11 @@ def test_catalog_reads_the_registry_models():
         ),
         (GLOW.replace("conv1x1(param=lu)", "coupling(context="), "coupling(context=", ["true", "false", "$hidden"]),
         (GLOW.replace("    dequantize uniform", "    context "), "    context ", ["label", "vector", "image"]),
-        (GLOW.replace("    dequantize uniform", "    context image("), "context image(", ["channels", "height", "width"]),
+        (
+            GLOW.replace("    dequantize uniform", "    context image("),
+            "context image(",
+            ["channels", "height", "width"],
+        ),
         (GLOW.replace("    dequantize uniform", "    context label(cl"), "context label(cl", ["classes"]),
         (GLOW.replace("prior gaussian(learned=true)", "prior gaussian(learned="), "learned=", ["true", "false"]),
         (GLOW.replace("objective mle", "objective fdrl(loss="), "fdrl(loss=", ["lr", "lsif"]),
