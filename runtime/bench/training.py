@@ -132,7 +132,7 @@ def training_table(
     if conditional:
         from flowdsl.runtime.bench.conditional import conditional_section
 
-        lines += ["", *conditional_section(out_dir, runs, toy_steps=toy_steps, quiet=quiet)]
+        lines += ["", *conditional_section(out_dir, runs, toy_steps=toy_steps, quiet=quiet, reuse=reuse)]
     if mnist_steps > 0:
         lines += ["", *mnist_table(mnist_steps, out_dir, quiet)]
     return "\n".join(lines) + "\n"
