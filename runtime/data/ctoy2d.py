@@ -10,7 +10,7 @@ runs over [−1, 1]. Its exact conditional log-density (:func:`conditional_log_d
 
     log p(x | c) = −½ (u₁²/s₁² + u₂²/s₂²) − log(2π s₁ s₂),   u = R(θ)ᵀ (x − m(c)),
 
-and the conditional entropy is the same for every c: H(x | c) = log(2πe·s₁·s₂) ≈ 1.4563 nats
+and the conditional entropy is the same for every c: H(x | c) = log(2πe·s₁·s₂) ≈ 1.4516 nats
 (:func:`conditional_entropy`). A flow's test NLL minus the mean of −log p(x | c) over the same test
 pairs estimates the expected KL divergence E_c KL(p(·|c) ‖ q(·|c)) (the conditional benchmark of
 ``flowdsl bench-training``).
