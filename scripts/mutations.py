@@ -58,8 +58,8 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/layers/coupling.py",
-                "return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)",
-                "return torch.cat([x1, y2], dim=1), -logs.reshape(-1, logs[0].numel()).sum(1)",
+                "return torch.cat([x1, y2], dim=1), self._sum(logs, acc)",
+                "return torch.cat([x1, y2], dim=1), -self._sum(logs, acc)",
             ),
         ),
         ("tests/runtime/layers/test_every_kind.py",),
@@ -159,10 +159,10 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/model.py",
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
-                "return self.prior.log_prob(z) + logdet",
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
-                "return self.prior.log_prob(z) - logdet",
+                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
+                "return self._prior_log_prob(z, cv) + logdet",
+                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
+                "return self._prior_log_prob(z, cv) - logdet",
             ),
         ),
         ("tests/runtime/test_model_api.py",),

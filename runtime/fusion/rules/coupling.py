@@ -81,7 +81,7 @@ class FoldedLabelMLP(nn.Module):
         table = embedding.detach().to(device=w.device, dtype=torch.float64) @ we.T + bias
         self.register_buffer("w_x", w[:, :n_x].clone())
         self.register_buffer("table", table.to(w.dtype))
-        self.rest = copy.deepcopy(net[1:]).eval()
+        self.rest = nn.Sequential(*[copy.deepcopy(layer) for layer in list(net)[1:]]).eval()
         for p in self.rest.parameters():
             p.requires_grad_(False)
         self.classes, self.hidden = int(k), int(w.shape[0])
