@@ -167,4 +167,28 @@ MUTANTS: list[Mutant] = [
         ),
         ("tests/runtime/test_model_api.py",),
     ),
+    Mutant(
+        "logit-inverse-logdet-at-y",
+        "logit: the one-pass inverse reads its log-det off y instead of the returned x",
+        (
+            Edit(
+                "runtime/layers/logit.py",
+                "return x, self._logdet(*self._logs(x))",
+                "return x, self._logdet(*self._logs(y))",
+            ),
+        ),
+        ("tests/runtime/layers/test_inverse_log_det.py",),
+    ),
+    Mutant(
+        "frozen-inverse-logdet-zero",
+        "frozen layers with a constant log-det: the one-pass inverse returns log-det 0",
+        (
+            Edit(
+                "runtime/fusion/rules/freeze.py",
+                "return self.inner.inverse(y), const_logdet(self.logdet, y)",
+                "return self.inner.inverse(y), const_logdet(self.logdet * 0, y)",
+            ),
+        ),
+        ("tests/runtime/layers/test_inverse_log_det.py",),
+    ),
 ]

@@ -42,9 +42,6 @@ class LayerCase:
     kind: str
     layer: str  # the layer statement, e.g. "conv(kind=periodic)"
     shape: tuple[int, ...]  # the input shape
-    #: the statement with ``context=false`` on the layers inside bodies (an image context cannot
-    #: enter the patches of a composite kind's bodies: a located check error)
-    layer_bodies_without_context: str = ""
 
     @property
     def is_image(self) -> bool:
@@ -97,30 +94,23 @@ def _call(kind_cls: type, args: dict[str, Any]) -> str:
     return kind_cls.name + (f"({', '.join(f'{k}={_fmt(v)}' for k, v in args.items())})" if args else "")
 
 
-def _layer_text(kind_cls: type, args: dict[str, Any], body_context: bool = True) -> str:
+def _layer_text(kind_cls: type, args: dict[str, Any]) -> str:
     fields = kind_cls.Args.model_fields
     full = {k: v for k, v in SMALL.items() if k in fields}
     full.update(args)
     call = _call(kind_cls, full)
     if kind_cls.bodies:
-        body = []
-        for name, body_args in BODY:
-            body_cls = layer_kinds()[name]
-            opt_out = {} if body_context or "context" not in body_cls.Args.model_fields else {"context": False}
-            body.append(_call(body_cls, {**body_args, **opt_out}))
-        call += " { " + " ".join(f"{b} {{ {' '.join(body)} }}" for b in kind_cls.bodies) + " }"
+        body = " ".join(_call(layer_kinds()[name], body_args) for name, body_args in BODY)
+        call += " { " + " ".join(f"{b} {{ {body} }}" for b in kind_cls.bodies) + " }"
     return call
 
 
-def spec_text(case: LayerCase, context: str | None = None, prior: str | None = None, body_context: bool = True) -> str:
-    """The flow file of a case: input, context (if any), the layer, prior (if any). With
-    ``body_context=False`` the layers inside a composite kind's bodies opt out of the context."""
+def spec_text(case: LayerCase, context: str | None = None, prior: str | None = None) -> str:
+    """The flow file of a case: input, context (if any), the layer, prior (if any)."""
     lines = [case.input]
     if context:
         lines.append(context)
-    lines.append(
-        case.layer if body_context or not case.layer_bodies_without_context else case.layer_bodies_without_context
-    )
+    lines.append(case.layer)
     if prior:
         lines.append(prior)
     return "flow t {\n  " + "\n  ".join(lines) + "\n}\n"
@@ -148,7 +138,7 @@ def layer_cases(kinds: list[str] | None = None) -> list[LayerCase]:
             for args in _variants(kind_cls):
                 layer = _layer_text(kind_cls, args)
                 for shape in (IMAGE, VECTOR):
-                    case = LayerCase(name, layer, shape, _layer_text(kind_cls, args, body_context=False))
+                    case = LayerCase(name, layer, shape)
                     if _checks(spec_text(case)):
                         cases.append(case)
             if not cases:

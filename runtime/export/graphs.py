@@ -25,7 +25,6 @@ __all__ = [
     "inverse_with_log_prob",
     "context_kind",
     "example_context",
-    "context_dtype",
     "context_signature",
     "forward_with_log_prob",
     "prior_uses_context",
@@ -36,11 +35,6 @@ __all__ = [
 def context_kind(model: nn.Module) -> str | None:
     """``"label"``, ``"vector"``, ``"image"``, or None for an unconditional model."""
     return getattr(model, "context_kind", None)
-
-
-def context_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the ``context`` input: int64 for labels, float32 otherwise."""
-    return torch.int64 if context_kind(model) == "label" else torch.float32
 
 
 def context_signature(model: nn.Module) -> str | None:

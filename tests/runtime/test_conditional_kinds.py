@@ -85,8 +85,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def build(case: kindspecs.LayerCase, ctx_kind: str):
-    # an image context cannot enter the patches of rg's bodies (a located check error): they opt out
-    text = kindspecs.spec_text(case, context=CONTEXTS[ctx_kind], prior=PRIOR, body_context=ctx_kind != "image")
+    text = kindspecs.spec_text(case, context=CONTEXTS[ctx_kind], prior=PRIOR)
     model = flowdsl.compile(flowdsl.parse(text), seed=0).double()
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(BATCH, *model.input_shape, dtype=torch.float64, generator=gen) * 0.8 + 0.1  # logit's domain too

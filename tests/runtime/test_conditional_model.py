@@ -63,6 +63,10 @@ flow cimage {
     context image(channels=1, height=4, width=4)
     coupling(hidden=8, mask=checkerboard, kind=spline, bins=4)
     coupling(hidden=4, net=mlp, mask=checkerboard)
+    rg(kernel=4) {
+        disentangler { coupling(kind=affine, net=mlp, mask=checkerboard, hidden=8) }
+        decimator { coupling(kind=spline, net=conv, mask=checkerboard, hidden=8, bins=3) }
+    }
     squeeze
     coupling(hidden=8)
     squeeze
@@ -137,7 +141,7 @@ def test_api_attributes_and_parameter_count(built):
         assert (nid in graph.context_nodes) == (getattr(node.args, "context", None) is True)
     if model.context_kind == "vector":  # coupling(context=false) opts out
         assert not model.steps[-1].uses_context
-    if model.context_kind == "label":  # the rg bodies read it too
+    if model.context_kind in ("label", "image"):  # the rg bodies read it too
         assert any(isinstance(s, RGFlow) and s.uses_context for s in model.steps)
 
 
@@ -250,19 +254,27 @@ flow cimage {
 @pytest.mark.parametrize("kind,fused", [("label", False), ("label", True), ("image", True)])
 def test_compile_fullgraph_forward_and_sample(kind, fused):
     """fullgraph=True raises at the first graph break; the label range check (a host read) is
-    skipped under compilation, everything else is traced."""
+    skipped under compilation, everything else is traced. The fused label flow is compiled with
+    dynamic=True: a new batch size (of x and the context together) does not recompile."""
     model, x, c = build(COMPILE[kind])
     m = model.fuse() if fused else model
     torch._dynamo.reset()
 
     def both(x, c):
-        s, slp = m.sample(B, temperature=0.7, context=c, return_log_prob=True)
+        s, slp = m.sample(x.shape[0], temperature=0.7, context=c, return_log_prob=True)
         return m.log_prob(x, context=c), s, slp
 
+    dynamic = kind == "label" and fused
+    compiled = torch.compile(both, fullgraph=True, backend="eager", dynamic=dynamic)
     with torch.no_grad():
-        lp, s, slp = torch.compile(both, fullgraph=True, backend="eager")(x, c)
-        assert (lp - m.log_prob(x, context=c)).abs().max() <= 1e-10
-        assert ((slp - m.log_prob(s, context=c)).abs() / slp.abs().clamp_min(1)).max() <= 1e-10
+        for b in (3, 5) if dynamic else (3,):
+            xb = torch.randn(b, *m.input_shape, dtype=torch.float64)
+            cb = context_for(m, b, seed=b)
+            with torch._dynamo.config.patch(error_on_recompile=b != 3):
+                lp, s, slp = compiled(xb, cb)
+            assert s.shape == xb.shape
+            assert (lp - m.log_prob(xb, context=cb)).abs().max() <= 1e-10
+            assert ((slp - m.log_prob(s, context=cb)).abs() / slp.abs().clamp_min(1)).max() <= 1e-10
 
 
 def test_bad_contexts_through_the_model_api():

@@ -24,12 +24,19 @@ from flowdsl.runtime.export.parity import ort_session
 
 MLP = "coupling(kind=affine, net=mlp, hidden=8, depth=1) permute(kind=reverse)"
 SPECS = {
-    "label": f"""
-flow cond_label {{
+    "label": """
+flow cond_label {
+    input image(channels=2, height=4, width=4)
+    context label(classes=4)
+    actnorm coupling(hidden=8) squeeze split conv1x1
+    prior gaussian(learned=true, conditional=true)
+}
+""",
+    "label_mlp": f"""
+flow cond_label_mlp {{
     input vector(dim=3)
     context label(classes=4)
     repeat 2 {{ actnorm {MLP} }}
-    prior gaussian(learned=true, conditional=true)
 }}
 """,
     "vector": f"""
@@ -51,6 +58,11 @@ flow cond_image {
 KINDS = list(SPECS)
 
 
+def _ck(case: str) -> str:
+    """The context kind of a case ("label_mlp": a label on a vector flow, MLP conditioners)."""
+    return case.split("_")[0]
+
+
 def _model(kind: str):
     model = flowdsl.compile(flowdsl.parse(SPECS[kind]), seed=0)
     g = torch.Generator().manual_seed(2)
@@ -66,6 +78,7 @@ def _f64(model):
 
 def _context(kind: str, batch: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    kind = _ck(kind)
     if kind == "label":
         return torch.randint(0, 4, (batch,), generator=g)
     if kind == "vector":
@@ -105,20 +118,20 @@ def _io(path) -> tuple[list, list]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_signatures_take_the_context_with_the_batch_dimension_of_x(kind, exported):
     model, folder, parity = exported[kind]
-    assert parity["context"] == kind and all(parity[f"{k}_rel"] <= 1e-4 for k in ("z", "inverse_log_prob"))
+    assert parity["context"] == _ck(kind) and all(parity[f"{k}_rel"] <= 1e-4 for k in ("z", "inverse_log_prob"))
     for name, first, outputs in (("forward", "x", ["z", "logdet", "log_prob"]), ("inverse", "z", ["x", "log_prob"])):
         inputs, outs = _io(folder / f"{name}.onnx")
         assert [i.name for i in inputs] == [first, "context"] and outs == outputs
         main, ctx = (i.type.tensor_type for i in inputs)
-        assert ctx.elem_type == (onnx.TensorProto.INT64 if kind == "label" else onnx.TensorProto.FLOAT)
+        assert ctx.elem_type == (onnx.TensorProto.INT64 if _ck(kind) == "label" else onnx.TensorProto.FLOAT)
         dims = [d.dim_value for d in ctx.shape.dim[1:]]
         assert dims == list(model.context_shape)
         assert ctx.shape.dim[0].dim_param and ctx.shape.dim[0].dim_param == main.shape.dim[0].dim_param
     prior_inputs = [i.name for i in _io(folder / "prior.onnx")[0]]
     want = {"label": ["normal", "context", "temperature"], "vector": ["uniform", "context", "temperature"]}
-    assert prior_inputs == want.get(kind, ["normal", "temperature"])  # the image flow's prior is unconditional
+    assert prior_inputs == want.get(kind, ["normal", "temperature"])  # image, label_mlp: unconditional priors
     meta = {p.key: p.value for p in onnx.load(str(folder / "inverse.onnx")).metadata_props}
-    assert meta["flowdsl.context"].startswith(kind)
+    assert meta["flowdsl.context"].startswith(_ck(kind))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -144,7 +157,7 @@ def test_onnxruntime_matches_the_float64_model_at_two_batch_sizes(kind, exported
         np.testing.assert_allclose(xo, rx.numpy(), rtol=0, atol=1e-4 * max(1.0, float(rx.abs().max())))
         np.testing.assert_allclose(lpo, rlpo.numpy(), rtol=0, atol=1e-4 * max(1.0, float(rlpo.abs().max())))
         other = _context(kind, b, seed=100 + b)
-        if kind == "label":
+        if _ck(kind) == "label":
             other = (c + 1) % 4
         z2, _, _ = fwd.run(None, {"x": x.float().numpy(), "context": _feed(other)})
         assert np.abs(z2 - z).max() > 1e-3  # the context reaches the graph
@@ -166,7 +179,7 @@ def test_conditional_prior_onnx_samples_as_the_model(kind, exported):
         rlp = m64.log_prob(torch.from_numpy(x).double(), context=c)
     np.testing.assert_allclose(lp, rlp.numpy(), rtol=0, atol=1e-4 * max(1.0, float(rlp.abs().max())))
     one, _ = sample_onnx(folder, 3, seed=1, with_log_prob=True, context=_feed(c[2]))  # one example, repeated
-    assert one.shape == (3, 3) and np.isfinite(one).all()
+    assert one.shape == (3, *model.input_shape) and np.isfinite(one).all()
 
 
 def test_sampling_an_export_checks_the_context(exported, tmp_path):
@@ -183,10 +196,10 @@ def test_sampling_an_export_checks_the_context(exported, tmp_path):
         sess = ort_session(str(folder / f"{name}.onnx"))
         for bad in (-1, 4):
             with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
-                sess.run(None, {first: np.zeros((2, 3), np.float32), "context": np.array([0, bad], np.int64)})
+                sess.run(None, {first: np.zeros((2, 2, 4, 4), np.float32), "context": np.array([0, bad], np.int64)})
     prior = ort_session(str(folder / "prior.onnx"))
     with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="Gather"):
-        feeds = {"normal": np.zeros((1, 3), np.float32), "temperature": np.ones(1, np.float32)}
+        feeds = {"normal": np.zeros((1, 2, 4, 4), np.float32), "temperature": np.ones(1, np.float32)}
         prior.run(None, {**feeds, "context": np.array([-1], np.int64)})
     _, vfolder, _ = exported["vector"]
     with pytest.raises(ContextError, match=r"shape \(2, 3\), expected \(2, 2\)"):
@@ -199,7 +212,7 @@ def test_the_export_command_prints_the_context_input(tmp_path, capsys):
     (tmp_path / "c.flow").write_text(SPECS["label"], encoding="utf-8")
     assert main(["export", str(tmp_path / "c.flow"), "--untrained", "--out", str(tmp_path / "o"), "--batch", "9"]) == 0
     text = capsys.readouterr().out
-    assert "forward.onnx: x (B,3), context (B) int64 -> z, logdet, log_prob" in text
-    assert "inverse.onnx: z (B,3), context (B) int64 -> x, log_prob" in text
-    assert "prior.onnx: normal (B,3), context (B) int64, temperature (1) -> z" in text
+    assert "forward.onnx: x (B,2,4,4), context (B) int64 -> z, logdet, log_prob" in text
+    assert "inverse.onnx: z (B,2,4,4), context (B) int64 -> x, log_prob" in text
+    assert "prior.onnx: normal (B,2,4,4), context (B) int64, temperature (1) -> z" in text
     assert "batch 9, label contexts" in text and "inverse_log_prob" in text

@@ -44,6 +44,10 @@ PRIORS = [
     "laplace(scale=0.7)",
     "laplace(scale=0.5, learned=true)",
     "spike_slab(spike=0.05, slab=1.5, weight=0.3, anneal=100)",
+    "gmm(components=3, learned=true)",
+    "gmm(components=2, learned=false)",
+    "student_t(df=4.0)",
+    "student_t(df=3.0, learned=true)",
 ]
 
 
