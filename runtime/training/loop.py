@@ -322,6 +322,13 @@ def _train(
         info,
     )
 
+    if run.conditional:
+        say(
+            f"conditional: {getattr(spec.context, 'kind', 'a')} contexts from the data; every bits/dim below is "
+            "conditional, -log2 p(x | c) per dimension",
+            quiet,
+            info,
+        )
     # annealed modules (spike_slab) change the density until their schedule ends: only states
     # from then on are candidates for best.pt, so the selected model has the spec's prior
     anneal_until = int(model.prior.anneal) if isinstance(model.prior, Prior) else 0
