@@ -144,3 +144,12 @@ def test_cinn_run_uses_the_lowres_context(cruns, tmp_path, capsys):
     np.save(cf, np.zeros((2, 1, 8, 8), np.float32))
     assert _run("sample", str(run), "--context-file", str(cf), "-o", str(out)) == 1
     assert "context image(channels=1, height=4, width=4)" in capsys.readouterr().err
+
+
+def test_invertible_memory_refuses_a_context(tmp_path):
+    from flowdsl.errors import NotAvailableError
+    from flowdsl.runtime.training import train
+
+    with pytest.raises(NotAvailableError, match="does not take a context"):
+        train(VECTOR, out=tmp_path / "r", invertible_memory=True, quiet=True)
+    assert not (tmp_path / "r" / "last.pt").exists()
