@@ -1,6 +1,6 @@
 """The built-in kinds, imported explicitly (one module per kind; each registers itself).
 
-    layers      actnorm conv1x1 conv butterfly coupling permute squeeze split rg logit
+    layers      actnorm conv1x1 conv butterfly coupling autoregressive permute squeeze split rg logit
     priors      gaussian laplace spike_slab gmm student_t
     objectives  mle fdrl
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its kind)
     actnorm,
+    autoregressive,
     butterfly,
     conv,
     conv1x1,
