@@ -27,7 +27,7 @@ Images enter the flow at the centres of their bins, x = (16·c + ½)/17, and lea
 inverse map, clipped to [0, 1]. Everything is seeded; MNIST is compared too when its IDX files
 are found (``runtime/data/README.md``).
 
-    flowdsl bench-training --only sparsity --sparsity-steps 3000
+    flowdsl bench-training --only sparsity --sparsity-steps 1500   (BENCHMARKS.md, spike-and-slab section)
 """
 
 from __future__ import annotations
