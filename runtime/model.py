@@ -284,24 +284,20 @@ class FlowModel(nn.Module):
     def _chain_inverse(self, h: Tensor, parts: list[Tensor], cv: ContextValue | None = None) -> Tensor:
         """Run the steps backwards from the chain's final output ``h``; split steps merge back
         their latent from ``parts`` (the output of ``_disassemble``)."""
-        k = len(parts) - 2
-        for step in reversed(self.steps):
-            if step.factor_out:
-                h = step.merge(h, parts[k])
-                k -= 1
-            else:
-                h = call_inverse(step, h, cv)
-        return h
+        return self._chain_inverse_with_log_det(h, parts, None, cv)[0]
 
     def _chain_inverse_with_log_det(
-        self, h: Tensor, parts: list[Tensor], logdet: Tensor, cv: ContextValue | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``_chain_inverse`` with every step's forward log-det at its output added to ``logdet``."""
+        self, h: Tensor, parts: list[Tensor], logdet: Tensor | None, cv: ContextValue | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``_chain_inverse`` with every step's forward log-det at its output added to ``logdet``
+        (``logdet=None``: no log-dets are computed, and None is returned with x)."""
         k = len(parts) - 2
         for step in reversed(self.steps):
             if step.factor_out:
                 h = step.merge(h, parts[k])
                 k -= 1
+            elif logdet is None:
+                h = call_inverse(step, h, cv)
             else:
                 h, ld = call_inverse_with_log_det(step, h, cv)
                 logdet = logdet + ld
