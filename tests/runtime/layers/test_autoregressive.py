@@ -362,3 +362,24 @@ def test_fused_label_context_is_a_per_class_table(direction):
     vfused = vec.fuse()
     assert not any(getattr(m, "folded", False) for m in vfused.modules())
     assert "vector context embedding read by the first layer" in vfused.fusion_report()
+
+
+def test_folded_label_table_traces_without_graph_breaks():
+    """The folded form indexes its per-class table with the raw labels: one graph, no break."""
+    text = (
+        "flow t {\n  input vector(dim=3)\n  context label(classes=4)\n  autoregressive(hidden=6)\n"
+        "  autoregressive(hidden=6, direction=inverse)\n  prior gaussian\n}\n"
+    )
+    fused = flowdsl.compile(flowdsl.parse(text)).fuse()
+    assert sum(getattr(m, "folded", False) for m in fused.modules()) == 2
+    x, c = torch.randn(5, 3), torch.tensor([0, 3, 1, 2, 0])
+
+    def both_ways(v, labels):
+        z, ld = fused(v, context=labels)
+        return fused.inverse(z, context=labels), ld
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        report = torch._dynamo.explain(both_ways)(x, c)
+    assert report.graph_break_count == 0, [str(b.reason)[:200] for b in report.break_reasons]
+    assert report.graph_count == 1
