@@ -34,6 +34,7 @@ the model has static shapes, exports to ONNX and compiles without graph breaks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable
 
@@ -284,24 +285,20 @@ class FlowModel(nn.Module):
     def _chain_inverse(self, h: Tensor, parts: list[Tensor], cv: ContextValue | None = None) -> Tensor:
         """Run the steps backwards from the chain's final output ``h``; split steps merge back
         their latent from ``parts`` (the output of ``_disassemble``)."""
-        k = len(parts) - 2
-        for step in reversed(self.steps):
-            if step.factor_out:
-                h = step.merge(h, parts[k])
-                k -= 1
-            else:
-                h = call_inverse(step, h, cv)
-        return h
+        return self._chain_inverse_with_log_det(h, parts, None, cv)[0]
 
     def _chain_inverse_with_log_det(
-        self, h: Tensor, parts: list[Tensor], logdet: Tensor, cv: ContextValue | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``_chain_inverse`` with every step's forward log-det at its output added to ``logdet``."""
+        self, h: Tensor, parts: list[Tensor], logdet: Tensor | None, cv: ContextValue | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``_chain_inverse`` with every step's forward log-det at its output added to ``logdet``
+        (``logdet=None``: no log-dets are computed, and None is returned with x)."""
         k = len(parts) - 2
         for step in reversed(self.steps):
             if step.factor_out:
                 h = step.merge(h, parts[k])
                 k -= 1
+            elif logdet is None:
+                h = call_inverse(step, h, cv)
             else:
                 h, ld = call_inverse_with_log_det(step, h, cv)
                 logdet = logdet + ld
@@ -376,7 +373,8 @@ class FlowModel(nn.Module):
         """
         from flowdsl.runtime.fusion.fuse import fuse_steps
 
-        result, prior, encoder = fuse_steps(self)
+        with _label_table_handed_to_autoregressive(self):
+            result, prior, encoder = fuse_steps(self)
         fused = FusedFlow(
             result.graph,
             result.modules,
@@ -396,6 +394,28 @@ class FlowModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, input_shape={self.input_shape}, fused={self.is_fused}"
+
+
+@contextlib.contextmanager
+def _label_table_handed_to_autoregressive(model: "FlowModel"):
+    """While fusing: every context-reading ``Autoregressive`` of ``model`` holds the label embedding
+    table (K, E) as the plain attribute ``label_embedding`` (read by the ``autoregressive_inference``
+    rule, which folds it into a per-class table; ``fuse_steps`` copies the model, attribute included).
+    Removed again afterwards, so the model is left as it was."""
+    from flowdsl.runtime.layers.autoregressive import Autoregressive
+
+    info = getattr(model, "context_info", None)
+    mods = []
+    if info is not None and info.kind == "label":
+        table = model.context_encoder.net.weight.detach()
+        mods = [m for m in model.modules() if isinstance(m, Autoregressive) and m.uses_context]
+        for m in mods:
+            m.__dict__["label_embedding"] = table
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.__dict__.pop("label_embedding", None)
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:

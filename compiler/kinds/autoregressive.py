@@ -35,12 +35,13 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from flowdsl.compiler.context import CONTEXT_EMBED
+from flowdsl.compiler.kinds.coupling import SPLINE_DEFAULTS, reject_spline_only_args, spline_args
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 
 __all__ = ["AutoregressiveKind", "made_param_count", "AR_SPLINE_DEFAULTS"]
 
-AR_SPLINE_DEFAULTS = {"bins": 8, "bound": 3.0}
+AR_SPLINE_DEFAULTS = SPLINE_DEFAULTS  # the same defaults as coupling(kind=spline)
 
 
 def made_param_count(d: int, hidden: int, depth: int, per_entry: int, context: int = 0) -> int:
@@ -71,9 +72,7 @@ class AutoregressiveKind(LayerKind):
     @staticmethod
     def spline(args) -> tuple[int, float]:
         """(bins, bound) of a ``kind=spline`` layer, defaults filled in."""
-        bins = AR_SPLINE_DEFAULTS["bins"] if args.bins is None else args.bins
-        bound = AR_SPLINE_DEFAULTS["bound"] if args.bound is None else float(args.bound)
-        return bins, bound
+        return spline_args(args)
 
     @classmethod
     def per_entry(cls, args) -> int:
@@ -92,10 +91,7 @@ class AutoregressiveKind(LayerKind):
 
     @classmethod
     def infer_shape(cls, args, shape, ctx):
-        if args.kind != "spline":
-            for name in ("bins", "bound"):
-                if getattr(args, name) is not None:
-                    ctx.fail(f"'{name}' belongs to kind=spline, not kind={args.kind}", arg=name)
+        reject_spline_only_args(args, ctx)
         if len(shape) != 1:
             dims = "×".join(str(s) for s in shape)
             ctx.fail(

@@ -32,9 +32,24 @@ from pydantic import Field
 from flowdsl.compiler.context import conditioner_extra_inputs
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 
-__all__ = ["CouplingKind", "net_param_count", "SPLINE_DEFAULTS"]
+__all__ = ["CouplingKind", "net_param_count", "SPLINE_DEFAULTS", "spline_args", "reject_spline_only_args"]
 
 SPLINE_DEFAULTS = {"bins": 8, "bound": 3.0}
+
+
+def spline_args(args) -> tuple[int, float]:
+    """(bins, bound) of a ``kind=spline`` layer (coupling or autoregressive), defaults filled in."""
+    bins = SPLINE_DEFAULTS["bins"] if args.bins is None else args.bins
+    bound = SPLINE_DEFAULTS["bound"] if args.bound is None else float(args.bound)
+    return bins, bound
+
+
+def reject_spline_only_args(args, ctx) -> None:
+    """A located error at ``bins=``/``bound=`` written on a layer whose kind is not ``spline``."""
+    if args.kind != "spline":
+        for name in ("bins", "bound"):
+            if getattr(args, name) is not None:
+                ctx.fail(f"'{name}' belongs to kind=spline, not kind={args.kind}", arg=name)
 
 
 def _dense(n_in: int, n_out: int, taps: int = 1) -> int:
@@ -69,9 +84,7 @@ class CouplingKind(LayerKind):
     @staticmethod
     def spline(args) -> tuple[int, float]:
         """(bins, bound) of a ``kind=spline`` coupling, defaults filled in."""
-        bins = SPLINE_DEFAULTS["bins"] if args.bins is None else args.bins
-        bound = SPLINE_DEFAULTS["bound"] if args.bound is None else float(args.bound)
-        return bins, bound
+        return spline_args(args)
 
     @classmethod
     def mult(cls, args) -> int:
@@ -97,10 +110,7 @@ class CouplingKind(LayerKind):
     @classmethod
     def infer_shape(cls, args, shape, ctx):
         net = cls.resolved_net(args, shape)
-        if args.kind != "spline":
-            for name in ("bins", "bound"):
-                if getattr(args, name) is not None:
-                    ctx.fail(f"'{name}' belongs to kind=spline, not kind={args.kind}", arg=name)
+        reject_spline_only_args(args, ctx)
         if len(shape) == 1 and net != "mlp":
             ctx.fail(f"net={net} needs image data; use net=mlp on vectors", arg="net")
         if args.mask == "channel" and shape[0] < 2:

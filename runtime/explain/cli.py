@@ -320,6 +320,13 @@ def run_explain(args: argparse.Namespace) -> int:
 
         if not find_rg(model):
             raise FlowDSLError("the model has no rg layer; explain works on RG-Flow models", filename=args.source)
+        if getattr(model, "context_info", None) is not None:
+            raise FlowDSLError(
+                f"this model declares `{model.context_info.declared}`, and `flowdsl explain` takes no context "
+                "on the command line yet; use the Python API (flowdsl.runtime.explain: receptive_fields, "
+                "inpaint, scale_mix, temperature_mix take model_context=...)",
+                filename=args.source,
+            )
         if args.fit:
             print(f"quick fit: {args.fit} MLE steps on the spec's data")
             quick_fit(model, args.fit, args.data, args.seed, log=print)

@@ -15,24 +15,28 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from flowdsl.errors import FlowDSLError
 from flowdsl.runtime.explain.cone import only_rg_mixes_positions
-from flowdsl.runtime.explain.latents import latent_levels, randomise_parameters
+from flowdsl.runtime.explain.latents import context_kw, encode_model_context, latent_levels, randomise_parameters
 
 __all__ = ["touched_latents", "hole_visibility", "InpaintResult", "inpaint"]
 
 
-def touched_latents(model: nn.Module, mask: Tensor) -> Tensor:
+def touched_latents(model: nn.Module, mask: Tensor, *, model_context: Any = None, batch: int = 1) -> Tensor:
     """Bool tensor of the input shape: the latents whose generation cone meets ``mask``.
 
     ``mask`` (H, W) or (C, H, W), True = missing pixel. When the model's only position-mixing
     layer is one ``rg`` (others act per position: actnorm, conv1x1, permute) the cone is exact
     and structural (:func:`~flowdsl.runtime.layers._rg_lattice.dependency_mask`). Otherwise it
     is probed: one vector-Jacobian product of ``model.inverse`` on a copy of the model with
-    generic (randomised) weights, marking the latents with a non-zero derivative.
+    generic (randomised) weights, marking the latents with a non-zero derivative (a conditional
+    model is probed given ``model_context``: one context, or ``batch`` of them; a latent counts if
+    it is touched for any of them).
     """
     levels = latent_levels(model)
     C, H, W = levels.shape
@@ -45,12 +49,13 @@ def touched_latents(model: nn.Module, mask: Tensor) -> Tensor:
     probe = randomise_parameters(copy.deepcopy(model).double().eval(), std=0.1, seed=1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        z = torch.randn(1, C, H, W, dtype=torch.float64, requires_grad=True)
-        w = torch.rand(1, C, H, W, dtype=torch.float64) + 0.5
+        cv = encode_model_context(probe, model_context, batch)
+        z = torch.randn(batch, C, H, W, dtype=torch.float64, requires_grad=True)
+        w = torch.rand(batch, C, H, W, dtype=torch.float64) + 0.5
     with torch.enable_grad():
-        x = probe.inverse(z)
+        x = probe.inverse(z, **context_kw(cv))
         (g,) = torch.autograd.grad((x * w * m.to(x)).sum(), z)
-    return g[0].abs() > 0
+    return g.abs().amax(dim=0) > 0
 
 
 def hole_visibility(x: Tensor, mask: Tensor) -> Tensor:
@@ -119,6 +124,8 @@ def inpaint(
     seed: int = 0,
     incremental: bool | None = None,
     context: int | None = None,
+    *,
+    model_context: Any = None,
 ) -> InpaintResult:
     """Complete the masked pixels of ``x`` by changing only the latents whose cone meets the mask.
 
@@ -145,6 +152,11 @@ def inpaint(
     ``method="map"`` minimises the energy with Adam (lr ``lr``); ``method="langevin"`` samples
     exp(−E) with unadjusted Langevin steps of size ``lr``·σ², σ = ``noise_sigma``.
 
+    A conditional model encodes, decodes and scores the prior given ``model_context`` (what
+    ``model(x, context=...)`` takes: one context, or one per image); it runs the whole generator
+    (``incremental`` defaults to False; ``incremental=True`` is a FlowDSLError: the cone generator
+    regenerates patches without a context).
+
     Args:
         x: (C, H, W) or (B, C, H, W) images in the model's space.
         mask: (H, W) or (C, H, W) bool, True = missing.
@@ -166,14 +178,20 @@ def inpaint(
     known = (~m).to(x.dtype)
     fill_v = float((x * known).sum() / known.sum().clamp_min(1) / x.shape[0]) if fill is None else fill
     x_in = torch.where(m, torch.full_like(x, fill_v), x)
+    cv = encode_model_context(model, model_context, x.shape[0])
     with torch.no_grad():
-        z0, _ = model(x_in)
+        z0, _ = model(x_in, **context_kw(cv))
     rg = only_rg_mixes_positions(model)
     full_patches = sum(rg._patches) if rg is not None else 0
     if incremental is None:
-        incremental = region == "cone" and rg is not None and getattr(model, "identity_layout", False)
+        incremental = region == "cone" and rg is not None and getattr(model, "identity_layout", False) and cv is None
     if incremental and region != "cone":
         raise ValueError("incremental inpainting frees the cone's latents only (region='cone')")
+    if incremental and cv is not None:
+        raise FlowDSLError(
+            f"incremental (cone) inpainting does not take a context yet, and this model declares "
+            f"`{model.context_info.declared}`; use incremental=False (the whole generator, given the context)"
+        )
     gen = ConeGenerator(model, m.cpu(), context) if incremental else None
     if region == "all":
         free = torch.ones(C, H, W, dtype=torch.bool, device=x.device)
@@ -182,7 +200,7 @@ def inpaint(
         free[:, gen.latents] = True
         free = free.view(C, H, W)
     else:
-        free = touched_latents(model, m.cpu()).to(x.device)
+        free = touched_latents(model, m.cpu(), model_context=model_context, batch=x.shape[0]).to(x.device)
 
     if gen is not None:
         zf = gen.gather(z0).clone().requires_grad_(True)
@@ -197,8 +215,10 @@ def inpaint(
 
         def energy_of(zt: Tensor) -> Tensor:
             z = torch.where(free, zt, z0)
-            fit = (((model.inverse(z) - x) * known) ** 2).reshape(x.shape[0], -1).sum(1)
-            return fit / (2 * noise_sigma**2) - prior_weight * model.prior.log_prob(z)
+            fit = (((model.inverse(z, **context_kw(cv)) - x) * known) ** 2).reshape(x.shape[0], -1).sum(1)
+            return fit / (2 * noise_sigma**2) - prior_weight * (
+                model.prior.log_prob(z) if cv is None else model._prior_log_prob(z, cv)
+            )
 
     opt = torch.optim.Adam([zf], lr=lr) if method == "map" else None
     rng = torch.Generator(device=x.device).manual_seed(seed)
@@ -223,7 +243,7 @@ def inpaint(
     cpu_seconds = time.process_time() - c0
     with torch.no_grad():
         z = gen.scatter(z0, zf) if gen is not None else torch.where(free, zf, z0)
-        raw = model.inverse(z)
+        raw = model.inverse(z, **context_kw(cv))
     return InpaintResult(
         torch.where(m, raw, x),
         raw,

@@ -8,12 +8,12 @@ cones come from the lattice of the ``rg`` layer (:mod:`flowdsl.runtime.layers._r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from flowdsl.runtime.explain.latents import find_rg, latent_levels, sample_latents
+from flowdsl.runtime.explain.latents import context_kw, encode_model_context, find_rg, latent_levels, sample_latents
 
 __all__ = ["ReceptiveFields", "receptive_fields"]
 
@@ -93,12 +93,15 @@ def receptive_fields(
     temperature: float = 1.0,
     positions: Sequence[tuple[int, int]] | None = None,
     seed: int = 0,
+    *,
+    model_context: Any = None,
 ) -> ReceptiveFields:
     """RF_l = E_{z~p_T}|∂G(z)/∂z_l| summed over the image channels, one latent per level.
 
     G = ``model.inverse``; the expectation is a Monte Carlo mean over ``n_samples`` prior draws
     at ``temperature``. By default the latent of each level nearest the image centre is used.
     Cost: C forward-mode passes (one per latent channel) of a batch of ``n_samples`` per level.
+    A conditional model draws and decodes given ``model_context`` (one context, or one per sample).
     """
     model = model.eval()
     levels = latent_levels(model)
@@ -106,14 +109,15 @@ def receptive_fields(
         raise ValueError("receptive fields need image data (C, H, W)")
     C, H, W = levels.shape
     pos = list(positions) if positions is not None else _level_positions(levels)
-    z = sample_latents(model, n_samples, temperature, seed)
+    z = sample_latents(model, n_samples, temperature, seed, model_context=model_context)
+    cv = encode_model_context(model, model_context, n_samples)
     maps = []
     for y, x in pos:
         acc = torch.zeros(H, W, dtype=torch.float64)
         for c in range(C):
             v = torch.zeros_like(z)
             v[:, c, y, x] = 1.0
-            jv = _jvp(model.inverse, z, v).detach()
+            jv = _jvp(lambda zz: model.inverse(zz, **context_kw(cv)), z, v).detach()
             acc += jv.abs().sum(dim=1).mean(dim=0).to("cpu", torch.float64)
         maps.append(acc / C)
     cones = None

@@ -85,7 +85,9 @@ def step_plan(in_deg: list[int], hid_deg: list[int]) -> list[tuple[int, int]]:
 class MadeWeights:
     """The masked weights of one MADE as plain tensors (what both schemes read).
 
-    w1 (H, D), b1 (H,), wc (H, E) or None, hidden [(W (H, H), b (H,))] × (depth − 1),
+    w1 (H, D), b1 (H,), wc (H, E) or None (None with a context: the context the schemes are given is
+    already the first layer's context term (B, H), e.g. a row of a folded per-class table),
+    hidden [(W (H, H), b (H,))] × (depth − 1),
     wo (D·P, H), bo (D·P,) (entry-major rows), per_entry P; and, for the sequential steps, the same
     weights in step order: w1_steps (D, H) (row k = W₁'s column of entry e_k), wo_steps (D, P, H)
     and bo_steps (D, P) (the output rows of entry e_k). :meth:`MADE.weights` derives the step-order
@@ -159,11 +161,17 @@ def step_order(w1: Tensor, wo: Tensor, bo: Tensor, per_entry: int, entries: Tens
     return {"w1_steps": w1_steps, "wo_steps": wo_steps, "bo_steps": bo_steps}
 
 
+def _context_term(ctx: Tensor, w: MadeWeights) -> Tensor:
+    """The first layer's context term (B, H): W_c·c, or ``ctx`` itself when ``w.wc`` is None."""
+    return ctx if w.wc is None else F.linear(ctx, w.wc)
+
+
 def made_parallel(x: Tensor, w: MadeWeights, ctx: Tensor | None = None) -> Tensor:
-    """θ(x) for every entry in one pass: x (B, D), ctx (B, E) or None -> (B, D, P)."""
+    """θ(x) for every entry in one pass: x (B, D), ctx (B, E) (or (B, H), see MadeWeights) or None
+    -> (B, D, P)."""
     a = F.linear(x, w.w1, w.b1)
-    if w.wc is not None and ctx is not None:
-        a = a + F.linear(ctx, w.wc)
+    if ctx is not None:
+        a = a + _context_term(ctx, w)
     h = torch.relu(a)
     for wl, bl in w.hidden:
         h = torch.relu(F.linear(h, wl, bl))
@@ -183,8 +191,8 @@ def made_sequential(
     """
     batch = v.shape[0]
     a = w.b1.expand(batch, -1)
-    if w.wc is not None and ctx is not None:
-        a = a + F.linear(ctx, w.wc)
+    if ctx is not None:
+        a = a + _context_term(ctx, w)
     cols: list[Tensor | None] = [None] * len(plan)
     logdet: Tensor | None = None
     last = len(plan) - 1

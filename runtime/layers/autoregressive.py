@@ -178,11 +178,16 @@ class InferenceAutoregressive(InferenceModule):
     the masks multiplied into the weights once and stored as buffers (W ⊙ M), the sequential steps'
     weights stored in step order, the affine log-scale computed as 4·σ(r) − 2 (= 2·tanh(r/2); one
     sigmoid is cheaper than a tanh on the CPU), the log-det summed in float32 for 16-bit inputs.
-    The same scheme functions as the layer, so it equals the layer to rounding."""
+    The same scheme functions as the layer, so it equals the layer to rounding.
+
+    With ``label_embedding`` (the model's frozen (K, E) label embedding table; the fusion rule passes
+    it for a label context) the first layer's context part is folded: W₁x + W_c·e_k + b₁ =
+    W₁x + T[k] with the per-class table T[k] = W_c·e_k + b₁ (K × H, computed once in float64), and
+    each example's row T[label] is the first layer's context term (``MadeWeights``: wc None, b₁ 0)."""
 
     _logdet_buffers = ()
 
-    def __init__(self, src: "Autoregressive") -> None:
+    def __init__(self, src: "Autoregressive", label_embedding: Tensor | None = None) -> None:
         super().__init__()
         self.shape = tuple(src.shape)
         self.kind, self.direction = src.kind, src.direction
@@ -205,6 +210,16 @@ class InferenceAutoregressive(InferenceModule):
             self.n_hidden = len(w.hidden)
             self.register_buffer("wo", _buffer(w.wo))
             self.register_buffer("bo", _buffer(w.bo))
+            #: whether the label context is folded into the per-class table ``label_table`` (K, H)
+            self.folded = bool(self.uses_context and label_embedding is not None)
+            self.register_buffer("label_table", None)
+            if self.folded:
+                wc, b1 = w.wc.to(torch.float64), w.b1.to(torch.float64)
+                table = label_embedding.detach().to(device=wc.device, dtype=torch.float64) @ wc.T + b1
+                self.label_table = table.to(w.b1.dtype).contiguous()
+                self.b1 = torch.zeros_like(self.b1)
+                self.wc = None
+                self.classes, self.hidden = int(table.shape[0]), int(table.shape[1])
         self.g = ElementMap(self.kind, self.bins, self.bound, sigmoid_log_scale)
 
     def _weights(self) -> MadeWeights:
@@ -222,6 +237,8 @@ class InferenceAutoregressive(InferenceModule):
         )
 
     def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
+        if self.folded:
+            return self.label_table.to(x.dtype).index_select(0, context.raw)  # (B, H): T[label]
         return context_input(context, self.shape, x.dtype) if self.uses_context else None
 
     def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:

@@ -5,22 +5,15 @@ additions")."""
 from __future__ import annotations
 
 import pytest
+from langtest import assert_rejected_at_value, located_error
 
 import flowdsl
 from flowdsl.compiler.kinds import get_layer
 from flowdsl.compiler.limits import LIMITS
-from flowdsl.errors import CheckError, FlowDSLError
+from flowdsl.errors import CheckError
 
 VEC = "flow t {{\n  input vector(dim=5)\n  {layer}\n}}\n"
 IMG = "flow t {{\n  input image(channels=2, height=4, width=4)\n  {layer}\n}}\n"
-
-
-def err(text: str) -> FlowDSLError:
-    with pytest.raises(FlowDSLError) as info:
-        flowdsl.compile(flowdsl.parse(text, filename="bad.flow"))
-    e = info.value
-    assert str(e).startswith(f"bad.flow:{e.line}:{e.column}: ") and "^" in str(e)
-    return e
 
 
 def test_the_reference_example_compiles_with_its_defaults():
@@ -47,15 +40,11 @@ def test_the_reference_example_compiles_with_its_defaults():
     ],
 )
 def test_bad_arguments_are_rejected_at_their_location(layer, arg, substring):
-    e = err(VEC.format(layer=layer))
-    assert isinstance(e, CheckError)
-    column = 2 + layer.index(f"{arg}=") + len(arg) + 2  # the value, 1-based, after the 2-space indent
-    assert (e.line, e.column) == (3, column), str(e)
-    assert substring in str(e), str(e)
+    assert_rejected_at_value(VEC, layer, arg, substring)
 
 
 def test_images_are_rejected_at_the_layer():
-    e = err(IMG.format(layer="autoregressive(kind=spline)"))
+    e = located_error(IMG.format(layer="autoregressive(kind=spline)"))
     assert isinstance(e, CheckError)
     assert (e.line, e.column) == (3, 3)
     assert "vector" in str(e) and "2×4×4" in str(e)
@@ -64,7 +53,7 @@ def test_images_are_rejected_at_the_layer():
 @pytest.mark.parametrize("direction, slow", [("forward", "inverse (sampling)"), ("inverse", "forward (density)")])
 def test_the_sequential_passes_are_bounded_by_a_limit(direction, slow, monkeypatch):
     monkeypatch.setattr(LIMITS, "max_sequential_passes", 4)
-    e = err(VEC.format(layer=f"autoregressive(direction={direction})"))
+    e = located_error(VEC.format(layer=f"autoregressive(direction={direction})"))
     assert (e.line, e.column) == (3, 3)
     assert f"5 sequential passes in the {slow} direction" in str(e)
     assert "FLOWDSL_MAX_SEQUENTIAL_PASSES" in str(e)

@@ -4,21 +4,13 @@
 from __future__ import annotations
 
 import pytest
+from langtest import assert_rejected_at_value
 
 import flowdsl
 from flowdsl.compiler.kinds import get_layer
-from flowdsl.errors import CheckError, FlowDSLError
 
 VEC = "flow t {{\n  input vector(dim=4)\n  {layer}\n}}\n"
 IMG = "flow t {{\n  input image(channels=2, height=4, width=4)\n  {layer}\n}}\n"
-
-
-def err(text: str) -> FlowDSLError:
-    with pytest.raises(FlowDSLError) as info:
-        flowdsl.compile(flowdsl.parse(text, filename="bad.flow"))
-    e = info.value
-    assert str(e).startswith(f"bad.flow:{e.line}:{e.column}: ") and "^" in str(e)
-    return e
 
 
 @pytest.mark.parametrize(
@@ -35,11 +27,7 @@ def err(text: str) -> FlowDSLError:
     ],
 )
 def test_bad_spline_arguments_are_rejected_at_their_location(layer, arg, substring):
-    e = err(VEC.format(layer=layer))
-    assert isinstance(e, CheckError)
-    column = 2 + layer.index(f"{arg}=") + len(arg) + 2  # the value, 1-based, after the 2-space indent
-    assert (e.line, e.column) == (3, column), str(e)
-    assert substring in str(e), str(e)
+    assert_rejected_at_value(VEC, layer, arg, substring)
 
 
 def test_defaults_are_eight_bins_on_three():

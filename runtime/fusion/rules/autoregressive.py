@@ -15,6 +15,13 @@ Both evaluation schemes (the parallel pass and the sequential steps) are the fun
 ``runtime/layers/_made.py`` and ``runtime/layers/autoregressive.py`` that the layer itself runs, so
 the fused form equals the layer to rounding; the steps are a static unroll (no graph break under
 ``torch.compile(fullgraph=True)``, and ONNX export unrolls them).
+
+Context: with a label context the MADE's first-layer context part is constant per class, so it is
+folded into a per-class table, as ``coupling_inference`` does for mlp conditioners:
+W₁x + W_c·e_k + b₁ = W₁x + T[k], T[k] = W_c·e_k + b₁ (K × H, computed once in float64 from the
+frozen embedding table e, which ``FlowModel.fuse`` hands over as the plain attribute
+``label_embedding``); the raw labels index T. Vector/image contexts vary per example and are kept
+as the first layer's (unmasked) extra inputs.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ class AutoregressiveInference(FusionRule):
         src = modules[0]
         if not isinstance(src, Autoregressive):
             raise Refused(f"module is a {type(src).__name__}, not the Autoregressive this rule knows")
-        out = InferenceAutoregressive(src)
+        out = InferenceAutoregressive(src, label_embedding=src.__dict__.get("label_embedding"))
         out.provenance = src.provenance
         return [out]
 
@@ -62,5 +69,19 @@ class AutoregressiveInference(FusionRule):
             parts.append("rational-quadratic spline (bin search by comparisons and sums)")
         parts.append(f"{slow}: {d} sequential steps on the hidden units each step needs")
         if getattr(args, "context", None) is True:
-            parts.append("context embedding read by the first layer (unmasked)")
+            parts.append(_context_detail(ctx, modules))
         return "; ".join(parts)
+
+
+def _context_detail(ctx: ChainContext, modules: list[Any] | None) -> str:
+    """The fusion-report words on a conditional autoregressive layer's context path."""
+    mod = modules[0] if modules else None
+    if getattr(mod, "folded", False):
+        return (
+            f"label context folded: first layer's context part W_c·e_k + b₁ -> a per-class table "
+            f"({mod.classes}×{mod.hidden}; raw labels index it)"
+        )
+    kind = getattr(getattr(ctx.graph, "context", None), "kind", None)
+    if kind == "label" and mod is None:
+        return "label context folded: first layer's context part W_c·e_k + b₁ -> a per-class table"
+    return f"{kind or 'the'} context embedding read by the first layer (unmasked; varies per example, nothing to fold)"

@@ -69,6 +69,17 @@ def _jac_logdet(m, x, cv, n=2):
     return torch.stack(out)
 
 
+def _round_trips(m, x, cv):
+    """forward, inverse and inverse_with_log_det agree to TOL; returns the forward (y, log-det)."""
+    with torch.no_grad():
+        y, ld = m(x, cv)
+        xb = m.inverse(y, cv)
+        x1, ld1 = m.inverse_with_log_det(y, cv)
+    assert (xb - x).abs().max() <= TOL
+    assert (x1 - x).abs().max() <= TOL and (ld1 - ld).abs().max() <= TOL
+    return y, ld
+
+
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
 def test_conditional_coupling(case):
     shape, net, kind, mask, ctx = case
@@ -79,12 +90,7 @@ def test_conditional_coupling(case):
     x = 1.2 * torch.randn(3, *shape, generator=gen, dtype=torch.float64)
     cv, enc = context_value(inf, 3)
     assert cv.raw[0].ne(cv.raw[1]).any()  # the Jacobians below see two different contexts
-    with torch.no_grad():
-        y, ld = m(x, cv)
-        xb = m.inverse(y, cv)
-        x1, ld1 = m.inverse_with_log_det(y, cv)
-    assert (xb - x).abs().max() <= TOL
-    assert (x1 - x).abs().max() <= TOL and (ld1 - ld).abs().max() <= TOL
+    y, ld = _round_trips(m, x, cv)
     if kind != "additive":
         assert (ld[:2] - _jac_logdet(m, x, cv)).abs().max() <= TOL
     else:
@@ -163,12 +169,7 @@ def test_conditional_rg(ctx, kind, net):
     assert m.uses_context
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     cv, enc = context_value(inf, 2)
-    with torch.no_grad():
-        z, ld = m(x, cv)
-        xb = m.inverse(z, cv)
-        x1, ld1 = m.inverse_with_log_det(z, cv)
-    assert (xb - x).abs().max() <= TOL
-    assert (x1 - x).abs().max() <= TOL and (ld1 - ld).abs().max() <= TOL
+    z, ld = _round_trips(m, x, cv)
     assert (ld - _jac_logdet(m, x, cv)).abs().max() <= TOL  # per example: patch contexts not mixed up
     calls, nets = _net_calls(m, lambda: m.inverse_with_log_det(z, cv))
     assert calls == nets  # one pass: each body's conditioners once
