@@ -96,7 +96,7 @@ def conditional_section(
     import time
 
     import flowdsl
-    from flowdsl.runtime.bench.training import _finished
+    from flowdsl.runtime.bench.runs import finished_run
     from flowdsl.runtime.training import train
     from flowdsl.runtime.training.demo import bundled_specs
 
@@ -135,7 +135,7 @@ def conditional_section(
         spec = flowdsl.load(available["crealnvp_rotated.flow"])
         steps = toy_steps or int(spec.train.steps)
         t0 = time.time()
-        s = _finished(out_dir / spec.name, spec, steps) if reuse else None
+        s = finished_run(out_dir / spec.name, spec, steps) if reuse else None
         if s is None:
             s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=0)
         else:

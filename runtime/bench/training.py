@@ -22,6 +22,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from flowdsl.runtime.bench.runs import finished_run
+
 __all__ = ["training_table", "register"]
 
 DIGITS_SPECS = (
@@ -95,7 +97,7 @@ def training_table(
             continue
         spec = flowdsl.load(available[name])
         t0 = time.time()
-        s = _finished(out_dir / spec.name, spec, steps) if reuse else None
+        s = finished_run(out_dir / spec.name, spec, steps) if reuse else None
         if s is None:
             s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
         else:
@@ -138,21 +140,6 @@ def training_table(
     if mnist_steps > 0:
         lines += ["", *mnist_table(mnist_steps, out_dir, quiet)]
     return "\n".join(lines) + "\n"
-
-
-def _finished(run: Path, spec, steps: int) -> dict | None:
-    """The summary of a run in ``run`` that trained ``spec`` (same text) for ``steps`` steps to
-    the end, or None."""
-    import json
-
-    from flowdsl.runtime.training.models import spec_sha256
-
-    try:
-        s = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = s.get("spec_sha256") == spec_sha256(spec) and s.get("step") == steps == s.get("steps")
-    return s if ok and not s.get("stopped_early") else None
 
 
 def mnist_table(steps: int, out_dir: Path, quiet: bool = True) -> list[str]:

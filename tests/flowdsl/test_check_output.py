@@ -18,7 +18,7 @@ SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.flow"))
 def _check_totals(path: Path, capsys) -> str:
     assert main(["check", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    return lines[-2]
+    return next(line for line in reversed(lines) if line.startswith("input "))
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])

@@ -284,4 +284,7 @@ def test_the_fuzzer_runs_conditional_seed_specs_with_a_context():
 
     conditional = [s for s in seed_specs() if "context " in s]
     assert len(conditional) >= 2
-    assert [check_input(s) for s in conditional] == ["compiled"] * len(conditional)
+    results = [check_input(s) for s in conditional]
+    # the bundled conditional specs above the fuzzer's size limit for compiling are only checked
+    assert set(results) <= {"compiled", "accepted"}, results
+    assert results.count("compiled") >= 2, results

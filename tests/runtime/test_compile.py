@@ -29,12 +29,14 @@ LAYERED = [p for p in SPECS if flowdsl.load(p).layers]
 
 
 def fused_model(path: Path):
+    from flowdsl.runtime.training.demo import random_context
+
     spec = flowdsl.load(path)
     model = flowdsl.compile(spec)
     x = torch.rand(8, *model.input_shape)
     model.train()
     with torch.no_grad():
-        model(x)
+        model(x, context=random_context(model, 8, x.dtype))
     return model.eval().fuse(), x
 
 
@@ -43,13 +45,15 @@ def test_fused_module_traces_without_graph_breaks(path):
     fused, x = fused_model(path)
     assert len(fused.steps)
 
-    def both(x):
-        z, logdet = fused(x)
-        return fused.inverse(z), logdet, fused.prior.log_prob(z)
+    from flowdsl.runtime.training.demo import random_context
+
+    def both(x, c):  # conditional specs: the context goes through the encoder, layers and prior
+        z, logdet = fused(x, context=c)
+        return fused.inverse(z, context=c), logdet, fused.log_prob(x, context=c)
 
     torch._dynamo.reset()
     with torch.no_grad():
-        report = torch._dynamo.explain(both)(x[:3])
+        report = torch._dynamo.explain(both)(x[:3], random_context(fused, 3, x.dtype))
     reasons = [str(b.reason)[:200] for b in report.break_reasons]
     assert report.graph_break_count == 0, reasons
     assert report.graph_count == 1

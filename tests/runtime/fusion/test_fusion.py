@@ -34,26 +34,31 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def assert_same(model, fused, x, tol):
+    """Fused and unfused agree in both directions (conditional models: on a random context)."""
+    from flowdsl.runtime.training.demo import random_context
+
+    c = random_context(model, x.shape[0], x.dtype)
     with torch.no_grad():
-        z, ld = model(x)
-        zf, ldf = fused(x)
+        z, ld = model(x, context=c)
+        zf, ldf = fused(x, context=c)
         assert rel(zf, z) <= tol, f"z {rel(zf, z):.2e}"
         assert rel(ldf, ld) <= tol, f"logdet {rel(ldf, ld):.2e}"
-        assert rel(fused.inverse(z), model.inverse(z)) <= tol, f"inverse {rel(fused.inverse(z), model.inverse(z)):.2e}"
-        assert rel(fused.log_prob(x), model.log_prob(x)) <= tol
+        xi, xf = model.inverse(z, context=c), fused.inverse(z, context=c)
+        assert rel(xf, xi) <= tol, f"inverse {rel(xf, xi):.2e}"
+        assert rel(fused.log_prob(x, context=c), model.log_prob(x, context=c)) <= tol
     return fused
 
 
 def both_precisions(text: str, scale: float = 0.1, batch: int = 3):
     """(float64 model, x) and (float32 model, x) with mildly randomised parameters."""
-    from flowdsl.runtime.training.demo import randomize_parameters
+    from flowdsl.runtime.training.demo import random_context, randomize_parameters
 
     m64 = flowdsl.compile(flowdsl.parse(text)).double()
     gen = torch.Generator().manual_seed(0)
     x64 = torch.rand(64, *m64.input_shape, dtype=torch.float64, generator=gen) * 2 - 0.5
     m64.train()
     with torch.no_grad():
-        m64(x64)  # data-dependent init on 64 samples
+        m64(x64, context=random_context(m64, 64))  # data-dependent init on 64 samples
     x64 = x64[:batch]
     randomize_parameters(m64, scale=scale, seed=1)
     m32 = copy.deepcopy(m64).float().eval()
