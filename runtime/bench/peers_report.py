@@ -15,6 +15,7 @@ NSF coupling and MAF, sampling ≥ 1.5× zuko on NSF coupling, MAF sampling not 
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 from flowdsl.runtime.bench.peers import FAMILIES, Arch, available_libraries
@@ -173,9 +174,10 @@ def quality_tables(
         "### Parameters and training time",
         "",
         "Effective parameters (a MADE's masked-out weights not counted; stored count in brackets where it "
-        "differs) and the wall time of each run (seconds, one thread per run).",
+        "differs) and the CPU time of each run's training loop (seconds; one thread per run, so on a quiet "
+        "machine this is its wall time; wall time in brackets).",
         "",
-        "| data | model | flowdsl | zuko | nflows | time flowdsl / zuko / nflows (s) |",
+        "| data | model | flowdsl | zuko | nflows | CPU time flowdsl / zuko / nflows (s) |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for d in datasets:
@@ -184,7 +186,7 @@ def quality_tables(
             if not any(runs):
                 continue
             pc = [_params(r.params) if r else "–" for r in runs]
-            secs = " / ".join("–" if r is None else f"{r.seconds:.0f}" for r in runs)
+            secs = " / ".join("–" if r is None else f"{r.cpu_seconds:.0f} [{r.seconds:.0f}]" for r in runs)
             out.append(f"| {d} | {FAMILIES[f]} | " + " | ".join(pc) + f" | {secs} |")
     notes = [f"* {r.library} {FAMILIES[r.family]} on {r.data}: {n}" for r in results for n in r.notes]
     if notes:
@@ -299,9 +301,17 @@ def peers_section(
         text += ["zuko is not installed (`pip install 'flowdsl[bench]'`): the acceptance comparisons are missing.", ""]
     families = ["nsf", "affine", "maf", "maf_spline"]
     if steps > 0:
+        t0 = time.perf_counter()
         results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say)
+        cpu = sum(r.cpu_seconds for r in results)
+        say(f"peers quality: {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU in the runs")
         floors = {d: true_test_nll(d, load_split(d, toy_n)[2]) for d in datasets}
         text += [quality_tables(results, datasets, floors, steps, batch, lr)]
+        text += [
+            f"Quality runs: {len(results)} in {time.perf_counter() - t0:.0f} s wall time on {threads} worker "
+            f"process(es), {cpu:.0f} s CPU time in their training loops.",
+            "",
+        ]
         if notes:
             text += ["Not run:", "", *[f"* {n}" for n in notes], ""]
     speed: list[SpeedResult] = []
