@@ -5,12 +5,16 @@ renaming a ``block`` or changing ``train(...)`` leaves the trained weights just 
 canonical form keeps exactly what decides the model and its density:
 
     input        kind, shape (C, H, W) or (D,), levels
+    context      (only when the file declares one) kind and shape; every layer's resolved
+                 ``context`` argument is kept then, and left out of unconditional files (where it
+                 is always false), so their fingerprints are those of before contexts existed
     dequantize   "uniform" | "none"
     layers       for every bijector in forward order (composite bodies nested under their body
                  label, e.g. ``level0.decimator``): kind, validated arguments with defaults filled
                  in, shape in → out, the shape of a factored-out latent
     latents      the shapes of the latent outputs, in order
-    prior        name and validated arguments (spike_slab's ``anneal`` included)
+    prior        name and validated arguments (spike_slab's ``anneal`` included; ``conditional`` only
+                 when true)
     objective    name and validated arguments
 
 and leaves out everything else: source text, comments, spans, node ids (they carry block and
@@ -60,7 +64,7 @@ def _shape(shape: Any) -> Any:
     return None if shape is None else [int(d) for d in shape]
 
 
-def _layer_args(node: Node) -> dict[str, Any]:
+def _layer_args(node: Node, conditional: bool) -> dict[str, Any]:
     """The layer's arguments with the defaults its kind resolves from the input filled in
     (``LayerKind.shown_args``: ``coupling``'s net, a spline's bins and bound), unset ones left out,
     so ``coupling(kind=spline)`` and ``coupling(kind=spline, bins=8)`` are one architecture."""
@@ -69,13 +73,14 @@ def _layer_args(node: Node) -> dict[str, Any]:
     kind = get_layer(node.kind)
     if kind is None:  # a kind unregistered since the graph was built: its arguments as written
         return _plain(node.args)
-    return _plain({k: v for k, v in kind.shown_args(node.args, node.in_shape).items() if v is not None})
+    shown = kind.shown_args(node.args, node.in_shape)
+    return _plain({k: v for k, v in shown.items() if v is not None and (conditional or k != "context")})
 
 
 def _layer(graph: FlowGraph, node: Node) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": node.kind,
-        "args": _layer_args(node),
+        "args": _layer_args(node, graph.context is not None),
         "in": _shape(node.in_shape),
         "out": _shape(node.out_shape),
     }
@@ -86,6 +91,17 @@ def _layer(graph: FlowGraph, node: Node) -> dict[str, Any]:
             [label, [_layer(graph, graph.node(cid)) for cid in chain]] for label, chain in node.body_chains.items()
         ]
     return out
+
+
+def _prior_args(args: Any) -> dict[str, Any]:
+    """The prior's arguments; ``conditional=false`` (every unconditional prior) is left out, so
+    priors keep the fingerprints of before the argument existed."""
+    if args is None:
+        return {}
+    plain = _plain(args)
+    if plain.get("conditional") is False:
+        del plain["conditional"]
+    return plain
 
 
 def _graph(spec_or_graph: Any) -> FlowGraph:
@@ -104,18 +120,24 @@ def canonical_form(spec_or_graph: Any) -> dict[str, Any]:
     graph = _graph(spec_or_graph)
     spec = graph.spec
     inp = spec.input
-    return {
+    form = {
         "format": FORMAT,
         "input": {"kind": inp.kind, "shape": _shape(inp.shape), "levels": inp.levels},
         "dequantize": spec.dequantize,
         "layers": [_layer(graph, graph.node(nid)) for nid in graph.chain],
         "latents": [_shape(graph.node(lid).in_shape) for lid in graph.latents],
-        "prior": {"name": spec.prior.name, "args": _plain(spec.prior.args) if spec.prior.args is not None else {}},
+        "prior": {"name": spec.prior.name, "args": _prior_args(spec.prior.args)},
         "objective": {
             "name": spec.objective.name,
             "args": _plain(spec.objective.args) if spec.objective.args is not None else {},
         },
     }
+    context = getattr(spec, "context", None)
+    if context is not None:
+        form["context"] = {"kind": context.kind, "shape": list(context.shape)}
+        if context.kind == "label":
+            form["context"]["classes"] = context.classes
+    return form
 
 
 def canonical_text(spec_or_graph: Any) -> str:

@@ -13,10 +13,16 @@ first node of each of its body instances (whose own chain is linked by ``"out"``
 ``FlowGraph.chain`` lists the top-level layer ids in forward order; ``Node.body_chains`` lists
 each body instance's layer ids for composite kinds.
 
+``FlowGraph.context`` is the spec's declared context (a ``ContextSpec``, None when unconditional);
+``FlowGraph.context_nodes`` lists the ids of the layer nodes that read it (their ``args.context``
+is True, always a bool once ``expand`` has resolved it), in forward order, bodies included.
+
 ``Node.meta`` holds analysis results under documented keys:
     ``"latent_index"``   index of a latent node (0 = first split, ..., last = final z);
     ``"fused_from"``     ids of the nodes a fused node replaces (fusion passes);
-    ``"logdet_constant"``  True when log|det J| does not depend on the input.
+    ``"logdet_constant"``  True when log|det J| does not depend on the input;
+    ``"file_context"``   whether the file declares a context (layers; a ``context=false`` that a
+                         file without one could not have made true is then not shown).
 """
 
 from __future__ import annotations
@@ -49,7 +55,12 @@ class Node:
     via: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def args_text(self) -> str:
+    def args_text(self, conditional: bool | None = None) -> str:
+        """The arguments as shown (``LayerKind.shown_args``); with ``conditional=False`` (a file
+        without a context; None: ``meta["file_context"]``) a ``context=false`` that the file could
+        not have made true is left out."""
+        if conditional is None:
+            conditional = bool(self.meta.get("file_context", True))
         if self.args is None:
             return ""
         data = self.args.model_dump() if hasattr(self.args, "model_dump") else dict(self.args)
@@ -59,6 +70,8 @@ class Node:
             kind = get_layer(self.kind)
             if kind is not None:
                 data = kind.shown_args(self.args, tuple(self.in_shape))
+        if not conditional and data.get("context") is False:
+            data = {k: v for k, v in data.items() if k != "context"}
         return ", ".join(f"{k}={_fmt(v)}" for k, v in data.items())
 
 
@@ -122,6 +135,22 @@ class FlowGraph:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.spec.input.shape)
 
+    @property
+    def context(self) -> Any:
+        """The declared context (``flowdsl.schema.ContextSpec``), None for an unconditional flow."""
+        return getattr(self.spec, "context", None)
+
+    @property
+    def context_nodes(self) -> list[str]:
+        """Ids of the layer nodes that read the context (``args.context`` is True), in forward order,
+        bodies included: where the context enters the graph."""
+        return [n.id for n in self.layers() if getattr(n.args, "context", None) is True]
+
+    def prior_conditional(self) -> bool:
+        """Whether the prior reads the context (its ``conditional`` argument)."""
+        prior = getattr(self.spec, "prior", None)
+        return bool(getattr(getattr(prior, "args", None), "conditional", False))
+
     def depth(self, node: Node) -> int:
         """How many composite layers enclose ``node`` (0 for the top-level chain)."""
         depth, p = 0, node.parent
@@ -142,11 +171,22 @@ class FlowGraph:
         from flowdsl.compiler.kinds import get_prior
 
         kind = get_prior(prior.name)
-        return int(kind.param_count(prior.args, self.input_shape)) if kind is not None else 0
+        if kind is None:
+            return 0
+        if self.prior_conditional() and self.context is not None:
+            return int(kind.conditional_param_count(prior.args, self.input_shape, self.context))
+        return int(kind.param_count(prior.args, self.input_shape))
+
+    def context_params(self) -> int:
+        """Trainable parameters of the model-level context encoder (0 when unconditional;
+        ``flowdsl.compiler.context.encoder_param_count``)."""
+        from flowdsl.compiler.context import encoder_param_count
+
+        return encoder_param_count(self.context)
 
     def model_params(self) -> int:
-        """Trainable parameters of the whole compiled model: bijectors plus prior."""
-        return self.total_params() + self.prior_params()
+        """Trainable parameters of the whole compiled model: bijectors, prior and context encoder."""
+        return self.total_params() + self.prior_params() + self.context_params()
 
     def verify(self) -> None:
         """Structural invariants: acyclic, every chain node present, shapes chain up."""
@@ -177,7 +217,7 @@ class FlowGraph:
                     shape,
                     "" if n.n_params is None else f"{n.n_params:,}",
                     str(n.span.line or ""),
-                    n.args_text(),
+                    n.args_text(conditional=self.context is not None),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -189,16 +229,34 @@ class FlowGraph:
         from flowdsl.wording import plural
 
         n_layers = sum(1 for _ in self.layers())
-        total, prior = self.total_params(), self.prior_params()
-        params = plural(total + prior, "parameter")
-        if prior:
+        total, prior, encoder = self.total_params(), self.prior_params(), self.context_params()
+        params = plural(total + prior + encoder, "parameter")
+        if encoder:
+            params += f" ({total:,} in the bijectors, {prior:,} in the prior, {encoder:,} in the context encoder)"
+        elif prior:
             params += f" ({total:,} in the bijectors, {prior:,} in the prior)"
         out.append("")
         out.append(
             f"input {_shape(self.input_shape)}; {plural(n_layers, 'bijector')}; "
             f"{plural(len(self.latents), 'latent output')}; {params}"
         )
+        if self.context is not None:
+            out.append(self.context_text())
         return "\n".join(out)
+
+    def context_text(self) -> str:
+        """Where the context enters: ``context label(classes=10), shape (): enters coupling0, ...
+        and the prior``."""
+        where = list(self.context_nodes)
+        if len(where) > 8:
+            where = where[:8] + [f"... ({len(self.context_nodes)} layers)"]
+        parts = []
+        if where:
+            parts.append(", ".join(where))
+        if self.prior_conditional():
+            parts.append(f"the prior ({self.spec.prior.name})")
+        enters = " and ".join(parts) if parts else "nothing"
+        return f"context {self.context.describe()}, shape {_shape(self.context.shape)}; enters {enters}"
 
 
 def _shape(s: tuple[int, ...] | None) -> str:

@@ -72,12 +72,22 @@ class CheckContext:
     ``fail(message, arg=None)`` raises a located ``CheckError`` pointing at the argument ``arg``
     when it was written in the file, else at the layer itself. The context is created by the
     compiler (``flowdsl.compiler.passes``), which knows the spans.
+
+    ``context`` is the flow's declared context (a ``flowdsl.schema.ContextSpec``), None when the
+    file declares none: a kind that reads it (``args.context``) checks that it fits.
     """
 
-    def __init__(self, fail: Callable[..., Any], warn: Callable[..., Any] | None = None, layer_id: str = "") -> None:
+    def __init__(
+        self,
+        fail: Callable[..., Any],
+        warn: Callable[..., Any] | None = None,
+        layer_id: str = "",
+        context: Any = None,
+    ) -> None:
         self._fail = fail
         self._warn = warn
         self.layer_id = layer_id
+        self.context = context
 
     def fail(self, message: str, arg: str | None = None) -> None:
         self._fail(message, arg)
@@ -159,7 +169,11 @@ class LayerKind:
 
 
 class PriorKind:
-    """Static definition of a base distribution (the runtime lowers it with ``prior_lowering``)."""
+    """Static definition of a base distribution (the runtime lowers it with ``prior_lowering``).
+
+    A prior kind is conditional on the flow's context when its ``Args`` has ``conditional: bool =
+    False`` and a file sets it true; its parameters are then :meth:`conditional_param_count`.
+    """
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
@@ -172,6 +186,15 @@ class PriorKind:
     def param_count(cls, args: Any, shape: Shape) -> int:
         """Trainable parameters of the prior for latents of ``shape``. Default: none."""
         return 0
+
+    @classmethod
+    def conditional_param_count(cls, args: Any, shape: Shape, context: Any) -> int:
+        """Trainable parameters of the prior with ``conditional=true`` given the flow's context
+        (a ``ContextSpec``). Default: a context-dependent mean and log-scale per latent entry
+        (``flowdsl.compiler.context.conditional_prior_param_count``)."""
+        from flowdsl.compiler.context import conditional_prior_param_count
+
+        return conditional_prior_param_count(context, math.prod(shape))
 
 
 class ObjectiveKind:

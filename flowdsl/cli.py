@@ -60,8 +60,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 f"flow '{ir.flow.name}' with {plural(len(ir.flow.body), 'statement')}"
             )
         elif name == "expand":
+            context = f", context {ir.context.describe()}" if ir.context is not None else ""
             print(
-                f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}, dequantize {ir.dequantize}, "
+                f"flow {ir.name}: input {ir.input.kind} {tuple(ir.input.shape)}{context}, dequantize {ir.dequantize}, "
                 f"prior {ir.prior.name}, objective {ir.objective.name}"
             )
             for layer in ir.iter_layers():

@@ -166,6 +166,8 @@ def _shape(t: Tree) -> _Shape:
     body_of = [c for c in _trees(t) if c.data not in ("arg_list", "param_list")]
     if kind == "input_stmt":
         return _Shape("input " + names[0], args, None, None, None)
+    if kind == "context_stmt":
+        return _Shape("context " + names[0], args, None, None, None)
     if kind == "dequant_stmt":
         return _Shape("dequantize " + names[0], None, None, None, None)
     if kind == "prior_stmt":

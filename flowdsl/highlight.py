@@ -30,12 +30,13 @@ STRING = r'"(?:[^"\\\n]|\\.)*"'
 COMMENT = r"#[^\n]*"
 
 INPUT_KINDS = ("image", "vector")  # ``input NAME``: the front end's input kinds
+CONTEXT_KINDS = ("image", "label", "vector")  # ``context NAME`` (flowdsl.compiler.context.CONTEXT_KINDS)
 
 
 def vocabulary() -> dict[str, tuple[str, ...]]:
     """The words by role: ``keywords`` (statement keywords), ``constants`` (true, false),
     ``layers``, ``priors``, ``objectives``, ``parts`` (named parts of composite layers, e.g.
-    ``disentangler``), ``inputs`` (input kinds); each sorted. A name in two roles (``rg`` is a
+    ``disentangler``), ``inputs`` (input and context kinds); each sorted. A name in two roles (``rg`` is a
     keyword and a layer) takes the more specific one (layer, part)."""
     from flowdsl.compiler.kinds import layer_kinds, objective_kinds, prior_kinds
     from flowdsl.parser import KEYWORDS
@@ -51,7 +52,7 @@ def vocabulary() -> dict[str, tuple[str, ...]]:
         "priors": tuple(sorted(prior_kinds())),
         "objectives": tuple(sorted(objective_kinds())),
         "parts": tuple(parts),
-        "inputs": INPUT_KINDS,
+        "inputs": tuple(sorted(set(INPUT_KINDS) | set(CONTEXT_KINDS))),
     }
 
 
@@ -76,7 +77,8 @@ def textmate_grammar() -> dict:
         },
         {"name": "variable.parameter.reference.flowdsl", "match": rf"\$\s*{NAME}"},
         {"name": "constant.language.boolean.flowdsl", "match": _words(v["constants"])},
-        {"name": "keyword.control.flowdsl", "match": _words(v["keywords"])},
+        # a keyword written as an argument name (``coupling(context=false)``) is an argument name
+        {"name": "keyword.control.flowdsl", "match": _words(v["keywords"]) + r"(?!\s*=)"},
         {  # an enumeration value is a plain name even where it spells a kind (``net=conv``)
             "match": rf"({NAME})\s*(=)\s*(?!(?:true|false)\b)({NAME})\b(?!\s*\()",
             "captures": _captures("variable.parameter.argument", "keyword.operator", "variable.other.enum"),

@@ -22,7 +22,9 @@ from flowdsl.syntax import SpecFile, SyntaxBuilder
 
 __all__ = ["parse_syntax", "read_source", "KEYWORDS"]
 
-KEYWORDS = ("flow block input dequantize prior objective train repeat rg disentangler decimator true false").split()
+KEYWORDS = (
+    "flow block input context dequantize prior objective train repeat rg disentangler decimator true false"
+).split()
 
 MAX_SOURCE_BYTES = LIMITS.max_source_bytes  # the default; the check reads LIMITS each time
 MAX_NESTING = 64

@@ -6,12 +6,12 @@ installed (Pygments itself: the ``editor`` extra). The words come from the kind 
 :func:`flowdsl.highlight.vocabulary`; tokens:
 
     comments            Comment.Single          ``# ...``
-    keywords            Keyword                 ``flow block input dequantize prior objective train repeat``
+    keywords            Keyword                 ``flow block input context dequantize prior objective train repeat``
     true / false        Keyword.Constant
     block / flow names  Name.Function           after ``block`` / ``flow``
     layer kinds         Name.Builtin            ``actnorm``, ``coupling``, ``rg``, ...
     priors, objectives  Name.Class              ``gaussian``, ``mle``, ``fdrl``, ...
-    parts, input kinds  Keyword.Type            ``disentangler``, ``image``, ...
+    parts, input kinds  Keyword.Type            ``disentangler``, ``image``, ``label`` (input and context kinds)
     argument names      Name.Attribute          ``hidden`` in ``hidden=64``
     ``$params``         Name.Variable
     numbers             Number.Integer / Number.Float
@@ -48,7 +48,8 @@ class FlowDSLLexer(RegexLexer):
             (rf"\b(flow|block)(\s+)({NAME})", bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (rf"(\$)(\s*)({NAME})", bygroups(Name.Variable, Whitespace, Name.Variable)),
             (words(_V["constants"], suffix=r"\b"), Keyword.Constant),
-            (words(_V["keywords"], suffix=r"\b"), Keyword),
+            # a keyword written as an argument name (``coupling(context=false)``) is an argument name
+            (words(_V["keywords"], suffix=r"\b(?!\s*=)"), Keyword),
             # an enumeration value is a plain name even where it spells a kind (``net=conv``)
             (
                 rf"({NAME})(\s*)(=)(\s*)(?!(?:true|false)\b)({NAME})\b(?!\s*\()",

@@ -27,6 +27,7 @@ __all__ = [
     "Repeat",
     "BodyPart",
     "Input",
+    "ContextStmt",
     "Dequantize",
     "PriorStmt",
     "ObjectiveStmt",
@@ -152,6 +153,17 @@ class Input:
 
 
 @dataclass(frozen=True)
+class ContextStmt:
+    """``context label(classes=K)`` / ``context vector(dim=D)`` / ``context image(channels, height,
+    width)``: the flow's context; ``span`` is the whole statement's, ``kind_span`` the kind's."""
+
+    kind: str
+    args: tuple[Arg, ...]
+    span: Span = field(default_factory=Span, compare=False)
+    kind_span: Span = field(default_factory=Span, compare=False)
+
+
+@dataclass(frozen=True)
 class Dequantize:
     mode: str
     span: Span = field(default_factory=Span, compare=False)
@@ -180,7 +192,7 @@ class TrainStmt:
     span: Span = field(default_factory=Span, compare=False)
 
 
-Stmt = Union[Call, Repeat, Input, Dequantize, PriorStmt, ObjectiveStmt, TrainStmt]
+Stmt = Union[Call, Repeat, Input, ContextStmt, Dequantize, PriorStmt, ObjectiveStmt, TrainStmt]
 
 
 @dataclass(frozen=True)
@@ -259,6 +271,11 @@ class SyntaxBuilder(Transformer):
         kind = children[0]
         args = children[1] if len(children) > 1 else ()
         return Input(str(kind), args, span_of(meta), span_of(kind))
+
+    def context_stmt(self, meta, children):
+        kind = children[0]
+        args = children[1] if len(children) > 1 else ()
+        return ContextStmt(str(kind), args, span_of(meta), span_of(kind))
 
     def dequant_stmt(self, meta, children):
         return Dequantize(str(children[0]), span_of(meta), span_of(children[0]))

@@ -1,5 +1,11 @@
 """``coupling(kind=affine|additive|spline, hidden, net=conv|resnet|mlp, depth, mask=channel|checkerboard,
-bins, bound)``: RealNVP/Glow/neural-spline coupling, language side.
+bins, bound, context)``: RealNVP/Glow/neural-spline coupling, language side.
+
+``context`` (default: whether the file declares a context; resolved to a bool by the compiler):
+the conditioner also sees the flow's context, concatenated to its input as E = CONTEXT_EMBED
+features per position (image layers with conv/resnet nets), E features (vector layers) or E·h·w
+(an mlp on an image layer); see :mod:`flowdsl.compiler.context`. An image context of (Hc, Wc) is
+resized to the layer's (h, w), so one of them must be an integer multiple of the other on each axis.
 
 ``bins`` (≥ 2, default 8) and ``bound`` (> 0, default 3.0) belong to ``kind=spline`` only (a
 monotonic rational-quadratic spline on [−bound, bound] with identity tails, Durkan et al. 2019);
@@ -22,6 +28,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
+from flowdsl.compiler.context import conditioner_extra_inputs
 from flowdsl.compiler.registry import ArgsModel, LayerKind, register_layer
 
 __all__ = ["CouplingKind", "net_param_count", "SPLINE_DEFAULTS"]
@@ -56,6 +63,7 @@ class CouplingKind(LayerKind):
         mask: Literal["channel", "checkerboard"] = "channel"
         bins: Optional[int] = Field(default=None, ge=2, le=512)  # None: 8 for kind=spline
         bound: Optional[float] = Field(default=None, gt=0.0, le=1e6, allow_inf_nan=False)  # None: 3.0
+        context: Optional[bool] = None  # None: whether the file declares a context (resolved by the compiler)
 
     @staticmethod
     def spline(args) -> tuple[int, float]:
@@ -82,6 +90,7 @@ class CouplingKind(LayerKind):
             shown["bins"], shown["bound"] = cls.spline(args)
         else:
             shown.pop("bins"), shown.pop("bound")
+        shown["context"] = shown.pop("context")  # last, as written in the language reference
         return shown
 
     @classmethod
@@ -107,6 +116,16 @@ class CouplingKind(LayerKind):
             )
         if args.mask == "checkerboard" and math.prod(shape[1:] if len(shape) > 1 else shape) < 2:
             ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
+        context = getattr(ctx, "context", None)
+        if args.context and context is not None and context.kind == "image" and len(shape) == 3:
+            for axis, c, x in (("height", context.height, shape[1]), ("width", context.width, shape[2])):
+                if c % x and x % c:
+                    ctx.fail(
+                        f"the context image's {axis} {c} and this layer's {axis} {x} are not integer multiples of "
+                        f"each other, so the context cannot be resized to the layer (write context=false here, or "
+                        f"choose a context size that divides the input's at every scale)",
+                        arg="context",
+                    )
         return shape
 
     @classmethod
@@ -125,7 +144,8 @@ class CouplingKind(LayerKind):
         c = shape[0]
         rest = math.prod(shape[1:]) if len(shape) > 1 else 1
         per = 1 if net != "mlp" else rest
+        extra = conditioner_extra_inputs(tuple(shape), net) if args.context else 0
         if args.mask == "channel":
             c1 = c // 2
-            return net_param_count(net, c1 * per, (c - c1) * per * mult, args.hidden, args.depth)
-        return 2 * net_param_count(net, c * per, c * per * mult, args.hidden, args.depth)
+            return net_param_count(net, c1 * per + extra, (c - c1) * per * mult, args.hidden, args.depth)
+        return 2 * net_param_count(net, c * per + extra, c * per * mult, args.hidden, args.depth)

@@ -1,5 +1,12 @@
-"""``prior gaussian(learned=false|true)``: the standard normal base, or a diagonal Gaussian with a
-learned mean and log-scale per latent entry (2·numel parameters), language side."""
+"""``prior gaussian(learned=false|true, conditional=false|true)``: the standard normal base, or a
+diagonal Gaussian with a learned mean and log-scale per latent entry (2·numel parameters),
+language side.
+
+``conditional=true`` (needs a ``context`` statement) makes the mean and log-scale functions of the
+context: per-class tables for labels, a zero-initialised linear map of the context embedding for
+vectors and images (parameter counts in :mod:`flowdsl.compiler.context`). They replace the constant
+ones and are always trained, so ``learned`` adds nothing then.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ class GaussianPriorKind(PriorKind):
 
     class Args(ArgsModel):
         learned: bool = False
+        conditional: bool = False
 
     @classmethod
     def param_count(cls, args, shape) -> int:

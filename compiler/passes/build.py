@@ -16,9 +16,13 @@ __all__ = ["build_graph", "layer_node"]
 
 
 def layer_node(
-    layer: LayerSpec, node_id: str | None = None, parent: str | None = None, body_label: str | None = None
+    layer: LayerSpec,
+    node_id: str | None = None,
+    parent: str | None = None,
+    body_label: str | None = None,
+    file_context: bool = False,
 ) -> Node:
-    """The IR node for one layer spec."""
+    """The IR node for one layer spec (``file_context``: whether the file declares a context)."""
     kind = get_layer(layer.kind)
     assert kind is not None, layer.kind
     return Node(
@@ -31,7 +35,7 @@ def layer_node(
         parent=parent,
         body_label=body_label,
         via=layer.via,
-        meta={"spec": layer, "logdet_constant": kind.constant_logdet},
+        meta={"spec": layer, "logdet_constant": kind.constant_logdet, "file_context": file_context},
     )
 
 
@@ -41,7 +45,7 @@ def build_graph(spec: FlowSpec, diag: Diagnostics | None = None) -> FlowGraph:
     prev = "x"
     n_latents = 0
     for layer in spec.layers:
-        node = graph.add(layer_node(layer))
+        node = graph.add(layer_node(layer, file_context=spec.context is not None))
         graph.link(prev, node.id)
         graph.chain.append(node.id)
         prev = node.id

@@ -2,8 +2,9 @@
 
 Resolves block calls (``$param`` substitution, defaults), unrolls ``repeat`` into independent
 copies, validates every argument against its kind's pydantic model, and checks the statement
-structure (exactly one ``input``, at most one ``prior``/``objective``/``train``/``dequantize``,
-no recursion among blocks). Every rejection is a located :class:`CheckError`.
+structure (exactly one ``input``, at most one ``context`` (after the input) /
+``prior``/``objective``/``train``/``dequantize``, no recursion among blocks), and resolves who uses
+the context (:mod:`flowdsl.compiler.passes.context`). Every rejection is a located :class:`CheckError`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flowdsl import syntax as S
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.compiler.passes.arguments import ArgumentReader, Origin, pydantic_message
+from flowdsl.compiler.passes.context import read_context, resolve_context
 from flowdsl.compiler.passes.diagnostics import Diagnostics
 from flowdsl.errors import (
     ResourceLimitError,
@@ -92,9 +94,10 @@ class _Expander(ArgumentReader):
         out: list[LayerSpec] = []
         for st in body:
             self._work(st.span)
-            if isinstance(st, (S.Input, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
+            if isinstance(st, (S.Input, S.ContextStmt, S.Dequantize, S.PriorStmt, S.ObjectiveStmt, S.TrainStmt)):
                 kw = {
                     S.Input: "input",
+                    S.ContextStmt: "context",
                     S.Dequantize: "dequantize",
                     S.PriorStmt: "prior",
                     S.ObjectiveStmt: "objective",
@@ -107,6 +110,8 @@ class _Expander(ArgumentReader):
                 if kw in self.singletons:
                     first = self.singletons[kw][0].span.line
                     self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
+                if kw == "context" and "input" not in self.singletons:
+                    self.d.fail("'context' comes after the flow's 'input' statement; move it below the input", st.span)
                 self.singletons[kw] = (st, env)
                 continue
             if isinstance(st, S.Repeat):
@@ -322,6 +327,8 @@ class _Expander(ArgumentReader):
                 ResourceLimitError,
             )
 
+        context = read_context(self, sing.get("context"), inp)
+
         deq = "uniform" if inp.kind == "image" else "none"
         if "dequantize" in sing:
             dst, _ = sing["dequantize"]
@@ -335,6 +342,7 @@ class _Expander(ArgumentReader):
 
         prior = self.named_stmt(sing.get("prior"), "prior", get_prior, prior_kinds, PriorSpec)
         objective = self.named_stmt(sing.get("objective"), "objective", get_objective, objective_kinds, ObjectiveSpec)
+        layers = resolve_context(layers, prior, context, self.d)
 
         train = TrainSpec()
         if "train" in sing:
@@ -370,6 +378,7 @@ class _Expander(ArgumentReader):
             filename=self.d.filename,
             source=self.d.source,
             input=inp,
+            context=context,
             dequantize=deq,
             layers=layers,
             prior=prior,

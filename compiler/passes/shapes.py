@@ -4,7 +4,8 @@ For each layer in forward order: rejects spatial kinds on
 vector data, runs the kind's shape rule (which raises located errors for divisibility and
 argument ranges), checks that the layer preserves the number of dimensions, counts parameters
 (the kind's formula, ``LayerKind.param_count``), and instantiates the bodies of composite kinds
-(e.g. ``rg``: one body chain per level and part).
+(e.g. ``rg``: one body chain per level and part). A layer inside a body acts on patches and
+cannot read an image context (a located error; label and vector contexts are fine).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def _numel(shape) -> int:
     return math.prod(shape) if shape else 1
 
 
-def context_for(node: Node, diag: Diagnostics) -> CheckContext:
-    """A CheckContext whose failures point at ``node``'s argument (or the node itself)."""
+def context_for(node: Node, diag: Diagnostics, context=None) -> CheckContext:
+    """A CheckContext whose failures point at ``node``'s argument (or the node itself); ``context``
+    is the flow's declared context (``ContextSpec`` or None)."""
 
     def fail(message: str, arg: str | None = None) -> None:
         span = node.arg_spans.get(arg) if arg else None
@@ -37,7 +39,7 @@ def context_for(node: Node, diag: Diagnostics) -> CheckContext:
         span = node.arg_spans.get(arg) if arg else None
         diag.warn(f"{node.kind}: {message}", span or node.span)
 
-    return CheckContext(fail, warn, node.id)
+    return CheckContext(fail, warn, node.id, context)
 
 
 def _infer_chain(
@@ -46,7 +48,7 @@ def _infer_chain(
     for nid in node_ids:
         node = graph.node(nid)
         kind = get_layer(node.kind)
-        ctx = context_for(node, diag)
+        ctx = context_for(node, diag, graph.context)
         node.in_shape = shape
         if kind.spatial and len(shape) != 3:
             diag.fail(
@@ -55,6 +57,14 @@ def _infer_chain(
             )
         if in_body and kind.factor_out:
             diag.fail(f"'{node.kind}' cannot be used inside a body of a composite layer", node.span)
+        if in_body and graph.context is not None and graph.context.kind == "image" and _reads_context(node):
+            parent = graph.node(node.parent)
+            diag.fail(
+                f"'{node.kind}' inside {parent.kind}'s {node.body_label.split('.')[-1]} acts on patches of shape "
+                f"{_fmt(shape)}, which an image context cannot be aligned with; write {node.kind}(..., "
+                "context=false) here (a label or vector context works inside bodies)",
+                node.arg_spans.get("context", node.span),
+            )
         out = tuple(kind.infer_shape(node.args, shape, ctx))
         latent = kind.latent_shape(node.args, shape, ctx) if kind.factor_out else None
         if any(d < 1 for d in out) or (latent is not None and any(d < 1 for d in latent)):
@@ -77,7 +87,11 @@ def _infer_chain(
                     suffix = child.id[len(prefix) :] if child.id.startswith(prefix) else child.id
                     cnode = graph.add(
                         layer_node(
-                            child, node_id=f"{node.id}.{inst.label}.{suffix}", parent=node.id, body_label=inst.label
+                            child,
+                            node_id=f"{node.id}.{inst.label}.{suffix}",
+                            parent=node.id,
+                            body_label=inst.label,
+                            file_context=graph.context is not None,
                         )
                     )
                     graph.link(chain_ids[-1] if chain_ids else node.id, cnode.id, port="out" if chain_ids else "body")
@@ -100,6 +114,10 @@ def _infer_chain(
             )
         shape = out
     return shape
+
+
+def _reads_context(node: Node) -> bool:
+    return getattr(node.args, "context", None) is True
 
 
 def _fmt(shape) -> str:

@@ -3,8 +3,9 @@ objectives, and the arguments of each (name, default, enumeration values).
 
 The registry's ``Args`` pydantic models are the one source: a field's default is the language
 default, a ``Literal[...]`` in its annotation (also inside ``Optional``/``Union``) lists the
-enumeration values, ``bool`` offers ``true``/``false``. ``input image|vector(...)`` and ``train(...)``
-are not kinds; their arguments come from the same tables the ``expand`` pass uses.
+enumeration values, ``bool`` offers ``true``/``false``. ``input image|vector(...)``,
+``context label|vector|image(...)`` and ``train(...)`` are not kinds; their arguments come from the
+same tables the ``expand`` pass uses.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from flowdsl.compiler.context import CONTEXT_KINDS as _CONTEXT_KINDS
 from flowdsl.compiler.kinds import get_layer, get_objective, get_prior, layer_kinds, objective_kinds, prior_kinds
 from flowdsl.errors import show_value
 
@@ -23,6 +25,7 @@ __all__ = [
     "prior_args",
     "objective_args",
     "input_args",
+    "context_args",
     "train_args",
     "layer_names",
     "prior_names",
@@ -30,13 +33,15 @@ __all__ = [
     "LAYER_MATH",
     "STATEMENT_KEYWORDS",
     "INPUT_KINDS",
+    "CONTEXT_KINDS",
     "DEQUANTIZE_MODES",
     "value_text",
 ]
 
 #: statements that start with a keyword (inside a flow body; ``repeat`` also inside blocks)
-STATEMENT_KEYWORDS = ("input", "dequantize", "prior", "objective", "train", "repeat")
+STATEMENT_KEYWORDS = ("input", "context", "dequantize", "prior", "objective", "train", "repeat")
 INPUT_KINDS = ("image", "vector")
+CONTEXT_KINDS = tuple(_CONTEXT_KINDS)
 DEQUANTIZE_MODES = ("uniform", "none")
 
 #: one line of math per built-in layer kind (x the input, y the output; kinds registered later
@@ -134,6 +139,13 @@ def input_args(kind: str) -> list[ArgInfo] | None:
     if kind not in _INPUT_ARGS:
         return None
     return [ArgInfo(n, None if d is None else str(d)) for n, d in _INPUT_ARGS[kind]]
+
+
+def context_args(kind: str) -> list[ArgInfo] | None:
+    """The arguments of ``context KIND(...)`` (all required)."""
+    if kind not in _CONTEXT_KINDS:
+        return None
+    return [ArgInfo(n, None) for n in _CONTEXT_KINDS[kind]]
 
 
 def train_args() -> list[ArgInfo]:

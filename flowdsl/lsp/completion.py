@@ -7,9 +7,9 @@ out (same length, so offsets hold):
 * inside a call's parentheses (the innermost unmatched ``(`` since the last ``{`` or ``}``):
   after ``name=`` the enumeration values of that argument (and ``$parameters`` inside a block),
   else the argument names the call has not given yet; the call is a layer, a block (its
-  parameters read from its ``block name(...)`` header), ``prior``/``objective``/``input`` NAME,
-  or ``train``;
-* after ``prior``/``objective``/``input``/``dequantize``: the names that statement takes;
+  parameters read from its ``block name(...)`` header), ``prior``/``objective``/``input``/``context``
+  NAME, or ``train``;
+* after ``prior``/``objective``/``input``/``context``/``dequantize``: the names that statement takes;
 * after ``$`` inside a block: the block's parameters;
 * where a statement starts: layer and block names, the statement keywords, ``prior NAME`` and
   ``objective NAME`` (the flow-only statements only outside blocks).
@@ -29,7 +29,7 @@ __all__ = ["complete", "blank", "block_headers", "enclosing_block"]
 _QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*')
 _BLOCK = re.compile(r"\bblock\s+([A-Za-z_]\w*)\s*(?:\(([^()]*)\))?\s*\{?")
 _PARAM = re.compile(r"^\s*([A-Za-z_]\w*)\s*(?:=\s*(.*?))?\s*$")
-_HEAD = re.compile(r"(?:\b(prior|objective|input)[ \t]+)?([A-Za-z_]\w*)\s*$")
+_HEAD = re.compile(r"(?:\b(prior|objective|input|context)[ \t]+)?([A-Za-z_]\w*)\s*$")
 _SCAN_LIMIT = 20_000  # characters looked back for an open parenthesis
 
 
@@ -142,6 +142,8 @@ def _call_args(kw: str | None, name: str, headers) -> list[catalog.ArgInfo] | No
         return catalog.objective_args(name)
     if kw == "input":
         return catalog.input_args(name)
+    if kw == "context":
+        return catalog.context_args(name)
     if name == "train":
         return catalog.train_args()
     if name in headers:
@@ -228,12 +230,13 @@ def complete(text: str, line0: int, col0: int) -> list[T.CompletionItem]:
             ]
         return []
 
-    km = re.match(r"^\s*(prior|objective|input|dequantize)\s+(\w*)$", before)
+    km = re.match(r"^\s*(prior|objective|input|context|dequantize)\s+(\w*)$", before)
     if km:
         names = {
             "prior": catalog.prior_names,
             "objective": catalog.objective_names,
             "input": lambda: list(catalog.INPUT_KINDS),
+            "context": lambda: list(catalog.CONTEXT_KINDS),
             "dequantize": lambda: list(catalog.DEQUANTIZE_MODES),
         }[km.group(1)]()
         return [_item(n, T.CompletionItemKind.EnumMember, km.group(1)) for n in names]

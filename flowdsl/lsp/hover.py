@@ -5,6 +5,8 @@
   block call, in forward order), read from the checked graph;
 * a block call or a block's name: the block's signature ``block step(hidden=64, kernel=3)``;
 * a prior or objective: its arguments with their defaults;
+* the ``context`` statement (its keyword or kind): the context's shape per example and, from the
+  checked graph, where it enters (the layers that read it, the prior);
 * ``$param``: the parameter's value at each use: per layer instance when it is a layer's
   argument, and per call of the block (followed through the blocks that pass it on).
 """
@@ -162,6 +164,45 @@ def _param_md(an: Analysis, name: str, line: int, col: int) -> list[str] | None:
     return md
 
 
+_CONTEXT_MEANS = {
+    "label": "an integer class in 0…K−1 per example (a long tensor (B,))",
+    "vector": "a real vector per example (a float tensor (B, D))",
+    "image": "an image per example (a float tensor (B, C, H, W)), resized to each layer's height and width",
+}
+
+
+def _context_at(an: Analysis, line: int, col: int) -> S.ContextStmt | None:
+    """The ``context`` statement whose keyword or kind is under 1-based (line, col)."""
+    for s in an.statements:
+        st = s.stmt
+        if isinstance(st, S.ContextStmt) and st.span.line == line:
+            end = st.kind_span.end_column if st.kind_span.end_line == line else st.span.column + 7
+            if st.span.column <= col <= end:
+                return st
+    return None
+
+
+def _context_md(an: Analysis, st: S.ContextStmt) -> list[str]:
+    args = catalog.context_args(st.kind)
+    if args is None:
+        return [f"**context {st.kind}**: unknown context kind; use " + ", ".join(catalog.CONTEXT_KINDS)]
+    md = [f"**context {st.kind}** — {_CONTEXT_MEANS[st.kind]}", "", "arguments: " + _args_line(args), ""]
+    graph = an.graph
+    context = getattr(graph, "context", None)
+    if context is None:
+        md.append("_no shape: the spec has an error_")
+        return md
+    md.append(f"**shape** per example: `{_shape(context.shape)}`")
+    nodes = graph.context_nodes
+    enters = [f"`{nid}`" for nid in nodes[:MAX_INSTANCES]]
+    if len(nodes) > MAX_INSTANCES:
+        enters.append(f"… and {len(nodes) - MAX_INSTANCES} more")
+    if graph.prior_conditional():
+        enters.append(f"the prior `{graph.spec.prior.name}`")
+    md.append("enters: " + (", ".join(enters) if enters else "nothing"))
+    return md
+
+
 def _kind_md(what: str, name: str, args) -> list[str]:
     return [f"**{what} {name}**", "", "arguments: " + _args_line(args)]
 
@@ -178,6 +219,8 @@ def hover(an: Analysis, line0: int, col0: int) -> T.Hover | None:
     md: list[str] | None = None
     if word.startswith("$"):
         md = _param_md(an, word[1:], line, col)
+    elif (cst := _context_at(an, line, col)) is not None:
+        md = _context_md(an, cst)
     else:
         at = an.stmt_at(line, col)
         st = at.stmt if at is not None else None

@@ -21,6 +21,7 @@ from flowdsl.errors import Span
 __all__ = [
     "SpecModel",
     "InputSpec",
+    "ContextSpec",
     "LayerSpec",
     "PriorSpec",
     "ObjectiveSpec",
@@ -56,6 +57,38 @@ class InputSpec(SpecModel):
         for d in self.shape:
             n *= d
         return n
+
+
+class ContextSpec(SpecModel):
+    """``context label(classes=K)``, ``context vector(dim=D)`` or ``context image(channels=C,
+    height=H, width=W)``: what every example is conditioned on (conditional flows).
+
+    ``shape`` is one example's context without the batch: label ``()`` (an integer class in
+    0…K−1), vector ``(D,)``, image ``(C, H, W)``. ``span`` is the statement's, ``arg_spans`` where
+    each argument's value was written.
+    """
+
+    kind: Literal["label", "vector", "image"]
+    classes: Optional[int] = Field(default=None, ge=1)
+    dim: Optional[int] = Field(default=None, ge=1)
+    channels: Optional[int] = Field(default=None, ge=1)
+    height: Optional[int] = Field(default=None, ge=1)
+    width: Optional[int] = Field(default=None, ge=1)
+    span: Span = Span()
+    arg_spans: dict[str, Span] = Field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if self.kind == "label":
+            return ()
+        if self.kind == "vector":
+            return (int(self.dim),)  # type: ignore[arg-type]
+        return (int(self.channels), int(self.height), int(self.width))  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """As written in a spec file: ``label(classes=10)``, ``image(channels=1, height=4, width=4)``."""
+        names = {"label": ("classes",), "vector": ("dim",), "image": ("channels", "height", "width")}[self.kind]
+        return f"{self.kind}(" + ", ".join(f"{n}={getattr(self, n)}" for n in names) + ")"
 
 
 class LayerSpec(SpecModel):
@@ -121,6 +154,7 @@ class FlowSpec(SpecModel):
     filename: str = "<string>"
     source: str = ""
     input: InputSpec
+    context: Optional[ContextSpec] = None
     dequantize: Literal["uniform", "none"]
     layers: list[LayerSpec] = Field(default_factory=list)
     prior: PriorSpec = PriorSpec()

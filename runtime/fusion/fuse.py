@@ -8,6 +8,11 @@ together (``flowdsl.compiler.passes.fusion.run_fusion``), in order:
     coupling_inference    couplings: log s = 4σ(r) − 2 (sigmoid, not tanh), conv+ReLU fused (CPU)
     freeze                every other layer with weights -> its frozen() form
 
+Conditional flows: the context encoder is copied and frozen with the rest. With a label
+context, each coupling's copy is handed the encoder's embedding table before the rules run, so
+``coupling_inference`` can fold the per-class constant part of an mlp conditioner's first layer
+(W_e·e_k + b for every class k) into a table indexed by the raw label.
+
 All weight-only quantities (W, W⁻¹, constant log-dets, spectra, block inverses) are computed
 once here, in float64, and stored as buffers in the module's dtype. The result is a
 :class:`~flowdsl.runtime.model.FusedFlow`: an independent copy in eval mode (later
@@ -38,17 +43,37 @@ def _assemble(node: Any, module: Any, bodies: dict[str, list[Any]] | None) -> An
     return new.eval()
 
 
-def fuse_steps(model: Any) -> tuple[Any, Any]:
+def _hand_label_table(model: Any) -> None:
+    """Give every context-reading coupling of ``model`` (a copy) the label embedding table
+    (K, E) as the plain attribute ``label_embedding`` (read by the coupling rule only)."""
+    from flowdsl.runtime.layers.coupling import Coupling
+
+    info = getattr(model, "context_info", None)
+    if info is None or info.kind != "label":
+        return
+    table = model.context_encoder.net.weight.detach()
+    for m in model.modules():
+        if isinstance(m, Coupling) and m.uses_context:
+            m.__dict__["label_embedding"] = table
+
+
+def fuse_steps(model: Any) -> tuple[Any, Any, Any]:
     """Run the fusion rules over a copy of ``model``'s graph and modules (in eval mode).
 
     Returns the fusion pass result (``graph``: the fused FlowGraph, ``modules``: the inference
-    modules, one per fused node, and the log of every rewrite and refusal) and the copied prior;
-    ``FlowModel.fuse`` wraps them in a ``FusedFlow``. The original model is not touched.
+    modules, one per fused node, and the log of every rewrite and refusal), the copied prior and
+    the copied context encoder (None when unconditional; frozen, eval mode); ``FlowModel.fuse``
+    wraps them in a ``FusedFlow``. The original model is not touched.
     """
     import flowdsl.runtime.fusion.rules  # noqa: F401  (registers the built-in rules)
     from flowdsl.compiler.passes.fusion import run_fusion
 
     src = copy.deepcopy(model).eval()
+    _hand_label_table(src)
     with torch.no_grad():
         result = run_fusion(src.graph, list(src.steps), assemble=_assemble)
-    return result, src.prior
+    encoder = getattr(src, "context_encoder", None)
+    if encoder is not None:
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+    return result, src.prior, encoder

@@ -22,7 +22,8 @@ Inverse, for η in bin k by heights (y_k ≤ η < y_{k+1}): θ solves aθ² + b�
     b = h_k δ_k − (η − y_k)(δ_{k+1} + δ_k − 2s)
     c = −s(η − y_k)
 taken in the numerically stable form θ = 2c / (−b − √(b² − 4ac)) (c ≤ 0 and the denominator < 0),
-then ξ = x_k + θ·w_k.
+then ξ = x_k + θ·w_k. ``*_inverse_with_log_det`` also evaluates log dη/dξ at that θ (the forward
+log-derivative at the returned x), so a sample is scored in the same pass.
 
 Tails: x outside [−B, B] passes through with log-det 0. The spline is evaluated on the clamped
 input and the result chosen with ``torch.where``, so nothing non-finite (values or gradients)
@@ -44,6 +45,9 @@ from torch import Tensor
 __all__ = [
     "spline_coupling_forward",
     "spline_coupling_inverse",
+    "spline_coupling_inverse_with_log_det",
+    "spline_inverse_with_log_det",
+    "rq_spline_inverse_with_log_det",
     "spline_forward",
     "spline_inverse",
     "spline_params",
@@ -98,6 +102,14 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+def _log_slope(theta: Tensor, s: Tensor, dk: Tensor, dk1: Tensor) -> tuple[Tensor, Tensor]:
+    """(denominator, log dη/dξ) at θ in a bin of slope s with knot derivatives δ_k, δ_{k+1}."""
+    t1 = theta * (1.0 - theta)
+    den = s + (dk1 + dk - 2.0 * s) * t1
+    dnum = dk1 * theta * theta + 2.0 * s * t1 + dk * (1.0 - theta) * (1.0 - theta)
+    return den, 2.0 * torch.log(s) + torch.log(dnum) - 2.0 * torch.log(den)
+
+
 def rq_spline_forward(x: Tensor, u: Tensor, bins: int, bound: float) -> tuple[Tensor, Tensor]:
     """y = g(x) and log|g'(x)|, both shaped like x (...,), for u (..., 3K−1)."""
     dt = _compute_dtype(x)
@@ -109,17 +121,13 @@ def rq_spline_forward(x: Tensor, u: Tensor, bins: int, bound: float) -> tuple[Te
     xk, yk, wk, hk, dk, dk1 = _bin_values(cw, ch, d, _bin(xi, cw))
     s = hk / wk
     theta = ((xi - xk) / wk).clamp(0.0, 1.0)
-    t1 = theta * (1.0 - theta)
-    den = s + (dk1 + dk - 2.0 * s) * t1
-    eta = yk + hk * (s * theta * theta + dk * t1) / den
-    dnum = dk1 * theta * theta + 2.0 * s * t1 + dk * (1.0 - theta) * (1.0 - theta)
-    logd = 2.0 * torch.log(s) + torch.log(dnum) - 2.0 * torch.log(den)
+    den, logd = _log_slope(theta, s, dk, dk1)
+    eta = yk + hk * (s * theta * theta + dk * theta * (1.0 - theta)) / den
     y = torch.where(inside, eta * (2.0 * bound) - bound, xc)
     return y.to(x.dtype), torch.where(inside, logd, torch.zeros_like(logd))
 
 
-def rq_spline_inverse(y: Tensor, u: Tensor, bins: int, bound: float) -> Tensor:
-    """x = g⁻¹(y), shaped like y (...,), for u (..., 3K−1)."""
+def _rq_inverse(y: Tensor, u: Tensor, bins: int, bound: float, with_log_det: bool) -> tuple[Tensor, Tensor | None]:
     dt = _compute_dtype(y)
     yc, u = y.to(dt), u.to(dt)
     inside = (yc >= -bound) & (yc <= bound)
@@ -136,7 +144,21 @@ def rq_spline_inverse(y: Tensor, u: Tensor, bins: int, bound: float) -> Tensor:
     theta = (2.0 * c / (-b - torch.sqrt(disc))).clamp(0.0, 1.0)
     xi = xk + theta * wk
     x = torch.where(inside, xi * (2.0 * bound) - bound, yc)
-    return x.to(y.dtype)
+    if not with_log_det:
+        return x.to(y.dtype), None
+    logd = _log_slope(theta, s, dk, dk1)[1]
+    return x.to(y.dtype), torch.where(inside, logd, torch.zeros_like(logd))
+
+
+def rq_spline_inverse(y: Tensor, u: Tensor, bins: int, bound: float) -> Tensor:
+    """x = g⁻¹(y), shaped like y (...,), for u (..., 3K−1)."""
+    return _rq_inverse(y, u, bins, bound, False)[0]
+
+
+def rq_spline_inverse_with_log_det(y: Tensor, u: Tensor, bins: int, bound: float) -> tuple[Tensor, Tensor]:
+    """(x = g⁻¹(y), log g'(x)) in one pass: the forward log-derivative at the θ the inverse solves for."""
+    x, logd = _rq_inverse(y, u, bins, bound, True)
+    return x, logd
 
 
 def _spline_raw(h: Tensor, bins: int) -> Tensor:
@@ -152,6 +174,11 @@ def spline_forward(x: Tensor, h: Tensor, bins: int, bound: float) -> tuple[Tenso
 def spline_inverse(y: Tensor, h: Tensor, bins: int, bound: float) -> Tensor:
     """Inverse of ``spline_forward`` for the same h."""
     return rq_spline_inverse(y, _spline_raw(h, bins), bins, bound)
+
+
+def spline_inverse_with_log_det(y: Tensor, h: Tensor, bins: int, bound: float) -> tuple[Tensor, Tensor]:
+    """Inverse of ``spline_forward`` and log g'(x) at the returned x, in one pass."""
+    return rq_spline_inverse_with_log_det(y, _spline_raw(h, bins), bins, bound)
 
 
 def spline_coupling_forward(
@@ -190,3 +217,25 @@ def spline_coupling_inverse(
     for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
         x = keep * x + (1.0 - keep) * spline_inverse(x, cond(i, x * keep), bins, bound)
     return x
+
+
+def spline_coupling_inverse_with_log_det(
+    y: Tensor, cond, mask_kind: str, c1: int, mask: Tensor | None, bins: int, bound: float, acc: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Inverse of :func:`spline_coupling_forward` with its FORWARD log-det at the returned x, in
+    one pass (each step's log g' comes with its inverse)."""
+
+    def total(ld: Tensor) -> Tensor:
+        return ld.sum(dim=tuple(range(1, ld.dim())), dtype=acc)
+
+    if mask_kind == "channel":
+        y1, y2 = y[:, :c1], y[:, c1:]
+        x2, ld = spline_inverse_with_log_det(y2, cond(0, y1), bins, bound)
+        return torch.cat([y1, x2], dim=1), total(ld)
+    m = mask.to(y.dtype)
+    x, logdet = y, y.new_zeros(y.shape[0], dtype=acc)
+    for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
+        z, ld = spline_inverse_with_log_det(x, cond(i, x * keep), bins, bound)
+        x = keep * x + (1.0 - keep) * z
+        logdet = logdet + total((1.0 - keep).to(ld.dtype) * ld)
+    return x, logdet

@@ -23,22 +23,37 @@ Nets (``_nets.py``): ``conv`` (Glow's 3×3 → 1×1 → zero 3×3), ``resnet``, 
 input; the default and only choice on vectors). The last layer starts at zero, so a new
 coupling is the identity. The scale is bounded on both sides (unlike sigmoid(r + 2), which can
 approach 0), so neither direction can overflow however far training moves the parameters.
+
+Context (conditional flows, ``context=true``): the conditioner also sees the flow's context:
+its input is concatenated with ``context_features`` (``runtime/context.py``) at the layer's shape,
+E = CONTEXT_EMBED extra channels for conv/resnet nets on images, E extra inputs for an mlp on
+vectors and E·h·w (the feature map, flattened) for an mlp on images. The log-det formulas are
+unchanged (the context only moves shift, scale and spline parameters).
+
+``inverse_with_log_det`` is one pass: the conditioner of each step sees the same kept entries in
+both directions, so the scales (spline: log g' at the solved θ) come with the inverse.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from flowdsl.compiler.kinds.coupling import CouplingKind
 from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.context import ContextValue, EncodedContextInfo, context_features
 from flowdsl.runtime.layers._nets import make_net
-from flowdsl.runtime.layers._rq_spline import spline_coupling_forward, spline_coupling_inverse
+from flowdsl.runtime.layers._rq_spline import (
+    spline_coupling_forward,
+    spline_coupling_inverse,
+    spline_coupling_inverse_with_log_det,
+)
 from flowdsl.runtime.layers.lowering import lowering
 
-__all__ = ["Coupling"]
+__all__ = ["Coupling", "CouplingMath", "context_inputs"]
 
 
 def _checkerboard(shape: tuple[int, ...]) -> Tensor:
@@ -49,7 +64,111 @@ def _checkerboard(shape: tuple[int, ...]) -> Tensor:
     return m.expand(*shape).contiguous()
 
 
-class Coupling(Bijector):
+def context_inputs(shape: tuple[int, ...], net: str, width: int) -> int:
+    """Inputs the context adds to a conditioner at ``shape`` with ``net`` (E, E channels or E·h·w)."""
+    if len(shape) > 1 and net == "mlp":
+        return width * math.prod(shape[1:])
+    return width
+
+
+class CouplingMath:
+    """The coupling transform shared by :class:`Coupling` and its inference form.
+
+    Subclasses provide ``_cond(i, inp, context) -> h`` (the i-th conditioner's output for the kept
+    entries ``inp``), ``_split(h) -> (shift, log s | None)`` and the attributes ``affine``,
+    ``is_spline``, ``mask_kind``, ``c1``, ``mask`` (checkerboard), ``bins``, ``bound``;
+    ``_acc(dtype)`` is the dtype log-dets are summed in.
+    """
+
+    affine: bool
+    is_spline: bool
+    mask_kind: str
+    c1: int
+    bins: int
+    bound: float
+
+    @staticmethod
+    def _acc(dtype: torch.dtype) -> torch.dtype:
+        return dtype
+
+    def _cond(self, i: int, inp: Tensor, context: ContextValue | None) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _split(self, h: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _conditioner(self, context: ContextValue | None) -> Callable[[int, Tensor], Tensor]:
+        return lambda i, inp: self._cond(i, inp, context)
+
+    @property
+    def _spline_layout(self) -> tuple[str, int, Tensor | None]:
+        """(mask kind, split channel c1, checkerboard mask) for the shared spline coupling."""
+        if self.mask_kind == "channel":
+            return self.mask_kind, self.c1, None
+        return self.mask_kind, 0, self.mask
+
+    @staticmethod
+    def _sum(t: Tensor, dtype: torch.dtype) -> Tensor:
+        return t.sum(dim=tuple(range(1, t.dim())), dtype=dtype)
+
+    def _transform(self, x: Tensor, context: ContextValue | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        """Affine/additive coupling in either direction, with the forward log-det (one pass)."""
+        acc = self._acc(x.dtype)
+        if self.mask_kind == "channel":
+            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
+            shift, logs = self._split(self._cond(0, x1, context))
+            if logs is None:
+                y2 = x2 - shift if inverse else x2 + shift
+                return torch.cat([x1, y2], dim=1), x.new_zeros(x.shape[0], dtype=acc)
+            y2 = x2 * torch.exp(-logs) - shift if inverse else (x2 + shift) * torch.exp(logs)
+            return torch.cat([x1, y2], dim=1), self._sum(logs, acc)
+        m = self.mask.to(x.dtype)
+        steps = list(enumerate((m, 1.0 - m)))
+        y, logdet = x, x.new_zeros(x.shape[0], dtype=acc)
+        for i, keep in reversed(steps) if inverse else steps:
+            shift, logs = self._split(self._cond(i, y * keep, context))
+            free = 1.0 - keep
+            if logs is None:
+                y = y - free * shift if inverse else y + free * shift
+                continue
+            moved = y * torch.exp(-logs) - shift if inverse else (y + shift) * torch.exp(logs)
+            y = keep * y + free * moved
+            logdet = logdet + self._sum(free * logs, acc)
+        return y, logdet
+
+    def _forward(self, x: Tensor, context: ContextValue | None) -> tuple[Tensor, Tensor]:
+        if self.is_spline:
+            cond = self._conditioner(context)
+            return spline_coupling_forward(x, cond, *self._spline_layout, self.bins, self.bound, self._acc(x.dtype))
+        return self._transform(x, context, inverse=False)
+
+    def _inverse(self, y: Tensor, context: ContextValue | None) -> Tensor:
+        if self.is_spline:
+            return spline_coupling_inverse(y, self._conditioner(context), *self._spline_layout, self.bins, self.bound)
+        return self._transform(y, context, inverse=True)[0]
+
+    def _inverse_with_log_det(self, y: Tensor, context: ContextValue | None) -> tuple[Tensor, Tensor]:
+        if self.is_spline:
+            cond = self._conditioner(context)
+            layout = self._spline_layout
+            return spline_coupling_inverse_with_log_det(y, cond, *layout, self.bins, self.bound, self._acc(y.dtype))
+        return self._transform(y, context, inverse=True)
+
+    # the bijector protocol (``context`` only when ``uses_context``)
+    def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        return self._forward(x, context)
+
+    def inverse(self, y: Tensor, context: ContextValue | None = None) -> Tensor:
+        return self._inverse(y, context)
+
+    def inverse_with_log_det(self, y: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        return self._inverse_with_log_det(y, context)
+
+
+class Coupling(CouplingMath, Bijector):
+    """The ``coupling`` module (see the module docstring); ``context`` (an
+    :class:`EncodedContextInfo`) makes the conditioners read the flow's context."""
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -60,6 +179,7 @@ class Coupling(Bijector):
         mask: str,
         bins: int = 8,
         bound: float = 3.0,
+        context: EncodedContextInfo | None = None,
     ) -> None:
         super().__init__()
         self.shape = tuple(shape)
@@ -72,88 +192,48 @@ class Coupling(Bijector):
         c = shape[0]
         rest = math.prod(shape[1:]) if len(shape) > 1 else 1
         self.spatial = tuple(shape[1:])
+        self.uses_context = context is not None
+        self.context_kind = context.kind if context is not None else None
+        extra = context_inputs(self.shape, net, context.width) if context is not None else 0
         if mask == "channel":
             self.c1 = c // 2
             c2 = c - self.c1
             n_in, n_out = (self.c1 * rest, c2 * rest * mult) if net == "mlp" else (self.c1, c2 * mult)
-            self.nets = nn.ModuleList([make_net(net, n_in, n_out, hidden, depth)])
+            self.n_x = [n_in]
+            self.nets = nn.ModuleList([make_net(net, n_in + extra, n_out, hidden, depth)])
             self.out_channels = [c2 * mult]
         else:
+            self.c1 = 0
             n_in, n_out = (c * rest, c * rest * mult) if net == "mlp" else (c, c * mult)
-            self.nets = nn.ModuleList([make_net(net, n_in, n_out, hidden, depth) for _ in range(2)])
+            self.n_x = [n_in, n_in]
+            self.nets = nn.ModuleList([make_net(net, n_in + extra, n_out, hidden, depth) for _ in range(2)])
             self.out_channels = [c * mult, c * mult]
             self.register_buffer("mask", _checkerboard(shape))
 
-    def _cond(self, i: int, inp: Tensor) -> Tensor:
+    def _context_input(self, context: ContextValue) -> Tensor:
+        feats = context_features(context, self.shape)
+        return feats.reshape(feats.shape[0], -1) if self.net_kind == "mlp" else feats
+
+    def _cond(self, i: int, inp: Tensor, context: ContextValue | None) -> Tensor:
         net = self.nets[i]
         if self.net_kind == "mlp":
-            n_in = inp[0].numel()
-            h = net(inp.reshape(-1, n_in))
-            return h.reshape(-1, self.out_channels[i], *self.spatial)
+            flat = inp.reshape(-1, self.n_x[i])
+            if context is not None:
+                flat = torch.cat([flat, self._context_input(context).to(flat.dtype)], dim=1)
+            return net(flat).reshape(-1, self.out_channels[i], *self.spatial)
+        if context is not None:
+            inp = torch.cat([inp, self._context_input(context).to(inp.dtype)], dim=1)
         return net(inp)
 
-    def _params(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _split(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
         if not self.affine:
             return h, None
         shift, raw = h.chunk(2, dim=1)
         return shift, 2.0 * torch.tanh(0.5 * raw)
 
-    @property
-    def _spline_layout(self) -> tuple[str, int, Tensor | None]:
-        """(mask kind, split channel c1, checkerboard mask) for the shared spline coupling."""
-        if self.mask_kind == "channel":
-            return self.mask_kind, self.c1, None
-        return self.mask_kind, 0, self.mask
-
-    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return spline_coupling_forward(x, self._cond, *self._spline_layout, self.bins, self.bound, x.dtype)
-
-    def _spline_inverse(self, y: Tensor) -> Tensor:
-        return spline_coupling_inverse(y, self._cond, *self._spline_layout, self.bins, self.bound)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.is_spline:
-            return self._spline_forward(x)
-        if self.mask_kind == "channel":
-            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
-            shift, logs = self._params(self._cond(0, x1))
-            if logs is None:
-                return torch.cat([x1, x2 + shift], dim=1), x.new_zeros(x.shape[0])
-            y2 = (x2 + shift) * torch.exp(logs)
-            return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)
-        m = self.mask.to(x.dtype)
-        y = x
-        logdet = x.new_zeros(x.shape[0])
-        for i, keep in enumerate((m, 1.0 - m)):
-            shift, logs = self._params(self._cond(i, y * keep))
-            if logs is None:
-                y = y + (1.0 - keep) * shift
-            else:
-                y = keep * y + (1.0 - keep) * ((y + shift) * torch.exp(logs))
-                logdet = logdet + ((1.0 - keep) * logs).reshape(-1, logs[0].numel()).sum(1)
-        return y, logdet
-
-    def inverse(self, y: Tensor) -> Tensor:
-        if self.is_spline:
-            return self._spline_inverse(y)
-        if self.mask_kind == "channel":
-            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
-            shift, logs = self._params(self._cond(0, y1))
-            x2 = y2 - shift if logs is None else y2 * torch.exp(-logs) - shift
-            return torch.cat([y1, x2], dim=1)
-        m = self.mask.to(y.dtype)
-        x = y
-        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
-            shift, logs = self._params(self._cond(i, x * keep))
-            if logs is None:
-                x = x - (1.0 - keep) * shift
-            else:
-                x = keep * x + (1.0 - keep) * (x * torch.exp(-logs) - shift)
-        return x
-
 
 @lowering("coupling")
-def lower_coupling(args, shape, bodies=None):
+def lower_coupling(args, shape, bodies=None, context: EncodedContextInfo | None = None):
     net = CouplingKind.resolved_net(args, shape)
     bins, bound = CouplingKind.spline(args)
-    return Coupling(shape, args.kind, args.hidden, net, args.depth, args.mask, bins, bound)
+    return Coupling(shape, args.kind, args.hidden, net, args.depth, args.mask, bins, bound, context=context)

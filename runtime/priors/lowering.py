@@ -1,7 +1,10 @@
 """The prior lowering registry: which function builds the module of each prior kind.
 
 @prior_lowering("gaussian")
-def lower_gaussian(args, shape) -> nn.Module: ...   # log_prob(z) -> (B,), sample(n, T)
+def lower_gaussian(args, shape, context=None) -> nn.Module: ...   # log_prob(z) -> (B,), sample(n, T)
+
+A prior whose Args has ``conditional`` set true is lowered with ``context=`` the flow's
+:class:`~flowdsl.runtime.context.EncodedContextInfo` (keyword); the others as ``fn(args, shape)``.
 """
 
 from __future__ import annotations

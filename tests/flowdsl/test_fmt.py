@@ -90,6 +90,7 @@ _STMTS = {
     "block_def",
     "flow_def",
     "input_stmt",
+    "context_stmt",
     "dequant_stmt",
     "prior_stmt",
     "objective_stmt",
@@ -302,7 +303,8 @@ def _layers(text: str) -> list:
     arguments, shapes and parameter count."""
     spec = flowdsl.parse(text)
     nodes = [(n.kind, _unlocated(n.args), n.in_shape, n.out_shape, n.n_params, n.via) for n in spec.graph.layers()]
-    return [spec.name, _unlocated(spec.input), _unlocated(spec.prior), _unlocated(spec.objective)] + nodes
+    context = None if spec.context is None else _unlocated(spec.context)
+    return [spec.name, _unlocated(spec.input), context, _unlocated(spec.prior), _unlocated(spec.objective)] + nodes
 
 
 def test_readme_and_language_reference_examples_keep_their_spec():
@@ -381,13 +383,14 @@ def _join(draw, parts: list[str]) -> str:
 
 @st.composite
 def _stmt(draw, depth=0):
-    kinds = ["call", "input", "dequantize", "prior", "objective", "train"] + (["repeat", "parts"] if depth < 3 else [])
+    kinds = ["call", "input", "context", "dequantize", "prior", "objective", "train"]
+    kinds += ["repeat", "parts"] if depth < 3 else []
     k = draw(st.sampled_from(kinds))
     args = draw(st.one_of(st.just(""), _arglist()))
     if k == "call":
         return draw(_NAMES) + args
-    if k == "input":
-        return "input " + draw(_NAMES) + args
+    if k in ("input", "context"):
+        return f"{k} " + draw(_NAMES) + args
     if k == "dequantize":
         return "dequantize " + draw(_NAMES)
     if k in ("prior", "objective"):

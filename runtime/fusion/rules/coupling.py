@@ -14,6 +14,15 @@ Rewrite (weight-only, exact up to rounding):
     * the log-det is Σ log s (summed from the very values the scale uses), accumulated in float32
       for 16-bit inputs.
 ``net=mlp`` keeps its PyTorch modules (a frozen copy).
+Context (conditional couplings): the conditioner input is concatenated with the context features
+as in the layer. With a label context and ``net=mlp`` the context part of the first Linear is
+constant per class, so it is folded: W·[x, f(e_k)] + b = W_x·x + T[k] with the per-class table
+T[k] = W_e·f(e_k) + b (K × hidden, computed once in float64 from the frozen embedding table e;
+f repeats e_k over the h·w positions on images, so W_e's columns are summed per feature); the
+folded conditioner indexes T with the raw labels and never concatenates. Conv/resnet
+conditioners keep the E context channels (their zero padding makes the context's contribution
+position-dependent), and vector/image contexts are not constant, so nothing is folded there.
+``inverse_with_log_det`` is one pass, as in the layer (``CouplingMath``).
 ``kind=spline`` keeps the spline math of ``runtime/layers/_rq_spline.py`` (the same functions, so
 fused equals unfused to rounding), with the frozen conditioner above; the log-det is summed in
 float32 for 16-bit inputs.
@@ -25,15 +34,17 @@ import copy
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowdsl.compiler.ir import Node
 from flowdsl.compiler.passes.fusion import ChainContext, FusionRule, Refused, fused_node, register_rule
+from flowdsl.runtime.context import ContextValue, context_features
 from flowdsl.runtime.fusion.ops.conv_program import ConvProgram
 from flowdsl.runtime.fusion.ops.kernels import InferenceModule, acc_dtype
-from flowdsl.runtime.layers._rq_spline import spline_coupling_forward, spline_coupling_inverse
+from flowdsl.runtime.layers.coupling import CouplingMath
 
-__all__ = ["InferenceCoupling", "CouplingInference"]
+__all__ = ["InferenceCoupling", "CouplingInference", "FoldedLabelMLP"]
 
 
 def _inference_net(net: nn.Module, kind: str) -> nn.Module:
@@ -51,7 +62,35 @@ def _log_scale(r: Tensor) -> Tensor:
     return (torch.sigmoid(r) * 4.0).sub_(2.0)
 
 
-class InferenceCoupling(InferenceModule):
+class FoldedLabelMLP(nn.Module):
+    """An mlp conditioner with its label context folded into a per-class table (module docstring):
+    ``forward(flat_x (B, n_x), labels (B,)) = rest(W_x·flat_x + T[labels])``."""
+
+    def __init__(self, net: nn.Sequential, n_x: int, embedding: Tensor, spatial: tuple[int, ...]) -> None:
+        super().__init__()
+        first = net[0]
+        if not isinstance(first, nn.Linear):
+            raise Refused(f"mlp conditioner starts with a {type(first).__name__}, not a Linear")
+        w = first.weight.detach()
+        w64 = w.to(torch.float64)
+        we = w64[:, n_x:]
+        k, e = embedding.shape
+        positions = we.shape[1] // e
+        we = we.reshape(w.shape[0], e, positions).sum(dim=2)  # f(e_k) repeats e_k over the positions
+        bias = first.bias.detach().to(torch.float64) if first.bias is not None else 0.0
+        table = embedding.detach().to(device=w.device, dtype=torch.float64) @ we.T + bias
+        self.register_buffer("w_x", w[:, :n_x].clone())
+        self.register_buffer("table", table.to(w.dtype))
+        self.rest = copy.deepcopy(net[1:]).eval()
+        for p in self.rest.parameters():
+            p.requires_grad_(False)
+        self.classes, self.hidden = int(k), int(w.shape[0])
+
+    def forward(self, flat: Tensor, labels: Tensor) -> Tensor:
+        return self.rest(F.linear(flat, self.w_x.to(flat.dtype)) + self.table.to(flat.dtype).index_select(0, labels))
+
+
+class InferenceCoupling(CouplingMath, InferenceModule):
     """Inference form of ``Coupling`` (same math; log s = 4σ(r) − 2, see the module docstring)."""
 
     _logdet_buffers = ()
@@ -60,85 +99,54 @@ class InferenceCoupling(InferenceModule):
         super().__init__()
         self.affine, self.mask_kind, self.net_kind = src.affine, src.mask_kind, src.net_kind
         self.is_spline, self.bins, self.bound = src.is_spline, src.bins, src.bound
+        self.shape = tuple(src.shape)
         self.spatial = tuple(src.spatial)
         self.out_channels = list(src.out_channels)
+        self.n_x = list(src.n_x)
         self.c1 = getattr(src, "c1", 0)
-        self.nets = nn.ModuleList([_inference_net(net, self.net_kind) for net in src.nets])
+        self.uses_context = bool(src.uses_context)
+        self.context_kind = getattr(src, "context_kind", None)
+        table = src.__dict__.get("label_embedding")
+        #: whether the label context is folded into per-class tables (mlp conditioners)
+        self.folded = bool(self.uses_context and self.context_kind == "label" and self.net_kind == "mlp")
+        self.folded = self.folded and table is not None
+        if self.folded:
+            self.nets = nn.ModuleList(
+                [FoldedLabelMLP(net, n, table, self.spatial) for net, n in zip(src.nets, self.n_x)]
+            )
+        else:
+            self.nets = nn.ModuleList([_inference_net(net, self.net_kind) for net in src.nets])
         if self.mask_kind != "channel":
             self.register_buffer("mask", src.mask.detach().clone())
 
-    def _cond(self, i: int, inp: Tensor) -> Tensor:
+    @staticmethod
+    def _acc(dtype: torch.dtype) -> torch.dtype:
+        return acc_dtype(dtype)
+
+    def _context_input(self, context: ContextValue) -> Tensor:
+        feats = context_features(context, self.shape)
+        return feats.reshape(feats.shape[0], -1) if self.net_kind == "mlp" else feats
+
+    def _cond(self, i: int, inp: Tensor, context: ContextValue | None) -> Tensor:
         net = self.nets[i]
         if self.net_kind == "mlp":
-            n_in = inp[0].numel()
-            return net(inp.reshape(-1, n_in)).reshape(-1, self.out_channels[i], *self.spatial)
+            flat = inp.reshape(-1, self.n_x[i])
+            if self.folded:
+                h = net(flat, context.raw)
+            elif context is not None:
+                h = net(torch.cat([flat, self._context_input(context).to(flat.dtype)], dim=1))
+            else:
+                h = net(flat)
+            return h.reshape(-1, self.out_channels[i], *self.spatial)
+        if context is not None:
+            inp = torch.cat([inp, self._context_input(context).to(inp.dtype)], dim=1)
         return net(inp)
 
-    @staticmethod
-    def _sum(t: Tensor, dtype: torch.dtype) -> Tensor:
-        return t.sum(dim=tuple(range(1, t.dim())), dtype=dtype)
-
-    @property
-    def _spline_layout(self) -> tuple[str, int, Tensor | None]:
-        """(mask kind, split channel c1, checkerboard mask) for the shared spline coupling."""
-        if self.mask_kind == "channel":
-            return self.mask_kind, self.c1, None
-        return self.mask_kind, 0, self.mask
-
-    def _spline_forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return spline_coupling_forward(x, self._cond, *self._spline_layout, self.bins, self.bound, acc_dtype(x.dtype))
-
-    def _spline_inverse(self, y: Tensor) -> Tensor:
-        return spline_coupling_inverse(y, self._cond, *self._spline_layout, self.bins, self.bound)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.is_spline:
-            return self._spline_forward(x)
-        acc = acc_dtype(x.dtype)
-        if self.mask_kind == "channel":
-            x1, x2 = x[:, : self.c1], x[:, self.c1 :]
-            h = self._cond(0, x1)
-            if not self.affine:
-                return torch.cat([x1, x2 + h], dim=1), x.new_zeros(x.shape[0], dtype=acc)
-            c2 = h.shape[1] // 2
-            logs = _log_scale(h[:, c2:])
-            y2 = (x2 + h[:, :c2]) * torch.exp(logs)
-            return torch.cat([x1, y2], dim=1), self._sum(logs, acc)
-        m = self.mask.to(x.dtype)
-        y = x
-        logdet = x.new_zeros(x.shape[0], dtype=acc)
-        for i, keep in enumerate((m, 1.0 - m)):
-            h = self._cond(i, y * keep)
-            if not self.affine:
-                y = y + (1.0 - keep) * h
-                continue
-            c2 = h.shape[1] // 2
-            logs = _log_scale(h[:, c2:])
-            y = keep * y + (1.0 - keep) * ((y + h[:, :c2]) * torch.exp(logs))
-            logdet = logdet + self._sum((1.0 - keep) * logs, acc)
-        return y, logdet
-
-    def inverse(self, y: Tensor) -> Tensor:
-        if self.is_spline:
-            return self._spline_inverse(y)
-        if self.mask_kind == "channel":
-            y1, y2 = y[:, : self.c1], y[:, self.c1 :]
-            h = self._cond(0, y1)
-            if not self.affine:
-                return torch.cat([y1, y2 - h], dim=1)
-            c2 = h.shape[1] // 2
-            x2 = y2 * torch.exp(-_log_scale(h[:, c2:])) - h[:, :c2]
-            return torch.cat([y1, x2], dim=1)
-        m = self.mask.to(y.dtype)
-        x = y
-        for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
-            h = self._cond(i, x * keep)
-            if not self.affine:
-                x = x - (1.0 - keep) * h
-                continue
-            c2 = h.shape[1] // 2
-            x = keep * x + (1.0 - keep) * (x * torch.exp(-_log_scale(h[:, c2:])) - h[:, :c2])
-        return x
+    def _split(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.affine:
+            return h, None
+        c2 = h.shape[1] // 2
+        return h[:, :c2], _log_scale(h[:, c2:])
 
 
 @register_rule
@@ -168,6 +176,7 @@ class CouplingInference(FusionRule):
     def detail(self, nodes: Sequence[Node], ctx: ChainContext, modules: list[Any] | None) -> str:
         args = nodes[0].args
         net = args.net or ("mlp" if len(nodes[0].in_shape) == 1 else "conv")
+        context = _context_detail(nodes[0], ctx, modules, net)
         parts = ["log s = 4σ(r) − 2 (one sigmoid, no tanh)"] if args.kind == "affine" else []
         if args.kind == "spline":
             parts.append("rational-quadratic spline (bin search by comparisons and sums)")
@@ -175,4 +184,27 @@ class CouplingInference(FusionRule):
             parts.append(f"net={net} as a conv program: conv+ReLU fused, weights prepacked (CPU)")
         else:
             parts.append(f"net={net} kept as PyTorch modules")
+        if context:
+            parts.append(context)
         return "; ".join(parts)
+
+
+def _context_detail(node: Node, ctx: ChainContext, modules: list[Any] | None, net: str) -> str:
+    """The fusion-report words on a conditional coupling's context path ("" when it has none)."""
+    if getattr(node.args, "context", None) is not True:
+        return ""
+    declared = getattr(ctx.graph, "context", None)
+    kind = getattr(declared, "kind", None)
+    if modules is not None and modules[0] is not None:
+        mod = modules[0]
+        if getattr(mod, "folded", False):
+            f = mod.nets[0]
+            return (
+                f"label context folded: first Linear's context part W_e·e_k + b -> a per-class table "
+                f"({f.classes}×{f.hidden} per conditioner; raw labels index it)"
+            )
+    elif kind == "label" and net == "mlp":
+        return "label context folded: first Linear's context part W_e·e_k + b -> a per-class table"
+    if kind == "label":
+        return "label context kept as E extra conditioner channels (zero padding makes it position-dependent)"
+    return f"{kind or 'the'} context kept as conditioner inputs (it varies per example; nothing to fold)"

@@ -71,7 +71,13 @@ def test_catalog_reads_the_registry_models():
     assert coupling["kind"].default == "affine" and coupling["kind"].choices == ("affine", "additive", "spline")
     assert coupling["hidden"].default == "512" and coupling["net"].choices == ("conv", "resnet", "mlp")
     assert [a.signature() for a in catalog.layer_args("conv1x1")] == ["param=lu"]
-    assert {a.name: a.choices for a in catalog.prior_args("gaussian")} == {"learned": ("true", "false")}
+    assert {a.name: a.choices for a in catalog.prior_args("gaussian")} == {
+        "learned": ("true", "false"),
+        "conditional": ("true", "false"),
+    }
+    assert coupling["context"].choices == ("true", "false") and coupling["context"].default == "auto"
+    assert [a.name for a in catalog.context_args("image")] == ["channels", "height", "width"]
+    assert catalog.context_args("nosuch") is None
     assert [a.name for a in catalog.input_args("image")] == ["channels", "height", "width", "levels"]
     assert catalog.layer_args("nosuch") is None
     assert set(catalog.layer_names()) >= {"actnorm", "conv1x1", "conv", "coupling", "squeeze", "split", "rg"}
@@ -86,11 +92,23 @@ def test_catalog_reads_the_registry_models():
         (
             GLOW.replace("conv1x1(param=lu)", "coupling(net=mlp, "),
             "net=mlp, ",
-            ["kind", "hidden", "depth", "mask", "bins", "bound"],
+            ["kind", "hidden", "depth", "mask", "bins", "bound", "context"],
         ),
         (GLOW.replace("conv1x1(param=lu)", "conv(kind="), "conv(kind=", ["emerging", "periodic", "$hidden"]),
         (GLOW.replace("hidden=$hidden", "hidden=$"), "hidden=$", ["$hidden"]),
-        (GLOW.replace("prior gaussian(learned=true)", "prior laplace("), "prior laplace(", ["scale", "learned"]),
+        (
+            GLOW.replace("prior gaussian(learned=true)", "prior laplace("),
+            "prior laplace(",
+            ["scale", "learned", "conditional"],
+        ),
+        (GLOW.replace("conv1x1(param=lu)", "coupling(context="), "coupling(context=", ["true", "false", "$hidden"]),
+        (GLOW.replace("    dequantize uniform", "    context "), "    context ", ["label", "vector", "image"]),
+        (
+            GLOW.replace("    dequantize uniform", "    context image("),
+            "context image(",
+            ["channels", "height", "width"],
+        ),
+        (GLOW.replace("    dequantize uniform", "    context label(cl"), "context label(cl", ["classes"]),
         (GLOW.replace("prior gaussian(learned=true)", "prior gaussian(learned="), "learned=", ["true", "false"]),
         (GLOW.replace("objective mle", "objective fdrl(loss="), "fdrl(loss=", ["lr", "lsif"]),
         (GLOW.replace("objective mle", "objective fdrl(divergence=kl, "), "kl, ", None),
@@ -113,11 +131,11 @@ def test_completion_on_the_line_being_typed(text, marker, expected):
 
 def test_completion_where_a_statement_starts():
     in_flow = set(labels_at(GLOW, "    objective mle\n    "))
-    assert {"actnorm", "coupling", "rg", "step", "repeat", "prior", "train"} <= in_flow
+    assert {"actnorm", "coupling", "rg", "step", "repeat", "prior", "train", "context"} <= in_flow
     assert {"prior laplace", "objective mle"} <= in_flow
     in_block = set(labels_at(GLOW, "    actnorm\n    "))
     assert {"actnorm", "coupling", "step", "repeat"} <= in_block
-    assert not in_block & {"prior", "train", "input", "prior laplace", "objective mle"}
+    assert not in_block & {"prior", "train", "input", "context", "prior laplace", "objective mle"}
     after_brace = set(labels_at(GLOW, "repeat 4 { "))
     assert "step" in after_brace and "squeeze" in after_brace
 
@@ -149,6 +167,31 @@ def test_hover_on_prior_and_objective_and_nothing():
     assert "prior gaussian" in text and "`learned=false` (true | false)" in text
     assert hover(an, row, 0) is None  # whitespace
     assert hover(an, 0, 3) is None  # a comment's word names nothing
+
+
+CGLOW = GLOW.replace("    dequantize uniform", "    context label(classes=10)\n    dequantize uniform").replace(
+    "prior gaussian(learned=true)", "prior gaussian(learned=true, conditional=true)"
+)
+
+
+def test_hover_on_the_context_statement_shows_its_shape_and_where_it_enters():
+    an = analyze(CGLOW, "c.flow")
+    assert an.error is None, an.error
+    lines = CGLOW.split("\n")
+    row = next(i for i, line in enumerate(lines) if "context label" in line)
+    for word in ("context", "label"):
+        text = hover(an, row, lines[row].index(word) + 1).contents.value
+        assert "**context label**" in text and "0…K−1" in text
+        assert "**shape** per example: `()`" in text
+        assert "the prior `gaussian`" in text
+        assert re.findall(r"`(coupling\d)`", text) == [f"coupling{i}" for i in range(8)]  # the eight steps
+    vec = analyze(CGLOW.replace("label(classes=10)", "vector(dim=3)"), "v.flow")
+    text = hover(vec, row, lines[row].index("context") + 1).contents.value
+    assert "**shape** per example: `(3)`" in text and "**context vector**" in text
+    # the coupling's own hover lists the context argument
+    row = next(i for i, line in enumerate(lines) if "coupling(kind=affine" in line)
+    text = hover(an, row, lines[row].index("coupling") + 1).contents.value
+    assert "`context=auto` (true | false)" in text
 
 
 def test_hover_uses_the_last_good_graph_while_the_text_is_broken():

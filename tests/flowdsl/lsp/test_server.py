@@ -174,7 +174,7 @@ def test_completion_of_statements_priors_and_args_not_given(lsp):
     assert {i.label for i in lsp.completion(uri, row, len(lines[row]))} == {"gaussian", "laplace", "spike_slab"}
     row = _line_of(text, "coupling(kind=additive, ")
     labels = {i.label for i in lsp.completion(uri, row, len(lines[row]))}
-    assert labels == {"hidden", "net", "depth", "mask", "bins", "bound"}
+    assert labels == {"hidden", "net", "depth", "mask", "bins", "bound", "context"}
     row = _line_of(text, "    squeeze(factor=2)  # (2")
     labels = {i.label for i in lsp.completion(uri, row, 4)}
     assert {"actnorm", "coupling", "step", "repeat", "prior gaussian", "objective fdrl"} <= labels
