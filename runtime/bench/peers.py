@@ -15,16 +15,17 @@ built three times, with the same shapes everywhere:
   ``MonotonicRQSTransform``, nflows ``MaskedPiecewiseRationalQuadraticAutoregressiveTransform``.
 * ``affine`` (flowdsl only): ``coupling(kind=affine, net=mlp)``, the NSF's twin of the same size.
 
-Conditioners: MLPs with ``depth`` hidden layers of ``hidden`` units and SiLU (flowdsl's activation;
-zuko and nflows are given ``SiLU``), coupling nets take the kept half (⌊D/2⌋ entries) and give
-(3K − 1) spline values per updated entry; MADEs take all D inputs. Bases: the standard normal.
+Conditioners: MLPs with ``depth`` hidden layers of ``hidden`` units and flowdsl's activations (SiLU
+in coupling nets, ReLU in MADEs; zuko and nflows are given the same), coupling nets take the kept
+half (⌊D/2⌋ entries) and give (3K − 1) spline values per updated entry; MADEs take all D inputs and
+give 2 (affine) or 3K − 1 values per entry. Bases: the standard normal.
 What differs is each library's own parametrisation (initialisation, the scale's squashing, the
 softmax scaling of bin sizes, minimum bin size and slope 1e-3), which is the point of the comparison.
 
 Parameters: :func:`param_counts` gives the stored count and the effective count (masked-out weights
-of a MADE not counted; biases all counted). Coupling nets have equal counts in all three; MADE
-hidden-unit degrees differ (flowdsl's and zuko's vs nflows' cyclic assignment), so MAF counts differ
-slightly and are reported side by side.
+of a MADE not counted; biases all counted). Coupling nets have equal counts in all three; MADEs
+store the same dense weights, but their hidden-unit degrees differ (flowdsl: a sorted even spread;
+zuko and nflows: cyclic), so the effective MAF counts differ slightly and are reported side by side.
 
 Quality and speed: :mod:`flowdsl.runtime.bench.peers_runs`; the report section:
 :func:`peers_section` (``flowdsl bench --sections peers``).
@@ -197,7 +198,7 @@ def _zuko(family: str, dim: int, arch: Arch, seed: int) -> Peer:
         flow = Flow(transforms, base)
     elif family in ("maf", "maf_spline"):
         kw = spline if family == "maf_spline" else {}
-        flow = zuko.flows.MAF(dim, transforms=a.layers, hidden_features=hidden, activation=nn.SiLU, **kw)
+        flow = zuko.flows.MAF(dim, transforms=a.layers, hidden_features=hidden, activation=nn.ReLU, **kw)
     else:
         raise ValueError(f"zuko has no {family!r} model here")
     return Peer("zuko", family, dim, flow, lambda x: flow().log_prob(x), lambda n: flow().sample((n,)))
@@ -239,7 +240,7 @@ def _nflows(family: str, dim: int, arch: Arch, seed: int) -> Peer:
                 "hidden_features": a.hidden,
                 "num_blocks": a.depth - 1,  # the first layer + depth−1 blocks = depth hidden layers
                 "use_residual_blocks": False,
-                "activation": F.silu,
+                "activation": F.relu,
             }
             if family == "maf":
                 ts.append(MaskedAffineAutoregressiveTransform(dim, **made))
@@ -270,6 +271,9 @@ def param_counts(module: nn.Module) -> tuple[int, int]:
     masked_out = 0
     for m in module.modules():
         w, mask = getattr(m, "weight", None), getattr(m, "mask", None)
-        if isinstance(w, Tensor) and isinstance(mask, Tensor) and mask.shape == w.shape:
+        if isinstance(w, Tensor) and isinstance(mask, Tensor) and mask.shape == w.shape:  # zuko, nflows
             masked_out += int((mask == 0).sum())
+        if isinstance(getattr(m, "mask_first", None), Tensor):  # flowdsl's MADE: masks kept beside the Linears
+            masked_out += int((m.mask_first == 0).sum()) + int((m.mask_out == 0).sum())
+            masked_out += len(m.layers) * int((m.mask_hidden == 0).sum())
     return stored, stored - masked_out

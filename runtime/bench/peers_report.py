@@ -267,6 +267,7 @@ def peers_section(
     steps: int = 1000,
     datasets: list[str] | None = None,
     dims: list[int] | None = None,
+    families: list[str] | None = None,
     arch: Arch = Arch(),
     batch: int = 256,
     lr: float = 1e-3,
@@ -299,7 +300,7 @@ def peers_section(
     ]
     if "zuko" not in libs:
         text += ["zuko is not installed (`pip install 'flowdsl[bench]'`): the acceptance comparisons are missing.", ""]
-    families = ["nsf", "affine", "maf", "maf_spline"]
+    families = ["nsf", "affine", "maf", "maf_spline"] if families is None else families
     if steps > 0:
         t0 = time.perf_counter()
         results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say)
@@ -317,7 +318,7 @@ def peers_section(
     speed: list[SpeedResult] = []
     skipped: list[str] = []
     torch.set_num_threads(threads)
-    for fam in ("nsf", "maf", "maf_spline"):
+    for fam in (f for f in ("nsf", "maf", "maf_spline") if f in families):
         for dim in dims:
             try:
                 speed.append(time_family(fam, dim, a, speed_batch, repeats, libs, compile_, say))

@@ -484,6 +484,7 @@ def peers_part(args: argparse.Namespace, say: Callable[[str], None]) -> str:
         steps=args.peers_steps,
         datasets=args.peers_data,
         dims=args.peers_dims,
+        families=args.peers_models,
         arch=Arch(),
         batch=args.peers_train_batch,
         speed_batch=args.peers_batch,
@@ -511,6 +512,7 @@ def register(subparsers) -> None:
     from flowdsl.runtime.bench.peers_runs import TABULAR_SETS, TOY_SETS
 
     PEER_DATA = TABULAR_SETS + TOY_SETS
+    PEER_FAMILIES = ("nsf", "affine", "maf", "maf_spline")
 
     b = subparsers.add_parser(
         "bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory"
@@ -544,6 +546,13 @@ def register(subparsers) -> None:
         type=name_list(PEER_DATA),
         default=list(PEER_DATA),
         help=f"peers: comma list of data sets for the quality runs (default {','.join(PEER_DATA)})",
+    )
+    b.add_argument(
+        "--peers-models",
+        type=name_list(PEER_FAMILIES),
+        default=list(PEER_FAMILIES),
+        help="peers: comma list of model families (default nsf,affine,maf,maf_spline: NSF coupling, its affine "
+        "twin, MAF affine, MAF spline)",
     )
     b.add_argument(
         "--peers-dims",
