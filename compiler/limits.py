@@ -45,6 +45,10 @@ class Limits:
     #: most memory one layer's inverse may take to plan when it is built (bytes; estimated by the
     #: kind, e.g. ``compiler.kinds.conv.plan_bytes``, and checked before anything is allocated)
     max_plan_bytes: int = _env_int("FLOWDSL_MAX_PLAN_BYTES", 2 * 1024**3)
+    #: most sequential passes one layer's slow direction may take (``autoregressive`` on D entries
+    #: takes D: its inverse for direction=forward, its forward for direction=inverse; each pass is
+    #: unrolled in ONNX and under torch.compile)
+    max_sequential_passes: int = _env_int("FLOWDSL_MAX_SEQUENTIAL_PASSES", 1024)
     #: largest batch size (training, evaluation, export checks)
     max_batch: int = _env_int("FLOWDSL_MAX_BATCH", 65_536)
     #: most samples one command draws (they are drawn in batches of at most max_batch)

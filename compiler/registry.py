@@ -16,6 +16,11 @@ Implementing a layer kind (checklist):
     * override :meth:`LayerKind.param_count` (trainable parameters of the lowered module; a test
       compares it with the module on randomised arguments) and, when the layer keeps more than
       its input for the backward pass, :meth:`LayerKind.activation_numel`;
+    * to read the flow's context (conditional flows), declare ``context: Optional[bool] = None``
+      in ``Args``: the compiler resolves it to a bool (whether the file declares a context) with
+      no change to the passes, and lists the node in ``FlowGraph.context_nodes``; the kind checks
+      the context it sees as ``ctx.context`` and counts the extra inputs in its ``param_count``
+      (:mod:`flowdsl.compiler.context`), and its lowering is called with ``context=...``;
     * decorate the class with ``@register_layer`` and import its module in
       ``flowdsl/compiler/kinds/__init__.py``; register the runtime module with
       ``@lowering("name")`` in ``flowdsl/runtime/layers/`` and import it in that package's
@@ -75,6 +80,10 @@ class CheckContext:
 
     ``context`` is the flow's declared context (a ``flowdsl.schema.ContextSpec``), None when the
     file declares none: a kind that reads it (``args.context``) checks that it fits.
+    ``context_size`` is the (height, width) to which an image context is resized for this layer:
+    None for a layer of the main chain (its own height and width), the composite layer's for a
+    layer inside a body (``rg`` resizes the context to its image, then cuts it into the patches
+    its bodies act on).
     """
 
     def __init__(
@@ -83,11 +92,13 @@ class CheckContext:
         warn: Callable[..., Any] | None = None,
         layer_id: str = "",
         context: Any = None,
+        context_size: tuple[int, int] | None = None,
     ) -> None:
         self._fail = fail
         self._warn = warn
         self.layer_id = layer_id
         self.context = context
+        self.context_size = context_size
 
     def fail(self, message: str, arg: str | None = None) -> None:
         self._fail(message, arg)
@@ -198,11 +209,16 @@ class PriorKind:
 
 
 class ObjectiveKind:
-    """Static definition of a training objective."""
+    """Static definition of a training objective.
+
+    ``supports_context``: the objective trains conditional flows (a file with a ``context``); a file
+    that declares a context with an objective that does not is rejected at the objective.
+    """
 
     name: ClassVar[str] = ""
     Args: ClassVar[type[ArgsModel]] = ArgsModel
     needs_layers: ClassVar[bool] = True
+    supports_context: ClassVar[bool] = False
 
     @classmethod
     def check(cls, args: Any, spec: Any, ctx: CheckContext) -> None:

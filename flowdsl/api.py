@@ -2,6 +2,8 @@
 
     spec = flowdsl.parse(text, filename="<string>")     # or flowdsl.load(path)
     model = flowdsl.compile(spec)                      # torch.nn.Module (FlowModel)
+    z, logdet = model(x, context=c)                    # c only for a flow that declares a context
+    x, log_prob = model.sample(n, context=c, return_log_prob=True)
     forward_path, inverse_path = flowdsl.export_onnx(model, out_dir)
 
 ``parse`` runs every static pass (expansion, graph, shape inference, checks), so a spec it
@@ -55,7 +57,9 @@ def compile(spec: FlowSpec | str, seed: int | None = None) -> Any:  # noqa: A001
     """Build the trainable PyTorch module of a spec (or of spec text).
 
     Parameters are initialised from ``seed`` (default: the spec's ``train(seed=...)``), without
-    disturbing the global random state.
+    disturbing the global random state. A conditional flow (a ``context`` statement) takes
+    ``context=`` in every call (see :mod:`flowdsl.runtime.model`); ``model.context_shape`` is None
+    for an unconditional one.
     """
     from flowdsl.runtime.model import FlowModel
 
@@ -76,10 +80,12 @@ def export_onnx(
     tolerance: float = 1e-4,
     weights: str | None = None,
 ) -> ExportResult:
-    """Write ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x) and
-    ``prior.onnx`` (noise, temperature → z: the prior's sampler) into out_dir, as one unit (a
-    folder swap; out_dir must be new or hold only a previous export). ``weights`` describes the
-    weights (recorded in the metadata).
+    """Write ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x, log_prob, in
+    one inverse pass) and ``prior.onnx`` (noise, temperature → z: the prior's sampler) into
+    out_dir, as one unit (a folder swap; out_dir must be new or hold only a previous export). A
+    conditional model's files also take ``context`` (labels int64 (B,), vectors (B, D), images
+    (B, C, H, W)), with the batch dimension of x/z. ``weights`` describes the weights (recorded in
+    the metadata).
 
     ``exporter`` is ``"auto"`` (TorchScript, falling back to dynamo), ``"torchscript"`` or
     ``"dynamo"``; opset 18. With ``check=True`` the files are also run in onnxruntime against the

@@ -154,7 +154,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Export and check through ``flowdsl.export_onnx``; a parity failure (above ``--tolerance`` or
     NaN) is its FlowDSLError, printed with the error table by ``main`` (exit 1)."""
     import flowdsl
-    from flowdsl.runtime.export.onnx import parity_table
+    from flowdsl.runtime.export.onnx import describe_io, fed_contexts, parity_table
 
     model, weights = _load_for_export(args)
     print(f"weights: {weights}")
@@ -167,11 +167,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         weights=weights,
     )
-    print(f"wrote {res.forward}\nwrote {res.inverse}")
+    print(f"wrote {res.forward}: {describe_io(res.forward)}")
+    print(f"wrote {res.inverse}: {describe_io(res.inverse)}")
     prior = Path(res.forward).with_name("prior.onnx")
     if prior.exists():
-        print(f"wrote {prior} (the prior's sampler: see the README's ONNX section)")
-    print(f"onnxruntime vs PyTorch (float32, batch {args.batch}):")
+        print(f"wrote {prior}: {describe_io(prior)} (the prior's sampler: see the README's ONNX section)")
+    print(f"onnxruntime vs PyTorch (float32, batch {args.batch}{fed_contexts(res.parity)}):")
     for line in parity_table(res.parity):
         print(f"  {line}")
     return 0

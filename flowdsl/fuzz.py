@@ -36,6 +36,7 @@ _VOCAB = [
     "flow",
     "block",
     "input",
+    "context",
     "dequantize",
     "prior",
     "objective",
@@ -48,6 +49,9 @@ _VOCAB = [
     "false",
     "image",
     "vector",
+    "label",
+    "classes",
+    "conditional",
     "actnorm",
     "conv1x1",
     "coupling",
@@ -114,6 +118,9 @@ _EXTRA_SEEDS = [
     "flow r { input image(channels=1, height=8, width=8) rg(kernel=4) { disentangler { coupling(net=mlp, "
     "mask=checkerboard, hidden=8) } decimator { coupling(net=mlp, mask=checkerboard, hidden=8) } } prior laplace }",
     "flow f { input vector(dim=2) objective fdrl(loss=lsif, divergence=pearson, steps=5) train(batch=8) }",
+    "flow c { input image(channels=2, height=4, width=4) context image(channels=1, height=2, width=2)\n"
+    "  coupling(hidden=8) squeeze coupling(hidden=8, context=false) prior gaussian(learned=true, conditional=true) }",
+    "flow l { input vector(dim=4) context label(classes=3) repeat 2 { coupling(hidden=8) permute } prior laplace }",
 ]
 
 
@@ -319,8 +326,12 @@ def check_input(data: str | bytes, compile_small: bool = True, timings: list | N
         with torch.no_grad():
             model.eval()
             x = torch.rand(2, *model.input_shape)
-            z, _ = model(x)
-            model.inverse(z)
+            c = None  # a conditional flow runs with a context of the declared kind
+            if spec.context is not None:
+                ctx = spec.context
+                c = torch.randint(0, ctx.classes, (2,)) if ctx.kind == "label" else torch.randn(2, *ctx.shape)
+            z, _ = model(x, context=c)
+            model.inverse(z, context=c)
         return "compiled"
     return "accepted"
 

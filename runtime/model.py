@@ -503,7 +503,13 @@ class FusedFlow(FlowModel):
     def fusion_report(self) -> str:
         from flowdsl.compiler.passes.fusion import format_plan
 
-        return format_plan(self.fusion) if self.fusion is not None else "(no fusion log)"
+        text = format_plan(self.fusion) if self.fusion is not None else "(no fusion log)"
+        info = self.context_info
+        if info is not None:
+            n = sum(p.numel() for p in self.context_encoder.parameters())
+            what = {"label": f"{info.classes}×{info.width} embedding table", "vector": "mlp", "image": "conv net"}
+            text += f"\ncontext: `{info.declared}` encoder frozen ({what[info.kind]}, {n:,} weights)"
+        return text
 
     # -- CUDA graphs (untested on GPU) --------------------------------------------------
     def _use_graph(self, x: Tensor) -> bool:

@@ -58,8 +58,8 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/layers/coupling.py",
-                "return torch.cat([x1, y2], dim=1), logs.reshape(-1, logs[0].numel()).sum(1)",
-                "return torch.cat([x1, y2], dim=1), -logs.reshape(-1, logs[0].numel()).sum(1)",
+                "return torch.cat([x1, y2], dim=1), self._sum(logs, acc)",
+                "return torch.cat([x1, y2], dim=1), -self._sum(logs, acc)",
             ),
         ),
         ("tests/runtime/layers/test_every_kind.py",),
@@ -159,12 +159,36 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/model.py",
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
-                "return self.prior.log_prob(z) + logdet",
-                'plus the log-determinant."""\n        z, logdet = self(x)\n        '
-                "return self.prior.log_prob(z) - logdet",
+                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
+                "return self._prior_log_prob(z, cv) + logdet",
+                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
+                "return self._prior_log_prob(z, cv) - logdet",
             ),
         ),
         ("tests/runtime/test_model_api.py",),
+    ),
+    Mutant(
+        "logit-inverse-logdet-at-y",
+        "logit: the one-pass inverse reads its log-det off y instead of the returned x",
+        (
+            Edit(
+                "runtime/layers/logit.py",
+                "return x, self._logdet(*self._logs(x))",
+                "return x, self._logdet(*self._logs(y))",
+            ),
+        ),
+        ("tests/runtime/layers/test_inverse_log_det.py",),
+    ),
+    Mutant(
+        "frozen-inverse-logdet-zero",
+        "frozen layers with a constant log-det: the one-pass inverse returns log-det 0",
+        (
+            Edit(
+                "runtime/fusion/rules/freeze.py",
+                "return self.inner.inverse(y), const_logdet(self.logdet, y)",
+                "return self.inner.inverse(y), const_logdet(self.logdet * 0, y)",
+            ),
+        ),
+        ("tests/runtime/layers/test_inverse_log_det.py",),
     ),
 ]

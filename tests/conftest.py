@@ -33,6 +33,12 @@ flowtest = importlib.util.module_from_spec(_spec)
 sys.modules["flowtest"] = flowtest
 _spec.loader.exec_module(flowtest)
 
+# tests/kindspecs.py (tiny snippets for every registered layer kind), imported by name the same way
+_kspec = importlib.util.spec_from_file_location("kindspecs", Path(__file__).resolve().parent / "kindspecs.py")
+kindspecs = importlib.util.module_from_spec(_kspec)
+sys.modules["kindspecs"] = kindspecs
+_kspec.loader.exec_module(kindspecs)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

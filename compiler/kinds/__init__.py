@@ -1,7 +1,7 @@
 """The built-in kinds, imported explicitly (one module per kind; each registers itself).
 
-    layers      actnorm conv1x1 conv butterfly coupling permute squeeze split rg logit
-    priors      gaussian laplace spike_slab
+    layers      actnorm conv1x1 conv butterfly coupling autoregressive permute squeeze split rg logit
+    priors      gaussian laplace spike_slab gmm student_t
     objectives  mle fdrl
 
 Adding a kind: one module here plus its line below, and its runtime module registered with
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its kind)
     actnorm,
+    autoregressive,
     butterfly,
     conv,
     conv1x1,
     coupling,
     fdrl,
     gaussian,
+    gmm,
     laplace,
     logit,
     mle,
@@ -27,6 +29,7 @@ from flowdsl.compiler.kinds import (  # noqa: F401  (each import registers its k
     spike_slab,
     split,
     squeeze,
+    student_t,
 )
 from flowdsl.compiler.registry import (
     get_layer,

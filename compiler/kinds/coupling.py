@@ -5,7 +5,8 @@ bins, bound, context)``: RealNVP/Glow/neural-spline coupling, language side.
 the conditioner also sees the flow's context, concatenated to its input as E = CONTEXT_EMBED
 features per position (image layers with conv/resnet nets), E features (vector layers) or E·h·w
 (an mlp on an image layer); see :mod:`flowdsl.compiler.context`. An image context of (Hc, Wc) is
-resized to the layer's (h, w), so one of them must be an integer multiple of the other on each axis.
+resized to the layer's (h, w) (inside an ``rg`` body: to the rg's image, then cut into its patches),
+so one of them must be an integer multiple of the other on each axis.
 
 ``bins`` (≥ 2, default 8) and ``bound`` (> 0, default 3.0) belong to ``kind=spline`` only (a
 monotonic rational-quadratic spline on [−bound, bound] with identity tails, Durkan et al. 2019);
@@ -118,10 +119,13 @@ class CouplingKind(LayerKind):
             ctx.fail("a checkerboard coupling needs at least 2 positions", arg="mask")
         context = getattr(ctx, "context", None)
         if args.context and context is not None and context.kind == "image" and len(shape) == 3:
-            for axis, c, x in (("height", context.height, shape[1]), ("width", context.width, shape[2])):
+            size = getattr(ctx, "context_size", None)
+            where = "this layer's" if size is None else "the enclosing layer's"
+            h, w = size if size is not None else shape[1:]
+            for axis, c, x in (("height", context.height, h), ("width", context.width, w)):
                 if c % x and x % c:
                     ctx.fail(
-                        f"the context image's {axis} {c} and this layer's {axis} {x} are not integer multiples of "
+                        f"the context image's {axis} {c} and {where} {axis} {x} are not integer multiples of "
                         f"each other, so the context cannot be resized to the layer (write context=false here, or "
                         f"choose a context size that divides the input's at every scale)",
                         arg="context",

@@ -1,4 +1,5 @@
-"""``objective mle``: maximum likelihood; the loss is −log p(x) reported in bits per dimension."""
+"""``objective mle``: maximum likelihood; the loss is −log p(x) (−log p(x | c) for a conditional
+flow) reported in bits per dimension."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ __all__ = ["MLEObjectiveKind"]
 @register_objective
 class MLEObjectiveKind(ObjectiveKind):
     name = "mle"
+    supports_context = True
 
     class Args(ArgsModel):
         pass

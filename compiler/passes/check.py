@@ -1,6 +1,7 @@
 """Pass ``check``: graph-level rules once every node has its shapes.
 
-* the prior and the objective accept this flow (their ``check``);
+* the prior and the objective accept this flow (their ``check``; a flow with a context needs an
+  objective that trains conditional flows, ``ObjectiveKind.supports_context``);
 * the whole model fits the resource limits: total parameters, and the activation memory of
   one training step at the spec's batch size (estimated from the shapes, before allocation).
 """
@@ -19,14 +20,14 @@ from flowdsl.errors import ResourceLimitError
 __all__ = ["check", "estimate_activation_bytes", "check_run_sizes"]
 
 
-def _ctx(diag: Diagnostics, what: str, span, arg_spans) -> CheckContext:
+def _ctx(diag: Diagnostics, what: str, span, arg_spans, context=None) -> CheckContext:
     def fail(message: str, arg: str | None = None) -> None:
         diag.fail(f"{what}: {message}", arg_spans.get(arg, span) if arg else span)
 
     def warn(message: str, arg: str | None = None) -> None:
         diag.warn(f"{what}: {message}", arg_spans.get(arg, span) if arg else span)
 
-    return CheckContext(fail, warn)
+    return CheckContext(fail, warn, context=context)
 
 
 def estimate_activation_bytes(graph: FlowGraph, batch: int) -> int:
@@ -43,22 +44,29 @@ def check(graph: FlowGraph, diag: Diagnostics) -> FlowGraph:
     shape = tuple(spec.input.shape)
 
     pk = get_prior(spec.prior.name)
-    pk.check(spec.prior.args, shape, _ctx(diag, f"prior {spec.prior.name}", spec.prior.span, spec.prior.arg_spans))
+    pctx = _ctx(diag, f"prior {spec.prior.name}", spec.prior.span, spec.prior.arg_spans, spec.context)
+    pk.check(spec.prior.args, shape, pctx)
 
     ok = get_objective(spec.objective.name)
     if ok is None:  # pragma: no cover - expand rejects unknown objectives
         diag.fail(f"unknown objective '{spec.objective.name}'", spec.objective.span)
-    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans)
+    octx = _ctx(diag, f"objective {spec.objective.name}", spec.objective.span, spec.objective.arg_spans, spec.context)
+    if spec.context is not None and not ok.supports_context:
+        diag.fail(
+            f"objective {spec.objective.name} does not train conditional flows, but the flow declares "
+            f"context {spec.context.describe()} (line {spec.context.span.line}); use objective mle",
+            spec.objective.span,
+        )
     ok.check(spec.objective.args, spec, octx)
 
-    total = graph.model_params()  # bijectors and prior, as the compiled model has them
+    total = graph.model_params()  # bijectors, prior and context encoder, as the compiled model has them
     if total > LIMITS.max_params:
         worst = max(graph.layers(), key=lambda n: n.n_params or 0, default=None)
-        prior = graph.prior_params()
-        if worst is None or prior > (worst.n_params or 0):
-            where, what, span = "the prior", prior, spec.prior.span
-        else:
-            where, what, span = "the largest layer", worst.n_params, worst.span
+        candidates = [] if worst is None else [(worst.n_params or 0, "the largest layer", worst.span)]
+        candidates.append((graph.prior_params(), "the prior", spec.prior.span))
+        if graph.context is not None:
+            candidates.append((graph.context_params(), "the context encoder", graph.context.span))
+        what, where, span = max(candidates, key=lambda c: c[0])  # the first of equals
         diag.fail(
             f"the flow has {total:,} parameters, above the limit of {LIMITS.max_params:,} (FLOWDSL_MAX_PARAMS); "
             f"{where} is here with {what:,}",

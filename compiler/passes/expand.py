@@ -110,8 +110,6 @@ class _Expander(ArgumentReader):
                 if kw in self.singletons:
                     first = self.singletons[kw][0].span.line
                     self.d.fail(f"duplicate '{kw}' statement (first on line {first})", st.span)
-                if kw == "context" and "input" not in self.singletons:
-                    self.d.fail("'context' comes after the flow's 'input' statement; move it below the input", st.span)
                 self.singletons[kw] = (st, env)
                 continue
             if isinstance(st, S.Repeat):
@@ -327,6 +325,14 @@ class _Expander(ArgumentReader):
                 ResourceLimitError,
             )
 
+        if "context" in sing:
+            cst = sing["context"][0]
+            if (cst.span.line, cst.span.column) < (ist.span.line, ist.span.column):
+                self.d.fail(
+                    f"'context' comes after the flow's 'input' statement (line {ist.span.line}); "
+                    "move it below the input",
+                    cst.span,
+                )
         context = read_context(self, sing.get("context"), inp)
 
         deq = "uniform" if inp.kind == "image" else "none"

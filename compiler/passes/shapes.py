@@ -4,8 +4,9 @@ For each layer in forward order: rejects spatial kinds on
 vector data, runs the kind's shape rule (which raises located errors for divisibility and
 argument ranges), checks that the layer preserves the number of dimensions, counts parameters
 (the kind's formula, ``LayerKind.param_count``), and instantiates the bodies of composite kinds
-(e.g. ``rg``: one body chain per level and part). A layer inside a body acts on patches and
-cannot read an image context (a located error; label and vector contexts are fine).
+(e.g. ``rg``: one body chain per level and part). A layer inside a body acts on patches; an
+image context reaches it resized to the composite's image and cut into the same patches, so its
+kind checks the context against the composite's height and width (``CheckContext.context_size``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ def _numel(shape) -> int:
     return math.prod(shape) if shape else 1
 
 
-def context_for(node: Node, diag: Diagnostics, context=None) -> CheckContext:
+def context_for(node: Node, diag: Diagnostics, context=None, context_size=None) -> CheckContext:
     """A CheckContext whose failures point at ``node``'s argument (or the node itself); ``context``
-    is the flow's declared context (``ContextSpec`` or None)."""
+    is the flow's declared context (``ContextSpec`` or None), ``context_size`` the (h, w) an image
+    context is resized to for this node (see :class:`CheckContext`)."""
 
     def fail(message: str, arg: str | None = None) -> None:
         span = node.arg_spans.get(arg) if arg else None
@@ -39,7 +41,7 @@ def context_for(node: Node, diag: Diagnostics, context=None) -> CheckContext:
         span = node.arg_spans.get(arg) if arg else None
         diag.warn(f"{node.kind}: {message}", span or node.span)
 
-    return CheckContext(fail, warn, node.id, context)
+    return CheckContext(fail, warn, node.id, context, context_size)
 
 
 def _infer_chain(
@@ -48,7 +50,7 @@ def _infer_chain(
     for nid in node_ids:
         node = graph.node(nid)
         kind = get_layer(node.kind)
-        ctx = context_for(node, diag, graph.context)
+        ctx = context_for(node, diag, graph.context, _context_size(graph, node))
         node.in_shape = shape
         if kind.spatial and len(shape) != 3:
             diag.fail(
@@ -57,14 +59,6 @@ def _infer_chain(
             )
         if in_body and kind.factor_out:
             diag.fail(f"'{node.kind}' cannot be used inside a body of a composite layer", node.span)
-        if in_body and graph.context is not None and graph.context.kind == "image" and _reads_context(node):
-            parent = graph.node(node.parent)
-            diag.fail(
-                f"'{node.kind}' inside {parent.kind}'s {node.body_label.split('.')[-1]} acts on patches of shape "
-                f"{_fmt(shape)}, which an image context cannot be aligned with; write {node.kind}(..., "
-                "context=false) here (a label or vector context works inside bodies)",
-                node.arg_spans.get("context", node.span),
-            )
         out = tuple(kind.infer_shape(node.args, shape, ctx))
         latent = kind.latent_shape(node.args, shape, ctx) if kind.factor_out else None
         if any(d < 1 for d in out) or (latent is not None and any(d < 1 for d in latent)):
@@ -116,8 +110,13 @@ def _infer_chain(
     return shape
 
 
-def _reads_context(node: Node) -> bool:
-    return getattr(node.args, "context", None) is True
+def _context_size(graph: FlowGraph, node: Node) -> tuple[int, int] | None:
+    """For a layer inside a composite's body: the (h, w) of the composite's input, where an image
+    context is resized before it is cut into the patches the body acts on."""
+    if node.parent is None:
+        return None
+    shape = graph.node(node.parent).in_shape
+    return (int(shape[-2]), int(shape[-1])) if shape is not None and len(shape) == 3 else None
 
 
 def _fmt(shape) -> str:

@@ -5,7 +5,9 @@ butterfly, RG-Flow, RealNVP checkerboard), train with the same step budget and r
 bits/dim of the validation-selected weights. The reference densities (uniform, full-covariance
 Gaussian, 5-component Gaussian mixture, per-pixel histograms) are computed in the same run on
 the same split (``runtime/training/baselines.py``). Optionally an MNIST Glow, when MNIST-format
-IDX files are available offline (see ``runtime/data/README.md``).
+IDX files are available offline (see ``runtime/data/README.md``). Then the spike-and-slab
+comparison (:mod:`flowdsl.runtime.bench.sparsity`: gaussian, laplace and spike_slab priors on one
+architecture; ``--sparsity-steps``, ``--only sparsity``).
 
     flowdsl bench-training --steps 3000 --out benchmarks/training.md [--mnist-steps 6000]
 """
@@ -136,10 +138,25 @@ def _cmd(args) -> int:
 
     if args.out:  # refused before the runs, not after
         check_output_path(args.out, what="benchmark report")
-    md = training_table(args.steps, args.runs, mnist_steps=args.mnist_steps, quiet=not args.verbose)
+    md = ""
+    if args.only in (None, "likelihood"):
+        md = training_table(args.steps, args.runs, mnist_steps=args.mnist_steps, quiet=not args.verbose)
+    sparsity_steps = args.steps if args.sparsity_steps is None else args.sparsity_steps
+    if args.only in (None, "sparsity") and sparsity_steps > 0:
+        from flowdsl.runtime.bench.sparsity import sparsity_table
+
+        md += ("\n" if md else "") + sparsity_table(
+            sparsity_steps, args.runs, mnist_steps=args.sparsity_mnist_steps, quiet=not args.verbose
+        )
     print(md)
     if args.out:
         cmd = f"flowdsl bench-training --steps {args.steps} --mnist-steps {args.mnist_steps} --out {args.out}"
+        if args.only:
+            cmd += f" --only {args.only}"
+        if args.sparsity_steps is not None:
+            cmd += f" --sparsity-steps {args.sparsity_steps}"
+        if args.sparsity_mnist_steps:
+            cmd += f" --sparsity-mnist-steps {args.sparsity_mnist_steps}"
         atomic_write_text(args.out, f"Produced by `{cmd}`.\n\n" + md, what="benchmark report")
     return 0
 
@@ -156,6 +173,25 @@ def register(subparsers) -> None:
         type=steps,
         default=0,
         help="also train a small MNIST Glow (needs the IDX files, see runtime/data/README.md)",
+    )
+    p.add_argument(
+        "--sparsity-steps",
+        type=steps,
+        default=None,
+        help="steps of each prior (gaussian, laplace, spike_slab) in the spike-and-slab comparison "
+        "(default: --steps; 0 skips it)",
+    )
+    p.add_argument(
+        "--sparsity-mnist-steps",
+        type=steps,
+        default=0,
+        help="also compare the three priors on MNIST (needs the IDX files, see runtime/data/README.md)",
+    )
+    p.add_argument(
+        "--only",
+        choices=("likelihood", "sparsity"),
+        default=None,
+        help="run only the likelihood table of the digits specs, or only the spike-and-slab comparison",
     )
     p.add_argument("--runs", default="runs/bench_training", help="folder for the training runs")
     p.add_argument("--out", default=None, help="write the markdown report here (e.g. benchmarks/training.md)")

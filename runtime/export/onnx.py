@@ -1,14 +1,22 @@
-"""ONNX export of a compiled flow: ``forward.onnx`` (x → z, logdet, log_prob), ``inverse.onnx`` (z → x)
-and ``prior.onnx`` (standard noise, temperature → z: the trained prior's sampler, see
-:mod:`flowdsl.runtime.export.prior`), written as one unit (:mod:`flowdsl.runtime.export.pair`).
+"""ONNX export of a compiled flow, written as one unit (:mod:`flowdsl.runtime.export.pair`):
+
+    forward.onnx   x [, context]  ->  z, logdet, log_prob
+    inverse.onnx   z [, context]  ->  x, log_prob      (one inverse pass: ``model.inverse_with_log_prob``)
+    prior.onnx     noise [, context], temperature  ->  z   (the trained prior's sampler,
+                   :mod:`flowdsl.runtime.export.prior`; ``context`` only for a conditional prior)
+
+The modules exported are in :mod:`flowdsl.runtime.export.graphs`. ``context`` is an input only
+for a conditional model: labels int64 (B,), vectors float32 (B, D), images float32 (B, C, H, W),
+with the same dynamic batch dimension as ``x``/``z``/the noise.
 
 The model is first fused (``model.fuse()``), so weight-only quantities (inverse matrices,
 constant log-dets) are computed at export time in float64 and stored as initializers; no linalg
-solver reaches the graph. Both files have a dynamic batch dimension, pass ``onnx.checker`` and
-carry the spec text, its sha256 and the flowdsl version in their metadata. The exporter is
-torch's dynamo exporter at opset 18 (below 18 dynamo writes invalid models). With ``check=True`` the same fused
-module is run against the files in onnxruntime (:func:`check_parity`); a relative error above the
-tolerance, or a NaN, fails the export.
+solver reaches the graph. Every file has a dynamic batch dimension, passes ``onnx.checker`` and
+carries the spec text, its sha256 and the flowdsl version in its metadata. The exporter is
+torch's TorchScript exporter, or its dynamo exporter where TorchScript cannot express a graph,
+at opset 18 (below 18 dynamo writes invalid models). With ``check=True`` the same fused module is
+run against the files in onnxruntime (:func:`flowdsl.runtime.export.parity.check_parity`); a
+relative error above the tolerance, or a NaN, fails the export.
 """
 
 from __future__ import annotations
@@ -24,6 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowdsl.runtime.export.graphs import (
+    ForwardGraph,
+    InverseGraph,
+    context_signature,
+    example_context,
+    prior_uses_context,
+)
+from flowdsl.runtime.export.parity import PARITY_OUTPUTS, check_parity, parity_failures, parity_table
+
 __all__ = [
     "export_onnx",
     "check_parity",
@@ -31,14 +48,20 @@ __all__ = [
     "parity_table",
     "ExportResult",
     "OPSET",
+    "PARITY_OUTPUTS",
     "ForwardGraph",
     "InverseGraph",
+    "FORWARD_OUTPUTS",
+    "INVERSE_OUTPUTS",
     "sample_onnx",
+    "describe_io",
+    "fed_contexts",
 ]
 
 OPSET = 18
-#: the outputs :func:`check_parity` compares (``{name}_abs`` and ``{name}_rel`` in its result)
-PARITY_OUTPUTS = ("z", "logdet", "log_prob", "inverse")
+#: the output names of forward.onnx and inverse.onnx
+FORWARD_OUTPUTS = ("z", "logdet", "log_prob")
+INVERSE_OUTPUTS = ("x", "log_prob")
 
 
 class ExportResult(tuple):
@@ -62,29 +85,6 @@ class ExportResult(tuple):
     @property
     def inverse(self) -> str:
         return self[1]
-
-
-class ForwardGraph(nn.Module):
-    """x -> (z, logdet, log_prob)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        z, logdet = self.model(x)
-        return z, logdet, self.model.prior.log_prob(z) + logdet
-
-
-class InverseGraph(nn.Module):
-    """z -> x."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.model.inverse(z)
 
 
 def _inputs(example: Tensor | tuple[Tensor, ...], in_name: str | list[str]) -> tuple[tuple[Tensor, ...], list[str]]:
@@ -228,8 +228,11 @@ def export_onnx(
     shape = tuple(fused.input_shape)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand((example_batch, *shape), generator=gen)
+    c = example_context(fused, example_batch, gen)
     with torch.no_grad():
-        z, _ = fused(x)
+        z = fused(x)[0] if c is None else fused(x, context=c)[0]
+    ins, inv_ins = (["x"], ["z"]) if c is None else (["x", "context"], ["z", "context"])
+    fwd_ex, inv_ex = (x, z) if c is None else ((x, c), (z, c))
     spec = model.spec
     eid = pair.new_export_id()
     sampler = can_export_prior(fused.prior)
@@ -240,6 +243,13 @@ def export_onnx(
     }
     if sampler:
         extra["flowdsl.prior_noise"] = ",".join(prior_noise(fused.prior))
+    if c is not None:
+        extra["flowdsl.context"] = context_signature(fused)
+        if sampler:
+            who = "prior.onnx and inverse.onnx take" if prior_uses_context(fused) else "inverse.onnx takes"
+            extra["flowdsl.sampling"] += f"; {who} the context too (input 'context')"
+        if fused.context_kind == "label":
+            extra["flowdsl.context_classes"] = str(int(fused.context_classes))
     if weights is not None:
         extra["flowdsl.weights"] = weights
     stage = None
@@ -248,11 +258,13 @@ def export_onnx(
         stage = pair.stage_folder(target, eid)
         files = ["forward.onnx", "inverse.onnx"] + (["prior.onnx"] if sampler else [])
         raw = {f: stage / (f + ".partial") for f in files}
-        _export(ForwardGraph(fused), x, raw["forward.onnx"], "x", ["z", "logdet", "log_prob"], exporter)
-        _export(InverseGraph(fused), z, raw["inverse.onnx"], "z", ["x"], exporter)
+        _export(ForwardGraph(fused), fwd_ex, raw["forward.onnx"], ins, list(FORWARD_OUTPUTS), exporter)
+        _export(InverseGraph(fused), inv_ex, raw["inverse.onnx"], inv_ins, list(INVERSE_OUTPUTS), exporter)
         if sampler:
             with torch.no_grad():
-                export_prior(fused.prior, shape, raw["prior.onnx"], _export, exporter)
+                export_prior(
+                    fused.prior, shape, raw["prior.onnx"], _export, exporter, example_batch, model=fused, context=c
+                )
         for f in files:
             _finalize(raw[f], stage / f, spec, f.split(".")[0], extra)
         pair.write_manifest(stage, eid, files, {"spec_sha256": spec.sha256, "weights": weights})
@@ -278,89 +290,59 @@ def export_onnx(
             f"onnxruntime disagrees with PyTorch on {spec.name!r} (relative error above {tolerance:g} or NaN: "
             f"{worst}); the files were written to {str(out)!r}",
             filename=spec.filename,
-            notes=[f"float32, batch {check_batch}:", *parity_table(parity)],
+            notes=[f"float32, batch {check_batch}{fed_contexts(parity)}:", *parity_table(parity)],
         )
     return ExportResult(str(fwd_path), str(inv_path), parity)
 
 
-def parity_failures(parity: dict[str, float], tolerance: float) -> dict[str, float]:
-    """The relative errors of a :func:`check_parity` result that are not ≤ ``tolerance``; a NaN
-    error is one of them (``max`` and ``>`` would let it pass)."""
-    return {name: parity[f"{name}_rel"] for name in PARITY_OUTPUTS if not parity[f"{name}_rel"] <= tolerance}
+def fed_contexts(parity: dict) -> str:
+    """``", label contexts"`` when the parity check fed contexts (conditional models), else ``""``."""
+    return f", {parity['context']} contexts" if parity.get("context") else ""
 
 
-def parity_table(parity: dict[str, float]) -> list[str]:
-    """The lines of the abs/rel error table of a :func:`check_parity` result, one per output."""
-    lines = [f"{'output':<10} {'max abs err':>12} {'max rel err':>12}"]
-    for name in PARITY_OUTPUTS:
-        lines.append(f"{name:<10} {parity[f'{name}_abs']:12.3e} {parity[f'{name}_rel']:12.3e}")
-    return lines
+def describe_io(path: str | os.PathLike) -> str:
+    """An ONNX file's signature as text, e.g. ``"z (B,1,8,8), context (B,) int64 -> x, log_prob"``
+    (read from the file: what the export command prints)."""
+    import onnx
 
+    g = onnx.load(os.fspath(path), load_external_data=False).graph
 
-def check_parity(
-    model: nn.Module, forward_path: str, inverse_path: str, batch: int = 7, seed: int = 1
-) -> dict[str, float]:
-    """Max abs and relative errors of onnxruntime against PyTorch (float32) at ``batch``.
+    def one(v) -> str:
+        t = v.type.tensor_type
+        dims = ",".join(d.dim_param and "B" or str(d.dim_value) for d in t.shape.dim)
+        dtype = "" if t.elem_type == onnx.TensorProto.FLOAT else f" {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)}"
+        return f"{v.name} ({dims}){dtype}"
 
-    Raises :class:`FlowDSLError` when the two files carry different export ids (a mixed pair)."""
-    import onnxruntime as ort
-
-    from flowdsl.runtime.export.pair import check_same_export
-
-    check_same_export(forward_path, inverse_path)
-
-    m = model.to(device="cpu", dtype=torch.float32).eval()
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch, *m.input_shape), generator=gen)
-    with torch.no_grad():
-        z, logdet = m(x)
-        lp = m.prior.log_prob(z) + logdet
-        x_back = m.inverse(z)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    fs = ort.InferenceSession(forward_path, opts, providers=["CPUExecutionProvider"])
-    is_ = ort.InferenceSession(inverse_path, opts, providers=["CPUExecutionProvider"])
-    oz, old, olp = fs.run(None, {"x": x.numpy()})
-    (ox,) = is_.run(None, {"z": z.numpy()})
-
-    def err(a: np.ndarray, b: Tensor) -> tuple[float, float]:
-        b = b.numpy()
-        d = float(np.max(np.abs(a - b))) if a.size else 0.0
-        scale = float(np.max(np.abs(b))) if b.size else 0.0
-        return d, d / max(scale, 1e-12)
-
-    res = {}
-    for name, a, b in (("z", oz, z), ("logdet", old, logdet), ("log_prob", olp, lp), ("inverse", ox, x)):
-        res[f"{name}_abs"], res[f"{name}_rel"] = err(a, b)
-    res["roundtrip_abs"] = float((x_back - x).abs().max())
-    return res
+    return ", ".join(one(v) for v in g.input) + " -> " + ", ".join(v.name for v in g.output)
 
 
 def sample_onnx(
-    folder: str | os.PathLike, n: int, temperature: float = 1.0, seed: int = 0, with_log_prob: bool = False
+    folder: str | os.PathLike,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    with_log_prob: bool = False,
+    context: Any = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """``n`` samples of an exported model drawn with onnxruntime and numpy only (the recipe of
     :mod:`flowdsl.runtime.export.prior`): noise from ``numpy.random.default_rng(seed)`` through
-    ``prior.onnx`` then ``inverse.onnx``; ``with_log_prob`` also scores them with ``forward.onnx``.
-    The folder is verified first (:func:`flowdsl.runtime.export.pair.verify_export`)."""
-    import onnxruntime as ort
+    ``prior.onnx`` then ``inverse.onnx``, which also gives their log_prob (``with_log_prob``).
 
+    ``context`` (a conditional export only, then required): labels (n,) or one label, vectors
+    (n, D) or (D,), images (n, C, H, W) or (C, H, W); one example is repeated n times.
+    The folder is verified first (:func:`flowdsl.runtime.export.pair.verify_export`)."""
+    from flowdsl.errors import FlowDSLError
     from flowdsl.runtime.export.pair import verify_export
+    from flowdsl.runtime.export.parity import ort_session
 
     f = Path(folder)
     manifest = verify_export(f)
     if "prior.onnx" not in manifest["files"]:
-        from flowdsl.errors import FlowDSLError
-
         raise FlowDSLError("this export has no prior.onnx (its prior samples in PyTorch only)", filename=str(f))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = {
-        k: ort.InferenceSession(str(f / f"{k}.onnx"), opts, providers=["CPUExecutionProvider"])
-        for k in ("prior", "inverse", "forward")
-    }
+    sess = {k: ort_session(str(f / f"{k}.onnx")) for k in ("prior", "inverse")}
     meta = sess["prior"].get_modelmeta().custom_metadata_map
     shape = tuple(int(d) for d in meta["flowdsl.input_shape"].split(","))
+    ctx = _context_feed(sess["inverse"], meta.get("flowdsl.context"), context, n, str(f))
     rng = np.random.default_rng(seed)
     feeds = {"temperature": np.array([temperature], np.float32)}
     for i in sess["prior"].get_inputs():
@@ -368,9 +350,38 @@ def sample_onnx(
             feeds["normal"] = rng.standard_normal((n, *shape), dtype=np.float32)
         elif i.name == "uniform":
             feeds["uniform"] = rng.random((n, *shape), dtype=np.float32)
-    (z,) = sess["prior"].run(None, feeds)
-    (x,) = sess["inverse"].run(None, {"z": z})
-    if not with_log_prob:
-        return x
-    _, _, lp = sess["forward"].run(None, {"x": x})
-    return x, lp
+        elif i.name == "context":
+            feeds["context"] = ctx
+    (z,) = sess["prior"].run(["z"], feeds)
+    x, lp = sess["inverse"].run(["x", "log_prob"], {"z": z, **({} if ctx is None else {"context": ctx})})
+    return (x, lp) if with_log_prob else x
+
+
+def _context_feed(inverse: Any, declared: str | None, context: Any, n: int, where: str) -> np.ndarray | None:
+    """The ``context`` array to feed (n leading), or None for an unconditional export."""
+    from flowdsl.errors import ContextError
+
+    inp = next((i for i in inverse.get_inputs() if i.name == "context"), None)
+    if inp is None:
+        if context is not None:
+            raise ContextError("this export is unconditional: it takes no context", filename=where)
+        return None
+    if context is None:
+        raise ContextError(f"this export is conditional: pass a context ({declared})", filename=where)
+    label = inp.type == "tensor(int64)"
+    arr = np.asarray(context)
+    if label and not np.issubdtype(arr.dtype, np.integer):
+        raise ContextError(f"the context is a label: pass integers, not {arr.dtype} ({declared})", filename=where)
+    arr = arr.astype(np.int64 if label else np.float32)
+    rank = len(inp.shape)  # (B, ...)
+    if arr.ndim == rank - 1:
+        arr = np.broadcast_to(arr, (n, *arr.shape)).copy()
+    classes = inverse.get_modelmeta().custom_metadata_map.get("flowdsl.context_classes")
+    if label and classes is not None and arr.size and not (0 <= arr.min() and arr.max() < int(classes)):
+        raise ContextError(f"a label is outside 0..{int(classes) - 1} ({declared})", filename=where)
+    want = [n, *inp.shape[1:]]
+    if arr.ndim != rank or any(isinstance(d, int) and d != a for d, a in zip(want, arr.shape)):
+        raise ContextError(
+            f"the context has shape {tuple(arr.shape)}, expected {tuple(want)} ({declared})", filename=where
+        )
+    return arr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flowdsl.runtime.layers import (  # noqa: F401  (each import registers a lowering)
     actnorm,
+    autoregressive,
     butterfly,
     conv,
     conv1x1,

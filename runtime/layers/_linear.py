@@ -77,3 +77,6 @@ class ChannelLinear(Bijector):
         if self.has_bias:
             y = y - self._b(y)
         return apply_channel_matrix(y, self.weight_inv)
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), batch_constant(self.logdet, y)

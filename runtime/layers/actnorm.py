@@ -5,6 +5,7 @@ Shapes: x (B, C, H, W) or (B, D); parameters ``log_scale`` and ``bias`` of shape
     forward   y = x · exp(s) + b                     (s, b broadcast over H, W)
     inverse   x = (y − b) · exp(−s)
     log-det   log|det J| = H·W·Σ_c s_c               (D-vectors: Σ_d s_d)
+    inverse_with_log_det   the inverse and that constant (one pass, as every layer here)
 
 On the first forward in training mode (and only then) s and b are set from the batch so that y
 has zero mean and unit variance per channel; the flag is a buffer, so a loaded checkpoint is
@@ -58,18 +59,26 @@ class ActNorm(Bijector):
         self._init_checked = False
         return super()._load_from_state_dict(*args, **kwargs)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        self._maybe_init(x)
-        s = self._view(self.log_scale)
-        y = x * torch.exp(s) + self._view(self.bias)
+    def _logdet(self, x: Tensor) -> Tensor:
+        """H·W·Σ_c s_c as (B,) in x's dtype (input-independent)."""
         spatial = 1
         for d in self.shape[1:]:
             spatial *= d
         logdet = (self.log_scale.sum() * spatial).to(x.dtype).reshape(1).expand(x.shape[0])
-        return y, logdet
+        return logdet
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._maybe_init(x)
+        s = self._view(self.log_scale)
+        y = x * torch.exp(s) + self._view(self.bias)
+        return y, self._logdet(x)
 
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self._view(self.bias)) * torch.exp(-self._view(self.log_scale))
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the inverse and the constant forward log-det H·W·Σ s."""
+        return self.inverse(y), self._logdet(y)
 
     def _frozen(self) -> "ChannelAffine":
         spatial = 1
@@ -101,6 +110,9 @@ class ChannelAffine(Bijector):
 
     def inverse(self, y: Tensor) -> Tensor:
         return (y - self.bias) * self.inv_scale
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), self.logdet.to(y.dtype).reshape(1).expand(y.shape[0])
 
 
 @lowering("actnorm")

@@ -185,6 +185,10 @@ class Butterfly(Bijector):
     def inverse(self, y: Tensor) -> Tensor:
         return self._levels(y, self.inverse_matrices(y.dtype), inverse=True)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the closed-form inverse levels and the constant log-det r·Σ (α + δ)."""
+        return self.inverse(y), batch_constant(self.log_abs_det(), y)
+
     def matrix(self, inverse: bool = False) -> Tensor:
         """The dense n×n matrix M (or M⁻¹) along the mixed axis, float64 (identity pushed through)."""
         with torch.no_grad():
@@ -232,6 +236,9 @@ class FrozenButterfly(Bijector):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self._run(y, True)
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._run(y, True), batch_constant(self.logdet, y)
 
 
 @lowering("butterfly")

@@ -85,11 +85,14 @@ class Conv1x1(Bijector):
             return torch.linalg.slogdet(self.weight)[1]
         return self.log_s.sum()
 
+    def _logdet(self, x: Tensor) -> Tensor:
+        """H·W·log|det W| as (B,) in x's dtype (input-independent)."""
+        return (self.log_abs_det() * self.spatial).to(x.dtype).reshape(1).expand(x.shape[0])
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         w = self.matrix().to(x.dtype)
         y = apply_channel_matrix(x, w)
-        logdet = (self.log_abs_det() * self.spatial).to(x.dtype).reshape(1).expand(x.shape[0])
-        return y, logdet
+        return y, self._logdet(x)
 
     def inverse(self, y: Tensor) -> Tensor:
         w = self.matrix().to(y.dtype)
@@ -97,6 +100,10 @@ class Conv1x1(Bijector):
         flat = y.movedim(1, -1).reshape(-1, c)
         x = torch.linalg.solve(w, flat.t()).t()
         return x.reshape(y.movedim(1, -1).shape).movedim(-1, 1)
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the solve and the constant forward log-det H·W·log|det W|."""
+        return self.inverse(y), self._logdet(y)
 
     def _frozen(self) -> ChannelLinear:
         with torch.no_grad():

@@ -210,8 +210,11 @@ class Coupling(CouplingMath, Bijector):
             self.out_channels = [c * mult, c * mult]
             self.register_buffer("mask", _checkerboard(shape))
 
-    def _context_input(self, context: ContextValue) -> Tensor:
-        feats = context_features(context, self.shape)
+    def _context_input(self, context: ContextValue, inp: Tensor) -> Tensor:
+        # a broadcast embedding takes the input's (symbolic) size, so torch.compile(dynamic=True)
+        # does not specialise the spatial sizes (nor, by duck sizing, a batch of the same size)
+        shape = tuple(inp.shape[1:]) if context.embedding.dim() == 2 else self.shape
+        feats = context_features(context, shape)
         return feats.reshape(feats.shape[0], -1) if self.net_kind == "mlp" else feats
 
     def _cond(self, i: int, inp: Tensor, context: ContextValue | None) -> Tensor:
@@ -219,10 +222,10 @@ class Coupling(CouplingMath, Bijector):
         if self.net_kind == "mlp":
             flat = inp.reshape(-1, self.n_x[i])
             if context is not None:
-                flat = torch.cat([flat, self._context_input(context).to(flat.dtype)], dim=1)
+                flat = torch.cat([flat, self._context_input(context, inp).to(flat.dtype)], dim=1)
             return net(flat).reshape(-1, self.out_channels[i], *self.spatial)
         if context is not None:
-            inp = torch.cat([inp, self._context_input(context).to(inp.dtype)], dim=1)
+            inp = torch.cat([inp, self._context_input(context, inp).to(inp.dtype)], dim=1)
         return net(inp)
 
     def _split(self, h: Tensor) -> tuple[Tensor, Tensor | None]:

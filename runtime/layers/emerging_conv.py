@@ -142,6 +142,10 @@ class EmergingConv(Bijector):
         y = y - self.bias.to(y.dtype).view(1, -1, 1, 1)
         return _emerging_inverse(y, self.sched_tl, self.sched_br, self.link, d2, g2, d1, g1)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the tiled solve and the constant log-det H·W·Σ (log|d1| + log|d2|)."""
+        return self.inverse(y), batch_constant(self.log_abs_det(), y)
+
     def _frozen(self) -> "FrozenEmergingConv":
         out = FrozenEmergingConv(self)
         return out
@@ -184,3 +188,6 @@ class FrozenEmergingConv(Bijector):
         return _emerging_inverse(
             y - self.bias, self.sched_tl, self.sched_br, self.link, self.dinv2, self.g2, self.dinv1, self.g1
         )
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), batch_constant(self.logdet, y)

@@ -82,7 +82,11 @@ class PeriodicConv(Bijector):
         return torch.conj(torch.fft.rfft2(placed)).permute(2, 3, 0, 1)
 
     def log_abs_det(self, dtype: torch.dtype = torch.float64) -> Tensor:
-        lad = torch.linalg.slogdet(self.spectrum(dtype))[1]  # (H, Wr)
+        return self._log_abs_det_of(self.spectrum(dtype))
+
+    def _log_abs_det_of(self, spec: Tensor) -> Tensor:
+        """Σ_u Σ_v m_v log|det K̂(u, v)| of a spectrum from :meth:`spectrum`."""
+        lad = torch.linalg.slogdet(spec)[1]  # (H, Wr)
         return (lad * self.col_weights.to(lad.dtype)).sum()
 
     # bijector ------------------------------------------------------------------------
@@ -93,11 +97,20 @@ class PeriodicConv(Bijector):
         return y, batch_constant(self.log_abs_det(), x)
 
     def inverse(self, y: Tensor) -> Tensor:
+        return self._solve(y, self.spectrum(torch.float64))
+
+    def _solve(self, y: Tensor, spec: Tensor) -> Tensor:
+        """x = IRFFT2(K̂⁻¹ · RFFT2(y)) for the spectrum ``spec`` (H, Wr, C, C)."""
         C, H, W = self.shape
-        kinv = torch.linalg.inv(self.spectrum(torch.float64))  # (H, Wr, C, C) complex128
+        kinv = torch.linalg.inv(spec)  # (H, Wr, C, C) complex128
         yh = torch.fft.rfft2(y)  # (B, C, H, Wr)
         xh = torch.einsum("uvoi,biuv->bouv", kinv.to(yh.dtype), yh)
         return torch.fft.irfft2(xh, s=(H, W))
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: one spectrum gives both K̂⁻¹ (the solve) and the constant log-det."""
+        spec = self.spectrum(torch.float64)
+        return self._solve(y, spec), batch_constant(self._log_abs_det_of(spec), y)
 
     def _frozen(self) -> "FrozenPeriodicConv":
         out = FrozenPeriodicConv(self)
@@ -167,3 +180,6 @@ class FrozenPeriodicConv(Bijector):
         a = torch.einsum("uvtosi,bisuv->botuv", self.kinv, a)  # K̂⁻¹ per frequency
         a = torch.einsum("tshu,bcsuv->bcthv", self.ih, a)  # inverse DFT along H
         return torch.einsum("bcshv,svw->bchw", a, self.iw)  # inverse rDFT along W (real part)
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), batch_constant(self.logdet, y)

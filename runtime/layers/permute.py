@@ -36,6 +36,9 @@ class Permute(Bijector):
     def inverse(self, y: Tensor) -> Tensor:
         return y.index_select(1, self.inv_perm)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return y.index_select(1, self.inv_perm), y.new_zeros(y.shape[0])
+
 
 @lowering("permute")
 def lower_permute(args, shape, bodies=None):

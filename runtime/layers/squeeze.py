@@ -32,6 +32,9 @@ class Squeeze(Bijector):
         c, h, w, f = self.c, self.h, self.w, self.f
         return y.reshape(-1, c, f, f, h // f, w // f).permute(0, 1, 4, 2, 5, 3).reshape(-1, c, h, w)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), y.new_zeros(y.shape[0])
+
 
 @lowering("squeeze")
 def lower_squeeze(args, shape, bodies=None):

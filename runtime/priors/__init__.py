@@ -5,7 +5,7 @@ Listed here explicitly; importing this package registers every built-in prior lo
 
 from __future__ import annotations
 
-from flowdsl.runtime.priors import gaussian, laplace, spike_slab  # noqa: F401
+from flowdsl.runtime.priors import gaussian, gmm, laplace, spike_slab, student_t  # noqa: F401
 from flowdsl.runtime.priors.base import Prior
 from flowdsl.runtime.priors.lowering import (
     get_prior_lowering,

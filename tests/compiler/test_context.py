@@ -250,3 +250,69 @@ def test_coupling_shows_its_resolved_context():
     assert [n.args_text().endswith("context=true") for n in g.layers()] == [True, False]
     assert [n.args_text().endswith("context=false") for n in g.layers()] == [False, True]
     assert all("context" not in n.args_text() for n in plain.layers())
+
+
+def test_a_context_encoder_above_the_parameter_limit_is_named(monkeypatch):
+    from flowdsl.compiler.limits import LIMITS
+    from flowdsl.errors import ResourceLimitError
+
+    monkeypatch.setattr(LIMITS, "max_params", 100_000)
+    text = spec("coupling(hidden=4)", context="context label(classes=5000)")
+    with pytest.raises(ResourceLimitError) as info:
+        parse(text)
+    e = info.value
+    assert "the context encoder is here with 160,000" in str(e)
+    assert (e.line, e.column) == (3, 5)
+
+
+def test_context_true_inside_an_rg_body_without_a_context_is_located():
+    from flowdsl.errors import CheckError
+
+    text = spec(
+        "rg(kernel=4) {\n"
+        "disentangler { coupling(hidden=4, mask=checkerboard, context=true) }\n"
+        "decimator { actnorm }\n}",
+        context=None,
+    )
+    with pytest.raises(CheckError) as info:
+        parse(text)
+    line = text.splitlines()[3]
+    assert (info.value.line, info.value.column) == (4, line.index("true") + 1)
+    assert "context=true, but the flow declares no context" in str(info.value)
+
+
+def test_prior_check_sees_the_context():
+    from flowdsl.compiler.registry import PriorKind, register_prior, unregister_prior
+
+    seen = []
+
+    @register_prior
+    class _ProbePrior(PriorKind):
+        name = "ctxprobeprior"
+
+        class Args(ArgsModel):
+            conditional: bool = False
+
+        @classmethod
+        def check(cls, args, shape, ctx):
+            seen.append(ctx.context)
+
+    try:
+        s = parse(spec("coupling(hidden=4)\nprior ctxprobeprior(conditional=true)"))
+        assert seen == [s.context] and s.graph.prior_conditional()
+    finally:
+        unregister_prior("ctxprobeprior")
+
+
+def test_bundled_unconditional_specs_carry_no_context_in_their_fingerprint_or_table():
+    from pathlib import Path
+
+    from flowdsl.compiler.canonical import canonical_text
+
+    specs = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.flow"))
+    plain = [s for s in (flowdsl.load(p) for p in specs) if s.context is None]
+    assert len(plain) >= 5
+    for s in plain:
+        text = canonical_text(s)
+        assert "context" not in text and "conditional" not in text, s.name
+        assert "context" not in s.graph.format(), s.name

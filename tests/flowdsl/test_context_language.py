@@ -122,17 +122,18 @@ CASES = [
         "context=false",
     ),
     (
-        "image-in-rg-body",
+        "image-no-ratio-with-rg",
         [
-            "context image(channels=1, height=8, width=8)",
-            "rg(kernel=4) {",
+            "context image(channels=1, height=4, width=4)",
+            "squeeze",
+            "rg(kernel=6) {",
             "    disentangler { coupling(hidden=4, mask=checkerboard) }",
             "    decimator { actnorm }",
             "}",
         ],
-        IMG,
-        (5, "coupling"),
-        "write coupling(..., context=false) here",
+        "input image(channels=1, height=12, width=12, levels=17)",
+        (6, "coupling"),
+        "height 4 and the enclosing layer's height 6 are not integer multiples",
     ),
 ]
 
@@ -159,6 +160,21 @@ def test_image_contexts_that_fit_are_accepted(context):
     text = flow(context, "coupling(hidden=4)", "squeeze", "coupling(hidden=4)", "squeeze", "coupling(hidden=4)")
     s = flowdsl.parse(text)
     assert s.graph.context_nodes == ["coupling0", "coupling1", "coupling2"]
+
+
+def test_image_contexts_inside_rg_bodies_are_checked_against_the_rg_image_not_the_patch():
+    """rg resizes an image context to its own image and cuts it into the patches its bodies act on,
+    so a 4×4 context fits an rg on 12×12 (ratio 3) although it has no ratio with the 6×6 patches."""
+    text = flow(
+        "context image(channels=1, height=4, width=4)",
+        "rg(kernel=6) {",
+        "    disentangler { coupling(hidden=4, mask=checkerboard) }",
+        "    decimator { coupling(hidden=4, mask=checkerboard) }",
+        "}",
+        inp="input image(channels=1, height=12, width=12, levels=17)",
+    )
+    g = flowdsl.parse(text).graph
+    assert len(g.context_nodes) == 4 and all(g.node(n).in_shape == (1, 6, 6) for n in g.context_nodes)
 
 
 def test_label_and_vector_contexts_work_inside_rg_bodies():
@@ -246,3 +262,26 @@ def test_fmt_lays_out_the_context_statement_and_round_trips():
 
     assert architecture_sha256(a) == architecture_sha256(b)
     assert a.context.shape == b.context.shape == (1, 4, 4)
+
+
+def test_an_objective_that_cannot_train_conditional_flows_is_rejected_at_the_objective():
+    text = flow("context label(classes=3)", "coupling(hidden=4)", "objective fdrl(steps=5)")
+    e = err(text)
+    assert "objective fdrl does not train conditional flows" in str(e) and "context label(classes=3)" in str(e)
+    assert (e.line, e.column) == (5, at(text, 5, "fdrl"))
+    # mle (also the default) trains them; fdrl without a context is unaffected
+    assert flowdsl.parse(flow("context label(classes=3)", "coupling(hidden=4)", "objective mle")).context
+    assert flowdsl.parse(flow("coupling(hidden=4)", "objective fdrl(steps=5)")).context is None
+
+
+def test_a_context_without_any_input_reports_the_missing_input():
+    e = err("flow t {\n    context label(classes=3)\n    coupling\n}\n")
+    assert "has no 'input' statement" in str(e) and (e.line, e.column) == (1, 6)
+
+
+def test_the_fuzzer_runs_conditional_seed_specs_with_a_context():
+    from flowdsl.fuzz import check_input, seed_specs
+
+    conditional = [s for s in seed_specs() if "context " in s]
+    assert len(conditional) >= 2
+    assert [check_input(s) for s in conditional] == ["compiled"] * len(conditional)

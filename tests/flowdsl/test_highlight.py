@@ -253,3 +253,29 @@ def test_readme_editor_setups_start_flowdsl_lsp_on_flow_files():
     assert 'cmd = { "flowdsl", "lsp" }' in nvim and "extension = { flow = " in nvim
     for feature in ("Diagnostics", "Hover", "Completion", "definition", "references", "symbols", "Inlay", "Formatting"):
         assert feature in section, feature
+
+
+CONDITIONAL = (
+    "flow c {\n"
+    "    input image(channels=1, height=8, width=8)\n"
+    "    context label(classes=10)\n"
+    "    coupling(hidden=8, context=false)\n"
+    "    prior gaussian(learned=true, conditional=true)\n"
+    "}\n"
+)
+
+
+def test_the_context_statement_is_highlighted_and_context_stays_an_argument_name():
+    lexer = get_lexer_by_name("flowdsl")
+    pairs = [(t, v) for t, v in lexer.get_tokens(CONDITIONAL) if v.strip()]
+    assert pairs[pairs.index((Keyword, "context")) + 1] == (Keyword.Type, "label")
+    assert (Name.Attribute, "classes") in pairs and (Name.Attribute, "conditional") in pairs
+    args = [v for t, v in pairs if t is Name.Attribute]
+    assert args.count("context") == 1  # coupling(context=false): an argument, not the keyword
+    keywords = [v for t, v in pairs if t in Keyword]
+    assert keywords == ["flow", "input", "image", "context", "label", "false", "prior", "true", "true"]
+
+    toks = textmate_tokens(textmate_grammar(), CONDITIONAL)
+    assert ("keyword.control.flowdsl", "context") in toks and ("support.type.input.flowdsl", "label") in toks
+    assert ("variable.parameter.argument.flowdsl", "context") in toks
+    assert [v for s, v in toks if s == "keyword.control.flowdsl"] == ["input", "context", "prior"]

@@ -80,6 +80,16 @@ def _args_strategy(kind_name: str):
                 optional={"bins": st.integers(2, 12), "bound": st.floats(0.5, 5.0)},
             ),
         ),
+        "autoregressive": st.fixed_dictionaries(
+            {
+                "kind": st.sampled_from(["affine", "spline"]),
+                "hidden": hidden,
+                "depth": st.integers(1, 4),
+                "order": st.sampled_from(["natural", "reverse", "random"]),
+                "direction": st.sampled_from(["forward", "inverse"]),
+            },
+            optional={"bins": st.integers(2, 12)},
+        ).map(lambda a: a if a["kind"] == "spline" else {k: v for k, v in a.items() if k != "bins"}),
         "permute": st.fixed_dictionaries({"kind": st.sampled_from(["reverse", "shuffle"]), "seed": st.integers(0, 9)}),
         "squeeze": st.fixed_dictionaries({"factor": st.sampled_from([1, 2, 3])}),
         "split": st.just({}),

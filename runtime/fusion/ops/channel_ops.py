@@ -7,6 +7,8 @@ Both store their float64-derived quantities (W, W⁻¹, b, −W⁻¹b, 1/s, the 
 H·W·log|det A|) as buffers in the module dtype; the log-det stays float32 under 16-bit casts.
 The inverse of ChannelDense is one 1×1 map with W⁻¹ and bias −W⁻¹b; on images the map is one
 matmul over the channels (``kernels.pointwise_conv``).
+``inverse_with_log_det`` returns the inverse and the constant log-det (one pass, float32 under
+16-bit casts like ``forward``).
 :func:`emit` picks the module for a :class:`~flowdsl.runtime.fusion.ops.channel_map.ChannelMap`
 (nothing at all for the identity).
 """
@@ -67,6 +69,9 @@ class ChannelMonomial(InferenceModule):
             y = y * self.inv_scale
         return y.index_select(1, self.inv_perm) if self.has_perm else y
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), const_logdet(self.logdet, y)
+
 
 class ChannelDense(InferenceModule):
     """y = W x + b per position; buffers ``weight``, ``weight_inv`` (C, C, 1, 1 on images),
@@ -99,6 +104,9 @@ class ChannelDense(InferenceModule):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self._apply_map(y, self.weight_inv, self.bias_inv, "inv")
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), const_logdet(self.logdet, y)
 
 
 def emit(cmap: ChannelMap, shape: tuple[int, ...], dtype: torch.dtype) -> list[InferenceModule]:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from flowdsl.runtime.fusion.rules import channel_linear, coupling, freeze, positions  # noqa: F401
+from flowdsl.runtime.fusion.rules import autoregressive, channel_linear, coupling, freeze, positions  # noqa: F401
 
 __all__: list[str] = []

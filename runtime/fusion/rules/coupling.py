@@ -81,7 +81,7 @@ class FoldedLabelMLP(nn.Module):
         table = embedding.detach().to(device=w.device, dtype=torch.float64) @ we.T + bias
         self.register_buffer("w_x", w[:, :n_x].clone())
         self.register_buffer("table", table.to(w.dtype))
-        self.rest = copy.deepcopy(net[1:]).eval()
+        self.rest = nn.Sequential(*[copy.deepcopy(layer) for layer in list(net)[1:]]).eval()
         for p in self.rest.parameters():
             p.requires_grad_(False)
         self.classes, self.hidden = int(k), int(w.shape[0])
@@ -123,8 +123,11 @@ class InferenceCoupling(CouplingMath, InferenceModule):
     def _acc(dtype: torch.dtype) -> torch.dtype:
         return acc_dtype(dtype)
 
-    def _context_input(self, context: ContextValue) -> Tensor:
-        feats = context_features(context, self.shape)
+    def _context_input(self, context: ContextValue, inp: Tensor) -> Tensor:
+        # a broadcast embedding takes the input's (symbolic) size, so torch.compile(dynamic=True)
+        # does not specialise the spatial sizes (nor, by duck sizing, a batch of the same size)
+        shape = tuple(inp.shape[1:]) if context.embedding.dim() == 2 else self.shape
+        feats = context_features(context, shape)
         return feats.reshape(feats.shape[0], -1) if self.net_kind == "mlp" else feats
 
     def _cond(self, i: int, inp: Tensor, context: ContextValue | None) -> Tensor:
@@ -134,12 +137,12 @@ class InferenceCoupling(CouplingMath, InferenceModule):
             if self.folded:
                 h = net(flat, context.raw)
             elif context is not None:
-                h = net(torch.cat([flat, self._context_input(context).to(flat.dtype)], dim=1))
+                h = net(torch.cat([flat, self._context_input(context, inp).to(flat.dtype)], dim=1))
             else:
                 h = net(flat)
             return h.reshape(-1, self.out_channels[i], *self.spatial)
         if context is not None:
-            inp = torch.cat([inp, self._context_input(context).to(inp.dtype)], dim=1)
+            inp = torch.cat([inp, self._context_input(context, inp).to(inp.dtype)], dim=1)
         return net(inp)
 
     def _split(self, h: Tensor) -> tuple[Tensor, Tensor | None]:

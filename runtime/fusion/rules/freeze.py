@@ -7,7 +7,8 @@ as W⁻¹, spectra and their inverses, dense butterfly matrices or block inverse
 float64 and stored in the module dtype. When the kind declares an input-independent log-det
 (``LayerKind.constant_logdet``), that constant is also computed once here, in float64, and the
 frozen module is wrapped in :class:`ConstantLogdet`, which returns it (in float32 for 16-bit
-inputs) instead of the layer's own per-call value. Layers without weights (``squeeze``,
+inputs) instead of the layer's own per-call value, from ``forward`` and from the one-pass
+``inverse_with_log_det`` alike. Layers without weights (``squeeze``,
 ``split``) are already in inference form and are left alone.
 """
 
@@ -42,6 +43,10 @@ class ConstantLogdet(InferenceModule):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self.inner.inverse(y)
+
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """One pass: the inner inverse and the precomputed constant (as ``forward`` returns it)."""
+        return self.inner.inverse(y), const_logdet(self.logdet, y)
 
 
 def _constant_logdet(module: nn.Module, shape: tuple[int, ...]) -> Tensor:

@@ -57,6 +57,9 @@ class PositionGather(InferenceModule):
     def inverse(self, y: Tensor) -> Tensor:
         return y.reshape(-1, self.n).index_select(1, self.inv_index).reshape(-1, *self.in_shape)
 
+    def inverse_with_log_det(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inverse(y), y.new_zeros(y.shape[0])
+
 
 def _composed_index(modules: list[Any], in_shape: tuple[int, ...]) -> tuple[Tensor, tuple[int, ...]]:
     n = math.prod(in_shape)

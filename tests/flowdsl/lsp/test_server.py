@@ -171,7 +171,8 @@ def test_completion_of_statements_priors_and_args_not_given(lsp):
     lsp.open(uri, text)
     lines = text.split("\n")
     row = _line_of(text, "    prior ")
-    assert {i.label for i in lsp.completion(uri, row, len(lines[row]))} == {"gaussian", "laplace", "spike_slab"}
+    priors = {"gaussian", "gmm", "laplace", "spike_slab", "student_t"}
+    assert {i.label for i in lsp.completion(uri, row, len(lines[row]))} == priors
     row = _line_of(text, "coupling(kind=additive, ")
     labels = {i.label for i in lsp.completion(uri, row, len(lines[row]))}
     assert labels == {"hidden", "net", "depth", "mask", "bins", "bound", "context"}

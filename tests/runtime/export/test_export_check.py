@@ -42,7 +42,8 @@ def test_checked_export_fuses_once_and_returns_the_parity(monkeypatch, tmp_path)
         == (res.forward, res.inverse)
         == (str(tmp_path / "forward.onnx"), str(tmp_path / "inverse.onnx"))
     )
-    assert res.parity is not None and max(res.parity[f"{k}_rel"] for k in ("z", "logdet", "log_prob", "inverse")) < 1e-4
+    names = ("z", "logdet", "log_prob", "inverse", "inverse_log_prob")
+    assert res.parity is not None and max(res.parity[f"{k}_rel"] for k in names) < 1e-4
     again = pickle.loads(pickle.dumps(res))
     assert again == res and again.parity == res.parity
     fused = model.fuse()
@@ -64,6 +65,7 @@ def test_parity_failures_keeps_nan_and_errors_above_the_tolerance():
     from flowdsl.runtime.export.onnx import parity_failures
 
     parity = {"z_rel": 1e-6, "logdet_rel": math.nan, "log_prob_rel": 2e-4, "inverse_rel": 1e-4}
+    parity["inverse_log_prob_rel"] = 3e-4
     assert max(0.0, math.nan) == 0.0  # why max() cannot be used: it drops a NaN that comes second
     bad = parity_failures(parity, 1e-4)
-    assert list(bad) == ["logdet", "log_prob"] and math.isnan(bad["logdet"])
+    assert list(bad) == ["logdet", "log_prob", "inverse_log_prob"] and math.isnan(bad["logdet"])

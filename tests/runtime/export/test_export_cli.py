@@ -41,6 +41,11 @@ def test_a_run_folder_is_exported_with_its_best_checkpoint(run, tmp_path, capsys
     assert _export(str(run / "run"), "--out", str(out)) == 0
     text = capsys.readouterr().out
     assert f"weights: {run / 'run' / 'best.pt'}, step 3" in text and "prior.onnx" in text
+    # each file's inputs and outputs, read back from the file
+    assert "forward.onnx: x (B,2) -> z, logdet, log_prob" in text
+    assert "inverse.onnx: z (B,2) -> x, log_prob" in text
+    assert "prior.onnx: normal (B,2), temperature (1) -> z" in text
+    assert "inverse_log_prob" in text  # a row of the parity table
     m = verify_export(out)
     assert m["weights"] == f"{run / 'run' / 'best.pt'}, step 3"
     # the trained prior is in the graph: prior.onnx at temperature 1 with zero noise gives the learned mean

@@ -44,6 +44,10 @@ PRIORS = [
     "laplace(scale=0.7)",
     "laplace(scale=0.5, learned=true)",
     "spike_slab(spike=0.05, slab=1.5, weight=0.3, anneal=100)",
+    "gmm(components=3, learned=true)",
+    "gmm(components=2, learned=false)",
+    "student_t(df=4.0)",
+    "student_t(df=3.0, learned=true)",
 ]
 
 
@@ -114,7 +118,7 @@ def test_onnx_samples_match_model_sample(prior, tmp_path):
         inv = ort.InferenceSession(str(tmp_path / "onnx" / "inverse.onnx"), providers=["CPUExecutionProvider"])
         fwd = ort.InferenceSession(str(tmp_path / "onnx" / "forward.onnx"), providers=["CPUExecutionProvider"])
         z = (T * np.random.default_rng(0).standard_normal((N, 3))).astype(np.float32)
-        (x_naive,) = inv.run(None, {"z": z})
+        (x_naive,) = inv.run(["x"], {"z": z})
         lp_naive = fwd.run(None, {"x": x_naive})[2]
         assert _same_distribution(x_naive, lp_naive, x_torch.numpy(), lp_torch.numpy()) != []
 

@@ -42,6 +42,12 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         (VEC.format(d=5), "coupling(kind=spline, hidden=16)"),
         (VEC.format(d=4), "coupling(kind=spline, mask=checkerboard, bins=2, bound=0.5, hidden=16)"),
     ],
+    "autoregressive": [
+        (VEC.format(d=5), "autoregressive(hidden=16)"),
+        (VEC.format(d=4), "autoregressive(direction=inverse, order=reverse, hidden=8, depth=3)"),
+        (VEC.format(d=5), "autoregressive(kind=spline, order=random, seed=4, hidden=16)"),
+        (VEC.format(d=3), "autoregressive(kind=spline, bins=3, bound=1.5, direction=inverse, hidden=8)"),
+    ],
     "permute": [
         (IMG.format(c=5, h=2, w=2), "permute"),
         (IMG.format(c=5, h=2, w=2), "permute(kind=shuffle, seed=3)"),

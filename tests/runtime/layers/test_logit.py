@@ -188,7 +188,7 @@ def test_onnx_forward_and_inverse_parity(exporter, tmp_path):
     fs = ort.InferenceSession(str(tmp_path / "forward.onnx"), providers=["CPUExecutionProvider"])
     is_ = ort.InferenceSession(str(tmp_path / "inverse.onnx"), providers=["CPUExecutionProvider"])
     oz, old, _ = fs.run(None, {"x": x.numpy()})
-    (ox,) = is_.run(None, {"z": z.numpy()})
+    (ox,) = is_.run(["x"], {"z": z.numpy()})
     assert np.abs(oz - z.numpy()).max() <= 1e-4 * max(1.0, float(z.abs().max()))
     assert np.abs(old - ld.numpy()).max() <= 1e-4 * max(1.0, float(ld.abs().max()))
     assert np.abs(ox - x.numpy()).max() <= 1e-4

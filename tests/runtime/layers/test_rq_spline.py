@@ -194,7 +194,7 @@ def test_onnx_forward_and_inverse_parity_including_tails(inp, layer, exporter, t
     fs = ort.InferenceSession(str(tmp_path / "forward.onnx"), providers=["CPUExecutionProvider"])
     is_ = ort.InferenceSession(str(tmp_path / "inverse.onnx"), providers=["CPUExecutionProvider"])
     oz, old, _ = fs.run(None, {"x": x.numpy()})
-    (ox,) = is_.run(None, {"z": z.numpy()})
+    (ox,) = is_.run(["x"], {"z": z.numpy()})
     assert np.abs(oz - z.numpy()).max() <= 1e-4 * max(1.0, float(z.abs().max()))
     assert np.abs(old - ld.numpy()).max() <= 1e-4 * max(1.0, float(ld.abs().max()))
     assert np.abs(ox - xb.numpy()).max() <= 1e-4 * max(1.0, float(xb.abs().max()))

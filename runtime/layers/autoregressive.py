@@ -1,0 +1,175 @@
+"""``autoregressive``: MADE-based masked autoregressive transform, MAF (Papamakarios et al. 2017,
+arXiv:1705.07057) or IAF (Kingma et al. 2016, arXiv:1606.04934), affine or spline.
+
+Shapes: x (B, D) -> z (B, D). Entry i is mapped elementwise, z_i = g(x_i; θ_i), where θ_i (P values)
+comes from the MADE of ``_made.py`` and depends only on the entries before i in the order:
+
+    direction=forward (MAF)   θ = MADE(x):  forward one parallel pass; inverse D sequential steps
+    direction=inverse (IAF)   θ = MADE(z):  forward D sequential steps; inverse one parallel pass
+
+g, per entry, with θ = (shift, r) (affine, P = 2) or the 3K − 1 unnormalised spline parameters:
+    affine   z = (x + shift)·s, s = exp(2·tanh(r/2)) ∈ (e⁻², e²);  x = z/s − shift;  log g' = log s
+    spline   the monotonic rational-quadratic spline of ``_rq_spline.py`` on [−bound, bound] with
+             identity tails (Durkan et al. 2019); the same functions as ``coupling(kind=spline)``
+log-det = Σ_i log g'(x_i; θ_i): the Jacobian is triangular in the order (dz_i/dx_j = 0 for entries
+j after i), so its log-determinant is the sum of the diagonal's logs.
+
+A new layer is the identity (MADE's last layer starts at zero; θ = 0 gives s = 1, shift = 0 and an
+identity spline). ``inverse_with_log_det`` is one pass: the sequential inverse (MAF) keeps the
+log g' of its steps; the parallel inverse (IAF) evaluates g' at the returned x with the θ it used.
+With a context (``uses_context``), the MADE also reads the context's embedding (``context_features``
+of ``flowdsl.runtime.context``), unmasked, in its first layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from flowdsl.compiler.kinds.autoregressive import AutoregressiveKind
+from flowdsl.runtime.bijector import Bijector
+from flowdsl.runtime.context import ContextValue, EncodedContextInfo, context_features
+from flowdsl.runtime.layers._made import MADE, MadeWeights, made_parallel, made_sequential
+from flowdsl.runtime.layers._rq_spline import rq_spline_forward, rq_spline_inverse
+from flowdsl.runtime.layers.lowering import lowering
+
+__all__ = ["Autoregressive", "ElementMap", "ar_forward", "ar_inverse", "tanh_log_scale"]
+
+
+def tanh_log_scale(r: Tensor) -> Tensor:
+    """log s = 2·tanh(r/2), bounded in (−2, 2) (coupling's scale)."""
+    return 2.0 * torch.tanh(0.5 * r)
+
+
+class ElementMap:
+    """The elementwise g of one layer: ``forward(x, θ) -> (z, log g')``, ``inverse(z, θ, need_logdet)
+    -> (x, log g'(x) or None)``, on any leading shape (x (...,), θ (..., P))."""
+
+    def __init__(self, kind: str, bins: int, bound: float, log_scale: Callable[[Tensor], Tensor]) -> None:
+        self.spline = kind == "spline"
+        self.bins, self.bound = bins, bound
+        self.log_scale = log_scale
+
+    def forward(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+        if self.spline:
+            return rq_spline_forward(x, theta, self.bins, self.bound)
+        logs = self.log_scale(theta[..., 1])
+        return (x + theta[..., 0]) * torch.exp(logs), logs
+
+    def inverse(self, z: Tensor, theta: Tensor, need_logdet: bool = True) -> tuple[Tensor, Tensor | None]:
+        if self.spline:
+            x = rq_spline_inverse(z, theta, self.bins, self.bound)
+            return x, (rq_spline_forward(x, theta, self.bins, self.bound)[1] if need_logdet else None)
+        logs = self.log_scale(theta[..., 1])
+        return z * torch.exp(-logs) - theta[..., 0], logs
+
+
+def _total(ld: Tensor, acc: torch.dtype) -> Tensor:
+    return ld.sum(dim=1, dtype=acc)
+
+
+def ar_forward(
+    x: Tensor, w: MadeWeights, plan, g: ElementMap, direction: str, acc: torch.dtype, ctx: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(z, log|det ∂z/∂x|) for x (B, D): one parallel pass (MAF) or D sequential steps (IAF)."""
+    if direction == "forward":
+        z, ld = g.forward(x, made_parallel(x, w, ctx))
+        return z, _total(ld, acc)
+    z, logdet = made_sequential(x, w, plan, g.forward, ctx)
+    return z, logdet.to(acc)
+
+
+def ar_inverse(
+    z: Tensor,
+    w: MadeWeights,
+    plan,
+    g: ElementMap,
+    direction: str,
+    acc: torch.dtype,
+    ctx: Tensor | None = None,
+    need_logdet: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """(x, the forward log-det at x or None) for z (B, D): D sequential steps (MAF) or one parallel
+    pass (IAF)."""
+    if direction == "forward":
+        x, logdet = made_sequential(z, w, plan, lambda v, th: g.inverse(v, th, need_logdet), ctx)
+        return x, None if logdet is None else logdet.to(acc)
+    x, ld = g.inverse(z, made_parallel(z, w, ctx), need_logdet)
+    return x, None if ld is None else _total(ld, acc)
+
+
+def context_input(context: ContextValue, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """The (B, E) context features a vector layer reads (``flowdsl.runtime.context``), in ``dtype``."""
+    return context_features(context, shape).to(dtype)
+
+
+class Autoregressive(Bijector):
+    """The trainable layer (see the module docstring); ``frozen()`` gives ``InferenceAutoregressive``."""
+
+    def __init__(
+        self,
+        d: int,
+        kind: str = "affine",
+        hidden: int = 64,
+        depth: int = 2,
+        order: str = "natural",
+        seed: int = 0,
+        direction: str = "forward",
+        bins: int = 8,
+        bound: float = 3.0,
+        context: int = 0,
+    ) -> None:
+        super().__init__()
+        self.shape = (d,)
+        self.kind, self.direction = kind, direction
+        self.bins, self.bound = int(bins), float(bound)
+        per_entry = 3 * self.bins - 1 if kind == "spline" else 2
+        self.made = MADE(d, hidden, depth, per_entry, order, seed, context)
+        self.uses_context = context > 0
+        self.g = ElementMap(kind, self.bins, self.bound, tanh_log_scale)
+
+    def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
+        return context_input(context, self.shape, x.dtype) if self.uses_context else None
+
+    def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        w = self.made.weights()
+        return ar_forward(x, w, self.made.plan, self.g, self.direction, x.dtype, self._ctx(context, x))
+
+    def inverse(self, y: Tensor, context: ContextValue | None = None) -> Tensor:
+        w = self.made.weights()
+        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context, y))[0]
+
+    def inverse_with_log_det(self, y: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        w = self.made.weights()
+        return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context, y), True)
+
+    def _frozen(self) -> Bijector:
+        from flowdsl.runtime.fusion.rules.autoregressive import InferenceAutoregressive
+
+        return InferenceAutoregressive(self)
+
+    def extra_repr(self) -> str:
+        base = super().extra_repr()
+        own = f"d={self.shape[0]}, kind={self.kind}, direction={self.direction}"
+        return f"{own}, {base}" if base else own
+
+
+@lowering("autoregressive")
+def lower_autoregressive(args, shape, bodies=None, context: EncodedContextInfo | None = None):
+    bins, bound = AutoregressiveKind.spline(args)
+    width = context.width if context is not None else 0
+    return Autoregressive(
+        math.prod(shape),
+        args.kind,
+        args.hidden,
+        args.depth,
+        args.order,
+        args.seed,
+        args.direction,
+        bins,
+        bound,
+        width,
+    )
