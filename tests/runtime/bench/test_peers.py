@@ -28,10 +28,34 @@ def test_nsf_coupling_has_the_same_parameters_in_all_three(dim):
     assert counts["flowdsl"] == counts["zuko"] == counts["nflows"] == (4 * per_layer, 4 * per_layer)
 
 
-def test_maf_peers_count_only_unmasked_weights():
-    for lib in ("zuko", "nflows"):
-        stored, effective = param_counts(build_peer(lib, "maf", 6, TINY).module)
-        assert effective < stored
+@pytest.mark.parametrize("family", ["maf", "maf_spline"])
+def test_maf_stores_the_same_weights_in_all_three_and_counts_only_unmasked_ones(family):
+    counts = [param_counts(build_peer(lib, family, 13, TINY).module) for lib in ("flowdsl", "zuko", "nflows")]
+    per = 2 if family == "maf" else 3 * TINY.bins - 1
+    dense = TINY.layers * ((13 * 8 + 8) + (8 * 8 + 8) + (8 * 13 * per + 13 * per))
+    assert [c[0] for c in counts] == [dense] * 3
+    for stored, effective in counts:  # the masks take out about half of a MADE's weights
+        assert 0.3 * stored < effective < stored
+
+
+def test_the_maf_peers_are_autoregressive_in_the_same_orders():
+    """Layer 1: entry i depends on entries before it in the natural order (flowdsl, zuko, nflows all
+    start natural); the Jacobian dz/dx of one layer is lower triangular with a positive diagonal."""
+    arch = Arch(hidden=16, depth=2, layers=1, bins=4, bound=3.0)
+    x = torch.randn(6, dtype=torch.float64)
+    for lib in ("flowdsl", "zuko", "nflows"):
+        mod = build_peer(lib, "maf", 6, arch).module.double()
+        for p in mod.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        if lib == "flowdsl":
+            fn = lambda v: mod(v[None])[0][0]  # noqa: E731
+        elif lib == "zuko":
+            fn = lambda v: mod().transform(v[None])[0]  # noqa: E731
+        else:
+            fn = lambda v: mod._transform(v[None])[0][0]  # noqa: E731
+        jac = torch.autograd.functional.jacobian(fn, x)
+        assert torch.equal(jac.triu(1), torch.zeros_like(jac)), lib
+        assert (jac.diagonal() > 0).all() and (jac.tril(-1) != 0).any(), lib
 
 
 @pytest.mark.parametrize("dim", [2, 5])
