@@ -292,7 +292,8 @@ def peers_section(
         "## Peers: zuko and nflows",
         "",
         f"The same architectures in flowdsl (spec text), zuko and nflows (`flowdsl.runtime.bench.peers`): "
-        f"{a.layers} transforms, conditioner MLPs of {a.depth} hidden layers × {a.hidden} SiLU units, splines of "
+        f"{a.layers} transforms, conditioner MLPs of {a.depth} hidden layers × {a.hidden} units (SiLU in coupling "
+        "nets, ReLU in MADEs, as flowdsl's), splines of "
         f"{a.bins} bins on [−{a.bound:g}, {a.bound:g}] with identity tails; NSF = spline coupling (halves "
         "alternating), MAF = masked autoregressive (orders alternating), standard normal base. "
         f"Libraries: {', '.join(_versions(libs))}.",
