@@ -159,7 +159,10 @@ class FlowModel(nn.Module):
     ) -> ContextValue | None:
         """Validate and encode ``context`` for ``batch`` examples (None for an unconditional flow;
         raises ``ContextError``, see the module docstring). Floating contexts are cast to
-        ``dtype`` (default: the model's), everything is moved to ``device``."""
+        ``dtype`` (default: the model's), everything is moved to ``device``. A ContextValue is
+        taken as already encoded (``log_prob`` hands its own to ``forward``)."""
+        if isinstance(context, ContextValue) and self.context_info is not None:
+            return context
         if device is None or dtype is None:
             ref = self._ref_tensor()
             device = ref.device if device is None else device
@@ -307,7 +310,7 @@ class FlowModel(nn.Module):
     def log_prob(self, x: Tensor, context: Any = None) -> Tensor:
         """log p(x) in nats, (B,): prior log-density of z plus the log-determinant."""
         cv = self.encode_context(context, x.shape[0], x.device, x.dtype)
-        z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)
+        z, logdet = self(x, cv)  # through __call__: forward hooks on the model see every evaluation
         return self._prior_log_prob(z, cv) + logdet
 
     def sample(
@@ -357,7 +360,7 @@ class FlowModel(nn.Module):
                 return f"{where}: non-finite output"
             if not torch.isfinite(ld).all():
                 return f"{where}: non-finite log-determinant"
-        z, _ = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)
+        z, _ = self(x, cv)
         return None if torch.isfinite(self._prior_log_prob(z, cv)).all() else "the prior's log-density"
 
     def fuse(self, *, channels_last: bool = False, cuda_graph: bool = False) -> "FusedFlow":
@@ -491,7 +494,7 @@ class FusedFlow(FlowModel):
     def log_prob(self, x: Tensor, context: Any = None) -> Tensor:
         """log p(x) in nats, (B,); float32 for 16-bit inputs."""
         cv = self.encode_context(context, x.shape[0], x.device, x.dtype)
-        z, logdet = self._forward(x, cv)
+        z, logdet = self(x, cv)
         if z.dtype != logdet.dtype:
             z = z.to(logdet.dtype)
         return self._prior_log_prob(z, cv) + logdet

@@ -159,10 +159,10 @@ MUTANTS: list[Mutant] = [
         (
             Edit(
                 "runtime/model.py",
-                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
-                "return self._prior_log_prob(z, cv) + logdet",
-                "z, logdet = self._chain_forward(x, x.new_zeros(x.shape[0]), cv)\n        "
-                "return self._prior_log_prob(z, cv) - logdet",
+                "z, logdet = self(x, cv)  # through __call__: forward hooks on the model see every evaluation\n"
+                "        return self._prior_log_prob(z, cv) + logdet",
+                "z, logdet = self(x, cv)  # through __call__: forward hooks on the model see every evaluation\n"
+                "        return self._prior_log_prob(z, cv) - logdet",
             ),
         ),
         ("tests/runtime/test_model_api.py",),

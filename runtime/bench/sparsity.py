@@ -385,7 +385,12 @@ def sparsity_table(
     out_dir = Path(out_dir)
     train, test = _digits_data()
     runs, models, thr = _train_all(DIGITS_SPEC, steps, out_dir, quiet, eval_every=max(1, min(250, steps)))
-    results = {name: evaluate_model(m, train, test, thr, top=16, levels=17) for name, m in models.items()}
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the training runs: intra-op threads only slow 8×8 images down on a shared CPU
+    try:
+        results = {name: evaluate_model(m, train, test, thr, top=16, levels=17) for name, m in models.items()}
+    finally:
+        torch.set_num_threads(prev_threads)
     ref = reference_rows(train, test, top=16)
     lines = _tables(
         f"### Digits (1×8×8, 17 levels): the same Glow with three priors, {steps} steps each", runs, results, ref, thr

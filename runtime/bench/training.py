@@ -10,6 +10,11 @@ comparison (:mod:`flowdsl.runtime.bench.sparsity`: gaussian, laplace and spike_s
 architecture; ``--sparsity-steps``, ``--only sparsity``).
 
     flowdsl bench-training --steps 3000 --out benchmarks/training.md [--mnist-steps 6000]
+
+Conditional rows (``cglow_digits``, ``cinn_digits``) report conditional test bits/dim; the
+conditional section after the table (:mod:`flowdsl.runtime.bench.conditional`) compares
+``cglow_digits`` with ``glow_digits`` at the same budget, classifies its samples with a separately
+trained digits classifier, and measures the expected KL of the conditional 2-D toy.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ __all__ = ["training_table", "register"]
 
 DIGITS_SPECS = (
     "glow_digits.flow",
+    "cglow_digits.flow",
     "emerging_glow_digits.flow",
     "periodic_digits.flow",
     "butterfly_digits.flow",
     "rgflow_digits.flow",
     "realnvp_checkerboard_digits.flow",
+    "cinn_digits.flow",
 )
+#: conditional specs: their test bits/dim are conditional (of log p(x | context))
+CONDITIONAL_NOTES = {
+    "cglow_digits.flow": "conditional: given the class",
+    "cinn_digits.flow": "conditional: given the 4×4 low-resolution image",
+}
 
 MNIST_SPEC = """
 # A small multi-scale Glow for MNIST (28x28 padded to 32x32 by the loader), benchmark only.
@@ -56,9 +68,19 @@ def _digits_baselines() -> dict[str, float]:
 
 
 def training_table(
-    steps: int, out_dir: str | Path, specs: tuple[str, ...] = DIGITS_SPECS, mnist_steps: int = 0, quiet: bool = True
+    steps: int,
+    out_dir: str | Path,
+    specs: tuple[str, ...] = DIGITS_SPECS,
+    mnist_steps: int = 0,
+    quiet: bool = True,
+    conditional: bool = True,
+    toy_steps: int = 0,
+    reuse: bool = False,
 ) -> str:
-    """Train each spec for ``steps`` updates; return a markdown report with the tables."""
+    """Train each spec for ``steps`` updates; return a markdown report with the tables (and, with
+    ``conditional``, the conditional benchmarks of :mod:`flowdsl.runtime.bench.conditional`, the toy
+    trained for ``toy_steps``, 0: its spec's steps). ``reuse``: a run folder in ``out_dir`` that
+    already finished this spec (same spec text) with ``steps`` steps is reported instead of retrained."""
     import flowdsl
     from flowdsl.runtime.training import train
     from flowdsl.runtime.training.demo import bundled_specs
@@ -67,12 +89,18 @@ def training_table(
     available = {p.name: p for p in bundled_specs()}
     base = _digits_baselines()
     rows = []
+    runs: dict[str, dict] = {}
     for name in specs:
         if name not in available:
             continue
         spec = flowdsl.load(available[name])
         t0 = time.time()
-        s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
+        s = _finished(out_dir / spec.name, spec, steps) if reuse else None
+        if s is None:
+            s = train(spec, steps=steps, out=out_dir / spec.name, overwrite=True, quiet=quiet, sample_n=16)
+        else:
+            t0 -= float(s["seconds"])  # the wall time of the run reused
+        runs[name] = {"summary": s, "out": out_dir / spec.name}
         rows.append(
             (
                 name,
@@ -92,7 +120,8 @@ def training_table(
         "|---|---:|---:|---:|---:|",
     ]
     for name, params, bpd, best, secs in rows:
-        lines.append(f"| `specs/{name}` | {params:,} | **{bpd:.3f}** | {best} | {secs:.0f} s |")
+        note = f" ({CONDITIONAL_NOTES[name]})" if name in CONDITIONAL_NOTES else ""
+        lines.append(f"| `specs/{name}`{note} | {params:,} | **{bpd:.3f}** | {best} | {secs:.0f} s |")
     labels = {
         "uniform": "uniform (log2 17)",
         "gaussian": "full-covariance Gaussian",
@@ -102,9 +131,28 @@ def training_table(
     for key in ("uniform", "gaussian", "gmm5", "histogram"):
         if key in base:
             lines.append(f"| reference: {labels[key]} | — | {base[key]:.3f} | — | — |")
+    if conditional:
+        from flowdsl.runtime.bench.conditional import conditional_section
+
+        lines += ["", *conditional_section(out_dir, runs, toy_steps=toy_steps, quiet=quiet, reuse=reuse)]
     if mnist_steps > 0:
         lines += ["", *mnist_table(mnist_steps, out_dir, quiet)]
     return "\n".join(lines) + "\n"
+
+
+def _finished(run: Path, spec, steps: int) -> dict | None:
+    """The summary of a run in ``run`` that trained ``spec`` (same text) for ``steps`` steps to
+    the end, or None."""
+    import json
+
+    from flowdsl.runtime.training.models import spec_sha256
+
+    try:
+        s = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = s.get("spec_sha256") == spec_sha256(spec) and s.get("step") == steps == s.get("steps")
+    return s if ok and not s.get("stopped_early") else None
 
 
 def mnist_table(steps: int, out_dir: Path, quiet: bool = True) -> list[str]:
@@ -138,9 +186,29 @@ def _cmd(args) -> int:
 
     if args.out:  # refused before the runs, not after
         check_output_path(args.out, what="benchmark report")
+    specs = DIGITS_SPECS
+    if args.specs:
+        specs = tuple(s if s.endswith(".flow") else s + ".flow" for s in args.specs.split(",") if s)
+        unknown = [s for s in specs if s not in DIGITS_SPECS]
+        if unknown:
+            from flowdsl.errors import FlowDSLError
+
+            raise FlowDSLError(
+                f"--specs: not a digits spec of the benchmark: {', '.join(unknown)} (known: {', '.join(DIGITS_SPECS)})",
+                filename="bench-training",
+            )
     md = ""
     if args.only in (None, "likelihood"):
-        md = training_table(args.steps, args.runs, mnist_steps=args.mnist_steps, quiet=not args.verbose)
+        md = training_table(
+            args.steps,
+            args.runs,
+            specs=specs,
+            mnist_steps=args.mnist_steps,
+            quiet=not args.verbose,
+            conditional=args.conditional,
+            toy_steps=args.toy_steps,
+            reuse=args.reuse,
+        )
     sparsity_steps = args.steps if args.sparsity_steps is None else args.sparsity_steps
     if args.only in (None, "sparsity") and sparsity_steps > 0:
         from flowdsl.runtime.bench.sparsity import sparsity_table
@@ -150,7 +218,12 @@ def _cmd(args) -> int:
         )
     print(md)
     if args.out:
-        cmd = f"flowdsl bench-training --steps {args.steps} --mnist-steps {args.mnist_steps} --out {args.out}"
+        cmd = f"flowdsl bench-training --steps {args.steps} --mnist-steps {args.mnist_steps}"
+        cmd += f" --specs {args.specs}" if args.specs else ""
+        cmd += f" --toy-steps {args.toy_steps}" if args.toy_steps else ""
+        cmd += "" if args.conditional else " --no-conditional"
+        cmd += " --reuse" if args.reuse else ""
+        cmd += f" --out {args.out}"
         if args.only:
             cmd += f" --only {args.only}"
         if args.sparsity_steps is not None:
@@ -162,7 +235,9 @@ def _cmd(args) -> int:
 
 
 def register(subparsers) -> None:
-    from flowdsl.cliargs import steps
+    import argparse
+
+    from flowdsl.cliargs import nonnegative_int, steps
 
     p = subparsers.add_parser(
         "bench-training", help="test bits/dim of every digits spec after a fixed step budget, with reference densities"
@@ -173,6 +248,26 @@ def register(subparsers) -> None:
         type=steps,
         default=0,
         help="also train a small MNIST Glow (needs the IDX files, see runtime/data/README.md)",
+    )
+    p.add_argument(
+        "--specs",
+        default=None,
+        metavar="A,B",
+        help="only these digits specs (comma-separated file names, e.g. glow_digits,cglow_digits; default: all)",
+    )
+    p.add_argument(
+        "--conditional",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the conditional benchmarks: cglow_digits against glow_digits, its samples classified, and the "
+        "conditional 2-D toy's expected KL (default on)",
+    )
+    p.add_argument(
+        "--toy-steps",
+        type=nonnegative_int(),
+        default=0,
+        metavar="N",
+        help="training steps of the conditional 2-D toy (default 0: its spec's)",
     )
     p.add_argument(
         "--sparsity-steps",
@@ -194,6 +289,12 @@ def register(subparsers) -> None:
         help="run only the likelihood table of the digits specs, or only the spike-and-slab comparison",
     )
     p.add_argument("--runs", default="runs/bench_training", help="folder for the training runs")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="report a run already in --runs that finished the same spec text with --steps steps instead of "
+        "training it again (its own wall time is shown)",
+    )
     p.add_argument("--out", default=None, help="write the markdown report here (e.g. benchmarks/training.md)")
     p.add_argument("--verbose", action="store_true", help="show the training runs' progress")
     p.set_defaults(func=_cmd)

@@ -9,7 +9,7 @@ imported here explicitly; helpers for dequantisation and bits/dim in
 from __future__ import annotations
 
 # each module registers its sources; formats are tried in this order (IDX folders, image folders, arrays, CSV)
-from flowdsl.runtime.data import digits, mnist, patches, toy2d, tabular, images, arrays, csvfiles  # noqa: F401  # isort: skip
+from flowdsl.runtime.data import digits, mnist, patches, toy2d, ctoy2d, tabular, images, arrays, csvfiles  # noqa: F401  # isort: skip
 from flowdsl.runtime.data.base import Dataset, format_shape
 from flowdsl.runtime.data.dequantize import bits_per_dim, dequantize, nats_to_bits_per_dim, quantize
 from flowdsl.runtime.data.loader import load_dataset, load_for_spec

@@ -3,10 +3,13 @@
 Layouts accepted for a spec input of shape S: (N, *S); for images (C, H, W) also (N, H, W) when
 C = 1 and channels-last (N, H, W, C), which is transposed.
 
-``.npz`` keys: ``train``/``test`` or ``x_train``/``x_test`` (optional labels ``y_train``/``y_test``)
-give the split directly. A file with one array (``.npy``, or a ``.npz`` whose only array — or
-whose ``x``/``data``/``images`` array — is used) is split deterministically: a PCG64(0)
-permutation, the last 10 % (rounded up) is the test split.
+``.npz`` keys: ``train``/``test`` or ``x_train``/``x_test`` (optional labels ``y_train``/``y_test``,
+contexts ``context_train``/``context_test``) give the split directly. A file with one array
+(``.npy``, or a ``.npz`` whose only array — or whose ``x``/``data``/``images`` array — is used) is
+split deterministically: a PCG64(0)
+permutation, the last 10 % (rounded up) is the test split; a ``context`` array (else ``y`` or
+``labels``) next to it, one row per example, is the examples' context for conditional specs
+(:mod:`.context`), split alike.
 
 Image specs need integer values: values below the spec's ``levels`` are taken as they are;
 ``uint8`` arrays with larger values are 8-bit data and are requantised when the spec asks for
@@ -25,6 +28,7 @@ import numpy as np
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, check_values, fixed_split, format_shape
+from flowdsl.runtime.data.context import ContextProblem
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = [
@@ -276,6 +280,7 @@ def dataset_from_arrays(
 ) -> Dataset:
     """The ``split`` of arrays read from a file (or given in memory): see the module docstring."""
     labels = None
+    context: Any = None
     if has_split:
         sx = ("train", "x_train", "X_train") if split == "train" else ("test", "x_test", "X_test")
         x = _pick(arrays, sx)
@@ -284,6 +289,14 @@ def dataset_from_arrays(
                 f"the {source} has a train array but no {split} array (keys: {', '.join(arrays)})", filename=name
             )
         labels = _pick(arrays, ("y_train",) if split == "train" else ("y_test",))
+        ckey = f"context_{split}"
+        context = arrays.get(ckey)
+        if context is None:  # a y array of vectors is a vector context too
+            context = labels
+        if context is None:
+            keys = ", ".join(arrays)
+            context = ContextProblem(f"the {source} {name!r} has no {ckey} or y_{split} array (keys: {keys})")
+        context, labels = _rows(name, context, labels, len(x), ckey, f"y_{split}")
         note = f"{name}: arrays for the {split} split"
     else:
         x = _pick(arrays, _SINGLE_KEYS)
@@ -300,7 +313,15 @@ def dataset_from_arrays(
             raise DataError(f"array of shape {x.shape}: expected (N, ...) with one example per row", filename=name)
         tr, te = fixed_split(len(x), test_fraction=0.1, seed=0)
         idx = tr if split == "train" else te
-        labels = labels[idx] if labels is not None and labels.shape == (len(x),) else None
+        context = arrays.get("context")
+        if context is None:  # a y/labels array of vectors is a vector context too
+            context = labels
+        if context is None:
+            keys = ", ".join(arrays)
+            context = ContextProblem(f"the {source} {name!r} has no context, y or labels array (keys: {keys})")
+        context, labels = _rows(name, context, labels, len(x), "context", "y/labels")
+        labels = labels[idx] if labels is not None else None
+        context = context[idx] if isinstance(context, np.ndarray) else context
         x = x[idx]
         note = f"{name}: {split} split of one array (fixed PCG64(0) permutation, 10% test)"
     if x.dtype == object or x.ndim < 2:
@@ -323,7 +344,21 @@ def dataset_from_arrays(
         labels=labels,
         split=split,
         notes=[note],
+        context=context,
     )
+
+
+def _rows(name: str, context: Any, labels: Any, n: int, ckey: str, ykey: str) -> tuple[Any, Any]:
+    """The context and labels arrays when they have one row per example; otherwise labels None
+    (as unconditional specs always had it) and a :class:`ContextProblem` in place of a context
+    that does not fit, reported if a spec asks for a context."""
+    if isinstance(context, np.ndarray) and (context.ndim == 0 or context.shape[0] != n):
+        context = ContextProblem(f"the {ckey!r} array of {name!r} has shape {context.shape} for {n:,} examples")
+    if labels is not None and labels.shape != (n,):
+        if not isinstance(context, np.ndarray):
+            context = ContextProblem(f"the {ykey!r} array of {name!r} has shape {labels.shape} for {n:,} examples")
+        labels = None
+    return context, labels
 
 
 @register_dataset(

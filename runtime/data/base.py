@@ -31,7 +31,13 @@ class Dataset:
         x: float32 tensor (N, *shape): raw discrete values for images, real values for vectors.
         shape: the shape of one example (C, H, W) or (D,).
         levels: number of quantisation levels of discrete data; None for real vectors.
-        labels: optional int64 tensor (N,).
+        labels: optional int64 tensor (N,): the class of each example when the source has classes.
+        context: a per-example context: as a source gives it, the raw array it holds (numpy
+            (N, ...): an ``.npz``'s ``context`` array) or a
+            :class:`~flowdsl.runtime.data.context.ContextProblem` saying why it cannot have one;
+            after :func:`~flowdsl.runtime.data.context.attach_context` (done by ``load_for_spec``
+            for a spec that declares a context) the checked tensor the model takes: int64 (N,)
+            labels, float32 (N, D) vectors or (N, C, H, W) images; None for unconditional specs.
         split: ``"train"`` or ``"test"``.
         notes: how the data was prepared (printed by ``flowdsl train``).
         standardization: for standardised sources (:mod:`.tabular`), the map that was applied
@@ -46,6 +52,7 @@ class Dataset:
     split: str = "train"
     notes: list[str] = field(default_factory=list)
     standardization: Optional[Any] = None
+    context: Optional[Any] = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -73,7 +80,17 @@ class Dataset:
             split=split or self.split,
             notes=list(self.notes),
             standardization=self.standardization,
+            context=_take(self.context, index),
         )
+
+
+def _take(context: Any, index: torch.Tensor) -> Any:
+    """The rows ``index`` of a context (a tensor or an array); other values (None, a problem) as they are."""
+    if isinstance(context, torch.Tensor):
+        return context[index]
+    if isinstance(context, np.ndarray):
+        return context[index.numpy()]
+    return context
 
 
 def format_shape(shape: Sequence[int], levels: int | None = None) -> str:
@@ -179,6 +196,7 @@ def as_dataset(
     labels: np.ndarray | None = None,
     split: str = "train",
     notes: list[str] | None = None,
+    context: Any = None,
 ) -> Dataset:
     """Check ``array`` (N, *shape) against the spec and wrap it (requantising if asked)."""
     notes = list(notes or [])
@@ -210,6 +228,7 @@ def as_dataset(
         labels=y,
         split=split,
         notes=notes,
+        context=context,
     )
 
 

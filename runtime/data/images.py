@@ -4,7 +4,8 @@ Files ``*.png``, ``*.jpg``, ``*.jpeg`` (any case) are found recursively and sort
 When the folder has ``train/`` and ``test/`` subfolders they are the splits; otherwise a fixed
 PCG64(0) permutation puts the last 10 % (rounded up) in the test split. Images in class
 subfolders (``cats/…``, ``dogs/…``) get labels: the index of the first-level folder name in
-sorted order.
+sorted order (with ``train/`` and ``test/``: of the class folders of both, so the splits number the
+classes alike); they are the context of a spec that declares ``context label(classes=K)``.
 
 Colour modes follow the spec's channels (1: ``L``, 3: ``RGB``; alpha is dropped). Images must
 already have the spec's height and width — they are not resized; a mismatch is a
@@ -23,6 +24,7 @@ import numpy as np
 from flowdsl.compiler.limits import LIMITS
 from flowdsl.errors import DataError
 from flowdsl.runtime.data.base import Dataset, as_dataset, fixed_split, format_shape
+from flowdsl.runtime.data.context import ContextProblem
 from flowdsl.runtime.data.registry import DataRequest, register_dataset
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "is_image_dir", "load_image_dir"]
@@ -59,7 +61,14 @@ def _open_header_only(image_module, path: Path):
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
-def _read_images(files: list[Path], root: Path, shape, notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _class_names(files: list[Path], root: Path) -> list[str]:
+    """The sorted first-level subfolders of ``root`` that hold some of ``files`` (the classes)."""
+    return sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+
+
+def _read_images(
+    files: list[Path], root: Path, shape, notes: list[str] | None = None, classes: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode ``files`` into (N, C, H, W) uint8. Every file's size is read from its header and
     checked (the spec's height and width; at most ``LIMITS.max_image_pixels``) before it is
     decoded; the whole set is checked against ``LIMITS.max_data_bytes`` before allocating.
@@ -78,7 +87,7 @@ def _read_images(files: list[Path], root: Path, shape, notes: list[str] | None =
         )
     out = np.empty((len(files), c, h, w), dtype=np.uint8)
     converted: dict[str, int] = {}
-    classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    classes = _class_names(files, root) if classes is None else classes
     cls_index = {n: i for i, n in enumerate(classes)}
     labels = np.full(len(files), -1, dtype=np.int64)
     for i, p in enumerate(files):
@@ -138,7 +147,9 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
         sub = root / ("train" if split == "train" else "test")
         files = list_images(sub)
         notes: list[str] = []
-        x, labels = _read_images(files, sub, shape, notes) if files else (None, None)
+        # one class numbering for both splits: the class folders of train/ and test/ together
+        classes = sorted({c for d in ("train", "test") for c in _class_names(list_images(root / d), root / d)})
+        x, labels = _read_images(files, sub, shape, notes, classes) if files else (None, None)
         notes.insert(0, f"images in {sub}")
     else:
         files = list_images(root)
@@ -149,10 +160,24 @@ def load_image_dir(directory: str | os.PathLike, input_shape, levels, split: str
         notes.insert(0, f"{split} split of the images in {root} (fixed PCG64(0) permutation, 10% test)")
     if not files:
         raise DataError(f"no PNG/JPEG images for the {split} split", filename=str(root))
+    context = None
     if labels is not None and (labels < 0).any():
+        loose = [f for f, k in zip(files, labels) if k < 0]
+        context = ContextProblem(
+            f"{len(loose):,} images of {str(root)!r} are not in a class subfolder (e.g. {loose[0]}), so the "
+            "folder has no labels"
+        )
         labels = None
     return as_dataset(
-        str(root), x, input_shape=input_shape, levels=levels, data_levels=256, labels=labels, split=split, notes=notes
+        str(root),
+        x,
+        input_shape=input_shape,
+        levels=levels,
+        data_levels=256,
+        labels=labels,
+        split=split,
+        notes=notes,
+        context=context,
     )
 
 

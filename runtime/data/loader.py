@@ -21,6 +21,7 @@ from typing import Any
 
 from flowdsl.errors import DataError, did_you_mean
 from flowdsl.runtime.data.base import Dataset
+from flowdsl.runtime.data.context import attach_context, declared_context, split_data_option
 from flowdsl.runtime.data.registry import DataRequest, data_formats, dataset_names, find_dataset
 
 __all__ = ["load_dataset", "load_for_spec", "resolve_data_path"]
@@ -133,6 +134,10 @@ def load_for_spec(
 ) -> Dataset:
     """:func:`load_dataset` for a parsed spec: its ``input``, its ``train(data=…)`` unless ``data``.
 
+    For a spec that declares a ``context`` the dataset's ``context`` is the checked tensor the model
+    takes (:func:`flowdsl.runtime.data.context.attach_context`; a name may end with a data option,
+    ``digits+lowres``); for other specs it is None.
+
     ``data`` may also be in-memory arrays (a numpy array, a torch tensor, or a dict of them:
     :func:`flowdsl.runtime.data.arrays.load_in_memory`)."""
     from flowdsl.runtime.data.arrays import in_memory_arrays, load_in_memory, remembered
@@ -146,9 +151,10 @@ def load_for_spec(
             "in-memory data is gone (a run trained on an array resumes only with the array given again)",
             filename=label,
         )
+    decl = declared_context(spec)
     if in_memory_arrays(data) is not None:
         levels = getattr(inp, "levels", None) if getattr(inp, "kind", "image") == "image" else None
-        return load_in_memory(data, tuple(inp.shape), levels, split, name=label)
+        return attach_context(load_in_memory(data, tuple(inp.shape), levels, split, name=label), decl, label)
     if data is not None and not isinstance(data, (str, os.PathLike)):
         raise DataError(
             f"data must be a data set name, a path, or an array (numpy or torch), not {type(data).__name__}",
@@ -165,8 +171,12 @@ def load_for_spec(
         seed = int(getattr(getattr(spec, "train", None), "seed", 0) or 0)
     fname = getattr(spec, "filename", "") or ""
     base = os.path.dirname(fname) if fname and not fname.startswith("<") else None
+    base_name, option = split_data_option(name)
+    if option is not None and resolve_data_path(name, base) is not None:
+        base_name, option = name, None  # a file or folder whose name ends with the option
     try:
-        return load_dataset(name, tuple(inp.shape), levels, split, seed, n=n, base_dir=base)
+        ds = load_dataset(base_name, tuple(inp.shape), levels, split, seed, n=n, base_dir=base)
+        return attach_context(ds, decl, name, option)
     except DataError as e:
         spec_data = getattr(getattr(spec, "train", None), "data", None)
         if data and data != spec_data:  # named on the command line: reported as it is

@@ -310,6 +310,7 @@ def describe_io(path: str | os.PathLike) -> str:
     def one(v) -> str:
         t = v.type.tensor_type
         dims = ",".join(d.dim_param and "B" or str(d.dim_value) for d in t.shape.dim)
+        dims += "," if len(t.shape.dim) == 1 else ""
         dtype = "" if t.elem_type == onnx.TensorProto.FLOAT else f" {onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)}"
         return f"{v.name} ({dims}){dtype}"
 

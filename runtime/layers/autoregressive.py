@@ -32,11 +32,20 @@ from torch import Tensor
 from flowdsl.compiler.kinds.autoregressive import AutoregressiveKind
 from flowdsl.runtime.bijector import Bijector
 from flowdsl.runtime.context import ContextValue, EncodedContextInfo, context_features
+from flowdsl.runtime.fusion.ops.kernels import InferenceModule, acc_dtype
 from flowdsl.runtime.layers._made import MADE, MadeWeights, made_parallel, made_sequential
 from flowdsl.runtime.layers._rq_spline import rq_spline_forward, rq_spline_inverse
 from flowdsl.runtime.layers.lowering import lowering
 
-__all__ = ["Autoregressive", "ElementMap", "ar_forward", "ar_inverse", "tanh_log_scale"]
+__all__ = [
+    "Autoregressive",
+    "InferenceAutoregressive",
+    "ElementMap",
+    "ar_forward",
+    "ar_inverse",
+    "tanh_log_scale",
+    "sigmoid_log_scale",
+]
 
 
 def tanh_log_scale(r: Tensor) -> Tensor:
@@ -147,14 +156,85 @@ class Autoregressive(Bijector):
         return ar_inverse(y, w, self.made.plan, self.g, self.direction, y.dtype, self._ctx(context, y), True)
 
     def _frozen(self) -> Bijector:
-        from flowdsl.runtime.fusion.rules.autoregressive import InferenceAutoregressive
-
         return InferenceAutoregressive(self)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()
         own = f"d={self.shape[0]}, kind={self.kind}, direction={self.direction}"
         return f"{own}, {base}" if base else own
+
+
+def sigmoid_log_scale(r: Tensor) -> Tensor:
+    """log s = 2·tanh(r/2) = 4·σ(r) − 2, shape of ``r``."""
+    return torch.sigmoid(r) * 4.0 - 2.0
+
+
+def _buffer(t: Tensor) -> Tensor:
+    return t.detach().clone().contiguous()
+
+
+class InferenceAutoregressive(InferenceModule):
+    """Inference form of ``Autoregressive`` (``frozen()``; the fusion rule ``autoregressive_inference``):
+    the masks multiplied into the weights once and stored as buffers (W ⊙ M), the sequential steps'
+    weights stored in step order, the affine log-scale computed as 4·σ(r) − 2 (= 2·tanh(r/2); one
+    sigmoid is cheaper than a tanh on the CPU), the log-det summed in float32 for 16-bit inputs.
+    The same scheme functions as the layer, so it equals the layer to rounding."""
+
+    _logdet_buffers = ()
+
+    def __init__(self, src: "Autoregressive") -> None:
+        super().__init__()
+        self.shape = tuple(src.shape)
+        self.kind, self.direction = src.kind, src.direction
+        self.bins, self.bound = src.bins, src.bound
+        self.uses_context = src.uses_context
+        made = src.made
+        self.plan = list(made.plan)
+        self.per_entry = made.per_entry
+        with torch.no_grad():
+            w = made.weights()
+            self.register_buffer("w1", _buffer(w.w1))
+            self.register_buffer("w1_steps", _buffer(w.w1_steps))
+            self.register_buffer("wo_steps", _buffer(w.wo_steps))
+            self.register_buffer("bo_steps", _buffer(w.bo_steps))
+            self.register_buffer("b1", _buffer(w.b1))
+            self.register_buffer("wc", None if w.wc is None else _buffer(w.wc))
+            for i, (wl, bl) in enumerate(w.hidden):
+                self.register_buffer(f"wh{i}", _buffer(wl))
+                self.register_buffer(f"bh{i}", _buffer(bl))
+            self.n_hidden = len(w.hidden)
+            self.register_buffer("wo", _buffer(w.wo))
+            self.register_buffer("bo", _buffer(w.bo))
+        self.g = ElementMap(self.kind, self.bins, self.bound, sigmoid_log_scale)
+
+    def _weights(self) -> MadeWeights:
+        return MadeWeights(
+            w1=self.w1,
+            b1=self.b1,
+            wc=self.wc,
+            hidden=[(getattr(self, f"wh{i}"), getattr(self, f"bh{i}")) for i in range(self.n_hidden)],
+            wo=self.wo,
+            bo=self.bo,
+            per_entry=self.per_entry,
+            w1_steps=self.w1_steps,
+            wo_steps=self.wo_steps,
+            bo_steps=self.bo_steps,
+        )
+
+    def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
+        return context_input(context, self.shape, x.dtype) if self.uses_context else None
+
+    def forward(self, x: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        acc = acc_dtype(x.dtype)
+        return ar_forward(x, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, x))
+
+    def inverse(self, y: Tensor, context: ContextValue | None = None) -> Tensor:
+        acc = acc_dtype(y.dtype)
+        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, y))[0]
+
+    def inverse_with_log_det(self, y: Tensor, context: ContextValue | None = None) -> tuple[Tensor, Tensor]:
+        acc = acc_dtype(y.dtype)
+        return ar_inverse(y, self._weights(), self.plan, self.g, self.direction, acc, self._ctx(context, y), True)
 
 
 @lowering("autoregressive")

@@ -48,19 +48,33 @@ class MLERuntime(ObjectiveRuntime):
         temperature: float = 0.7,
         factory: Any = None,
         device: str = "auto",
+        context: Optional[str] = None,
+        context_file: Optional[str] = None,
     ) -> dict[str, Any]:
         """``n`` samples at ``temperature`` as an image grid (vectors: a scatter over the data);
-        see :func:`flowdsl.runtime.training.sampling.sample_grid`."""
+        see :func:`flowdsl.runtime.training.sampling.sample_grid` (``context``, ``context_file``: the
+        contexts of a conditional run)."""
         from flowdsl.runtime.training.sampling import sample_grid
         from flowdsl.wording import plural
 
         res = sample_grid(
-            run, n=n, temperature=temperature, out_png=out, seed=seed, data=data, factory=factory, device=device
+            run,
+            n=n,
+            temperature=temperature,
+            out_png=out,
+            seed=seed,
+            data=data,
+            factory=factory,
+            device=device,
+            context=context,
+            context_file=context_file,
         )
         res["message"] = (
             f"wrote {plural(res['n'], 'sample')} of {res['spec']} (step {res['step']}, temperature "
             f"{res['temperature']:g}) to {res['path']}"
         )
+        if res.get("contexts"):
+            res["message"] += f"; contexts: {res['contexts']}"
         if res.get("nonfinite"):
             res["message"] += (
                 f"\nwarning: {res['nonfinite']} of {res['n']} samples hold NaN or Inf (drawn as 0 in pictures, "
@@ -89,4 +103,19 @@ class MLERuntime(ObjectiveRuntime):
             default=0.7,
             metavar="T",
             help="prior temperature, finite and >= 0: z is drawn with its spread scaled by T (default 0.7)",
+        )
+        group.add_argument(
+            "--context",
+            default=None,
+            metavar="VALUE",
+            help="conditional runs: the context of every sample: a class 0..K-1 (context label) or D "
+            "comma-separated numbers (context vector); default: one row per class (labels) or the contexts "
+            "of the first test examples",
+        )
+        group.add_argument(
+            "--context-file",
+            dest="context_file",
+            default=None,
+            metavar="FILE",
+            help="conditional runs: N contexts in an .npy (or an .npz 'context' array); one row of samples each",
         )

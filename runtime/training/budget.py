@@ -158,17 +158,19 @@ class Evaluator:
         self.model, self.cfg, self.data, self.info, self.budget, self.quiet = model, cfg, data, info, budget, quiet
         self.partial: list[str] = []
 
-    def probe(self, x: Optional[Tensor]) -> None:
+    def probe(self, x: Optional[Tensor], context: Optional[Tensor] = None) -> None:
         """Measure the cost per example on one evaluation batch (only with a time limit)."""
         if self.budget.deadline is None or x is None or len(x) == 0:
             return
         xb = x[: self.cfg.test_batch]
+        cb = None if context is None else context[: self.cfg.test_batch]
         t0 = time.time()
-        _, n = score_bpd(self.model, xb, self.data.dims, self.data.levels, self.cfg.test_batch, self.info)
+        _, n = score_bpd(self.model, xb, self.data.dims, self.data.levels, self.cfg.test_batch, self.info, context=cb)
         self.budget.note_eval(time.time() - t0, n)
 
-    def score(self, label: str, x: Optional[Tensor]) -> tuple[float, int]:
-        """``(bits/dim, examples scored)`` of ``x`` (``(nan, 0)`` when there is no such split)."""
+    def score(self, label: str, x: Optional[Tensor], context: Optional[Tensor] = None) -> tuple[float, int]:
+        """``(bits/dim, examples scored)`` of ``x`` (``(nan, 0)`` when there is no such split); with
+        ``context`` (``x``'s contexts) the conditional bits/dim."""
         if x is None:
             return math.nan, 0
         total = len(x)
@@ -183,6 +185,7 @@ class Evaluator:
             self.info,
             deadline=self.budget.eval_deadline,
             progress=shown,
+            context=context,
         )
         self.budget.note_eval(time.time() - t0, n)
         shown.close(n)

@@ -20,7 +20,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["run_demo", "sweep_specs", "bundled_specs", "randomize_parameters", "jacobian_logdet_error"]
+__all__ = [
+    "run_demo",
+    "sweep_specs",
+    "bundled_specs",
+    "randomize_parameters",
+    "jacobian_logdet_error",
+    "random_context",
+]
 
 
 def bundled_specs(specs_dir: str | None = None) -> list[Path]:
@@ -44,15 +51,36 @@ def randomize_parameters(model: torch.nn.Module, scale: float = 0.3, seed: int =
         p.add_(sigma * torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype))
 
 
-def jacobian_logdet_error(model, x: torch.Tensor) -> float:
-    """Relative error between the model's log-det and slogdet of the autograd Jacobian (sample 0)."""
+def random_context(model, batch: int, dtype: torch.dtype = torch.float64, seed: int = 0):
+    """A context batch for a conditional model (``model.context_kind``): classes drawn uniformly
+    (labels), standard normal vectors, uniform [0, 1) images; None for unconditional models."""
+    kind = getattr(model, "context_kind", None)
+    if kind is None:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "label":
+        return torch.randint(0, int(model.context_classes), (batch,), generator=gen)
+    shape = (batch, *tuple(model.context_shape))
+    if kind == "vector":
+        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    return torch.rand(shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def _call(model, x: torch.Tensor, context=None):
+    return model(x) if context is None else model(x, context=context)
+
+
+def jacobian_logdet_error(model, x: torch.Tensor, context=None) -> float:
+    """Relative error between the model's log-det and slogdet of the autograd Jacobian (sample 0;
+    conditional models at ``context[0]``)."""
     shape = tuple(model.input_shape)
     n = math.prod(shape)
-    f = lambda v: model(v.reshape(1, *shape))[0].reshape(-1)  # noqa: E731
+    c0 = None if context is None else context[:1]
+    f = lambda v: _call(model, v.reshape(1, *shape), c0)[0].reshape(-1)  # noqa: E731
     jac = torch.autograd.functional.jacobian(f, x[0].reshape(-1))
     ref = torch.linalg.slogdet(jac.reshape(n, n))[1]
     with torch.no_grad():
-        got = model(x[:1])[1][0]
+        got = _call(model, x[:1], c0)[1][0]
     return float((got - ref).abs() / ref.abs().clamp_min(1.0))
 
 
@@ -68,19 +96,22 @@ def sweep_specs(outdir: Path, specs_dir: str | None = None) -> float:
         model = flowdsl.compile(spec).double()
         n = math.prod(model.input_shape)
         x = torch.rand(3, *model.input_shape, dtype=torch.float64)
+        c = random_context(model, 3)  # conditional specs: a context per example
+        inv = (lambda m, z, c: m.inverse(z)) if c is None else (lambda m, z, c: m.inverse(z, context=c))
         model.train()
         with torch.no_grad():
-            model(x)  # data-dependent initialisation
+            _call(model, x, c)  # data-dependent initialisation
         randomize_parameters(model)
         model.eval()
         with torch.no_grad():
-            z, _ = model(x)
-            rt = float((model.inverse(z) - x).abs().max())
-        ld = jacobian_logdet_error(model, x) if n <= 1024 else float("nan")
+            z, _ = _call(model, x, c)
+            rt = float((inv(model, z, c) - x).abs().max())
+        ld = jacobian_logdet_error(model, x, c) if n <= 1024 else float("nan")
         m32 = model.float()
+        c32 = c if c is None or not c.is_floating_point() else c.float()
         with torch.no_grad():
             x32 = x.float()
-            rt32 = float((m32.inverse(m32(x32)[0]) - x32).abs().max())
+            rt32 = float((inv(m32, _call(m32, x32, c32)[0], c32) - x32).abs().max())
         res = flowdsl.export_onnx(m32, outdir / "onnx" / spec.name, check=True).parity  # raises on a failed check
         rel = max(v for k, v in res.items() if k.endswith("_rel"))
         worst = max(worst, rel)

@@ -7,6 +7,10 @@ checkpoint) scores a data set that fits the spec's input:
   dequantised as the spec says (``uniform``: fixed noise from ``--seed``; ``none``: bin centres);
 * vectors: the mean negative log-likelihood −log p(x) in nats per example, and per dimension.
 
+A conditional run (a spec with ``context``) scores −log p(x | c), each example with its context
+from the data (:mod:`flowdsl.runtime.data.context`): conditional bits/dim and NLL, said so in the
+output (``"context"`` in the result names the declaration).
+
 Examples are taken in order, at most ``--eval-max``, in batches of ``--batch`` on ``--device``
 (``auto``: CUDA when present), with a progress bar on a terminal (``--quiet``: none). Weights with
 NaN or Inf are refused; examples whose log-density is not finite are counted and reported (the
@@ -40,6 +44,7 @@ def evaluate_run(
     device: str = "auto",
     seed: int = 0,
     quiet: bool = True,
+    factory: Any = None,
 ) -> dict[str, Any]:
     """Score the model of ``run`` on ``data`` (default: the run's training data), split ``split``.
 
@@ -55,19 +60,22 @@ def evaluate_run(
     from flowdsl.errors import FlowDSLError
     from flowdsl.runtime.data import dequantize, load_for_spec, nats_to_bits_per_dim
     from flowdsl.runtime.training.device import resolve_device
+    from flowdsl.runtime.training.evaluation import log_prob
     from flowdsl.runtime.training.models import check_finite_weights, load_model
+    from flowdsl.runtime.training.sample_context import context_summary
 
     if not 1 <= int(batch) <= LIMITS.max_batch:
         raise FlowDSLError(f"the batch size must be between 1 and {LIMITS.max_batch:,}, got {batch}", filename="eval")
     if eval_max is not None and int(eval_max) < 1:
         raise FlowDSLError(f"--eval-max must be at least 1, got {eval_max}", filename="eval")
     dev = resolve_device(device)
-    spec, model, ckpt = load_model(run)
+    spec, model, ckpt = load_model(run, factory=factory)
     path = ckpt.get("path", os.fspath(run))
     check_finite_weights(model, path, "evaluation")
     name = data or (ckpt.get("config") or {}).get("data") or getattr(getattr(spec, "train", None), "data", None)
     ds = load_for_spec(spec, name, split, seed=int((ckpt.get("config") or {}).get("seed", 0)))
     x = ds.x if eval_max is None else ds.x[: int(eval_max)]
+    c = ds.context if ds.context is None or eval_max is None else ds.context[: int(eval_max)]
     levels = ds.levels
     mode = getattr(spec, "dequantize", "uniform") if levels is not None else "none"
     gen = torch.Generator().manual_seed(int(seed))
@@ -77,7 +85,8 @@ def evaluate_run(
     try:
         for i in range(0, len(x), int(batch)):
             xb = dequantize(x[i : i + int(batch)], levels, mode, gen).to(dev)
-            lp = model.log_prob(xb).to(torch.float64)
+            cb = None if c is None else c[i : i + int(batch)].to(dev)
+            lp = log_prob(model, xb, cb).to(torch.float64)
             bad += int((~torch.isfinite(lp)).sum())
             total += float(lp.sum())
             count += lp.numel()
@@ -101,6 +110,7 @@ def evaluate_run(
         "nll_nats_per_dim": nll / dims,
         "bits_per_dim": float(nats_to_bits_per_dim(nll / dims, levels)) if levels is not None else None,
         "nonfinite": bad,
+        "context": context_summary(spec),
     }
 
 
@@ -151,10 +161,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     examples = plural(res["n"], "example")
     where = f"{examples} of {res['data']} ({res['split']} split); {res['checkpoint']}, step {res['step']}"
+    cond = "conditional " if res.get("context") else ""
+    given = f" (given each example's {res['context']})" if res.get("context") else ""
     if res["bits_per_dim"] is not None:
-        print(f"{res['spec']}: {res['bits_per_dim']:.4f} bits/dim on {where}")
+        print(f"{res['spec']}: {res['bits_per_dim']:.4f} {cond}bits/dim on {where}{given}")
     else:
-        print(f"{res['spec']}: NLL {res['nll_nats']:.4f} nats ({res['nll_nats_per_dim']:.4f} nats/dim) on {where}")
+        print(
+            f"{res['spec']}: {cond}NLL {res['nll_nats']:.4f} nats ({res['nll_nats_per_dim']:.4f} nats/dim) on "
+            f"{where}{given}"
+        )
     if res["nonfinite"]:
         print(f"warning: {plural(res['nonfinite'], 'example')} with a non-finite log-density", file=sys.stderr)
     if args.json:

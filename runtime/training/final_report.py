@@ -4,7 +4,10 @@ After the last update: the last weights are scored on the validation and the who
 the best checkpoint (if any evaluation qualified) is restored into the model and scored on the
 test split; its weights go to ``weights.safetensors`` (with the spec text); spike_slab priors
 report the sparsity of the test latents; ``curves.png``, ``samples.png`` (``sample_n`` > 0) and
-``summary.json`` are written. The summary dict is returned by ``train``.
+``summary.json`` are written. The summary dict is returned by ``train``. For a spec that declares
+a ``context`` every score is the conditional bits/dim (of log p(x | c), each example with its
+context), ``summary["context"]`` names the declaration (None otherwise), and ``samples.png`` has
+one row per class (labels) or one row per context of the first test examples (vectors, images).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Optional
 
 from torch import nn
 
+from flowdsl.runtime.data.context import declared_context
 from flowdsl.runtime.training.checkpoint import read_checkpoint, restore, save_safetensors, spec_architecture
 from flowdsl.runtime.training.config import TrainConfig
 from flowdsl.runtime.training.distributed import DistInfo
@@ -25,6 +29,7 @@ from flowdsl.runtime.training.models import spec_sha256
 from flowdsl.runtime.training.progress import say
 from flowdsl.runtime.training.run_data import RunData
 from flowdsl.runtime.training.run_folder import write_summary
+from flowdsl.runtime.training.sample_context import context_summary, default_contexts
 from flowdsl.wording import plural
 
 __all__ = ["final_report"]
@@ -70,8 +75,10 @@ def final_report(
     if last and whole_test and last["test_n"] == len(data.test_x):
         final_test = last["test_bpd"]
     else:
-        final_test, _ = evaluator.score("test (last weights)", data.test_x)
-    final_val = last["val_bpd"] if last else evaluator.score("validation (last weights)", data.val_eval_x)[0]
+        final_test, _ = evaluator.score("test (last weights)", data.test_x, data.test_c)
+    final_val = (
+        last["val_bpd"] if last else evaluator.score("validation (last weights)", data.val_eval_x, data.val_eval_c)[0]
+    )
     best_path = out / "best.pt"
     test_best = final_test
     weights_step = step  # no candidate for best.pt (e.g. the run ended while annealing): the last state
@@ -85,7 +92,7 @@ def final_report(
         elif whole_test and math.isfinite(best.get("test_bpd", math.nan)):
             test_best = best["test_bpd"]  # scored on the whole test split when it was chosen
         else:
-            test_best, _ = evaluator.score("test (best weights)", data.test_x)
+            test_best, _ = evaluator.score("test (best weights)", data.test_x, data.test_c)
     if info.main:
         save_safetensors(
             out / "weights.safetensors",
@@ -96,7 +103,7 @@ def final_report(
             step=weights_step,
             spec_name=str(getattr(spec, "name", "")),
         )
-    sparsity = latent_sparsity(model, data.test_x[:1000])
+    sparsity = latent_sparsity(model, data.test_x[:1000], None if data.test_c is None else data.test_c[:1000])
     summary = {
         "spec": str(getattr(spec, "name", "")),
         "spec_sha256": spec_sha256(spec),
@@ -122,6 +129,8 @@ def final_report(
         "setting_changes": list(setting_changes or []),
         "eval_max": cfg.eval_max,
         "partial_evaluations": list(evaluator.partial),
+        # conditional specs: the bits/dim above are conditional, of log p(x | c)
+        "context": context_summary(spec),
     }
     if info.main:
         try:
@@ -138,7 +147,10 @@ def final_report(
     elif cfg.sample_n > 0:
         from flowdsl.runtime.training.sampling import draw_samples, write_samples
 
-        xs = draw_samples(model, cfg.sample_n, cfg.sample_temperature, cfg.seed, info)
+        contexts = default_contexts(declared_context(spec), cfg.sample_n, data.test_c)
+        ctx = None if contexts is None else contexts.per_sample
+        n_draw = cfg.sample_n if ctx is None else len(ctx)
+        xs = draw_samples(model, n_draw, cfg.sample_temperature, cfg.seed, info, context=ctx)
         if info.main:
             image = levels is not None and len(data.train.shape) == 3
             write_samples(
@@ -147,17 +159,19 @@ def final_report(
                 levels,
                 image,
                 data=None if image else data.train.x[:5000],
-                title=f"{summary['spec']} T={cfg.sample_temperature:g}",
+                title=f"{summary['spec']} T={cfg.sample_temperature:g}" + (contexts.title if contexts else ""),
+                cols=contexts.cols if contexts else None,
             )
     summary["seconds"] = round(time.time() - t_start, 2)
     if info.main:
         write_summary(out, summary)
+    cond = "conditional " if summary["context"] else ""
     chosen = (
-        f"best validation {best['val_bpd']:.4f} bits/dim at step {best['step']}; "
-        f"test {test_best:.4f} bits/dim (best weights), {final_test:.4f} (last weights)"
+        f"best validation {best['val_bpd']:.4f} {cond}bits/dim at step {best['step']}; "
+        f"test {test_best:.4f} {cond}bits/dim (best weights), {final_test:.4f} (last weights)"
         if best["step"] >= 0
         else f"no best.pt (no evaluation qualified{'; the run ended while annealing' if anneal_until > step else ''}); "
-        f"test {final_test:.4f} bits/dim (last weights, in weights.safetensors)"
+        f"test {final_test:.4f} {cond}bits/dim (last weights, in weights.safetensors)"
     )
     say(f"done: {plural(step, 'step')} in {summary['seconds']:.1f} s; {chosen}; run folder {out}", quiet, info)
     for note in evaluator.partial:

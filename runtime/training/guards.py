@@ -48,7 +48,9 @@ class InterruptFlag:
             self._old = None
 
 
-def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: Path, last_good: str = "") -> None:
+def raise_nonfinite(
+    model: nn.Module, x: Tensor, step: int, value: float, out: Path, last_good: str = "", context: Tensor | None = None
+) -> None:
     """Stop training with a message naming the step, the first layer that went non-finite and
     ``last_good`` (the loop's account of its last finite checkpoint, e.g. "the last good
     checkpoint is RUN/last.pt (step 40)")."""
@@ -59,7 +61,13 @@ def raise_nonfinite(model: nn.Module, x: Tensor, step: int, value: float, out: P
     if callable(finder):
         try:
             model.eval()
-            where = finder(x)
+            if context is None:
+                where = finder(x)
+            else:
+                try:
+                    where = finder(x, context=context)
+                except TypeError:  # a model whose search does not take the context: no layer named
+                    where = None
         finally:
             model.train()
     detail = (

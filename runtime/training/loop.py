@@ -10,7 +10,8 @@ One update (step t, global batch B, D dimensions per example):
    generator seeded by (seed, t). Both are pure functions of (seed, t), so a resumed run sees
    exactly the batches it would have seen, and N processes can each take their shard;
 2. modules with ``set_step`` (the spike_slab prior's annealing) are told t;
-3. loss = −mean log p(x) / D (nats/dim of x on [0, 1)); backward; the global gradient norm is
+3. loss = −mean log p(x) / D (nats/dim of x on [0, 1)); for a spec that declares a ``context``
+   −mean log p(x | c) / D with each example's context from the data; backward; the global gradient norm is
    clipped to ``clip``; a non-finite norm skips the update (20 in a row abort the run);
 4. AdamW with the learning rate of a linear warm-up over ``warmup`` steps (at most a fifth of
    the run) followed by a cosine decay to ``min_lr_ratio·lr`` (or constant); weight decay only
@@ -75,7 +76,7 @@ from flowdsl.runtime.training.checkpoint import (
 from flowdsl.runtime.training.config import resolve_config, resume_setting_changes
 from flowdsl.runtime.training.device import resolve_device
 from flowdsl.runtime.training.distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shard_range, shutdown
-from flowdsl.runtime.training.evaluation import evaluate_bpd
+from flowdsl.runtime.training.evaluation import evaluate_bpd, log_prob
 from flowdsl.runtime.training.final_report import final_report
 from flowdsl.runtime.training.guards import InterruptFlag, raise_nonfinite
 from flowdsl.runtime.training.metrics import MetricsLog, prepare_plotting
@@ -101,14 +102,14 @@ __all__ = ["ModelFactory", "train_mle", "load_model", "evaluate_bpd", "lr_at", "
 
 
 class _LogProb(nn.Module):
-    """The module DDP wraps: forward(x) = model.log_prob(x)."""
+    """The module DDP wraps: forward(x, context) = model.log_prob(x[, context=context])."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.log_prob(x)
+    def forward(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        return log_prob(self.model, x, context)
 
 
 def _set_step(model: nn.Module, step: int) -> None:
@@ -126,12 +127,12 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return groups
 
 
-def _unused_parameters(model: nn.Module, x: Tensor) -> bool:
+def _unused_parameters(model: nn.Module, x: Tensor, context: Optional[Tensor] = None) -> bool:
     """Whether some trainable parameter gets no gradient (DDP must then search for them)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return False
-    lp = model.log_prob(x)
+    lp = log_prob(model, x, context)
     grads = torch.autograd.grad(lp.sum(), params, allow_unused=True)
     return any(g is None for g in grads)
 
@@ -268,6 +269,11 @@ def _train(
     check_run_sizes(spec.graph, batch=cfg.batch, test_batch=cfg.test_batch, threads=cfg.threads)
     if cfg.invertible_memory:
         require_one_process(info.world, "train")
+        if getattr(spec, "context", None) is not None:
+            raise NotAvailableError(
+                "--invertible-memory does not take a context yet: train a conditional spec without it",
+                filename="train",
+            )
         if cfg.precision != "32":  # the recomputing backward would rerun the nets in float32
             raise FlowDSLError("--precision bf16-mixed does not combine with --invertible-memory", filename="train")
     dev = info.device
@@ -302,8 +308,9 @@ def _train(
         init_n = min(len(run.train), max(cfg.batch, 512))
         idx = torch.randperm(len(run.train), generator=_gen("init", cfg.seed))[:init_n]
         x0 = run.train_batch(idx, _gen("init-noise", cfg.seed)).to(dev)
-        with torch.no_grad():
-            model(x0)  # data-dependent initialisation (ActNorm), the same in every process
+        c0 = run.train_context(idx)
+        with torch.no_grad():  # data-dependent initialisation (ActNorm), the same in every process
+            model(x0) if c0 is None else model(x0, context=c0.to(dev))
     say(
         f"model {getattr(spec, 'name', '')}: {n_params:,} parameters; "
         f"{plural(cfg.steps, 'step')} of batch {cfg.batch}, lr {cfg.lr:g}, "
@@ -315,6 +322,13 @@ def _train(
         info,
     )
 
+    if run.conditional:
+        say(
+            f"conditional: {getattr(spec.context, 'kind', 'a')} contexts from the data; every bits/dim below is "
+            "conditional, -log2 p(x | c) per dimension",
+            quiet,
+            info,
+        )
     # annealed modules (spike_slab) change the density until their schedule ends: only states
     # from then on are candidates for best.pt, so the selected model has the spec's prior
     anneal_until = int(model.prior.anneal) if isinstance(model.prior, Prior) else 0
@@ -336,8 +350,10 @@ def _train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         probe = run.train_batch(slice(None, 2), _gen("probe", cfg.seed)).to(dev)
+        probe_c = run.train_context(slice(None, 2))
+        probe_c = None if probe_c is None else probe_c.to(dev)
         ids = [dev.index] if dev.type == "cuda" else None
-        net = DDP(net, device_ids=ids, find_unused_parameters=_unused_parameters(model, probe))
+        net = DDP(net, device_ids=ids, find_unused_parameters=_unused_parameters(model, probe, probe_c))
 
     if ckpt is None:  # spec, settings, data and model are all fine: only now is an old run removed
         _clear_for_fresh_start(out, info)
@@ -366,7 +382,10 @@ def _train(
     if budget.deadline is not None and info.main:
         prepare_plotting()  # a first matplotlib import takes seconds: spend them now, inside the limit
     evaluator = Evaluator(model, cfg, run, info, budget, quiet)
-    evaluator.probe(run.val_eval_x if run.val_eval_x is not None else run.test_eval_x)
+    if run.val_eval_x is not None:
+        evaluator.probe(run.val_eval_x, run.val_eval_c)
+    else:
+        evaluator.probe(run.test_eval_x, run.test_eval_c)
     n_val_eval = len(run.val_eval_x) if run.val_eval_x is not None else 0
     n_eval = n_val_eval + len(run.test_eval_x)  # one evaluation during the run
     # the end: a last evaluation, the final report's scoring of the last and the best weights on
@@ -393,12 +412,14 @@ def _train(
             g["lr"] = lr
         idx = stream.indices(step)
         x = run.train_batch(idx, _gen("noise", cfg.seed, step))[shard].to(dev, non_blocking=True)
+        c = run.train_context(idx)
+        c = None if c is None else c[shard].to(dev, non_blocking=True)
         with autocast_conditioners(model, dev, cfg.precision):
-            lp = net(x)
+            lp = net(x) if c is None else net(x, c)
         loss = -lp.mean() / dims
         if cfg.invertible_memory and not bool(torch.isfinite(loss)):  # one process: stop before the
             raise_nonfinite(
-                model, x, step, float(loss.detach()), out, last_good()
+                model, x, step, float(loss.detach()), out, last_good(), context=c
             )  # recomputing backward inverts NaN/Inf
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -417,7 +438,7 @@ def _train(
         lv = loss.detach().reshape(1).to(torch.float64)
         all_reduce_sum(lv, info)
         if not math.isfinite(float(lv)):  # every rank sees the same reduced value, so all stop
-            raise_nonfinite(model, x, step, float(lv), out, last_good())
+            raise_nonfinite(model, x, step, float(lv), out, last_good(), context=c)
         acc_loss += float(lv) / info.world
         acc_n += 1
         last_gn = float(gn)
@@ -445,8 +466,8 @@ def _train(
             acc_loss, acc_n = 0.0, 0
         if do_eval:
             _set_step(model, step)
-            vb, vn = evaluator.score("validation", run.val_eval_x)
-            tb, tn = evaluator.score("test", run.test_eval_x)
+            vb, vn = evaluator.score("validation", run.val_eval_x, run.val_eval_c)
+            tb, tn = evaluator.score("test", run.test_eval_x, run.test_eval_c)
             last_eval = {"step": step, "val_bpd": vb, "val_n": vn, "test_bpd": tb, "test_n": tn}
             row.update(val_bpd=vb, test_bpd=tb)
             score, complete = (vb, vn == n_val_eval) if run.val_x is not None else (tb, tn == len(run.test_eval_x))

@@ -6,6 +6,9 @@ Validation and test data are dequantised once with fixed noise, so every evaluat
 same numbers; evaluations during the run score the first ``eval_max`` validation and test
 examples each (0: all; ``--eval-max``), the final report all test examples.
 Training batches are dequantised per step with a generator the loop seeds by (seed, step).
+For a spec that declares a ``context`` every split carries the examples' contexts row for row
+(``train.context``, ``val_c``, ``test_c``; :mod:`flowdsl.runtime.data.context`); contexts are
+never dequantised.
 """
 
 from __future__ import annotations
@@ -37,10 +40,23 @@ class RunData:
     test_x: Tensor  # dequantised test data
     test_eval_x: Tensor  # the part of test_x scored at evaluations during the run
     notes: list[str]  # how the data was prepared
+    # conditional specs: the contexts of the examples above, row for row (None: unconditional)
+    val_c: Optional[Tensor] = None
+    val_eval_c: Optional[Tensor] = None
+    test_c: Optional[Tensor] = None
+    test_eval_c: Optional[Tensor] = None
+
+    @property
+    def conditional(self) -> bool:
+        return self.train.context is not None
 
     def train_batch(self, index: Any, generator: torch.Generator) -> Tensor:
         """Training examples ``index``, dequantised with ``generator``'s noise."""
         return dequantize(self.train.x[index], self.levels, self.mode, generator)
+
+    def train_context(self, index: Any) -> Optional[Tensor]:
+        """The contexts of training examples ``index`` (None for unconditional specs)."""
+        return None if self.train.context is None else self.train.context[index]
 
     def describe(self, data: str) -> list[str]:
         """The lines ``flowdsl train`` prints about the data."""
@@ -76,6 +92,8 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
     n_test_eval = min(len(test), cfg.eval_max) if cfg.eval_max else len(test)
     val_eval_x = val_x[: cfg.eval_max] if val_x is not None and cfg.eval_max else val_x
     test_x = dequantize(test.x, levels, mode, _gen("eval-noise", "test"))
+    val_c = val_ds.context if val_ds is not None else None
+    test_c = test.context
     notes = list(full.notes)
     if cfg.batch > len(train_ds):  # announced: the batch stream then repeats examples within a batch
         notes.append(
@@ -94,4 +112,8 @@ def load_run_data(spec: Any, cfg: TrainConfig) -> RunData:
         test_x=test_x,
         test_eval_x=test_x[:n_test_eval],
         notes=notes,
+        val_c=val_c,
+        val_eval_c=val_c[: cfg.eval_max] if val_c is not None and cfg.eval_max else val_c,
+        test_c=test_c,
+        test_eval_c=test_c[:n_test_eval] if test_c is not None else None,
     )

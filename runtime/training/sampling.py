@@ -7,7 +7,7 @@ draws n samples at the temperature and writes, by the suffix of ``-o``:
 * ``.npy``: the raw samples, float32 array (n, *input_shape) on the model's scale ([0, 1) for
   images, real for vectors), NaN and Inf left as they are;
 * ``.npz``: ``x`` as above, ``log_prob`` (n,) float32 (log p(x) in nats under the model),
-  ``temperature`` and ``step``;
+  ``temperature`` and ``step`` (conditional runs: ``context``, each sample's, and log p(x | c));
 * ``.png``: image specs, a grid of the samples quantised back to the data's levels
   (``floor(x·levels)``), upscaled with nearest-neighbour so each cell is at least 64 pixels
   wide; vector specs, a scatter plot of the first two coordinates over the training data;
@@ -15,6 +15,9 @@ draws n samples at the temperature and writes, by the suffix of ``-o``:
 
 and refuses any other name (:data:`SAMPLE_FORMATS`) before it loads anything. The output path
 goes through :mod:`flowdsl.outputs` (atomic; devices, FIFOs and folders are refused).
+
+Conditional runs (a spec with ``context``) draw with ``--context VALUE`` or ``--context-file FILE``,
+or by default one row per class (labels) or per test context (:mod:`.sample_context`).
 
 Samples are drawn in chunks of at most :data:`SAMPLE_CHUNK` (and ``LIMITS.max_batch``), so the
 activations' memory is bounded whatever n is; n itself is at most ``LIMITS.max_samples``. The
@@ -85,9 +88,11 @@ def draw_samples(
     *,
     chunk: Optional[int] = None,
     with_log_prob: bool = False,
+    context: Optional[Tensor] = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``n`` samples (n, *input_shape), float32 on the CPU, on the [0, 1) scale (images) or real
-    (vectors); with ``with_log_prob`` also their log p(x) (n,) in nats.
+    (vectors); with ``with_log_prob`` also their log p(x) (n,) in nats. A conditional flow needs
+    ``context``: (n, *context_shape), sample i drawn from p(x | context[i]) (its log p(x | c)).
 
     Drawn in chunks of at most ``chunk`` (default :data:`SAMPLE_CHUNK`, never above
     ``LIMITS.max_batch``) into one preallocated array, so memory beyond the result is bounded.
@@ -113,6 +118,7 @@ def draw_samples(
         )
     info = dist_info or DistInfo()
     per = -(-n // info.world)
+    ctx = _shard_contexts(context, n, per, info.rank) if context is not None else None
     step = _chunk_size(chunk)
     shape = tuple(model.input_shape)
     x = torch.empty((per, *shape), dtype=torch.float32)
@@ -125,10 +131,15 @@ def draw_samples(
             torch.manual_seed(_seed_for("sample", seed, info.rank))
             for i in range(0, per, step):
                 k = min(step, per - i)
-                xi = model.sample(k, temperature=temperature)
+                if ctx is None:
+                    xi = model.sample(k, temperature=temperature)
+                else:
+                    ci = ctx[i : i + k].to(dev)
+                    xi = model.sample(k, temperature=temperature, context=ci)
                 x[i : i + k] = xi.to(device="cpu", dtype=torch.float32)
                 if lp is not None:
-                    lp[i : i + k] = model.log_prob(xi).to(device="cpu", dtype=torch.float32)
+                    lpi = model.log_prob(xi) if ctx is None else model.log_prob(xi, context=ci)
+                    lp[i : i + k] = lpi.to(device="cpu", dtype=torch.float32)
     finally:
         model.train(was_training)
     if info.active:  # gathered on the model's device (NCCL gathers CUDA tensors only), kept on the CPU
@@ -140,8 +151,24 @@ def draw_samples(
     return x if lp is None else (x, lp[:n])
 
 
-def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 2) -> np.ndarray:
-    """(n, C, H, W) samples on [0, 1) → uint8 grid image (H', W') or (H', W', 3)."""
+def _shard_contexts(context: Tensor, n: int, per: int, rank: int) -> Tensor:
+    """This process's ``per`` contexts (samples ``rank·per …``); the last shard is padded with the
+    last context (those samples are dropped after the gather)."""
+    from flowdsl.errors import FlowDSLError
+
+    if len(context) != n:
+        raise FlowDSLError(f"{len(context)} contexts for {n} samples: give one context per sample", filename="sample")
+    part = context[rank * per : (rank + 1) * per]
+    if len(part) < per:
+        part = torch.cat([part, context[-1:].expand(per - len(part), *context.shape[1:])])
+    return part
+
+
+def image_grid(
+    x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int = 2, cols: Optional[int] = None
+) -> np.ndarray:
+    """(n, C, H, W) samples on [0, 1) → uint8 grid image (H', W') or (H', W', 3); ``cols``
+    samples per row (default: a square grid)."""
     x = x01.detach().float().cpu()
     n, c, h, w = x.shape
     if levels is not None:
@@ -158,7 +185,7 @@ def image_grid(x01: Tensor, levels: Optional[int], min_cell: int = 64, pad: int 
     if scale > 1:
         img = img.repeat(scale, axis=1).repeat(scale, axis=2)
     ch, cw = h * scale, w * scale
-    cols = max(1, math.ceil(math.sqrt(n)))
+    cols = max(1, int(cols)) if cols else max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
     shape = (rows * (ch + pad) + pad, cols * (cw + pad) + pad) + ((3,) if c == 3 else ())
     grid = np.full(shape, 160, dtype=np.uint8)
@@ -173,11 +200,13 @@ def _finite_for_picture(x: Tensor) -> Tensor:
     return torch.nan_to_num(x.detach().float().cpu(), nan=0.0, posinf=1e6, neginf=-1e6)
 
 
-def save_image_grid(x01: Tensor, levels: Optional[int], path: str | os.PathLike, fmt: str = ".png") -> None:
+def save_image_grid(
+    x01: Tensor, levels: Optional[int], path: str | os.PathLike, fmt: str = ".png", cols: Optional[int] = None
+) -> None:
     """The grid of :func:`image_grid` as a PNG (``fmt=".png"``) or inside an SVG/PDF figure."""
     from flowdsl.outputs import atomic_write
 
-    grid = image_grid(_finite_for_picture(x01), levels)
+    grid = image_grid(_finite_for_picture(x01), levels, cols=cols)
     if fmt == ".png":
         from PIL import Image
 
@@ -246,6 +275,7 @@ def write_samples(
     title: str = "",
     log_prob: Optional[Tensor] = None,
     extra: Optional[dict[str, Any]] = None,
+    cols: Optional[int] = None,
 ) -> None:
     """Write samples ``x`` in the format of ``path``'s suffix (:data:`SAMPLE_FORMATS`): raw
     arrays (``.npy``; ``.npz`` with ``log_prob`` and ``extra`` scalars), or the picture — an image
@@ -268,7 +298,7 @@ def write_samples(
             arrays[k] = np.asarray(v)
         atomic_write(path, lambda f: np.savez(f, **arrays), what="samples")
     elif image:
-        save_image_grid(x, levels, path, fmt)
+        save_image_grid(x, levels, path, fmt, cols=cols)
     else:
         save_scatter(x, path, data=data, title=title, fmt=fmt)
 
@@ -282,17 +312,25 @@ def sample_grid(
     data: Optional[str] = None,
     factory: Any = None,
     device: str | torch.device = "auto",
+    context: Optional[str] = None,
+    context_file: Optional[str | os.PathLike] = None,
 ) -> dict[str, Any]:
     """Load a run folder or checkpoint, draw ``n`` samples and write them to ``out_png`` in the
     format of its suffix (see the module docstring; a bad name is refused before loading).
+
+    A conditional run draws with ``context`` (``--context``: a class, or comma-separated numbers),
+    ``context_file`` (``--context-file``), or by default one row per class (labels) or the contexts
+    of the first test examples (:mod:`.sample_context`); then ``n`` is rounded up to fill the rows,
+    and ``.npz`` files also hold each sample's ``context``.
 
     Vector flows are drawn over their training data (``data`` overrides the name stored in the
     run's settings; pass ``"none"`` to leave it out). Under torchrun the sampling is sharded and
     rank 0 writes the file. ``device``: where the model samples (``auto``, ``cpu``, ``cuda[:N]``;
     under torchrun ``cuda:$LOCAL_RANK``). The samples are drawn from the global generator of that
     device, so the same seed gives other samples on CUDA than on the CPU.
-    Returns ``{"path", "n", "temperature", "step", "spec", "nonfinite"}``
-    (``nonfinite``: samples with a NaN or Inf entry).
+    Returns ``{"path", "n", "temperature", "step", "spec", "nonfinite", "contexts"}``
+    (``nonfinite``: samples with a NaN or Inf entry; ``contexts``: how a conditional run's
+    contexts were chosen, None for unconditional runs).
 
     Raises:
         OutputError: a suffix not in :data:`SAMPLE_FORMATS`, or a path that must not be written.
@@ -303,6 +341,7 @@ def sample_grid(
     from flowdsl.runtime.training.device import resolve_device
     from flowdsl.runtime.training.distributed import init_from_env, shutdown
     from flowdsl.runtime.training.models import check_finite_weights, load_model
+    from flowdsl.runtime.training.sample_context import sample_contexts
 
     fmt = check_output_format(out_png, SAMPLE_FORMATS, what="samples")
     check_output_path(out_png, what="samples")
@@ -311,7 +350,18 @@ def sample_grid(
     try:
         spec, model, ckpt = load_model(ckpt_or_run, factory=factory, device=info.device)
         check_finite_weights(model, ckpt.get("path", ckpt_or_run), "sampling")
-        drawn = draw_samples(model, n, temperature, seed, info, with_log_prob=fmt == ".npz")
+
+        def test_contexts():
+            from flowdsl.runtime.data import load_for_spec
+
+            cfg = ckpt.get("config") or {}
+            name = data if data and data != "none" else cfg.get("data") or getattr(spec.train, "data", None)
+            return load_for_spec(spec, name, "test", seed=int(cfg.get("seed", 0))).context
+
+        contexts = sample_contexts(spec, int(n), context, context_file, test_contexts)
+        ctx = None if contexts is None else contexts.per_sample
+        n = int(n) if ctx is None else len(ctx)
+        drawn = draw_samples(model, n, temperature, seed, info, with_log_prob=fmt == ".npz", context=ctx)
         x, lp = drawn if isinstance(drawn, tuple) else (drawn, None)
         nonfinite = int((~torch.isfinite(x.reshape(len(x), -1))).any(1).sum())
         image = getattr(spec.input, "kind", "image") == "image"
@@ -332,9 +382,11 @@ def sample_grid(
                 levels,
                 image,
                 data=data_x,
-                title=f"{getattr(spec, 'name', '')} T={temperature:g}",
+                title=f"{getattr(spec, 'name', '')} T={temperature:g}" + (contexts.title if contexts else ""),
                 log_prob=lp,
-                extra={"temperature": temperature, "step": int(ckpt["step"])},
+                extra={"temperature": temperature, "step": int(ckpt["step"])}
+                | ({"context": ctx.cpu().numpy()} if ctx is not None else {}),
+                cols=contexts.cols if contexts else None,
             )
     finally:
         shutdown(info)
@@ -345,4 +397,5 @@ def sample_grid(
         "step": int(ckpt["step"]),
         "spec": getattr(spec, "name", ""),
         "nonfinite": nonfinite,
+        "contexts": contexts.title.strip() if contexts else None,
     }

@@ -21,13 +21,46 @@ def test_there_are_specs():
     assert {"glow_digits.flow", "glow_cifar.flow", "realnvp_moons.flow"} <= names
 
 
+def _check_conditional(model, x, tol: float = 1e-8) -> None:
+    """Round trip and log-det vs the autograd Jacobian of a conditional model, each example with
+    its own random context."""
+    from flowdsl.runtime.training.demo import random_context
+
+    c = random_context(model, len(x))
+    shape = tuple(model.input_shape)
+    n = math.prod(shape)
+    with torch.no_grad():
+        z, logdet = model(x, context=c)
+        assert float((model.inverse(z, context=c) - x).abs().max()) <= tol
+    if n <= 256:
+        jac = torch.autograd.functional.jacobian(
+            lambda v: model(v.reshape(1, *shape), context=c[:1])[0].reshape(-1), x[0].reshape(-1)
+        )
+        ref = torch.linalg.slogdet(jac.reshape(n, n))[1]
+        assert float((logdet[0] - ref).abs() / ref.abs().clamp_min(1.0)) <= tol
+
+
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_spec_compiles_roundtrips_and_exports(path, tmp_path):
     spec = flowdsl.load(path)
     assert spec.filename == str(path)
-    model, x = compiled(spec.source, batch=3)
+    if spec.context is not None:  # conditional: the data-dependent init needs contexts too
+        from flowdsl.runtime.training.demo import random_context, randomize_parameters
+
+        model = flowdsl.compile(spec).double()
+        x = torch.rand(3, *model.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        model.train()
+        with torch.no_grad():
+            model(x, context=random_context(model, 3, seed=1))
+        randomize_parameters(model)
+        model.eval()
+        _check_conditional(model, x)
+    else:
+        model, x = compiled(spec.source, batch=3)
     n = math.prod(model.input_shape)
-    if n <= 256:  # dense Jacobian: small inputs only (every kind is checked on small shapes too)
+    if spec.context is not None:
+        pass
+    elif n <= 256:  # dense Jacobian: small inputs only (every kind is checked on small shapes too)
         check_invertible(model, x, tol=1e-8, samples=1)
     else:
         with torch.no_grad():

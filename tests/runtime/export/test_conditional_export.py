@@ -212,7 +212,7 @@ def test_the_export_command_prints_the_context_input(tmp_path, capsys):
     (tmp_path / "c.flow").write_text(SPECS["label"], encoding="utf-8")
     assert main(["export", str(tmp_path / "c.flow"), "--untrained", "--out", str(tmp_path / "o"), "--batch", "9"]) == 0
     text = capsys.readouterr().out
-    assert "forward.onnx: x (B,2,4,4), context (B) int64 -> z, logdet, log_prob" in text
-    assert "inverse.onnx: z (B,2,4,4), context (B) int64 -> x, log_prob" in text
-    assert "prior.onnx: normal (B,2,4,4), context (B) int64, temperature (1) -> z" in text
+    assert "forward.onnx: x (B,2,4,4), context (B,) int64 -> z, logdet, log_prob" in text
+    assert "inverse.onnx: z (B,2,4,4), context (B,) int64 -> x, log_prob" in text
+    assert "prior.onnx: normal (B,2,4,4), context (B,) int64, temperature (1,) -> z" in text
     assert "batch 9, label contexts" in text and "inverse_log_prob" in text

@@ -44,7 +44,7 @@ def test_a_run_folder_is_exported_with_its_best_checkpoint(run, tmp_path, capsys
     # each file's inputs and outputs, read back from the file
     assert "forward.onnx: x (B,2) -> z, logdet, log_prob" in text
     assert "inverse.onnx: z (B,2) -> x, log_prob" in text
-    assert "prior.onnx: normal (B,2), temperature (1) -> z" in text
+    assert "prior.onnx: normal (B,2), temperature (1,) -> z" in text
     assert "inverse_log_prob" in text  # a row of the parity table
     m = verify_export(out)
     assert m["weights"] == f"{run / 'run' / 'best.pt'}, step 3"

@@ -245,7 +245,8 @@ def test_plan_counts_nodes_per_rule_and_matches_the_module():
     text = (Path(__file__).resolve().parents[3] / "specs" / "glow_digits.flow").read_text()
     graph = flowdsl.check_graph(text)
     plan = plan_fusion(graph)
-    assert [c[0] for c in plan.counts] == ["compose_positions", "merge_channel_linear", "coupling_inference", "freeze"]
+    rules = ["compose_positions", "merge_channel_linear", "coupling_inference", "autoregressive_inference", "freeze"]
+    assert [c[0] for c in plan.counts] == rules
     assert plan.counts[1][1:] == (27, 19)
     assert all(n.meta.get("fused_from") for n in map(plan.graph.node, plan.graph.chain) if n.kind == "channel_dense")
     fused = flowdsl.compile(text).fuse()

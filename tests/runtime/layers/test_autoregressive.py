@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch._dynamo
-from flowtest import compiled, jacobian
+from flowtest import compiled, jacobian, randomize_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -244,10 +244,13 @@ def test_onnx_forward_and_inverse_parity(tmp_path):
     fs = ort.InferenceSession(str(tmp_path / "forward.onnx"), opts, providers=["CPUExecutionProvider"])
     is_ = ort.InferenceSession(str(tmp_path / "inverse.onnx"), opts, providers=["CPUExecutionProvider"])
     oz, old, _ = fs.run(None, {"x": x.numpy()})
-    (ox,) = is_.run(None, {"z": z.numpy()})
+    ox, olp = is_.run(None, {"z": z.numpy()})[:2]  # inverse.onnx: x and its log-density (one pass)
+    with torch.no_grad():
+        xi, lpi = fused.inverse_with_log_prob(z)
     assert np.abs(oz - z.numpy()).max() <= 1e-4 * max(1.0, float(z.abs().max()))
     assert np.abs(old - ld.numpy()).max() <= 1e-4 * max(1.0, float(ld.abs().max()))
     assert np.abs(ox - x.numpy()).max() <= 1e-4 * max(1.0, float(x.abs().max()))
+    assert np.abs(olp - lpi.numpy()).max() <= 1e-4 * max(1.0, float(lpi.abs().max()))
 
 
 def test_nonfinite_training_output_names_the_layer_and_line():
@@ -301,3 +304,13 @@ def test_conditional_layers_read_the_context_in_every_entry(context):
     for nid, step in zip(model.graph.chain, model.steps):
         assert step.uses_context
         assert model.graph.node(nid).n_params == sum(p.numel() for p in step.parameters())
+
+
+def test_conditional_onnx_forward_and_inverse_parity(tmp_path):
+    """The context enters both ONNX graphs (a label input); onnxruntime agrees both ways."""
+    text = MIXED.replace("input vector(dim=3)\n", "input vector(dim=3)\n  context label(classes=3)\n")
+    model = flowdsl.compile(flowdsl.parse(text))
+    randomize_parameters(model, scale=1.0)
+    res = flowdsl.export_onnx(model, tmp_path, exporter="torchscript", check=True)
+    assert res.parity["context"] == "label"
+    assert max(v for k, v in res.parity.items() if k.endswith("_rel")) <= 1e-4
