@@ -316,6 +316,13 @@ def _cmd(args: argparse.Namespace) -> int:
     for p in args.specs:
         if not Path(p).is_file():
             raise FlowDSLError(f"no such spec file: {p}", filename=p)
+    need_specs = [s for s in args.sections.split(",") if s.strip() in SPEC_SECTIONS]
+    if need_specs and not args.specs:
+        raise FlowDSLError(
+            f"the section(s) {', '.join(s.strip() for s in need_specs)} need at least one SPEC "
+            "(only convs, rg and peers run without one)",
+            filename="flowdsl bench",
+        )
     from flowdsl.runtime.training.device import resolve_device
 
     if args.out:  # refused before the benchmark runs, not after
@@ -393,6 +400,8 @@ def _cmd(args: argparse.Namespace) -> int:
                 + memory_table(mem_specs, args.batch, args.threads, say)
             )
     parts += _other_sections(sections, args.batch, args.threads, say, args.specs)
+    if "peers" in sections:
+        parts.append(peers_part(args, say))
     if cpu_only:
         parts.append(f"(On {dev}: the CPU sections {', '.join(cpu_only)} were not run.)\n")
     head = [
@@ -445,6 +454,47 @@ def acceptance_section(glow: str, args: argparse.Namespace, flags: dict[str, boo
     return "## Acceptance\n\n" + text
 
 
+SPEC_SECTIONS = ("fusion", "acceptance", "frontend")
+
+
+def name_list(known: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma list of names, each one of ``known`` (at least one)."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in str(text).split(",") if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {', '.join(map(repr, bad))}; known: {', '.join(known)}"
+                if bad
+                else f"give at least one of {', '.join(known)}"
+            )
+        return names
+
+    parse.__name__ = "list"
+    return parse
+
+
+def peers_part(args: argparse.Namespace, say: Callable[[str], None]) -> str:
+    """``## Peers: zuko and nflows`` (``flowdsl.runtime.bench.peers_report``)."""
+    from flowdsl.runtime.bench.peers import Arch
+    from flowdsl.runtime.bench.peers_report import peers_section
+
+    return peers_section(
+        steps=args.peers_steps,
+        datasets=args.peers_data,
+        dims=args.peers_dims,
+        families=args.peers_models,
+        arch=Arch(),
+        batch=args.peers_train_batch,
+        speed_batch=args.peers_batch,
+        repeats=args.repeats,
+        threads=args.threads,
+        compile_=not args.no_compile,
+        say=say,
+    )
+
+
 def _foreign_sections(old: str, new: str) -> list[str]:
     """``## `` sections of an existing report that ``new`` does not contain (e.g. added by hand
     or by another command), so that re-running ``flowdsl bench --out`` keeps them."""
@@ -458,12 +508,16 @@ def _foreign_sections(old: str, new: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from flowdsl.cliargs import batch_size, int_list, positive_int, thread_count
+    from flowdsl.cliargs import batch_size, int_list, int_range, positive_int, steps, thread_count
+    from flowdsl.runtime.bench.peers_runs import TABULAR_SETS, TOY_SETS
+
+    PEER_DATA = TABULAR_SETS + TOY_SETS
+    PEER_FAMILIES = ("nsf", "affine", "maf", "maf_spline")
 
     b = subparsers.add_parser(
         "bench", help="benchmark specs: unfused/fused/compiled/onnxruntime/normflows, FLOPs, memory"
     )
-    b.add_argument("specs", nargs="+", metavar="SPEC", help="spec files to benchmark")
+    b.add_argument("specs", nargs="*", metavar="SPEC", help="spec files to benchmark (not needed by convs, rg, peers)")
     b.add_argument("--batch", type=batch_size, default=64, help="batch size of the timed calls (default 64)")
     b.add_argument("--repeats", type=positive_int(10_000), default=12, help="alternating rounds per direction")
     b.add_argument("--threads", type=thread_count, default=2, help="torch (and onnxruntime) threads of the main tables")
@@ -478,7 +532,37 @@ def register(subparsers) -> None:
         "--sections",
         default="fusion,convs,rg",
         help="comma list of: fusion (every spec, with the acceptance section and memory), acceptance (only "
-        "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times)",
+        "the glow_cifar targets), convs, rg, frontend (cold check and warm parse times), peers (flowdsl vs zuko "
+        "and nflows: NSF coupling, MAF affine, MAF spline; quality and speed)",
+    )
+    b.add_argument(
+        "--peers-steps",
+        type=steps,
+        default=1000,
+        help="peers: training steps of every quality run (0: speed only; default 1000)",
+    )
+    b.add_argument(
+        "--peers-data",
+        type=name_list(PEER_DATA),
+        default=list(PEER_DATA),
+        help=f"peers: comma list of data sets for the quality runs (default {','.join(PEER_DATA)})",
+    )
+    b.add_argument(
+        "--peers-models",
+        type=name_list(PEER_FAMILIES),
+        default=list(PEER_FAMILIES),
+        help="peers: comma list of model families (default nsf,affine,maf,maf_spline: NSF coupling, its affine "
+        "twin, MAF affine, MAF spline)",
+    )
+    b.add_argument(
+        "--peers-dims",
+        type=int_list(int_range(2, 4096)),
+        default=[64],
+        help="peers: comma list of vector sizes D of the speed tables (default 64)",
+    )
+    b.add_argument("--peers-batch", type=batch_size, default=256, help="peers: batch of the timed calls (default 256)")
+    b.add_argument(
+        "--peers-train-batch", type=batch_size, default=256, help="peers: batch of the quality runs (default 256)"
     )
     b.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
     b.add_argument("--no-onnx", action="store_true", help="leave out the onnxruntime variant")

@@ -1,0 +1,343 @@
+"""``flowdsl bench --sections peers``: flowdsl, zuko and nflows side by side (markdown).
+
+    flowdsl bench --sections peers [--peers-steps 1000] [--peers-data wine,...,pinwheel]
+                  [--peers-dims 64] [--peers-batch 256] [--threads 2] [--repeats 12] [--no-compile]
+
+Quality: every (library, family, data set) run of :func:`peers_runs.train_and_test` in a pool of
+``threads`` worker processes of one thread each (runs are independent and small, so processes
+use the cores better than threads); the runs and their order do not depend on the pool size.
+Speed: :func:`peers_runs.time_family` in this process on ``threads`` threads. The acceptance
+lines of the issue are checked in both (flowdsl no worse than zuko by more than 0.02 nats/dim;
+the spline coupling better than flowdsl's own affine coupling on each toy; log_prob ≥ 1.5× zuko on
+NSF coupling and MAF, sampling ≥ 1.5× zuko on NSF coupling, MAF sampling not slower than zuko).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from flowdsl.runtime.bench.peers import FAMILIES, Arch, available_libraries
+from flowdsl.runtime.bench.peers_runs import TABULAR_SETS, TOY_SETS, RunResult, SpeedResult
+
+__all__ = ["peers_section", "quality_runs", "quality_tables", "speed_tables", "QUALITY_MARGIN"]
+
+QUALITY_MARGIN = 0.02  # nats/dim: flowdsl's NSF and MAF may trail zuko's by at most this
+SPEED_TARGETS = (  # (family, direction, least ratio of flowdsl fused + compile over zuko)
+    ("nsf", "log_prob", 1.5),
+    ("nsf", "sample", 1.5),
+    ("maf", "log_prob", 1.5),
+    ("maf", "sample", 1.0),
+)
+COLUMNS = [(f, lib) for f in ("nsf", "maf", "maf_spline") for lib in ("flowdsl", "zuko", "nflows")]
+
+
+def _dims(data: str) -> int:
+    from flowdsl.runtime.data.tabular import TABULAR
+
+    return 2 if data in TOY_SETS else TABULAR[data][1]
+
+
+def _jobs(datasets: list[str], families: list[str], libraries: list[str]) -> list[tuple[str, str, str]]:
+    jobs = []
+    for data in datasets:
+        for fam in families:
+            libs = ["flowdsl"] if fam == "affine" else libraries
+            if fam == "affine" and data not in TOY_SETS:
+                continue
+            jobs += [(lib, fam, data) for lib in libs]
+    # the largest runs first, so the pool ends together
+    return sorted(jobs, key=lambda j: -_dims(j[2]) * (3 if "spline" in j[1] or j[1] == "nsf" else 1))
+
+
+def _worker(job: tuple) -> RunResult | tuple[str, str, str, str]:
+    import warnings
+
+    import torch
+
+    from flowdsl.errors import FlowDSLError
+    from flowdsl.runtime.bench.peers_runs import load_split, train_and_test
+
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    (lib, fam, data), arch, steps, batch, lr, toy_n = job
+    try:
+        return train_and_test(lib, fam, data, load_split(data, toy_n), arch, steps, batch, lr)
+    except FlowDSLError as e:  # e.g. a kind this checkout does not have yet
+        return (lib, fam, data, str(e).splitlines()[0])
+
+
+def quality_runs(
+    datasets: list[str],
+    families: list[str],
+    arch: Arch,
+    steps: int,
+    batch: int = 256,
+    lr: float = 1e-3,
+    workers: int = 2,
+    toy_n: int = 20_000,
+    libraries: list[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[list[RunResult], list[str]]:
+    """All quality runs; (results, notes on runs that could not be built)."""
+    libraries = libraries or available_libraries()
+    jobs = [(j, arch, steps, batch, lr, toy_n) for j in _jobs(datasets, families, libraries)]
+    results: list[RunResult] = []
+    notes: list[str] = []
+
+    def take(out) -> None:
+        if isinstance(out, RunResult):
+            results.append(out)
+            say(
+                f"  peers: {out.library} {out.family} on {out.data}: test {out.test_nll:.3f} nats/dim "
+                f"(best step {out.best_step}, {out.seconds:.0f} s)"
+            )
+        else:
+            lib, fam, data, why = out
+            notes.append(f"{lib} {FAMILIES[fam]} on {data}: not built ({why})")
+            say(f"  peers: {lib} {fam} on {data}: not built ({why})")
+
+    say(f"peers quality: {len(jobs)} runs of {steps} steps, {workers} worker process(es)")
+    if workers <= 1:
+        for j in jobs:
+            take(_worker(j))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            for fut in as_completed([pool.submit(_worker, j) for j in jobs]):
+                take(fut.result())
+    return results, sorted(set(notes))
+
+
+def _fmt(v: float | None, bold: bool = False) -> str:
+    if v is None:
+        return "–"
+    if not math.isfinite(v):
+        return "diverged"
+    return f"**{v:.3f}**" if bold else f"{v:.3f}"
+
+
+def quality_tables(
+    results: list[RunResult], datasets: list[str], floors: dict[str, float | None], steps: int, batch: int, lr: float
+) -> str:
+    by = {(r.library, r.family, r.data): r for r in results}
+    cols = [c for c in COLUMNS if any((c[1], c[0], d) in by for d in datasets)]
+    out = [
+        f"### Test NLL (nats/dim, lower is better) after {steps} steps",
+        "",
+        f"Batch {batch}, Adam lr {lr} with cosine decay, gradient norm clipped at 5, seed 0 for parameters and "
+        "batches; weights of the best validation loss (10 % of the train split, every 100 steps). "
+        "Tabular sets in their standardised coordinates. The best model of each row in bold.",
+        "",
+        "| data (D) | exact density | "
+        + " | ".join(f"{lib} {FAMILIES[f].split(' (')[0]}" for f, lib in cols)
+        + " | flowdsl affine coupling |",
+        "|---|---:|" + "---:|" * (len(cols) + 1),
+    ]
+    for d in datasets:
+        vals = [by[(lib, f, d)].test_nll if (lib, f, d) in by else None for f, lib in cols]
+        aff = by.get(("flowdsl", "affine", d))
+        finite = [v for v in vals + [aff.test_nll if aff else None] if v is not None and math.isfinite(v)]
+        low = min(finite) if finite else None
+        cells = [_fmt(v, v == low) for v in vals]
+        cells.append(_fmt(aff.test_nll, aff.test_nll == low) if aff else "–")
+        out.append(f"| {d} ({_dims(d)}) | {_fmt(floors.get(d))} | " + " | ".join(cells) + " |")
+    out += ["", "### Quality acceptance", ""]
+    out += [
+        f"flowdsl − zuko in nats/dim (target ≤ {QUALITY_MARGIN}); "
+        "spline coupling − affine coupling (flowdsl, target < 0).",
+        "",
+        "| data | NSF: flowdsl − zuko | MAF: flowdsl − zuko | MAF spline: flowdsl − zuko | spline − affine coupling |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for d in datasets:
+        cells = []
+        for f in ("nsf", "maf", "maf_spline"):
+            a, b = by.get(("flowdsl", f, d)), by.get(("zuko", f, d))
+            if a is None or b is None or not (math.isfinite(a.test_nll) and math.isfinite(b.test_nll)):
+                cells.append("–")
+                continue
+            diff = a.test_nll - b.test_nll
+            cells.append(f"{diff:+.3f} " + ("yes" if diff <= QUALITY_MARGIN else "**NO**"))
+        s, a = by.get(("flowdsl", "nsf", d)), by.get(("flowdsl", "affine", d))
+        if s and a and math.isfinite(s.test_nll) and math.isfinite(a.test_nll):
+            diff = s.test_nll - a.test_nll
+            cells.append(f"{diff:+.3f} " + ("yes" if diff < 0 else "**NO**"))
+        else:
+            cells.append("–")
+        out.append(f"| {d} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "### Parameters and training time",
+        "",
+        "Effective parameters (a MADE's masked-out weights not counted; stored count in brackets where it "
+        "differs) and the CPU time of each run's training loop (seconds; one thread per run, so on a quiet "
+        "machine this is its wall time; wall time in brackets).",
+        "",
+        "| data | model | flowdsl | zuko | nflows | CPU time flowdsl / zuko / nflows (s) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for d in datasets:
+        for f in ("nsf", "maf", "maf_spline", "affine"):
+            runs = [by.get((lib, f, d)) for lib in ("flowdsl", "zuko", "nflows")]
+            if not any(runs):
+                continue
+            pc = [_params(r.params) if r else "–" for r in runs]
+            secs = " / ".join("–" if r is None else f"{r.cpu_seconds:.0f} [{r.seconds:.0f}]" for r in runs)
+            out.append(f"| {d} | {FAMILIES[f]} | " + " | ".join(pc) + f" | {secs} |")
+    notes = [f"* {r.library} {FAMILIES[r.family]} on {r.data}: {n}" for r in results for n in r.notes]
+    if notes:
+        out += ["", *notes]
+    return "\n".join(out) + "\n"
+
+
+def _params(p: tuple[int, int]) -> str:
+    return f"{p[1]:,}" + (f" [{p[0]:,}]" if p[0] != p[1] else "")
+
+
+def _ratio(slow: list[float], fast: list[float]) -> tuple[float, float, float]:
+    from flowdsl.runtime.bench.timing import _ratio as r
+
+    return r(slow, fast)
+
+
+def speed_tables(results: list[SpeedResult], repeats: int, threads: int) -> str:
+    from flowdsl.runtime.bench.timing import _ms
+
+    variants = ["flowdsl unfused", "flowdsl fused", "flowdsl fused + compile", "zuko", "nflows"]
+    b = results[0].batch if results else 0
+    out = [
+        f"### Time per call (ms, batch {b}, {threads} thread(s), float32)",
+        "",
+        f"Median [interquartile range] over {repeats} rounds; every round runs each variant once in a shuffled "
+        "order. Speed-ups are the median [IQR] of the per-round ratios.",
+        "",
+        "| model | D | direction | " + " | ".join(variants) + " | compiled vs zuko | compiled vs nflows |",
+        "|---|---:|---|" + "---:|" * (len(variants) + 2),
+    ]
+    for r in results:
+        for d, t in r.times.items():
+            cells = [_ms(t[v]) if v in t else "–" for v in variants]
+            for peer in ("zuko", "nflows"):
+                if peer in t and "flowdsl fused + compile" in t:
+                    lo, med, hi = _ratio(t[peer], t["flowdsl fused + compile"])
+                    cells.append(f"{med:.2f}× [{lo:.2f}–{hi:.2f}]")
+                else:
+                    cells.append("–")
+            out.append(f"| {FAMILIES[r.family]} | {r.dim} | {d} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "### Speed acceptance (flowdsl fused + compile vs zuko)",
+        "",
+        "| model | D | direction | target | measured | met? |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for fam, d, target in SPEED_TARGETS:
+        for r in (r for r in results if r.family == fam):
+            t = r.times.get(d, {})
+            if "zuko" not in t or "flowdsl fused + compile" not in t:
+                out.append(f"| {FAMILIES[fam]} | {r.dim} | {d} | ≥ {target}× | – | not measured |")
+                continue
+            lo, med, hi = _ratio(t["zuko"], t["flowdsl fused + compile"])
+            ok = "yes" if med >= target else "**NO**"
+            out.append(f"| {FAMILIES[fam]} | {r.dim} | {d} | ≥ {target}× | {med:.2f}× [{lo:.2f}–{hi:.2f}] | {ok} |")
+    out += [
+        "",
+        "### Parameters, compile time and agreement",
+        "",
+        "| model | D | flowdsl | zuko | nflows | compile log_prob (s) | compile sampling (s) | "
+        "fused / compiled vs unfused (max rel. Δ log_prob) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        pc = [f"{r.params[lib][1]:,}" if lib in r.params else "–" for lib in ("flowdsl", "zuko", "nflows")]
+        cs = [f"{r.compile_s[k]:.1f}" if k in r.compile_s else "–" for k in ("log_prob", "sample")]
+        errs = " / ".join(f"{r.errors[k]:.1e}" for k in ("flowdsl fused", "flowdsl fused + compile") if k in r.errors)
+        out.append(f"| {FAMILIES[r.family]} | {r.dim} | " + " | ".join(pc + cs) + f" | {errs} |")
+    notes = [f"* {FAMILIES[r.family]}, D={r.dim}: {n}" for r in results for n in r.notes]
+    if notes:
+        out += ["", *notes]
+    return "\n".join(out) + "\n"
+
+
+def peers_section(
+    steps: int = 1000,
+    datasets: list[str] | None = None,
+    dims: list[int] | None = None,
+    families: list[str] | None = None,
+    arch: Arch = Arch(),
+    batch: int = 256,
+    lr: float = 1e-3,
+    speed_batch: int = 256,
+    repeats: int = 12,
+    threads: int = 2,
+    compile_: bool = True,
+    toy_n: int = 20_000,
+    say: Callable[[str], None] = print,
+) -> str:
+    """The ``## Peers: zuko and nflows`` section (quality unless ``steps`` is 0, then speed)."""
+    import torch
+
+    from flowdsl.errors import FlowDSLError
+    from flowdsl.runtime.bench.peers_runs import load_split, time_family, true_test_nll
+
+    datasets = list(TABULAR_SETS + TOY_SETS) if datasets is None else datasets
+    dims = [64] if dims is None else dims
+    libs = available_libraries()
+    a = arch
+    text = [
+        "## Peers: zuko and nflows",
+        "",
+        f"The same architectures in flowdsl (spec text), zuko and nflows (`flowdsl.runtime.bench.peers`): "
+        f"{a.layers} transforms, conditioner MLPs of {a.depth} hidden layers × {a.hidden} units (SiLU in coupling "
+        "nets, ReLU in MADEs, as flowdsl's), splines of "
+        f"{a.bins} bins on [−{a.bound:g}, {a.bound:g}] with identity tails; NSF = spline coupling (halves "
+        "alternating), MAF = masked autoregressive (orders alternating), standard normal base. "
+        f"Libraries: {', '.join(_versions(libs))}.",
+        "",
+    ]
+    if "zuko" not in libs:
+        text += ["zuko is not installed (`pip install 'flowdsl[bench]'`): the acceptance comparisons are missing.", ""]
+    families = ["nsf", "affine", "maf", "maf_spline"] if families is None else families
+    if steps > 0:
+        t0 = time.perf_counter()
+        results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say)
+        cpu = sum(r.cpu_seconds for r in results)
+        say(f"peers quality: {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU in the runs")
+        floors = {d: true_test_nll(d, load_split(d, toy_n)[2]) for d in datasets}
+        text += [quality_tables(results, datasets, floors, steps, batch, lr)]
+        text += [
+            f"Quality runs: {len(results)} in {time.perf_counter() - t0:.0f} s wall time on {threads} worker "
+            f"process(es), {cpu:.0f} s CPU time in their training loops.",
+            "",
+        ]
+        if notes:
+            text += ["Not run:", "", *[f"* {n}" for n in notes], ""]
+    speed: list[SpeedResult] = []
+    skipped: list[str] = []
+    torch.set_num_threads(threads)
+    for fam in (f for f in ("nsf", "maf", "maf_spline") if f in families):
+        for dim in dims:
+            try:
+                speed.append(time_family(fam, dim, a, speed_batch, repeats, libs, compile_, say))
+            except FlowDSLError as e:
+                skipped.append(f"* {FAMILIES[fam]}, D={dim}: flowdsl cannot build it here ({str(e).splitlines()[0]})")
+    text += [speed_tables(speed, repeats, threads)]
+    if skipped:
+        text += ["Not timed:", "", *skipped, ""]
+    return "\n".join(text)
+
+
+def _versions(libs: list[str]) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for lib in libs:
+        try:
+            out.append(f"{lib} {version(lib)}")
+        except PackageNotFoundError:
+            out.append(lib)
+    return out

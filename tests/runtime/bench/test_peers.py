@@ -1,0 +1,141 @@
+"""The peers benchmark (``flowdsl bench --sections peers``): the same architectures in flowdsl, zuko
+and nflows, and a 2-step smoke run of the whole section. The measurements themselves live in
+BENCHMARKS.md, never in tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flowdsl.runtime.bench.suite as suite
+from flowdsl.cli import main as flowdsl_main
+from flowdsl.runtime.bench.peers import Arch, _kept, build_peer, param_counts
+from flowdsl.runtime.bench.peers_report import QUALITY_MARGIN, peers_section, quality_tables, speed_tables
+from flowdsl.runtime.bench.peers_runs import RunResult, SpeedResult
+
+pytest.importorskip("zuko")
+pytest.importorskip("nflows")
+
+TINY = Arch(hidden=8, depth=2, layers=2, bins=4, bound=3.0)
+
+
+@pytest.mark.parametrize("dim", [2, 5, 13])
+def test_nsf_coupling_has_the_same_parameters_in_all_three(dim):
+    counts = {lib: param_counts(build_peer(lib, "nsf", dim, Arch()).module) for lib in ("flowdsl", "zuko", "nflows")}
+    # kept half ⌊D/2⌋ → 64 → 64 → (D − ⌊D/2⌋)·(3·8 − 1), per layer, 4 layers
+    c1 = dim // 2
+    per_layer = (c1 * 64 + 64) + (64 * 64 + 64) + (64 * (dim - c1) * 23 + (dim - c1) * 23)
+    assert counts["flowdsl"] == counts["zuko"] == counts["nflows"] == (4 * per_layer, 4 * per_layer)
+
+
+@pytest.mark.parametrize("family", ["maf", "maf_spline"])
+def test_maf_stores_the_same_weights_in_all_three_and_counts_only_unmasked_ones(family):
+    counts = [param_counts(build_peer(lib, family, 13, TINY).module) for lib in ("flowdsl", "zuko", "nflows")]
+    per = 2 if family == "maf" else 3 * TINY.bins - 1
+    dense = TINY.layers * ((13 * 8 + 8) + (8 * 8 + 8) + (8 * 13 * per + 13 * per))
+    assert [c[0] for c in counts] == [dense] * 3
+    for stored, effective in counts:  # the masks take out about half of a MADE's weights
+        assert 0.3 * stored < effective < stored
+
+
+def test_the_maf_peers_are_autoregressive_in_the_same_orders():
+    """Layer 1: entry i depends on entries before it in the natural order (flowdsl, zuko, nflows all
+    start natural); the Jacobian dz/dx of one layer is lower triangular with a positive diagonal."""
+    arch = Arch(hidden=16, depth=2, layers=1, bins=4, bound=3.0)
+    x = torch.randn(6, dtype=torch.float64)
+    for lib in ("flowdsl", "zuko", "nflows"):
+        mod = build_peer(lib, "maf", 6, arch).module.double()
+        for p in mod.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        if lib == "flowdsl":
+            fn = lambda v: mod(v[None])[0][0]  # noqa: E731
+        elif lib == "zuko":
+            fn = lambda v: mod().transform(v[None])[0]  # noqa: E731
+        else:
+            fn = lambda v: mod._transform(v[None])[0][0]  # noqa: E731
+        jac = torch.autograd.functional.jacobian(fn, x)
+        assert torch.equal(jac.triu(1), torch.zeros_like(jac)), lib
+        assert (jac.diagonal() > 0).all() and (jac.tril(-1) != 0).any(), lib
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_the_peers_couplings_keep_the_entries_flowdsl_keeps(dim):
+    """One layer: flowdsl keeps x[:⌊D/2⌋] (then reverses); zuko's and nflows' first coupling must keep
+    the same coordinates, and change the others."""
+    arch = Arch(hidden=8, depth=1, layers=1, bins=4, bound=3.0)
+    x = torch.randn(7, dim, dtype=torch.float64)
+    kept = _kept(dim, 0)
+    ours = build_peer("flowdsl", "nsf", dim, arch).module.double()
+    for p in ours.parameters():  # off the identity start
+        torch.nn.init.normal_(p, std=0.3)
+    z_ours = ours(x)[0].flip(-1)  # undo the final reverse
+    zk = build_peer("zuko", "nsf", dim, arch).module.double()
+    z_zuko = zk().transform(x)
+    nf = build_peer("nflows", "nsf", dim, arch).module.double()
+    z_nflows = nf._transform(x)[0]
+    for z in (z_ours, z_zuko, z_nflows):
+        assert torch.equal(z[:, kept], x[:, kept])
+        assert (z[:, ~kept] - x[:, ~kept]).abs().min() > 0
+    assert not torch.equal(_kept(dim, 1), kept)
+
+
+def _run(lib, fam, data, nll):
+    return RunResult(lib, fam, data, (10, 10), nll, nll, 100, 1.0)
+
+
+def test_quality_verdicts_apply_the_margin():
+    results = [
+        _run("flowdsl", "nsf", "wine", 1.0 + QUALITY_MARGIN + 0.01),
+        _run("zuko", "nsf", "wine", 1.0),
+        _run("flowdsl", "nsf", "pinwheel", 1.0 + QUALITY_MARGIN - 0.01),
+        _run("zuko", "nsf", "pinwheel", 1.0),
+        _run("flowdsl", "affine", "pinwheel", 0.9),
+    ]
+    text = quality_tables(results, ["wine", "pinwheel"], {"wine": None, "pinwheel": 0.5}, 10, 256, 1e-3)
+    verdicts = text.split("### Quality acceptance")[1].split("###")[0]
+    rows = {line.split("|")[1].strip(): line for line in verdicts.splitlines() if line.startswith("| ")}
+    assert "+0.030 **NO**" in rows["wine"] and "+0.010 yes" in rows["pinwheel"]
+    assert "+0.110 **NO**" in rows["pinwheel"]  # the spline coupling lost to the affine one
+
+
+def test_speed_verdicts_use_the_per_round_ratio():
+    times = {
+        "log_prob": {"flowdsl fused + compile": [1.0, 1.0, 1.0], "zuko": [1.6, 1.4, 1.6]},
+        "sample": {"flowdsl fused + compile": [1.0, 1.0, 1.0], "zuko": [1.2, 1.2, 1.2]},
+    }
+    text = speed_tables([SpeedResult("nsf", 8, 256, {"flowdsl": (1, 1)}, times)], 3, 2)
+    lines = [line for line in text.splitlines() if line.startswith("| NSF") and "≥ 1.5×" in line]
+    assert "1.60×" in lines[0] and lines[0].endswith("| yes |")
+    assert "1.20×" in lines[1] and lines[1].endswith("| **NO** |")
+
+
+def test_two_step_smoke_run_of_the_section():
+    say: list[str] = []
+    text = peers_section(
+        steps=2,
+        datasets=["8gaussians"],
+        dims=[3],
+        arch=TINY,
+        repeats=1,
+        threads=1,
+        compile_=False,
+        toy_n=600,
+        say=say.append,
+    )
+    assert text.startswith("## Peers: zuko and nflows")
+    row = next(line for line in text.splitlines() if line.startswith("| 8gaussians (2)"))
+    assert row.count("|") >= 8 and "diverged" not in row
+    speed = [line for line in text.splitlines() if line.startswith("| NSF coupling") and "| 3 |" in line]
+    assert {"log_prob", "sample"} <= {line.split("|")[3].strip() for line in speed}
+
+
+def test_bench_needs_a_spec_only_for_the_spec_sections(monkeypatch, capsys):
+    assert flowdsl_main(["bench", "--sections", "fusion"]) == 1
+    assert "need at least one SPEC" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(suite, "peers_part", lambda args, say: seen.setdefault("args", args) and "## Peers\n")
+    assert flowdsl_main(["bench", "--sections", "peers", "--peers-steps", "0", "--peers-data", "wine"]) == 0
+    assert seen["args"].peers_steps == 0 and seen["args"].peers_data == ["wine"]
+    with pytest.raises(SystemExit) as e:
+        flowdsl_main(["bench", "--sections", "peers", "--peers-data", "mnist"])
+    assert e.value.code == 1
