@@ -33,7 +33,7 @@ there is an index error of the embedding lookup (the compiled graph has no host 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -72,7 +72,8 @@ class EncodedContextInfo:
 
     ``kind`` "label" | "vector" | "image"; ``width`` E; ``spatial`` (Hc, Wc) of the image embedding
     (None otherwise); ``classes`` K for labels; ``shape`` the raw per-example shape
-    (label (), vector (D,), image (C, Hc, Wc)); ``declared`` the declaration as written in a file.
+    (label (), vector (D,), image (C, Hc, Wc)); ``declared`` the declaration as written in a file;
+    ``filename`` and ``span`` where it is written (the location of a :class:`ContextError`).
     """
 
     kind: str
@@ -81,17 +82,19 @@ class EncodedContextInfo:
     classes: int | None = None
     shape: tuple[int, ...] = ()
     declared: str = ""
+    filename: str = field(default="<string>", compare=False)
+    span: Any = field(default=None, compare=False)
 
     @classmethod
-    def from_spec(cls, spec: Any, width: int = CONTEXT_EMBED) -> "EncodedContextInfo":
-        """From a ``ContextSpec`` (``FlowSpec.context``)."""
-        kind = spec.kind
+    def from_spec(cls, spec: Any, width: int = CONTEXT_EMBED, filename: str = "<string>") -> "EncodedContextInfo":
+        """From a ``ContextSpec`` (``FlowSpec.context``) of the file ``filename``."""
+        kind, where = spec.kind, {"filename": filename, "span": getattr(spec, "span", None)}
         if kind == "label":
-            return cls("label", width, None, int(spec.classes), (), describe_context(spec))
+            return cls("label", width, None, int(spec.classes), (), describe_context(spec), **where)
         if kind == "vector":
-            return cls("vector", width, None, None, (int(spec.dim),), describe_context(spec))
+            return cls("vector", width, None, None, (int(spec.dim),), describe_context(spec), **where)
         shape = (int(spec.channels), int(spec.height), int(spec.width))
-        return cls("image", width, shape[1:], None, shape, describe_context(spec))
+        return cls("image", width, shape[1:], None, shape, describe_context(spec), **where)
 
 
 def describe_context(spec: Any) -> str:
@@ -188,7 +191,11 @@ def _expected(info: EncodedContextInfo) -> str:
 
 
 def _fail(info: EncodedContextInfo, problem: str) -> ContextError:
-    return ContextError(f"this flow declares `{info.declared}`: {problem}; expected {_expected(info)}")
+    return ContextError(
+        f"this flow declares `{info.declared}`: {problem}; expected {_expected(info)}",
+        filename=info.filename,
+        span=info.span,
+    )
 
 
 def _as_tensor(info: EncodedContextInfo, context: Any) -> Tensor:

@@ -58,7 +58,8 @@ __all__ = ["FlowModel", "FusedFlow", "lower_node", "lower_prior", "graph_context
 def graph_context_info(graph: Any) -> EncodedContextInfo | None:
     """The encoded context of a graph's declared context (None when unconditional)."""
     spec = getattr(graph, "context", None)
-    return None if spec is None else EncodedContextInfo.from_spec(spec)
+    filename = getattr(getattr(graph, "spec", None), "filename", "<string>")
+    return None if spec is None else EncodedContextInfo.from_spec(spec, filename=filename)
 
 
 def lower_node(graph: Any, node: Any) -> Bijector:

@@ -104,3 +104,18 @@ def test_one_example_or_batch_one_broadcasts(kind):
     else:  # float32 contexts follow the model's dtype
         raw = check_context(inf, one.float(), 5, torch.device("cpu"), torch.float64)
         assert raw.dtype == torch.float64
+
+
+def test_a_context_error_points_at_the_declaration_in_the_spec_file(tmp_path):
+    import flowdsl
+
+    path = tmp_path / "labels.flow"
+    path.write_text(
+        "flow labels {\n  input vector(dim=2)\n  context label(classes=4)\n  coupling(hidden=4)\n}\n", encoding="utf-8"
+    )
+    model = flowdsl.compile(flowdsl.load(path))
+    with pytest.raises(ContextError) as err:
+        model.log_prob(torch.zeros(3, 2), context=torch.tensor([0, 4, 1]))
+    e = err.value
+    assert (e.filename, e.line, e.column) == (str(path), 3, 3), (e.filename, e.line, e.column)
+    assert "got label 4, outside 0…3" in str(e)
