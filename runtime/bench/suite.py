@@ -56,6 +56,7 @@ import torch
 from flowdsl.runtime.bench.normflows import glow_structure, normflows_glow
 from flowdsl.runtime.bench.report import fusion_report
 from flowdsl.runtime.bench.timing import SpecResult, alternate, count_flops, matmul_peak, prepared_model
+from flowdsl.runtime.training.demo import random_context
 from flowdsl.runtime.training.device import _device_text
 from flowdsl.wording import plural
 
@@ -90,25 +91,35 @@ def bench_spec(
             res.notes.append(f"on {dev}: no {', '.join(off)} (CPU measurements)")
         onnx = normflows = floor = False
     fused = model.fuse()
-    prior = fused.prior
+    # conditional specs: one random context per example, fed to every variant alike
+    c = random_context(model, batch, x.dtype)
+    if c is not None:
+        c = c.to(x.device)
+        res.notes.append(f"conditional: a random {model.context_kind} context per example")
 
-    def z_batch():
-        return prior.sample(batch)
+    def z_batch():  # latents from the prior (a conditional prior: given the context)
+        if c is None:
+            return fused.prior.sample(batch)
+        ref = fused._ref_tensor()
+        return fused._prior_sample(batch, 1.0, ref.device, ref.dtype, fused.encode_context(c, batch))
 
-    lp: dict[str, Callable] = {"unfused eager": lambda: model.log_prob(x), "fused eager": lambda: fused.log_prob(x)}
-    sa: dict[str, Callable] = {
-        "unfused eager": lambda: model.inverse(z_batch()),
-        "fused eager": lambda: fused.inverse(z_batch()),
+    lp: dict[str, Callable] = {
+        "unfused eager": lambda: model.log_prob(x, context=c),
+        "fused eager": lambda: fused.log_prob(x, context=c),
     }
-    ref_lp = model.log_prob(x).detach()
+    sa: dict[str, Callable] = {
+        "unfused eager": lambda: model.inverse(z_batch(), context=c),
+        "fused eager": lambda: fused.inverse(z_batch(), context=c),
+    }
+    ref_lp = model.log_prob(x, context=c).detach()
     ref_lp_scale = float(ref_lp.abs().max().clamp_min(1.0))
     if not len(fused.steps):
         res.notes.append("no layers: nothing to fuse")
     if compile_ and len(fused.steps):
         torch._dynamo.reset()
         opts = {"freezing": True}
-        c_lp = torch.compile(fused.log_prob, fullgraph=True, dynamic=False, options=opts)
-        c_inv = torch.compile(fused.inverse, fullgraph=True, dynamic=False, options=opts)
+        c_lp = torch.compile(lambda v: fused.log_prob(v, context=c), fullgraph=True, dynamic=False, options=opts)
+        c_inv = torch.compile(lambda v: fused.inverse(v, context=c), fullgraph=True, dynamic=False, options=opts)
         with torch.no_grad():
             for key, fn, arg in (("log_prob", c_lp, x), ("inverse", c_inv, z_batch())):
                 t = time.perf_counter()
@@ -134,20 +145,21 @@ def bench_spec(
         s_f = ort.InferenceSession(fwd_path, so, providers=["CPUExecutionProvider"])
         s_i = ort.InferenceSession(inv_path, so, providers=["CPUExecutionProvider"])
         xn = x.numpy()
-        lp["onnxruntime"] = lambda: s_f.run(["log_prob"], {"x": xn})
-        sa["onnxruntime"] = lambda: s_i.run(None, {"z": z_batch().numpy()})
+        extra = {} if c is None else {"context": c.numpy()}
+        lp["onnxruntime"] = lambda: s_f.run(["log_prob"], {"x": xn, **extra})
+        sa["onnxruntime"] = lambda: s_i.run(None, {"z": z_batch().numpy(), **extra})
         res.errors["onnxruntime"] = (
-            float(abs(torch.from_numpy(s_f.run(["log_prob"], {"x": xn})[0]) - ref_lp).max()) / ref_lp_scale
+            float(abs(torch.from_numpy(s_f.run(["log_prob"], {"x": xn, **extra})[0]) - ref_lp).max()) / ref_lp_scale
         )
     if floor and len(fused.steps):
         from flowdsl.runtime.bench.acceptance import FLOOR, conditioner_floor
 
         z_fixed = z_batch()
-        f_lp = conditioner_floor(fused, lambda: fused.log_prob(x))
-        f_inv = conditioner_floor(fused, lambda: fused.inverse(z_fixed))
+        f_lp = conditioner_floor(fused, lambda: fused.log_prob(x, context=c))
+        f_inv = conditioner_floor(fused, lambda: fused.inverse(z_fixed, context=c))
         if f_lp is not None and f_inv is not None:
             lp[FLOOR], sa[FLOOR] = f_lp, f_inv
-    scales = glow_structure(spec.graph)
+    scales = glow_structure(spec.graph) if c is None else None  # normflows' Glow is unconditional
     if normflows and scales is not None:
         try:
             import warnings
@@ -167,9 +179,9 @@ def bench_spec(
             n_nf = sum(p.numel() for f in nfm.flows for p in f.parameters())
             res.notes.append(f"normflows Glow: {n_nf:,} flow parameters (flowdsl: {n_ours:,})")
     with torch.no_grad():
-        res.errors["fused eager"] = float((fused.log_prob(x) - ref_lp).abs().max()) / ref_lp_scale
-        res.flops["log_prob"] = count_flops(lambda: model.log_prob(x))
-        res.flops["sample"] = count_flops(lambda: model.inverse(z_batch()))
+        res.errors["fused eager"] = float((fused.log_prob(x, context=c) - ref_lp).abs().max()) / ref_lp_scale
+        res.flops["log_prob"] = count_flops(lambda: model.log_prob(x, context=c))
+        res.flops["sample"] = count_flops(lambda: model.inverse(z_batch(), context=c))
     say(f"  {spec.name}: timing {', '.join(lp)} ({repeats} alternating rounds, both directions)")
     fns = {**{f"log_prob|{k}": v for k, v in lp.items()}, **{f"sample|{k}": v for k, v in sa.items()}}
     if dev.type == "cuda":  # time the work, not the launch: wait for the device after every call
@@ -180,7 +192,7 @@ def bench_spec(
     if warm:
         say(f"  {spec.name}: one training step, then the same rounds again")
         model.train()
-        (-model.log_prob(x).mean()).backward()
+        (-model.log_prob(x, context=c).mean()).backward()
         model.zero_grad(set_to_none=True)
         model.eval()
         times = alternate(fns, repeats)
@@ -192,7 +204,7 @@ def bench_spec(
             from flowdsl.runtime.bench.acceptance import conv_kernels
 
             say(f"  {spec.name}: the floor's convolutions, kernel by kernel")
-            res.kernels = conv_kernels(fused, lambda: fused.log_prob(x), threads, repeats)
+            res.kernels = conv_kernels(fused, lambda: fused.log_prob(x, context=c), threads, repeats)
     return res
 
 

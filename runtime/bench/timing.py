@@ -93,7 +93,7 @@ class SpecResult:
 def prepared_model(path: str, batch: int):
     """A spec file compiled, initialised on a uniform batch and randomised (seed 0): (spec, model, x)."""
     import flowdsl
-    from flowdsl.runtime.training.demo import randomize_parameters
+    from flowdsl.runtime.training.demo import random_context, randomize_parameters
 
     spec = flowdsl.load(path)
     model = flowdsl.compile(spec)
@@ -101,6 +101,6 @@ def prepared_model(path: str, batch: int):
     x = torch.rand(batch, *model.input_shape, generator=gen)
     model.train()
     with torch.no_grad():
-        model(x)  # data-dependent initialisation
+        model(x, context=random_context(model, batch, x.dtype))  # data-dependent initialisation
     randomize_parameters(model, scale=0.1, seed=0)
     return spec, model.eval(), x
