@@ -7,9 +7,10 @@ Each entry i is transformed elementwise, z_i = g(x_i; θ_i), with θ_i from a ma
 Germain et al. 2015, arXiv:1502.03509) that sees only the entries before i in the chosen order:
 ``direction=forward`` (MAF) reads x (density in one parallel pass, inverse in D sequential
 passes); ``direction=inverse`` (IAF) reads z (sampling in one pass, density in D passes). g is an
-affine map with a bounded log-scale (as coupling's) or the rational-quadratic spline of
-``coupling(kind=spline)``; ``bins`` (≥ 2, default 8) and ``bound`` (> 0, default 3.0) belong to
-``kind=spline`` only and are rejected at their location on ``kind=affine``.
+affine map z = x·s + t with a soft-clipped log-scale, log s = r/(1 + |r|/ln 1000) ∈ (−ln 1000, ln 1000)
+(zuko's MAF bound; wider than coupling's 2·tanh(r/2)), its MADE output layer starting random, or
+the rational-quadratic spline of ``coupling(kind=spline)``; ``bins`` (≥ 2, default 8) and
+``bound`` (> 0, default 3.0) belong to ``kind=spline`` only and are rejected at their location on ``kind=affine``.
 
 ``context`` (default: whether the file declares a context; resolved to a bool by the compiler):
 MADE also reads the context's embedding (E = CONTEXT_EMBED features, image embeddings

@@ -8,14 +8,18 @@ comes from the MADE of ``_made.py`` and depends only on the entries before i in 
     direction=inverse (IAF)   θ = MADE(z):  forward D sequential steps; inverse one parallel pass
 
 g, per entry, with θ = (shift, r) (affine, P = 2) or the 3K − 1 unnormalised spline parameters:
-    affine   z = (x + shift)·s, s = exp(2·tanh(r/2)) ∈ (e⁻², e²);  x = z/s − shift;  log g' = log s
+    affine   z = x·s + shift, log s = r/(1 + |r|/B) ∈ (−B, B), B = LOG_SCALE_BOUND = ln 1000 ≈ 6.91
+             (a soft clip: slope 1 at r = 0, s ∈ (1e-3, 1e3));  x = (z − shift)/s;  log g' = log s
     spline   the monotonic rational-quadratic spline of ``_rq_spline.py`` on [−bound, bound] with
              identity tails (Durkan et al. 2019); the same functions as ``coupling(kind=spline)``
 log-det = Σ_i log g'(x_i; θ_i): the Jacobian is triangular in the order (dz_i/dx_j = 0 for entries
 j after i), so its log-determinant is the sum of the diagonal's logs.
 
-A new layer is the identity (MADE's last layer starts at zero; θ = 0 gives s = 1, shift = 0 and an
-identity spline). ``inverse_with_log_det`` is one pass: the sequential inverse (MAF) keeps the
+A new spline layer is the identity (its MADE's last layer starts at zero; θ = 0 gives an identity
+spline). A new affine layer's MADE output layer keeps PyTorch's default (random) initialisation, so
+it starts near, not at, the identity: with the zero start the 300-step peers runs (BENCHMARKS.md) lost
+0.03–0.3 nats/dim to zuko's MAF, which starts from a random output layer and the same soft clip.
+``inverse_with_log_det`` is one pass: the sequential inverse (MAF) keeps the
 log g' of its steps; the parallel inverse (IAF) evaluates g' at the returned x with the θ it used.
 With a context (``uses_context``), the MADE also reads the context's embedding (``context_features``
 of ``flowdsl.runtime.context``), unmasked, in its first layer.
@@ -43,14 +47,17 @@ __all__ = [
     "ElementMap",
     "ar_forward",
     "ar_inverse",
-    "tanh_log_scale",
-    "sigmoid_log_scale",
+    "LOG_SCALE_BOUND",
+    "soft_log_scale",
 ]
 
+#: B of the affine log-scale soft clip: log s ∈ (−B, B), so s ∈ (1e-3, 1e3) per layer
+LOG_SCALE_BOUND = math.log(1e3)
 
-def tanh_log_scale(r: Tensor) -> Tensor:
-    """log s = 2·tanh(r/2), bounded in (−2, 2) (coupling's scale)."""
-    return 2.0 * torch.tanh(0.5 * r)
+
+def soft_log_scale(r: Tensor) -> Tensor:
+    """log s = r/(1 + |r|/B), B = ``LOG_SCALE_BOUND``: slope 1 at 0, bounded in (−B, B); shape of ``r``."""
+    return r / (1.0 + r.abs() * (1.0 / LOG_SCALE_BOUND))
 
 
 class ElementMap:
@@ -66,14 +73,14 @@ class ElementMap:
         if self.spline:
             return rq_spline_forward(x, theta, self.bins, self.bound)
         logs = self.log_scale(theta[..., 1])
-        return (x + theta[..., 0]) * torch.exp(logs), logs
+        return x * torch.exp(logs) + theta[..., 0], logs
 
     def inverse(self, z: Tensor, theta: Tensor, need_logdet: bool = True) -> tuple[Tensor, Tensor | None]:
         if self.spline:
             x = rq_spline_inverse(z, theta, self.bins, self.bound)
             return x, (rq_spline_forward(x, theta, self.bins, self.bound)[1] if need_logdet else None)
         logs = self.log_scale(theta[..., 1])
-        return z * torch.exp(-logs) - theta[..., 0], logs
+        return (z - theta[..., 0]) * torch.exp(-logs), logs
 
 
 def _total(ld: Tensor, acc: torch.dtype) -> Tensor:
@@ -136,9 +143,9 @@ class Autoregressive(Bijector):
         self.kind, self.direction = kind, direction
         self.bins, self.bound = int(bins), float(bound)
         per_entry = 3 * self.bins - 1 if kind == "spline" else 2
-        self.made = MADE(d, hidden, depth, per_entry, order, seed, context)
+        self.made = MADE(d, hidden, depth, per_entry, order, seed, context, zero_out=kind == "spline")
         self.uses_context = context > 0
-        self.g = ElementMap(kind, self.bins, self.bound, tanh_log_scale)
+        self.g = ElementMap(kind, self.bins, self.bound, soft_log_scale)
 
     def _ctx(self, context: ContextValue | None, x: Tensor) -> Tensor | None:
         return context_input(context, self.shape, x.dtype) if self.uses_context else None
@@ -164,11 +171,6 @@ class Autoregressive(Bijector):
         return f"{own}, {base}" if base else own
 
 
-def sigmoid_log_scale(r: Tensor) -> Tensor:
-    """log s = 2·tanh(r/2) = 4·σ(r) − 2, shape of ``r``."""
-    return torch.sigmoid(r) * 4.0 - 2.0
-
-
 def _buffer(t: Tensor) -> Tensor:
     return t.detach().clone().contiguous()
 
@@ -176,9 +178,8 @@ def _buffer(t: Tensor) -> Tensor:
 class InferenceAutoregressive(InferenceModule):
     """Inference form of ``Autoregressive`` (``frozen()``; the fusion rule ``autoregressive_inference``):
     the masks multiplied into the weights once and stored as buffers (W ⊙ M), the sequential steps'
-    weights stored in step order, the affine log-scale computed as 4·σ(r) − 2 (= 2·tanh(r/2); one
-    sigmoid is cheaper than a tanh on the CPU), the log-det summed in float32 for 16-bit inputs.
-    The same scheme functions as the layer, so it equals the layer to rounding.
+    weights stored in step order, the affine log-scale the layer's soft clip, the log-det summed in
+    float32 for 16-bit inputs. The same scheme functions as the layer, so it equals the layer to rounding.
 
     With ``label_embedding`` (the model's frozen (K, E) label embedding table; the fusion rule passes
     it for a label context) the first layer's context part is folded: W₁x + W_c·e_k + b₁ =
@@ -220,7 +221,7 @@ class InferenceAutoregressive(InferenceModule):
                 self.b1 = torch.zeros_like(self.b1)
                 self.wc = None
                 self.classes, self.hidden = int(table.shape[0]), int(table.shape[1])
-        self.g = ElementMap(self.kind, self.bins, self.bound, sigmoid_log_scale)
+        self.g = ElementMap(self.kind, self.bins, self.bound, soft_log_scale)
 
     def _weights(self) -> MadeWeights:
         return MadeWeights(

@@ -8,8 +8,8 @@ Rewrite (weight-only, exact up to rounding; the module is ``InferenceAutoregress
     * the MADE masks are multiplied into the weights once (W ⊙ M stored as buffers), so no call
       multiplies a mask, and the sequential steps' weights are stored in step order (W₁'s columns
       for the rank-1 updates, the output rows of each step's entry), so no call reorders them;
-    * the affine log-scale 2·tanh(r/2) is computed as 4·σ(r) − 2 (the same function; one sigmoid
-      is cheaper than a tanh on the CPU, as in ``coupling_inference``);
+    * the affine log-scale is the layer's soft clip r/(1 + |r|/B) (``soft_log_scale``: one abs,
+      one multiply-add and one division, no transcendental);
     * the log-det is summed in float32 for 16-bit inputs.
 Both evaluation schemes (the parallel pass and the sequential steps) are the functions of
 ``runtime/layers/_made.py`` and ``runtime/layers/autoregressive.py`` that the layer itself runs, so
@@ -38,7 +38,7 @@ __all__ = ["AutoregressiveInference"]
 @register_rule
 class AutoregressiveInference(FusionRule):
     name = "autoregressive_inference"
-    summary = "autoregressive inference form: MADE masks folded into the weights; log s = 4σ(r) − 2"
+    summary = "autoregressive inference form: MADE masks folded into the weights"
     order = 31
 
     def match(self, nodes: Sequence[Node], i: int, ctx: ChainContext) -> int:
@@ -64,7 +64,7 @@ class AutoregressiveInference(FusionRule):
         slow = "inverse" if args.direction == "forward" else "forward"
         parts = ["MADE masks folded into the weights"]
         if args.kind == "affine":
-            parts.append("log s = 4σ(r) − 2 (one sigmoid, no tanh)")
+            parts.append("log s = r/(1 + |r|/ln 1000) (soft clip)")
         else:
             parts.append("rational-quadratic spline (bin search by comparisons and sums)")
         parts.append(f"{slow}: {d} sequential steps on the hidden units each step needs")
