@@ -190,6 +190,30 @@ def spline_inverse_with_log_det(y: Tensor, h: Tensor, bins: int, bound: float) -
     return rq_spline_inverse_with_log_det(y, _spline_raw(h, bins), bins, bound)
 
 
+def _spline_coupling(
+    v: Tensor, cond, mask_kind: str, c1: int, mask: Tensor | None, bins: int, bound: float, acc: torch.dtype, step, rev
+) -> tuple[Tensor, Tensor]:
+    """One direction of a spline coupling, with the forward log-det: ``step`` is
+    :func:`spline_forward` (masks in order) or :func:`spline_inverse_with_log_det` (``rev``:
+    the checkerboard's two halves undone last first); both return (values, log g' elementwise)."""
+
+    def total(ld: Tensor) -> Tensor:
+        return ld.sum(dim=tuple(range(1, ld.dim())), dtype=acc)
+
+    if mask_kind == "channel":
+        v1, v2 = v[:, :c1], v[:, c1:]
+        out2, ld = step(v2, cond(0, v1), bins, bound)
+        return torch.cat([v1, out2], dim=1), total(ld)
+    m = mask.to(v.dtype)
+    halves = list(enumerate((m, 1.0 - m)))
+    logdet = v.new_zeros(v.shape[0], dtype=acc)
+    for i, keep in reversed(halves) if rev else halves:
+        out, ld = step(v, cond(i, v * keep), bins, bound)
+        v = keep * v + (1.0 - keep) * out
+        logdet = logdet + total((1.0 - keep).to(ld.dtype) * ld)
+    return v, logdet
+
+
 def spline_coupling_forward(
     x: Tensor, cond, mask_kind: str, c1: int, mask: Tensor | None, bins: int, bound: float, acc: torch.dtype
 ) -> tuple[Tensor, Tensor]:
@@ -197,21 +221,7 @@ def spline_coupling_forward(
     summed per example in ``acc``. ``cond(i, x_kept)`` gives the i-th conditioner's output h
     (B, C·(3K−1), *S) for the kept entries (channel: the first ``c1`` channels, one half;
     checkerboard: ``mask`` then ``1 − mask``, two halves). Shared by the layer and its frozen form."""
-
-    def total(ld: Tensor) -> Tensor:
-        return ld.sum(dim=tuple(range(1, ld.dim())), dtype=acc)
-
-    if mask_kind == "channel":
-        x1, x2 = x[:, :c1], x[:, c1:]
-        y2, ld = spline_forward(x2, cond(0, x1), bins, bound)
-        return torch.cat([x1, y2], dim=1), total(ld)
-    m = mask.to(x.dtype)
-    y, logdet = x, x.new_zeros(x.shape[0], dtype=acc)
-    for i, keep in enumerate((m, 1.0 - m)):
-        z, ld = spline_forward(y, cond(i, y * keep), bins, bound)
-        y = keep * y + (1.0 - keep) * z
-        logdet = logdet + total((1.0 - keep).to(ld.dtype) * ld)
-    return y, logdet
+    return _spline_coupling(x, cond, mask_kind, c1, mask, bins, bound, acc, spline_forward, rev=False)
 
 
 def spline_coupling_inverse(
@@ -233,18 +243,5 @@ def spline_coupling_inverse_with_log_det(
 ) -> tuple[Tensor, Tensor]:
     """Inverse of :func:`spline_coupling_forward` with its FORWARD log-det at the returned x, in
     one pass (each step's log g' comes with its inverse)."""
-
-    def total(ld: Tensor) -> Tensor:
-        return ld.sum(dim=tuple(range(1, ld.dim())), dtype=acc)
-
-    if mask_kind == "channel":
-        y1, y2 = y[:, :c1], y[:, c1:]
-        x2, ld = spline_inverse_with_log_det(y2, cond(0, y1), bins, bound)
-        return torch.cat([y1, x2], dim=1), total(ld)
-    m = mask.to(y.dtype)
-    x, logdet = y, y.new_zeros(y.shape[0], dtype=acc)
-    for i, keep in reversed(list(enumerate((m, 1.0 - m)))):
-        z, ld = spline_inverse_with_log_det(x, cond(i, x * keep), bins, bound)
-        x = keep * x + (1.0 - keep) * z
-        logdet = logdet + total((1.0 - keep).to(ld.dtype) * ld)
-    return x, logdet
+    step = spline_inverse_with_log_det
+    return _spline_coupling(y, cond, mask_kind, c1, mask, bins, bound, acc, step, rev=True)
