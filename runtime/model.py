@@ -34,7 +34,6 @@ the model has static shapes, exports to ONNX and compiles without graph breaks.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Callable
 
@@ -374,8 +373,7 @@ class FlowModel(nn.Module):
         """
         from flowdsl.runtime.fusion.fuse import fuse_steps
 
-        with _label_table_handed_to_autoregressive(self):
-            result, prior, encoder = fuse_steps(self)
+        result, prior, encoder = fuse_steps(self)
         fused = FusedFlow(
             result.graph,
             result.modules,
@@ -395,28 +393,6 @@ class FlowModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, input_shape={self.input_shape}, fused={self.is_fused}"
-
-
-@contextlib.contextmanager
-def _label_table_handed_to_autoregressive(model: "FlowModel"):
-    """While fusing: every context-reading ``Autoregressive`` of ``model`` holds the label embedding
-    table (K, E) as the plain attribute ``label_embedding`` (read by the ``autoregressive_inference``
-    rule, which folds it into a per-class table; ``fuse_steps`` copies the model, attribute included).
-    Removed again afterwards, so the model is left as it was."""
-    from flowdsl.runtime.layers.autoregressive import Autoregressive
-
-    info = getattr(model, "context_info", None)
-    mods = []
-    if info is not None and info.kind == "label":
-        table = model.context_encoder.net.weight.detach()
-        mods = [m for m in model.modules() if isinstance(m, Autoregressive) and m.uses_context]
-        for m in mods:
-            m.__dict__["label_embedding"] = table
-    try:
-        yield
-    finally:
-        for m in mods:
-            m.__dict__.pop("label_embedding", None)
 
 
 def _float_dtype(model: nn.Module) -> torch.dtype:

@@ -9,9 +9,10 @@ together (``flowdsl.compiler.passes.fusion.run_fusion``), in order:
     freeze                every other layer with weights -> its frozen() form
 
 Conditional flows: the context encoder is copied and frozen with the rest. With a label
-context, each coupling's copy is handed the encoder's embedding table before the rules run, so
-``coupling_inference`` can fold the per-class constant part of an mlp conditioner's first layer
-(W_e·e_k + b for every class k) into a table indexed by the raw label.
+context, each coupling's and autoregressive layer's copy is handed the encoder's embedding table
+before the rules run, so ``coupling_inference`` (mlp conditioners) and ``autoregressive_inference``
+can fold the per-class constant part of the first layer (W_e·e_k + b for every class k) into a
+table indexed by the raw label.
 
 All weight-only quantities (W, W⁻¹, constant log-dets, spectra, block inverses) are computed
 once here, in float64, and stored as buffers in the module's dtype. The result is a
@@ -44,8 +45,10 @@ def _assemble(node: Any, module: Any, bodies: dict[str, list[Any]] | None) -> An
 
 
 def _hand_label_table(model: Any) -> None:
-    """Give every context-reading coupling of ``model`` (a copy) the label embedding table
-    (K, E) as the plain attribute ``label_embedding`` (read by the coupling rule only)."""
+    """Give every context-reading coupling and autoregressive layer of ``model`` (a copy) the
+    label embedding table (K, E) as the plain attribute ``label_embedding`` (read by the
+    ``coupling_inference`` and ``autoregressive_inference`` rules only)."""
+    from flowdsl.runtime.layers.autoregressive import Autoregressive
     from flowdsl.runtime.layers.coupling import Coupling
 
     info = getattr(model, "context_info", None)
@@ -53,7 +56,7 @@ def _hand_label_table(model: Any) -> None:
         return
     table = model.context_encoder.net.weight.detach()
     for m in model.modules():
-        if isinstance(m, Coupling) and m.uses_context:
+        if isinstance(m, (Coupling, Autoregressive)) and m.uses_context:
             m.__dict__["label_embedding"] = table
 
 
