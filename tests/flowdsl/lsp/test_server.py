@@ -15,35 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from langtest import GLOW
 from lsprotocol import types as T
 
 from flowdsl.lsp.client import LspSession
 
-# specs/glow_digits.flow as formatted by flowdsl fmt (a copy: the tests point into its text)
-GLOW = """\
-# Glow for scikit-learn's 8x8 digits: 1 channel, 17 grey levels (0..16).
-# Two scales: squeeze to (4, 4, 4), four steps, split half the channels off, squeeze again.
-block step(hidden=64) {
-    actnorm
-    conv1x1(param=lu)
-    coupling(kind=affine, hidden=$hidden, net=conv, depth=2)
-}
-
-flow glow_digits {
-    input image(channels=1, height=8, width=8, levels=17)
-    dequantize uniform
-
-    squeeze(factor=2)  # (1, 8, 8) -> (4, 4, 4)
-    repeat 4 { step(hidden=64) }
-    split              # (2, 4, 4) leave as latents of scale 0
-    squeeze(factor=2)  # (2, 4, 4) -> (8, 2, 2)
-    repeat 4 { step(hidden=64) }
-
-    prior gaussian(learned=true)
-    objective mle
-    train(data=digits, batch=64, lr=1e-3, steps=3000, seed=0, weight_decay=1e-4, eval_every=250)
-}
-"""
 LINES = GLOW.split("\n")
 
 
