@@ -1,11 +1,14 @@
 """``flowdsl bench --sections peers``: flowdsl, zuko and nflows side by side (markdown).
 
-    flowdsl bench --sections peers [--peers-steps 1000] [--peers-data wine,...,pinwheel]
+    flowdsl bench --sections peers [--peers-steps 1000] [--peers-seeds 0,1,2] [--peers-data wine,...,pinwheel]
                   [--peers-dims 64] [--peers-batch 256] [--threads 2] [--repeats 12] [--no-compile]
 
-Quality: every (library, family, data set) run of :func:`peers_runs.train_and_test` in a pool of
+Quality: every (library, family, data set, seed) run of :func:`peers_runs.train_and_test` in a pool of
 ``threads`` worker processes of one thread each (runs are independent and small, so processes
-use the cores better than threads); the runs and their order do not depend on the pool size.
+use the cores better than threads); the runs and their order do not depend on the pool size. A
+cell is the mean test NLL over the seeds (each seed draws the parameters and the batch order), and
+the verdicts compare means: on the small tabular sets (36 test rows of wine) one seed's figure moves
+by several hundredths of a nat/dim between seeds, more than the 0.02 margin being judged.
 Speed: :func:`peers_runs.time_family` in this process on ``threads`` threads. The acceptance
 lines of the issue are checked in both (flowdsl no worse than zuko by more than 0.02 nats/dim;
 the spline coupling better than flowdsl's own affine coupling on each toy; log_prob ≥ 1.5× zuko on
@@ -61,9 +64,9 @@ def _worker(job: tuple) -> RunResult | tuple[str, str, str, str]:
 
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
-    (lib, fam, data), arch, steps, batch, lr, toy_n = job
+    (lib, fam, data), arch, steps, batch, lr, toy_n, seed = job
     try:
-        return train_and_test(lib, fam, data, load_split(data, toy_n), arch, steps, batch, lr)
+        return train_and_test(lib, fam, data, load_split(data, toy_n), arch, steps, batch, lr, seed)
     except FlowDSLError as e:  # e.g. a kind this checkout does not have yet
         return (lib, fam, data, str(e).splitlines()[0])
 
@@ -79,10 +82,11 @@ def quality_runs(
     toy_n: int = 20_000,
     libraries: list[str] | None = None,
     say: Callable[[str], None] = print,
+    seeds: tuple[int, ...] = (0,),
 ) -> tuple[list[RunResult], list[str]]:
-    """All quality runs; (results, notes on runs that could not be built)."""
+    """All quality runs, one per seed; (results, notes on runs that could not be built)."""
     libraries = libraries or available_libraries()
-    jobs = [(j, arch, steps, batch, lr, toy_n) for j in _jobs(datasets, families, libraries)]
+    jobs = [(j, arch, steps, batch, lr, toy_n, s) for j in _jobs(datasets, families, libraries) for s in seeds]
     results: list[RunResult] = []
     notes: list[str] = []
 
@@ -90,7 +94,7 @@ def quality_runs(
         if isinstance(out, RunResult):
             results.append(out)
             say(
-                f"  peers: {out.library} {out.family} on {out.data}: test {out.test_nll:.3f} nats/dim "
+                f"  peers: {out.library} {out.family} on {out.data}, seed {out.seed}: test {out.test_nll:.3f} nats/dim "
                 f"(best step {out.best_step}, {out.seconds:.0f} s)"
             )
         else:
@@ -120,16 +124,56 @@ def _fmt(v: float | None, bold: bool = False) -> str:
     return f"**{v:.3f}**" if bold else f"{v:.3f}"
 
 
+def _mean(runs: list[RunResult]) -> float:
+    """Mean test NLL over the seeds; nan when any seed diverged."""
+    vals = [r.test_nll for r in runs]
+    return sum(vals) / len(vals) if all(math.isfinite(v) for v in vals) else math.nan
+
+
+def _cell(runs: list[RunResult] | None, low: float | None) -> str:
+    """The mean over the seeds, in bold when it is the row's lowest, and the seeds' range."""
+    if not runs:
+        return "–"
+    m = _mean(runs)
+    text = _fmt(m, m == low)
+    if len(runs) > 1 and math.isfinite(m):
+        text += f" ({min(r.test_nll for r in runs):.3f}–{max(r.test_nll for r in runs):.3f})"
+    return text
+
+
+def _verdict(a: list[RunResult] | None, b: list[RunResult] | None, ok: Callable[[float], bool]) -> str:
+    """mean(a) − mean(b) with its verdict, and the range of the per-seed differences."""
+    if not a or not b or not (math.isfinite(_mean(a)) and math.isfinite(_mean(b))):
+        return "–"
+    diff = _mean(a) - _mean(b)
+    text = f"{diff:+.3f} " + ("yes" if ok(diff) else "**NO**")
+    by_seed = {r.seed: r.test_nll for r in b}
+    paired = [r.test_nll - by_seed[r.seed] for r in a if r.seed in by_seed]
+    if len(paired) > 1:
+        text += f" [{min(paired):+.3f}, {max(paired):+.3f}]"
+    return text
+
+
 def quality_tables(
     results: list[RunResult], datasets: list[str], floors: dict[str, float | None], steps: int, batch: int, lr: float
 ) -> str:
-    by = {(r.library, r.family, r.data): r for r in results}
+    by: dict[tuple[str, str, str], list[RunResult]] = {}
+    for r in sorted(results, key=lambda r: r.seed):
+        by.setdefault((r.library, r.family, r.data), []).append(r)
+    seeds = sorted({r.seed for r in results})
+    n = len(seeds)
     cols = [c for c in COLUMNS if any((c[1], c[0], d) in by for d in datasets)]
+    seed_words = (
+        f"seed {seeds[0]} for parameters and batches"
+        if n == 1
+        else f"{n} seeds ({', '.join(map(str, seeds))}; each draws the parameters and the batch order): every cell "
+        "is the mean test NLL over the seeds, with their range in brackets"
+    )
     out = [
         f"### Test NLL (nats/dim, lower is better) after {steps} steps",
         "",
-        f"Batch {batch}, Adam lr {lr} with cosine decay, gradient norm clipped at 5, seed 0 for parameters and "
-        "batches; weights of the best validation loss (10 % of the train split, every 100 steps). "
+        f"Batch {batch}, Adam lr {lr} with cosine decay, gradient norm clipped at 5, {seed_words}; weights of the "
+        "best validation loss (10 % of the train split, every 100 steps). "
         "Tabular sets in their standardised coordinates. The best model of each row in bold.",
         "",
         "| data (D) | exact density | "
@@ -138,44 +182,36 @@ def quality_tables(
         "|---|---:|" + "---:|" * (len(cols) + 1),
     ]
     for d in datasets:
-        vals = [by[(lib, f, d)].test_nll if (lib, f, d) in by else None for f, lib in cols]
-        aff = by.get(("flowdsl", "affine", d))
-        finite = [v for v in vals + [aff.test_nll if aff else None] if v is not None and math.isfinite(v)]
+        groups = [by.get((lib, f, d)) for f, lib in cols] + [by.get(("flowdsl", "affine", d))]
+        means = [_mean(g) for g in groups if g]
+        finite = [m for m in means if math.isfinite(m)]
         low = min(finite) if finite else None
-        cells = [_fmt(v, v == low) for v in vals]
-        cells.append(_fmt(aff.test_nll, aff.test_nll == low) if aff else "–")
+        cells = [_cell(g, low) for g in groups]
         out.append(f"| {d} ({_dims(d)}) | {_fmt(floors.get(d))} | " + " | ".join(cells) + " |")
     out += ["", "### Quality acceptance", ""]
     out += [
         f"flowdsl − zuko in nats/dim (target ≤ {QUALITY_MARGIN}); "
-        "spline coupling − affine coupling (flowdsl, target < 0).",
+        "spline coupling − affine coupling (flowdsl, target < 0)"
+        + ("." if n == 1 else "; differences of the means over the seeds, the per-seed differences' range in "
+           "brackets."),
         "",
         "| data | NSF: flowdsl − zuko | MAF: flowdsl − zuko | MAF spline: flowdsl − zuko | spline − affine coupling |",
         "|---|---:|---:|---:|---:|",
     ]
     for d in datasets:
-        cells = []
-        for f in ("nsf", "maf", "maf_spline"):
-            a, b = by.get(("flowdsl", f, d)), by.get(("zuko", f, d))
-            if a is None or b is None or not (math.isfinite(a.test_nll) and math.isfinite(b.test_nll)):
-                cells.append("–")
-                continue
-            diff = a.test_nll - b.test_nll
-            cells.append(f"{diff:+.3f} " + ("yes" if diff <= QUALITY_MARGIN else "**NO**"))
-        s, a = by.get(("flowdsl", "nsf", d)), by.get(("flowdsl", "affine", d))
-        if s and a and math.isfinite(s.test_nll) and math.isfinite(a.test_nll):
-            diff = s.test_nll - a.test_nll
-            cells.append(f"{diff:+.3f} " + ("yes" if diff < 0 else "**NO**"))
-        else:
-            cells.append("–")
+        cells = [
+            _verdict(by.get(("flowdsl", f, d)), by.get(("zuko", f, d)), lambda x: x <= QUALITY_MARGIN)
+            for f in ("nsf", "maf", "maf_spline")
+        ]
+        cells.append(_verdict(by.get(("flowdsl", "nsf", d)), by.get(("flowdsl", "affine", d)), lambda x: x < 0))
         out.append(f"| {d} | " + " | ".join(cells) + " |")
     out += [
         "",
         "### Parameters and training time",
         "",
         "Effective parameters (a MADE's masked-out weights not counted; stored count in brackets where it "
-        "differs) and the CPU time of each run's training loop (seconds; one thread per run, so on a quiet "
-        "machine this is its wall time; wall time in brackets).",
+        "differs) and the CPU time of a run's training loop (seconds, mean over the seeds; one thread per run, "
+        "so on a quiet machine this is its wall time; wall time in brackets).",
         "",
         "| data | model | flowdsl | zuko | nflows | CPU time flowdsl / zuko / nflows (s) |",
         "|---|---|---:|---:|---:|---:|",
@@ -185,10 +221,15 @@ def quality_tables(
             runs = [by.get((lib, f, d)) for lib in ("flowdsl", "zuko", "nflows")]
             if not any(runs):
                 continue
-            pc = [_params(r.params) if r else "–" for r in runs]
-            secs = " / ".join("–" if r is None else f"{r.cpu_seconds:.0f} [{r.seconds:.0f}]" for r in runs)
+            pc = [_params(g[0].params) if g else "–" for g in runs]
+            secs = " / ".join(
+                "–"
+                if not g
+                else f"{sum(r.cpu_seconds for r in g) / len(g):.0f} [{sum(r.seconds for r in g) / len(g):.0f}]"
+                for g in runs
+            )
             out.append(f"| {d} | {FAMILIES[f]} | " + " | ".join(pc) + f" | {secs} |")
-    notes = [f"* {r.library} {FAMILIES[r.family]} on {r.data}: {n}" for r in results for n in r.notes]
+    notes = [f"* {r.library} {FAMILIES[r.family]} on {r.data}, seed {r.seed}: {n}" for r in results for n in r.notes]
     if notes:
         out += ["", *notes]
     return "\n".join(out) + "\n"
@@ -277,8 +318,10 @@ def peers_section(
     compile_: bool = True,
     toy_n: int = 20_000,
     say: Callable[[str], None] = print,
+    seeds: tuple[int, ...] = (0, 1, 2),
 ) -> str:
-    """The ``## Peers: zuko and nflows`` section (quality unless ``steps`` is 0, then speed)."""
+    """The ``## Peers: zuko and nflows`` section: quality runs (none when ``steps`` is 0) over
+    ``seeds``, then the speed tables at each of ``dims`` (none when it is empty)."""
     import torch
 
     from flowdsl.errors import FlowDSLError
@@ -304,7 +347,7 @@ def peers_section(
     families = ["nsf", "affine", "maf", "maf_spline"] if families is None else families
     if steps > 0:
         t0 = time.perf_counter()
-        results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say)
+        results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say, seeds)
         cpu = sum(r.cpu_seconds for r in results)
         say(f"peers quality: {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU in the runs")
         floors = {d: true_test_nll(d, load_split(d, toy_n)[2]) for d in datasets}
@@ -325,7 +368,8 @@ def peers_section(
                 speed.append(time_family(fam, dim, a, speed_batch, repeats, libs, compile_, say))
             except FlowDSLError as e:
                 skipped.append(f"* {FAMILIES[fam]}, D={dim}: flowdsl cannot build it here ({str(e).splitlines()[0]})")
-    text += [speed_tables(speed, repeats, threads)]
+    if dims:
+        text += [speed_tables(speed, repeats, threads)]
     if skipped:
         text += ["Not timed:", "", *skipped, ""]
     return "\n".join(text)

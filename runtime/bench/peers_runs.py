@@ -83,6 +83,7 @@ class RunResult:
     seconds: float  # wall time of the training loop
     cpu_seconds: float = 0.0  # CPU time of this process in it (runs of one thread: the quiet-machine cost)
     notes: list[str] = field(default_factory=list)
+    seed: int = 0  # parameters and batch order
 
 
 @torch.no_grad()
@@ -139,7 +140,9 @@ def train_and_test(
     module.load_state_dict(best[2])
     module.eval()
     test_nll = _nll(peer, test) if best[1] > 0 else math.nan
-    return RunResult(library, family, data, param_counts(module), test_nll, best[0], best[1], seconds, cpu, notes)
+    return RunResult(
+        library, family, data, param_counts(module), test_nll, best[0], best[1], seconds, cpu, notes, seed
+    )
 
 
 # ----------------------------------------------------------------------------- speed

@@ -504,7 +504,18 @@ def peers_part(args: argparse.Namespace, say: Callable[[str], None]) -> str:
         threads=args.threads,
         compile_=not args.no_compile,
         say=say,
+        seeds=tuple(args.peers_seeds),
     )
+
+
+def _seed_list(text: str) -> list[int]:
+    """An argparse type: a non-empty comma list of seeds (whole numbers ≥ 0)."""
+    from flowdsl.cliargs import int_list, nonnegative_int
+
+    out = int_list(nonnegative_int())(text)
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return out
 
 
 def _foreign_sections(old: str, new: str) -> list[str]:
@@ -570,7 +581,13 @@ def register(subparsers) -> None:
         "--peers-dims",
         type=int_list(int_range(2, 4096)),
         default=[64],
-        help="peers: comma list of vector sizes D of the speed tables (default 64)",
+        help="peers: comma list of vector sizes D of the speed tables (default 64; empty: no speed tables)",
+    )
+    b.add_argument(
+        "--peers-seeds",
+        type=_seed_list,
+        default=[0, 1, 2],
+        help="peers: comma list of seeds of the quality runs; the tables show means over them (default 0,1,2)",
     )
     b.add_argument("--peers-batch", type=batch_size, default=256, help="peers: batch of the timed calls (default 256)")
     b.add_argument(

@@ -1,4 +1,6 @@
-"""Conditioner networks for coupling layers; the last layer of each starts at zero.
+"""Conditioner networks for coupling layers. The last layer of each starts at zero (``zero_last``,
+Glow's start: a new affine or additive coupling is the identity) or at PyTorch's default random
+initialisation (``zero_last=False``: spline couplings, as zuko's and nflows' NSF).
 
     conv    Glow's net: 3×3 conv → ReLU → (depth−1)×(1×1 conv → ReLU) → zero-initialised 3×3 conv
     resnet  3×3 conv → depth × residual blocks (ReLU → 3×3 conv → ReLU → 1×1 conv, added) → ReLU →
@@ -15,18 +17,19 @@ from torch import Tensor, nn
 __all__ = ["make_net", "ConvNet", "ResNet", "MLP"]
 
 
-def _zero(layer: nn.Module) -> nn.Module:
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
+def _last(layer: nn.Module, zero: bool) -> nn.Module:
+    if zero:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
     return layer
 
 
 class ConvNet(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, hidden: int, depth: int) -> None:
+    def __init__(self, c_in: int, c_out: int, hidden: int, depth: int, zero_last: bool = True) -> None:
         layers: list[nn.Module] = [nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU()]
         for _ in range(depth - 1):
             layers += [nn.Conv2d(hidden, hidden, 1), nn.ReLU()]
-        layers.append(_zero(nn.Conv2d(hidden, c_out, 3, padding=1)))
+        layers.append(_last(nn.Conv2d(hidden, c_out, 3, padding=1), zero_last))
         super().__init__(*layers)
 
 
@@ -42,27 +45,27 @@ class _ResBlock(nn.Module):
 
 
 class ResNet(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, hidden: int, depth: int) -> None:
+    def __init__(self, c_in: int, c_out: int, hidden: int, depth: int, zero_last: bool = True) -> None:
         layers: list[nn.Module] = [nn.Conv2d(c_in, hidden, 3, padding=1)]
         layers += [_ResBlock(hidden) for _ in range(depth)]
-        layers += [nn.ReLU(), _zero(nn.Conv2d(hidden, c_out, 3, padding=1))]
+        layers += [nn.ReLU(), _last(nn.Conv2d(hidden, c_out, 3, padding=1), zero_last)]
         super().__init__(*layers)
 
 
 class MLP(nn.Sequential):
-    def __init__(self, n_in: int, n_out: int, hidden: int, depth: int) -> None:
+    def __init__(self, n_in: int, n_out: int, hidden: int, depth: int, zero_last: bool = True) -> None:
         layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
-        layers.append(_zero(nn.Linear(hidden, n_out)))
+        layers.append(_last(nn.Linear(hidden, n_out), zero_last))
         super().__init__(*layers)
 
 
-def make_net(net: str, n_in: int, n_out: int, hidden: int, depth: int) -> nn.Module:
+def make_net(net: str, n_in: int, n_out: int, hidden: int, depth: int, zero_last: bool = True) -> nn.Module:
     if net == "conv":
-        return ConvNet(n_in, n_out, hidden, depth)
+        return ConvNet(n_in, n_out, hidden, depth, zero_last)
     if net == "resnet":
-        return ResNet(n_in, n_out, hidden, depth)
+        return ResNet(n_in, n_out, hidden, depth, zero_last)
     if net == "mlp":
-        return MLP(n_in, n_out, hidden, depth)
+        return MLP(n_in, n_out, hidden, depth, zero_last)
     raise ValueError(net)  # pragma: no cover - Args restricts the values

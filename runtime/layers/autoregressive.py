@@ -15,10 +15,9 @@ g, per entry, with θ = (shift, r) (affine, P = 2) or the 3K − 1 unnormalised 
 log-det = Σ_i log g'(x_i; θ_i): the Jacobian is triangular in the order (dz_i/dx_j = 0 for entries
 j after i), so its log-determinant is the sum of the diagonal's logs.
 
-A new spline layer is the identity (its MADE's last layer starts at zero; θ = 0 gives an identity
-spline). A new affine layer's MADE output layer keeps PyTorch's default (random) initialisation, so
-it starts near, not at, the identity: with the zero start the 300-step peers runs (BENCHMARKS.md) lost
-0.03–0.3 nats/dim to zuko's MAF, which starts from a random output layer and the same soft clip.
+A new layer starts near, not at, the identity: its MADE keeps PyTorch's default (random)
+initialisation in every layer, output included (zuko's and nflows' start). With a zero output layer
+(θ = 0: the identity) the peers runs (BENCHMARKS.md) lost 0.03–0.3 nats/dim to zuko's MAF.
 ``inverse_with_log_det`` is one pass: the sequential inverse (MAF) keeps the
 log g' of its steps; the parallel inverse (IAF) evaluates g' at the returned x with the θ it used.
 With a context (``uses_context``), the MADE also reads the context's embedding (``context_features``
@@ -143,7 +142,7 @@ class Autoregressive(Bijector):
         self.kind, self.direction = kind, direction
         self.bins, self.bound = int(bins), float(bound)
         per_entry = 3 * self.bins - 1 if kind == "spline" else 2
-        self.made = MADE(d, hidden, depth, per_entry, order, seed, context, zero_out=kind == "spline")
+        self.made = MADE(d, hidden, depth, per_entry, order, seed, context)
         self.uses_context = context > 0
         self.g = ElementMap(kind, self.bins, self.bound, soft_log_scale)
 

@@ -79,8 +79,8 @@ def test_the_peers_couplings_keep_the_entries_flowdsl_keeps(dim):
     assert not torch.equal(_kept(dim, 1), kept)
 
 
-def _run(lib, fam, data, nll):
-    return RunResult(lib, fam, data, (10, 10), nll, nll, 100, 1.0)
+def _run(lib, fam, data, nll, seed=0):
+    return RunResult(lib, fam, data, (10, 10), nll, nll, 100, 1.0, seed=seed)
 
 
 def test_quality_verdicts_apply_the_margin():
@@ -96,6 +96,24 @@ def test_quality_verdicts_apply_the_margin():
     rows = {line.split("|")[1].strip(): line for line in verdicts.splitlines() if line.startswith("| ")}
     assert "+0.030 **NO**" in rows["wine"] and "+0.010 yes" in rows["pinwheel"]
     assert "+0.110 **NO**" in rows["pinwheel"]  # the spline coupling lost to the affine one
+
+
+def test_quality_verdicts_compare_means_over_seeds():
+    """One seed behind by more than the margin, the mean within it: the verdict follows the mean,
+    and the cells show the seeds' range and the per-seed differences."""
+    results = [
+        _run("flowdsl", "nsf", "wine", 1.05, seed=0),
+        _run("zuko", "nsf", "wine", 1.00, seed=0),
+        _run("flowdsl", "nsf", "wine", 0.97, seed=1),
+        _run("zuko", "nsf", "wine", 1.01, seed=1),
+    ]
+    text = quality_tables(results, ["wine"], {"wine": None}, 10, 256, 1e-3)
+    nll_row = next(line for line in text.splitlines() if line.startswith("| wine (13)"))
+    assert "1.010 (0.970–1.050)" in nll_row and "**1.005** (1.000–1.010)" in nll_row
+    verdicts = text.split("### Quality acceptance")[1].split("###")[0]
+    row = next(line for line in verdicts.splitlines() if line.startswith("| wine"))
+    assert "+0.005 yes [-0.040, +0.050]" in row
+    assert "2 seeds (0, 1" in text
 
 
 def test_speed_verdicts_use_the_per_round_ratio():
@@ -121,6 +139,7 @@ def test_two_step_smoke_run_of_the_section():
         compile_=False,
         toy_n=600,
         say=say.append,
+        seeds=(0, 1),
     )
     assert text.startswith("## Peers: zuko and nflows")
     row = next(line for line in text.splitlines() if line.startswith("| 8gaussians (2)"))
@@ -139,3 +158,16 @@ def test_bench_needs_a_spec_only_for_the_spec_sections(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         flowdsl_main(["bench", "--sections", "peers", "--peers-data", "mnist"])
     assert e.value.code == 1
+
+
+def test_bench_peers_seeds_and_speed_only_or_quality_only(monkeypatch):
+    seen: list = []
+    monkeypatch.setattr(suite, "peers_part", lambda args, say: seen.append(args) or "## Peers\n")
+    assert flowdsl_main(["bench", "--sections", "peers", "--peers-seeds", "3,4", "--peers-dims", ""]) == 0
+    assert seen[-1].peers_seeds == [3, 4] and seen[-1].peers_dims == []
+    assert flowdsl_main(["bench", "--sections", "peers"]) == 0
+    assert seen[-1].peers_seeds == [0, 1, 2] and seen[-1].peers_dims == [64]
+    for bad in ("", "-1", "a"):
+        with pytest.raises(SystemExit) as e:
+            flowdsl_main(["bench", "--sections", "peers", "--peers-seeds", bad])
+        assert e.value.code == 1
