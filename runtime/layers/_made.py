@@ -88,7 +88,9 @@ class MadeWeights:
     w1 (H, D), b1 (H,), wc (H, E) or None (None with a context: the context the schemes are given is
     already the first layer's context term (B, H), e.g. a row of a folded per-class table),
     hidden [(W (H, H), b (H,))] × (depth − 1),
-    wo (D·P, H), bo (D·P,) (entry-major rows), per_entry P; and, for the sequential steps, the same
+    wo (D·P, H), bo (D·P,) (entry-major rows: entry i's P outputs together; ``param_major``: the
+    D outputs of each parameter together, so a parameter's (B, D) slice of θ is contiguous and the
+    elementwise map that reads it vectorises), per_entry P; and, for the sequential steps, the same
     weights in step order: w1_steps (D, H) (row k = W₁'s column of entry e_k), wo_steps (D, P, H)
     and bo_steps (D, P) (the output rows of entry e_k). :meth:`MADE.weights` derives the step-order
     views per call; the frozen form stores them."""
@@ -103,6 +105,7 @@ class MadeWeights:
     w1_steps: Tensor
     wo_steps: Tensor
     bo_steps: Tensor
+    param_major: bool = False
 
 
 class MADE(nn.Module):
@@ -181,7 +184,10 @@ def made_parallel(x: Tensor, w: MadeWeights, ctx: Tensor | None = None) -> Tenso
     h = torch.relu(a)
     for wl, bl in w.hidden:
         h = torch.relu(F.linear(h, wl, bl))
-    return F.linear(h, w.wo, w.bo).reshape(x.shape[0], -1, w.per_entry)
+    out = F.linear(h, w.wo, w.bo)
+    if w.param_major:  # (B, P, D) in memory, viewed as (B, D, P)
+        return out.reshape(x.shape[0], w.per_entry, -1).transpose(1, 2)
+    return out.reshape(x.shape[0], -1, w.per_entry)
 
 
 #: a step's elementwise map: (the known side's entry (B,), θ (B, P)) -> (the solved entry (B,), log g' (B,) or None)

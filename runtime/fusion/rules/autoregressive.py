@@ -8,6 +8,8 @@ Rewrite (weight-only, exact up to rounding; the module is ``InferenceAutoregress
     * the MADE masks are multiplied into the weights once (W ⊙ M stored as buffers), so no call
       multiplies a mask, and the sequential steps' weights are stored in step order (W₁'s columns
       for the rank-1 updates, the output rows of each step's entry), so no call reorders them;
+    * the affine output layer's rows are stored parameter-major (all shifts, then all log-scales),
+      so each parameter's (B, D) slice is contiguous and the compiled elementwise map vectorises;
     * the affine log-scale is the layer's soft clip r/(1 + |r|/B) (``soft_log_scale``: one abs,
       one multiply-add and one division, no transcendental);
     * the log-det is summed in float32 for 16-bit inputs.
