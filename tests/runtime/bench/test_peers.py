@@ -127,6 +127,19 @@ def test_speed_verdicts_use_the_per_round_ratio():
     assert "1.20×" in lines[1] and lines[1].endswith("| **NO** |")
 
 
+def test_maf_sampling_verdict_reads_the_fused_module_when_sampling_is_not_compiled():
+    times = {
+        "log_prob": {"flowdsl fused + compile": [1.0, 1.0], "flowdsl fused": [3.0, 3.0], "zuko": [2.0, 2.0]},
+        "sample": {"flowdsl fused": [5.0, 5.0], "zuko": [10.0, 10.0]},
+    }
+    text = speed_tables([SpeedResult("maf", 8, 256, {"flowdsl": (1, 1)}, times)], 2, 2)
+    verdicts = text.split("### Speed acceptance")[1].split("###")[0]
+    lp = next(line for line in verdicts.splitlines() if "| log_prob |" in line)
+    sa = next(line for line in verdicts.splitlines() if "| sample |" in line)
+    assert "| fused + compile |" in lp and "2.00×" in lp and lp.endswith("| yes |")
+    assert "| fused |" in sa and "2.00×" in sa and sa.endswith("| yes |")
+
+
 def test_two_step_smoke_run_of_the_section():
     say: list[str] = []
     text = peers_section(
