@@ -4,9 +4,7 @@ evaluation schemes (one parallel pass; D sequential steps), shared by the layer 
 Degrees (the autoregressive order). Input entry i has degree m(i) ∈ {1…D}: ``natural`` m(i) = i + 1,
 ``reverse`` m(i) = D − i, ``random`` a permutation drawn from ``seed`` (torch.randperm on its own
 generator, so a seed gives the same order everywhere). Hidden unit j of every hidden layer has
-a degree from {lo…hi} dealt round robin, lo + (j mod (hi − lo + 1)), then sorted (each degree gets
-⌊H/n⌋ or ⌈H/n⌉ units, the lower degrees the extra ones: zuko's MADE has this multiset, so at equal
-weights the two compute the same map up to an order of the hidden units), with lo = 1,
+degree m_h(j) = lo + ⌊j·(hi − lo + 1)/H⌋, a sorted, even spread over {lo…hi} with lo = 1,
 hi = max(D − 1, 1) without a context and lo = 0, hi = D − 1 with one (units of degree 0 see only
 the context, so that the first entry in the order is conditioned too). Masks:
 
@@ -64,7 +62,7 @@ def hidden_degrees(d: int, hidden: int, conditional: bool) -> list[int]:
     """Sorted degrees of the H units of a hidden layer (see the module docstring)."""
     lo, hi = (0, d - 1) if conditional else (1, max(d - 1, 1))
     span = hi - lo + 1
-    return sorted(lo + j % span for j in range(hidden))
+    return [lo + (j * span) // hidden for j in range(hidden)]
 
 
 def made_masks(in_deg: list[int], hid_deg: list[int], per_entry: int) -> tuple[Tensor, Tensor, Tensor]:
