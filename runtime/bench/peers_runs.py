@@ -207,21 +207,20 @@ def time_family(
             torch._dynamo.reset()
             opts = {"freezing": True}
             c_lp = torch.compile(fused.log_prob, fullgraph=True, dynamic=False, options=opts)
-            c_inv = torch.compile(fused.inverse, fullgraph=True, dynamic=False, options=opts)
-            todo = [("log_prob", c_lp, x)]
-            if family not in SEQUENTIAL_SAMPLING:
-                todo.append(("sample", c_inv, prior.sample(batch)))
-            else:
+            #: direction -> (compiled function, its warm-up input, its timed call, the table it joins)
+            compiled = {"log_prob": (c_lp, x, lambda: c_lp(x), lp)}
+            if family in SEQUENTIAL_SAMPLING:
                 res.notes.append("sampling (D sequential steps) timed fused, not compiled (see peers_runs)")
-            for key, fn, arg in todo:
+            else:
+                c_inv = torch.compile(fused.inverse, fullgraph=True, dynamic=False, options=opts)
+                compiled["sample"] = (c_inv, prior.sample(batch), lambda: c_inv(prior.sample(batch)), sa)
+            for key, (fn, arg, timed, table) in compiled.items():
                 t = time.perf_counter()
                 fn(arg)
                 res.compile_s[key] = time.perf_counter() - t
                 say(f"  peers {family} D={dim}: flowdsl compiled {key} in {res.compile_s[key]:.1f} s")
+                table["flowdsl fused + compile"] = timed
             res.errors["flowdsl fused + compile"] = float((c_lp(x) - ref).abs().max()) / scale
-            lp["flowdsl fused + compile"] = lambda: c_lp(x)
-            if family not in SEQUENTIAL_SAMPLING:
-                sa["flowdsl fused + compile"] = lambda: c_inv(prior.sample(batch))
     for lib in libraries:
         if lib == "flowdsl":
             continue
