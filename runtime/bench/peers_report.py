@@ -1,7 +1,7 @@
 """``flowdsl bench --sections peers``: flowdsl, zuko and nflows side by side (markdown).
 
     flowdsl bench --sections peers [--peers-steps 1000] [--peers-seeds 0,1,2] [--peers-data wine,...,pinwheel]
-                  [--peers-dims 64] [--peers-batch 256] [--threads 2] [--repeats 12] [--no-compile]
+                  [--peers-same-start] [--peers-dims 64] [--peers-batch 256] [--threads 2] [--repeats 12] [--no-compile]
 
 Quality: every (library, family, data set, seed) run of :func:`peers_runs.train_and_test` in a pool of
 ``threads`` worker processes of one thread each (runs are independent and small, so processes
@@ -21,7 +21,7 @@ import math
 import time
 from typing import Callable
 
-from flowdsl.runtime.bench.peers import FAMILIES, Arch, available_libraries
+from flowdsl.runtime.bench.peers import FAMILIES, SAME_START, Arch, available_libraries
 from flowdsl.runtime.bench.peers_runs import TABULAR_SETS, TOY_SETS, RunResult, SpeedResult
 
 __all__ = ["peers_section", "quality_runs", "quality_tables", "speed_tables", "QUALITY_MARGIN"]
@@ -205,6 +205,8 @@ def quality_tables(
         ]
         cells.append(_verdict(by.get(("flowdsl", "nsf", d)), by.get(("flowdsl", "affine", d)), lambda x: x < 0))
         out.append(f"| {d} | " + " | ".join(cells) + " |")
+    if any(r.library == SAME_START for r in results):
+        out += _same_start_table(by, datasets)
     out += [
         "",
         "### Parameters and training time",
@@ -233,6 +235,30 @@ def quality_tables(
     if notes:
         out += ["", *notes]
     return "\n".join(out) + "\n"
+
+
+def _same_start_table(by: dict[tuple[str, str, str], list[RunResult]], datasets: list[str]) -> list[str]:
+    """flowdsl from zuko's initial weights − zuko, per family (``peers_start``): the implementation's
+    share of the gap, with the draw of the initial weights taken out."""
+    fams = [f for f in ("nsf", "maf", "maf_spline") if any((SAME_START, f, d) in by for d in datasets)]
+    out = [
+        "",
+        "### Same start: flowdsl from zuko's initial weights",
+        "",
+        "flowdsl's model given zuko's initial parameters of each seed (and, for a MADE, zuko's connectivity), "
+        "trained by the same loop on the same batches (`flowdsl.runtime.bench.peers_start`). "
+        "Mean over the seeds of (flowdsl from zuko's start − zuko) in nats/dim, the per-seed differences' range "
+        "in brackets: what the implementations contribute to the gap above once the initial draw is the same. "
+        "The splines keep flowdsl's minimum bin size of 1e-3 (zuko has none).",
+        "",
+        "| data | " + " | ".join(f"{FAMILIES[f].split(' (')[0]}: same start − zuko" for f in fams) + " |",
+        "|---|" + "---:|" * len(fams),
+    ]
+    for d in datasets:
+        ok = lambda x: x <= QUALITY_MARGIN  # noqa: E731
+        cells = [_verdict(by.get((SAME_START, f, d)), by.get(("zuko", f, d)), ok) for f in fams]
+        out.append(f"| {d} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _params(p: tuple[int, int]) -> str:
@@ -324,9 +350,11 @@ def peers_section(
     toy_n: int = 20_000,
     say: Callable[[str], None] = print,
     seeds: tuple[int, ...] = (0, 1, 2),
+    same_start: bool = False,
 ) -> str:
     """The ``## Peers: zuko and nflows`` section: quality runs (none when ``steps`` is 0) over
-    ``seeds``, then the speed tables at each of ``dims`` (none when it is empty)."""
+    ``seeds`` (with ``same_start``, also flowdsl's models started from zuko's initial weights:
+    ``peers_start``), then the speed tables at each of ``dims`` (none when it is empty)."""
     import torch
 
     from flowdsl.errors import FlowDSLError
@@ -352,7 +380,8 @@ def peers_section(
     families = ["nsf", "affine", "maf", "maf_spline"] if families is None else families
     if steps > 0:
         t0 = time.perf_counter()
-        results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, libs, say, seeds)
+        run_libs = libs + ([SAME_START] if same_start and "zuko" in libs else [])
+        results, notes = quality_runs(datasets, families, a, steps, batch, lr, threads, toy_n, run_libs, say, seeds)
         cpu = sum(r.cpu_seconds for r in results)
         say(f"peers quality: {time.perf_counter() - t0:.0f} s wall, {cpu:.0f} s CPU in the runs")
         floors = {d: true_test_nll(d, load_split(d, toy_n)[2]) for d in datasets}

@@ -505,17 +505,30 @@ def peers_part(args: argparse.Namespace, say: Callable[[str], None]) -> str:
         compile_=not args.no_compile,
         say=say,
         seeds=tuple(args.peers_seeds),
+        same_start=args.peers_same_start,
     )
 
 
 def _seed_list(text: str) -> list[int]:
-    """An argparse type: a non-empty comma list of seeds (whole numbers ≥ 0)."""
+    """An argparse type: a non-empty comma list of seeds (whole numbers ≥ 0) and ranges ``a-b``
+    (both ends included), e.g. ``0,1,2`` or ``0-29``."""
     from flowdsl.cliargs import int_list, nonnegative_int
 
-    out = int_list(nonnegative_int())(text)
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        lo, dash, hi = part.partition("-")
+        if dash:
+            if not (lo.strip() and hi.strip()):
+                raise argparse.ArgumentTypeError(f"{part!r}: expected a seed or a range a-b")
+            a, b = (nonnegative_int()(v) for v in (lo, hi))
+            if b < a:
+                raise argparse.ArgumentTypeError(f"seed range {part!r} runs backwards")
+            out += range(a, b + 1)
+        elif part:
+            out += int_list(nonnegative_int())(part)
     if not out:
         raise argparse.ArgumentTypeError("give at least one seed")
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _foreign_sections(old: str, new: str) -> list[str]:
@@ -587,7 +600,14 @@ def register(subparsers) -> None:
         "--peers-seeds",
         type=_seed_list,
         default=[0, 1, 2],
-        help="peers: comma list of seeds of the quality runs; the tables show means over them (default 0,1,2)",
+        help="peers: seeds of the quality runs, a comma list with ranges (0,1,2 or 0-29); the tables show means "
+        "over them (default 0,1,2)",
+    )
+    b.add_argument(
+        "--peers-same-start",
+        action="store_true",
+        help="peers: also train flowdsl's NSF and MAF models from zuko's initial weights of each seed (the "
+        "implementations compared with the initial draw taken out)",
     )
     b.add_argument("--peers-batch", type=batch_size, default=256, help="peers: batch of the timed calls (default 256)")
     b.add_argument(

@@ -129,19 +129,34 @@ class MADE(nn.Module):
         super().__init__()
         self.d, self.per_entry, self.context = d, per_entry, context
         self.in_deg = input_degrees(d, order, seed)
-        self.hid_deg = hidden_degrees(d, hidden, context > 0)
-        self.plan = step_plan(self.in_deg, self.hid_deg)
-        first, hid, out = made_masks(self.in_deg, self.hid_deg, per_entry)
         self.first = nn.Linear(d, hidden)
         self.ctx = nn.Linear(context, hidden, bias=False) if context > 0 else None
         self.layers = nn.ModuleList([nn.Linear(hidden, hidden) for _ in range(depth - 1)])
         self.out = nn.Linear(hidden, d * per_entry)
-        self.register_buffer("mask_first", first)
-        self.register_buffer("mask_hidden", hid)
-        self.register_buffer("mask_out", out)
+        self.set_hidden_degrees(hidden_degrees(d, hidden, context > 0))
+
+    def set_hidden_degrees(self, degrees: list[int]) -> None:
+        """Give every hidden layer these H unit degrees (sorted, within {lo…hi} of the module
+        docstring) and derive the masks and the step plan from them; the weights are kept. The
+        default is :func:`hidden_degrees`' even spread; another multiset, e.g. the cyclic one of
+        zuko's and nflows' MADEs, lets a model start from their connectivity (the peers benchmark)."""
+        degrees = [int(m) for m in degrees]
+        lo, hi = (0, self.d - 1) if self.context > 0 else (1, max(self.d - 1, 1))
+        if len(degrees) != self.first.out_features or degrees != sorted(degrees) or not all(
+            lo <= m <= hi for m in degrees
+        ):
+            raise ValueError(f"hidden degrees must be {self.first.out_features} sorted values in {lo}…{hi}")
+        self.hid_deg = degrees
+        self.plan = step_plan(self.in_deg, degrees)
+        first, hid, out = made_masks(self.in_deg, degrees, self.per_entry)
+        device = self.first.weight.device
+        self.register_buffer("mask_first", first.to(device))
+        self.register_buffer("mask_hidden", hid.to(device))
+        self.register_buffer("mask_out", out.to(device))
         #: the entries in step order (e_1 … e_D); None for the natural order (no reordering needed)
         steps = [e for e, _ in self.plan]
-        self.register_buffer("step_entries", None if steps == list(range(d)) else torch.tensor(steps))
+        entries = None if steps == list(range(self.d)) else torch.tensor(steps, device=device)
+        self.register_buffer("step_entries", entries)
 
     def weights(self) -> MadeWeights:
         """The masked weights (recomputed per call, so autograd sees the masks)."""

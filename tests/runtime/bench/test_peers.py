@@ -9,9 +9,10 @@ import torch
 
 import flowdsl.runtime.bench.suite as suite
 from flowdsl.cli import main as flowdsl_main
-from flowdsl.runtime.bench.peers import Arch, _kept, build_peer, param_counts
+from flowdsl.runtime.bench.peers import SAME_START, Arch, _kept, build_peer, param_counts
 from flowdsl.runtime.bench.peers_report import QUALITY_MARGIN, peers_section, quality_tables, speed_tables
 from flowdsl.runtime.bench.peers_runs import RunResult, SpeedResult
+from flowdsl.runtime.bench.peers_start import copy_zuko_start
 
 pytest.importorskip("zuko")
 pytest.importorskip("nflows")
@@ -153,8 +154,11 @@ def test_two_step_smoke_run_of_the_section():
         toy_n=600,
         say=say.append,
         seeds=(0, 1),
+        same_start=True,
     )
     assert text.startswith("## Peers: zuko and nflows")
+    same = text.split("### Same start")[1].split("###")[0]
+    assert next(line for line in same.splitlines() if line.startswith("| 8gaussians")).count(" yes ") == 3
     row = next(line for line in text.splitlines() if line.startswith("| 8gaussians (2)"))
     assert row.count("|") >= 8 and "diverged" not in row
     speed = [line for line in text.splitlines() if line.startswith("| NSF coupling") and "| 3 |" in line]
@@ -180,40 +184,92 @@ def test_bench_peers_seeds_and_speed_only_or_quality_only(monkeypatch):
     assert seen[-1].peers_seeds == [3, 4] and seen[-1].peers_dims == []
     assert flowdsl_main(["bench", "--sections", "peers"]) == 0
     assert seen[-1].peers_seeds == [0, 1, 2] and seen[-1].peers_dims == [64]
-    for bad in ("", "-1", "a"):
+    assert not seen[-1].peers_same_start
+    assert flowdsl_main(["bench", "--sections", "peers", "--peers-seeds", "0-3,9,2", "--peers-same-start"]) == 0
+    assert seen[-1].peers_seeds == [0, 1, 2, 3, 9] and seen[-1].peers_same_start
+    for bad in ("", "-1", "a", "4-2", "1-"):
         with pytest.raises(SystemExit) as e:
             flowdsl_main(["bench", "--sections", "peers", "--peers-seeds", bad])
         assert e.value.code == 1
 
 
-def test_nsf_coupling_computes_zukos_density_with_zukos_weights(monkeypatch):
-    """zuko as the reference: its NSF's weights (randomised) copied into flowdsl's NSF give the same
-    log-density to float64 rounding, inside the bound, at ±bound and far out in the identity tails.
-    flowdsl's minimum bin size (zuko has none) is set to 0 for the comparison. flowdsl reverses the
-    entries after every coupling, so an odd layer's net sees its inputs and emits its outputs'
-    parameter blocks in reverse order."""
+def _randomised(peer, gen):
+    with torch.no_grad():
+        for p in peer.module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7)
+    return peer
+
+
+@pytest.mark.parametrize("family", ["nsf", "maf", "maf_spline"])
+def test_flowdsl_computes_zukos_density_and_inverse_with_zukos_weights(monkeypatch, family):
+    """zuko as the reference: its model's weights (randomised) copied into flowdsl's model of the
+    same family (``copy_zuko_start``; a MADE takes zuko's cyclic connectivity, its units permuted into
+    flowdsl's sorted order) give the same log-density and the same inverse to float64 rounding,
+    inside the bound, at ±bound and far out in the identity tails. flowdsl's minimum bin size (zuko
+    has none) is set to 0 for the comparison. The inverse of a MAF is flowdsl's sequential plan, so
+    this also checks the plan derived from the new degrees; the frozen (fused) form is checked too."""
     import flowdsl.runtime.layers._rq_spline as rq
 
     monkeypatch.setattr(rq, "MIN_BIN", 0.0)
     dim, arch = 5, Arch(hidden=8, depth=2, layers=2, bins=4, bound=3.0)
-    per, n_b = 3 * arch.bins - 1, dim - dim // 2
-    ours = build_peer("flowdsl", "nsf", dim, arch).module.double()
-    zk = build_peer("zuko", "nsf", dim, arch).module.double()
-    zp, op = list(zk.parameters()), list(ours.parameters())
-    assert [p.shape for p in zp] == [p.shape for p in op]
     gen = torch.Generator().manual_seed(0)
+    zk = build_peer("zuko", family, dim, arch)
+    zk.module.double()
+    _randomised(zk, gen)
+    ours = build_peer("flowdsl", family, dim, arch)
+    ours.module.double()
+    copy_zuko_start(ours, zk, arch)
+    x = torch.randn(64, dim, generator=gen, dtype=torch.float64) * 2
+    x[0] = torch.tensor([3.0, -3.0, 10.0, 0.0, -1e3], dtype=torch.float64)
+    x[1] = torch.tensor([2.999, -2.999, 1e4, -1e4, 0.5], dtype=torch.float64)
     with torch.no_grad():
-        for p in zp:
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.7)
-        for layer in range(arch.layers):
-            w0, b0, w1, b1, w2, b2 = (t.clone() for t in zp[6 * layer : 6 * layer + 6])
-            if layer % 2 == 1:
-                w0 = w0.flip(1)
-                w2 = w2.reshape(n_b, per, -1).flip(0).reshape(n_b * per, -1)
-                b2 = b2.reshape(n_b, per).flip(0).reshape(-1)
-            for dst, src in zip(op[6 * layer : 6 * layer + 6], (w0, b0, w1, b1, w2, b2)):
-                dst.copy_(src)
-        x = torch.randn(64, dim, generator=gen, dtype=torch.float64) * 2
-        x[0] = torch.tensor([3.0, -3.0, 10.0, 0.0, -1e3], dtype=torch.float64)
-        x[1] = torch.tensor([2.999, -2.999, 1e4, -1e4, 0.5], dtype=torch.float64)
-        torch.testing.assert_close(ours.log_prob(x), zk().log_prob(x), rtol=1e-11, atol=1e-10)
+        flow = zk.module()
+        torch.testing.assert_close(ours.log_prob(x), flow.log_prob(x), rtol=1e-10, atol=1e-10)
+        # z and x: the generic rows. Rows 0 and 1 (±bound, ±1e4) drive the randomised conditioners to
+        # degenerate splines (bins of width ~0 with the minimum at 0), where z is ill-conditioned.
+        z = flow.transform(x[2:])
+        torch.testing.assert_close(ours.module.forward(x[2:])[0], z, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ours.module.inverse(z), flow.transform.inv(z), rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(ours.module.fuse().log_prob(x), flow.log_prob(x), rtol=1e-10, atol=1e-10)
+
+
+def test_same_start_runs_train_from_zukos_weights():
+    """A same-start model computes zuko's density at the start (float32, minimum bin 0 not needed for
+    the affine MAF), and its MADEs carry zuko's degree multiset."""
+    from flowdsl.runtime.layers._made import MADE
+
+    ss = build_peer(SAME_START, "maf", 7, TINY, seed=4)
+    zk = build_peer("zuko", "maf", 7, TINY, seed=4)
+    x = torch.randn(32, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(ss.log_prob(x), zk.log_prob(x), rtol=1e-5, atol=1e-5)
+    degs = [m.hid_deg for m in ss.module.modules() if isinstance(m, MADE)]
+    assert degs and all(d == sorted([1 + j % 6 for j in range(8)]) for d in degs)
+    assert ss.library == SAME_START
+
+
+def test_made_hidden_degrees_are_validated():
+    from flowdsl.runtime.layers._made import MADE
+
+    made = MADE(4, hidden=6, depth=2, per_entry=2, order="natural", seed=0)
+    for bad in ([1, 2, 3, 3, 2, 1], [1, 1, 2, 2, 3, 4], [1, 2, 3]):  # unsorted, above D − 1, too few
+        with pytest.raises(ValueError, match="hidden degrees"):
+            made.set_hidden_degrees(bad)
+    made.set_hidden_degrees([1, 1, 1, 2, 3, 3])
+    assert [n for _, n in made.plan] == [0, 3, 4, 6]
+
+
+def test_same_start_table_reports_the_gap_with_the_draw_taken_out():
+    results = [
+        _run("flowdsl", "maf", "wine", 1.10, seed=0),
+        _run("zuko", "maf", "wine", 1.00, seed=0),
+        _run(SAME_START, "maf", "wine", 1.003, seed=0),
+        _run("flowdsl", "maf", "wine", 0.95, seed=1),
+        _run("zuko", "maf", "wine", 1.02, seed=1),
+        _run(SAME_START, "maf", "wine", 1.019, seed=1),
+    ]
+    text = quality_tables(results, ["wine"], {"wine": None}, 10, 256, 1e-3)
+    same = text.split("### Same start")[1].split("###")[0]
+    row = next(line for line in same.splitlines() if line.startswith("| wine"))
+    assert "+0.001 yes [-0.001, +0.003]" in row
+    assert "flowdsl (zuko" not in text.split("### Quality acceptance")[0]  # not a column of the main table
