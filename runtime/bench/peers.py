@@ -45,7 +45,6 @@ __all__ = [
     "Peer",
     "FAMILIES",
     "LIBRARIES",
-    "SAME_START",
     "flowdsl_spec_text",
     "build_peer",
     "param_counts",
@@ -60,8 +59,6 @@ FAMILIES = {
     "affine": "affine coupling (flowdsl, the NSF's twin)",
 }
 LIBRARIES = ("flowdsl", "zuko", "nflows")
-#: flowdsl's model started from zuko's initial weights (:mod:`flowdsl.runtime.bench.peers_start`)
-SAME_START = "flowdsl (zuko's start)"
 
 
 @dataclass(frozen=True)
@@ -257,13 +254,7 @@ def _nflows(family: str, dim: int, arch: Arch, seed: int) -> Peer:
     return Peer("nflows", family, dim, flow, flow.log_prob, flow.sample)
 
 
-def _same_start(family: str, dim: int, arch: Arch, seed: int) -> Peer:
-    from flowdsl.runtime.bench.peers_start import flowdsl_from_zuko
-
-    return flowdsl_from_zuko(family, dim, arch, seed)
-
-
-_BUILDERS = {"flowdsl": _flowdsl, "zuko": _zuko, "nflows": _nflows, SAME_START: _same_start}
+_BUILDERS = {"flowdsl": _flowdsl, "zuko": _zuko, "nflows": _nflows}
 
 
 def build_peer(library: str, family: str, dim: int, arch: Arch, seed: int = 0) -> Peer:

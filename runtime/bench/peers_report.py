@@ -21,8 +21,9 @@ import math
 import time
 from typing import Callable
 
-from flowdsl.runtime.bench.peers import FAMILIES, SAME_START, Arch, available_libraries
+from flowdsl.runtime.bench.peers import FAMILIES, Arch, available_libraries
 from flowdsl.runtime.bench.peers_runs import TABULAR_SETS, TOY_SETS, RunResult, SpeedResult
+from flowdsl.runtime.bench.peers_start import SAME_START
 
 __all__ = ["peers_section", "quality_runs", "quality_tables", "speed_tables", "QUALITY_MARGIN"]
 

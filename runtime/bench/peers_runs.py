@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from flowdsl.runtime.bench.peers import Arch, Peer, build_peer, param_counts
+from flowdsl.runtime.bench.peers_start import build_run_peer
 
 __all__ = ["TABULAR_SETS", "TOY_SETS", "load_split", "true_test_nll", "RunResult", "train_and_test", "time_family"]
 
@@ -116,7 +117,7 @@ def train_and_test(
     """Train one model with the shared loop (see the module docstring); its test NLL."""
     train, val, test = split
     dim = train.shape[1]
-    peer = build_peer(library, family, dim, arch, seed)
+    peer = build_run_peer(library, family, dim, arch, seed)
     module = peer.module
     module.train()
     opt = torch.optim.Adam(module.parameters(), lr=lr)

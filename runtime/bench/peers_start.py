@@ -27,9 +27,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowdsl.runtime.bench.peers import SAME_START, Arch, Peer
+from flowdsl.runtime.bench.peers import Arch, Peer, _flowdsl, _seeded, _zuko, build_peer
 
-__all__ = ["zuko_made_degrees", "copy_zuko_start", "flowdsl_from_zuko"]
+__all__ = ["SAME_START", "zuko_made_degrees", "copy_zuko_start", "flowdsl_from_zuko", "build_run_peer"]
+
+#: the library name of a same-start run (flowdsl's model from zuko's initial weights) in the tables
+SAME_START = "flowdsl (zuko's start)"
 
 
 def zuko_made_degrees(hyper) -> tuple[Tensor, Tensor]:
@@ -100,11 +103,17 @@ def copy_zuko_start(ours: Peer, theirs: Peer, arch: Arch) -> None:
 
 
 def flowdsl_from_zuko(family: str, dim: int, arch: Arch, seed: int) -> Peer:
-    """flowdsl's ``family`` model carrying zuko's initial weights of ``seed`` (call under the seeded
-    global generator, as :func:`peers.build_peer` does)."""
-    from flowdsl.runtime.bench.peers import _flowdsl, _zuko
-
-    theirs = _zuko(family, dim, arch, seed)
-    ours = _flowdsl(family, dim, arch, seed)
+    """flowdsl's ``family`` model carrying zuko's initial weights of ``seed``: zuko's model is drawn
+    first from the seeded global generator, exactly as ``build_peer("zuko", ...)`` draws it."""
+    with _seeded(seed):
+        theirs = _zuko(family, dim, arch, seed)
+        ours = _flowdsl(family, dim, arch, seed)
     copy_zuko_start(ours, theirs, arch)
     return Peer(SAME_START, family, dim, ours.module, ours.log_prob, ours.sample)
+
+
+def build_run_peer(library: str, family: str, dim: int, arch: Arch, seed: int = 0) -> Peer:
+    """:func:`peers.build_peer`, plus the ``SAME_START`` library of the quality runs."""
+    if library == SAME_START:
+        return flowdsl_from_zuko(family, dim, arch, seed)
+    return build_peer(library, family, dim, arch, seed)

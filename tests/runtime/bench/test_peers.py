@@ -9,10 +9,10 @@ import torch
 
 import flowdsl.runtime.bench.suite as suite
 from flowdsl.cli import main as flowdsl_main
-from flowdsl.runtime.bench.peers import SAME_START, Arch, _kept, build_peer, param_counts
+from flowdsl.runtime.bench.peers import Arch, _kept, build_peer, param_counts
 from flowdsl.runtime.bench.peers_report import QUALITY_MARGIN, peers_section, quality_tables, speed_tables
 from flowdsl.runtime.bench.peers_runs import RunResult, SpeedResult
-from flowdsl.runtime.bench.peers_start import copy_zuko_start
+from flowdsl.runtime.bench.peers_start import SAME_START, build_run_peer, copy_zuko_start
 
 pytest.importorskip("zuko")
 pytest.importorskip("nflows")
@@ -238,7 +238,7 @@ def test_same_start_runs_train_from_zukos_weights():
     the affine MAF), and its MADEs carry zuko's degree multiset."""
     from flowdsl.runtime.layers._made import MADE
 
-    ss = build_peer(SAME_START, "maf", 7, TINY, seed=4)
+    ss = build_run_peer(SAME_START, "maf", 7, TINY, seed=4)
     zk = build_peer("zuko", "maf", 7, TINY, seed=4)
     x = torch.randn(32, 7)
     with torch.no_grad():
