@@ -271,5 +271,5 @@ def test_same_start_table_reports_the_gap_with_the_draw_taken_out():
     text = quality_tables(results, ["wine"], {"wine": None}, 10, 256, 1e-3)
     same = text.split("### Same start")[1].split("###")[0]
     row = next(line for line in same.splitlines() if line.startswith("| wine"))
-    assert "+0.001 yes [-0.001, +0.003]" in row
+    assert "+0.001 yes [-0.001, +0.003] | 3.0e-03 |" in row
     assert "flowdsl (zuko" not in text.split("### Quality acceptance")[0]  # not a column of the main table
