@@ -48,7 +48,8 @@ def zuko_made_degrees(hyper) -> tuple[Tensor, Tensor]:
 def _copy_made(made, hyper) -> None:
     from flowdsl.runtime.layers._made import MADE
 
-    assert isinstance(made, MADE) and len(made.layers) == 1, "same-start MADEs have 2 hidden layers"
+    if not isinstance(made, MADE) or len(made.layers) != 1 or len(hyper) != 5:
+        raise ValueError("same-start MAF runs need MADEs of 2 hidden layers in both libraries")
     d0, d1 = zuko_made_degrees(hyper)
     if sorted(d0.tolist()) != sorted(d1.tolist()):
         raise ValueError("zuko's hidden layers have different degree multisets")
@@ -90,8 +91,6 @@ def copy_zuko_start(ours: Peer, theirs: Peer, arch: Arch) -> None:
     if ours.family == "nsf":
         _copy_coupling(list(ours.module.parameters()), list(theirs.module.parameters()), ours.dim, arch)
         return
-    if arch.depth != 2:
-        raise ValueError("same-start MAF runs need conditioners of 2 hidden layers")
     from flowdsl.runtime.layers._made import MADE
 
     mades = [m for m in ours.module.modules() if isinstance(m, MADE)]

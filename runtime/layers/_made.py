@@ -6,7 +6,8 @@ Degrees (the autoregressive order). Input entry i has degree m(i) ∈ {1…D}: `
 generator, so a seed gives the same order everywhere). Hidden unit j of every hidden layer has
 degree m_h(j) = lo + ⌊j·(hi − lo + 1)/H⌋, a sorted, even spread over {lo…hi} with lo = 1,
 hi = max(D − 1, 1) without a context and lo = 0, hi = D − 1 with one (units of degree 0 see only
-the context, so that the first entry in the order is conditioned too). Masks:
+the context, so that the first entry in the order is conditioned too); :meth:`MADE.set_hidden_degrees`
+gives another sorted multiset (e.g. zuko's cyclic one, for the peers benchmark's same-start runs). Masks:
 
     first   M₁[j, i] = [m_h(j) ≥ m(i)]          (H × D; the context's E columns are unmasked)
     hidden  M[j, j'] = [m_h(j) ≥ m_h(j')]        (H × H)

@@ -246,6 +246,11 @@ def test_same_start_runs_train_from_zukos_weights():
     degs = [m.hid_deg for m in ss.module.modules() if isinstance(m, MADE)]
     assert degs and all(d == sorted([1 + j % 6 for j in range(8)]) for d in degs)
     assert ss.library == SAME_START
+    with pytest.raises(ValueError, match="same family"):
+        copy_zuko_start(build_peer("flowdsl", "nsf", 7, TINY), zk, TINY)
+    with pytest.raises(ValueError, match="2 hidden layers"):
+        deep = Arch(hidden=8, depth=3, layers=2)
+        copy_zuko_start(build_peer("flowdsl", "maf", 7, deep), build_peer("zuko", "maf", 7, deep), deep)
 
 
 def test_made_hidden_degrees_are_validated():
