@@ -120,7 +120,10 @@ def test_fallback_swap_without_renameat2(tmp_path, monkeypatch):
 
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
+    # Ctrl-C as a terminal delivers it: a process started from a background job of a script
+    # inherits SIGINT ignored, and Python keeps an inherited SIG_IGN
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import torch, flowdsl
     from flowdsl.runtime.export import onnx as ox, pair
 
