@@ -35,6 +35,7 @@ __all__ = [
     "batch_size_or_zero",
     "steps",
     "int_list",
+    "name_list",
 ]
 
 #: largest seed torch's generators take (``torch.manual_seed`` accepts [-2**63, 2**64))
@@ -187,6 +188,24 @@ def int_list(item: Callable[[str], int]) -> Callable[[str], list[int]]:
             except argparse.ArgumentTypeError as e:
                 raise argparse.ArgumentTypeError(f"{part.strip()!r}: {e}") from None
         return out
+
+    parse.__name__ = "list"
+    return parse
+
+
+def name_list(known: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma list of names, each one of ``known`` (at least one)."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in str(text).split(",") if n.strip()]
+        bad = [n for n in names if n not in known]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown name(s) {', '.join(map(repr, bad))}; known: {', '.join(known)}"
+                if bad
+                else f"give at least one of {', '.join(known)}"
+            )
+        return names
 
     parse.__name__ = "list"
     return parse

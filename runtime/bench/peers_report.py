@@ -142,14 +142,19 @@ def _cell(runs: list[RunResult] | None, low: float | None) -> str:
     return text
 
 
+def _paired(a: list[RunResult] | None, b: list[RunResult] | None) -> list[float]:
+    """a − b at every seed both have."""
+    by_seed = {r.seed: r.test_nll for r in b or []}
+    return [r.test_nll - by_seed[r.seed] for r in a or [] if r.seed in by_seed]
+
+
 def _verdict(a: list[RunResult] | None, b: list[RunResult] | None, ok: Callable[[float], bool]) -> str:
     """mean(a) − mean(b) with its verdict, and the range of the per-seed differences."""
     if not a or not b or not (math.isfinite(_mean(a)) and math.isfinite(_mean(b))):
         return "–"
     diff = _mean(a) - _mean(b)
     text = f"{diff:+.3f} " + ("yes" if ok(diff) else "**NO**")
-    by_seed = {r.seed: r.test_nll for r in b}
-    paired = [r.test_nll - by_seed[r.seed] for r in a if r.seed in by_seed]
+    paired = _paired(a, b)
     if len(paired) > 1:
         text += f" [{min(paired):+.3f}, {max(paired):+.3f}]"
     return text
@@ -263,8 +268,7 @@ def _same_start_table(by: dict[tuple[str, str, str], list[RunResult]], datasets:
         for f in fams:
             ours, theirs = by.get((SAME_START, f, d)), by.get(("zuko", f, d))
             cells.append(_verdict(ours, theirs, ok))
-            by_seed = {r.seed: r.test_nll for r in theirs or []}
-            gaps = [abs(r.test_nll - by_seed[r.seed]) for r in ours or [] if r.seed in by_seed]
+            gaps = [abs(v) for v in _paired(ours, theirs)]
             cells.append(f"{max(gaps):.1e}" if gaps and all(map(math.isfinite, gaps)) else "–")
         out.append(f"| {d} | " + " | ".join(cells) + " |")
     return out

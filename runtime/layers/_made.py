@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "input_degrees",
+    "degree_range",
     "hidden_degrees",
     "made_masks",
     "step_plan",
@@ -59,9 +60,14 @@ def input_degrees(d: int, order: str, seed: int = 0) -> list[int]:
     return [int(v) + 1 for v in perm]
 
 
+def degree_range(d: int, conditional: bool) -> tuple[int, int]:
+    """(lo, hi): the degrees a hidden unit may have (see the module docstring)."""
+    return (0, d - 1) if conditional else (1, max(d - 1, 1))
+
+
 def hidden_degrees(d: int, hidden: int, conditional: bool) -> list[int]:
     """Sorted degrees of the H units of a hidden layer (see the module docstring)."""
-    lo, hi = (0, d - 1) if conditional else (1, max(d - 1, 1))
+    lo, hi = degree_range(d, conditional)
     span = hi - lo + 1
     return [lo + (j * span) // hidden for j in range(hidden)]
 
@@ -142,7 +148,7 @@ class MADE(nn.Module):
         default is :func:`hidden_degrees`' even spread; another multiset, e.g. the cyclic one of
         zuko's and nflows' MADEs, lets a model start from their connectivity (the peers benchmark)."""
         degrees = [int(m) for m in degrees]
-        lo, hi = (0, self.d - 1) if self.context > 0 else (1, max(self.d - 1, 1))
+        lo, hi = degree_range(self.d, self.context > 0)
         if len(degrees) != self.first.out_features or degrees != sorted(degrees) or not all(
             lo <= m <= hi for m in degrees
         ):
