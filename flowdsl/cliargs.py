@@ -201,7 +201,7 @@ def name_list(known: tuple[str, ...]) -> Callable[[str], list[str]]:
         bad = [n for n in names if n not in known]
         if bad or not names:
             raise argparse.ArgumentTypeError(
-                f"unknown name(s) {', '.join(map(repr, bad))}; known: {', '.join(known)}"
+                f"unknown {'name' if len(bad) == 1 else 'names'} {', '.join(map(repr, bad))}; known: {', '.join(known)}"
                 if bad
                 else f"give at least one of {', '.join(known)}"
             )
